@@ -1,0 +1,177 @@
+"""The GAN as a LightningModule with manual optimization.
+
+Per training batch: one discriminator step on the real batch and an equal number of
+generated images, then (every ``d_steps_per_g`` batches) one generator step with the
+non-saturating loss. Lightning's manual-optimization pitfalls are handled here:
+
+* ``trainer.global_step`` counts every ``optimizer.step()``, so a plain GAN would count
+  two steps per batch. The discriminator's steps are kept out of that count, so
+  ``global_step``, ``trainer.max_steps`` and ``ModelCheckpoint(every_n_train_steps=...)``
+  are in generator steps. TensorBoard's x axis is Lightning's per-batch counter.
+* Gradient clipping goes through ``self.clip_gradients`` (Trainer's
+  ``gradient_clip_val`` is not allowed with manual optimization): ``gradient_clip_val``
+  here.
+* No LR schedulers are configured; one added later must be stepped by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from capsgan.losses import discriminator_loss, generator_loss, probability_real
+
+
+def _skip_step_count() -> None:
+    """Replaces a LightningOptimizer's step-progress hooks (see module docstring)."""
+
+
+class GAN(L.LightningModule):
+    """Generator + discriminator trained adversarially.
+
+    Args:
+        generator: maps z (B, latent_dim) to images (B, C, H, W) in [-1, 1].
+        discriminator: maps images to a (B,) score; its ``score_kind`` attribute
+            (``"logit"`` or ``"length"``) picks the loss.
+        latent_dim: size of z.
+        lr: Adam learning rate of both networks unless ``lr_g`` / ``lr_d`` is set.
+        betas: Adam betas; DCGAN's (0.5, 0.999) by default.
+        d_steps_per_g: discriminator steps (batches) per generator step.
+        label_smoothing: one-sided smoothing, the real target becomes 1 - this.
+        instance_noise: initial std of Gaussian noise added to every discriminator
+            input (real and fake), annealed linearly to 0 over
+            ``instance_noise_anneal_steps`` generator steps (0: never annealed).
+        gradient_clip_val: clip each network's gradient norm to this (None: off).
+        num_fixed_samples: size of the fixed noise batch behind the sample grids.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        latent_dim: int,
+        lr: float = 2e-4,
+        lr_g: float | None = None,
+        lr_d: float | None = None,
+        betas: Sequence[float] = (0.5, 0.999),
+        d_steps_per_g: int = 1,
+        label_smoothing: float = 0.0,
+        instance_noise: float = 0.0,
+        instance_noise_anneal_steps: int = 0,
+        gradient_clip_val: float | None = None,
+        num_fixed_samples: int = 64,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.score_kind: str = discriminator.score_kind
+        # A buffer, so it is saved in checkpoints: a resumed run keeps drawing the same grid.
+        self.register_buffer("fixed_z", torch.randn(num_fixed_samples, latent_dim))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.generator(z)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        betas = tuple(hp.betas)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g or hp.lr, betas=betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d or hp.lr, betas=betas)
+        return [opt_g, opt_d]
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def sample_z(self, n: int) -> Tensor:
+        return torch.randn(n, self.hparams.latent_dim, device=self.device)
+
+    def instance_noise_sigma(self) -> float:
+        sigma, anneal = self.hparams.instance_noise, self.hparams.instance_noise_anneal_steps
+        if sigma <= 0 or anneal <= 0:
+            return sigma
+        return sigma * max(0.0, 1.0 - self.global_step / anneal)
+
+    def _discriminate(self, images: Tensor, sigma: float) -> Tensor:
+        if sigma > 0:
+            images = images + sigma * torch.randn_like(images)
+        return self.discriminator(images)
+
+    def _step(self, optimizer: Any, loss: Tensor, count_step: bool = True) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+        if not count_step:  # re-installed by Lightning before every training_step
+            optimizer._on_before_step = optimizer._on_after_step = _skip_step_count
+        optimizer.step()
+
+    def discriminator_step(self, real: Tensor) -> dict[str, Tensor]:
+        """One discriminator update; returns detached statistics for logging."""
+        _, opt_d = self.optimizers()
+        sigma = self.instance_noise_sigma()
+        with torch.no_grad():
+            fake = self.generator(self.sample_z(real.shape[0]))
+        self.toggle_optimizer(opt_d)
+        score_real, score_fake = self._discriminate(real, sigma), self._discriminate(fake, sigma)
+        real_target = 1.0 - self.hparams.label_smoothing
+        loss = discriminator_loss(score_real, score_fake, self.score_kind, real_target)
+        self._step(opt_d, loss, count_step=False)
+        self.untoggle_optimizer(opt_d)
+        return self._d_stats(loss, score_real.detach(), score_fake.detach())
+
+    def generator_step(self, batch_size: int) -> Tensor:
+        """One generator update with the non-saturating loss; returns the loss."""
+        opt_g, _ = self.optimizers()
+        self.toggle_optimizer(opt_g)  # D's weights need no gradients here
+        score = self._discriminate(
+            self.generator(self.sample_z(batch_size)), self.instance_noise_sigma()
+        )
+        loss = generator_loss(score, self.score_kind)
+        self._step(opt_g, loss)
+        self.untoggle_optimizer(opt_g)
+        return loss.detach()
+
+    def _d_stats(self, loss: Tensor, score_real: Tensor, score_fake: Tensor) -> dict[str, Tensor]:
+        p_real = probability_real(score_real, self.score_kind)
+        p_fake = probability_real(score_fake, self.score_kind)
+        acc_real = (p_real > 0.5).float().mean()
+        acc_fake = (p_fake < 0.5).float().mean()
+        return {
+            "d_loss": loss.detach(),
+            "d_acc_real": acc_real,
+            "d_acc_fake": acc_fake,
+            "d_acc": 0.5 * (acc_real + acc_fake),
+            "d_x": p_real.mean(),
+            "d_g_z": p_fake.mean(),
+        }
+
+    # -- Lightning hooks ---------------------------------------------------------------
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real, _ = batch
+        stats = self.discriminator_step(real)
+        if (batch_idx + 1) % self.hparams.d_steps_per_g == 0:
+            stats["g_loss"] = self.generator_step(real.shape[0])
+        # step values under train/, epoch means (accumulated on device by Lightning) under epoch/
+        self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False)
+        self.log_dict({f"epoch/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True)
+        self.log_dict(
+            {"d_loss": stats["d_loss"], "d_acc": stats["d_acc"]},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            logger=False,
+        )
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real, _ = batch
+        fake = self.generator(self.sample_z(real.shape[0]))
+        score_real, score_fake = self.discriminator(real), self.discriminator(fake)
+        loss = discriminator_loss(score_real, score_fake, self.score_kind)
+        stats = self._d_stats(loss, score_real, score_fake)
+        stats["g_loss"] = generator_loss(score_fake, self.score_kind)
+        self.log_dict({f"val/{k}": v for k, v in stats.items()}, on_epoch=True)

@@ -1,0 +1,53 @@
+"""DCGAN discriminator: strided convolutions, BatchNorm, LeakyReLU, one logit.
+
+Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep Convolutional
+Generative Adversarial Networks" (ICLR 2016). No pooling: each block halves the image
+with a stride-2 convolution; the first block has no BatchNorm, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class CNNDiscriminator(nn.Module):
+    """Stride-2 conv blocks (4x4, padding 1) then a linear layer to a (B,) logit."""
+
+    score_kind = "logit"
+
+    def __init__(
+        self,
+        image_channels: int = 1,
+        image_size: int = 28,
+        channels: Sequence[int] = (64, 128),
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch, size = image_channels, image_size
+        for i, out_ch in enumerate(channels):
+            layers.append(nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=i == 0))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(nn.LeakyReLU(negative_slope, inplace=True))
+            in_ch, size = out_ch, size // 2  # 28 -> 14 -> 7 for MNIST
+        if size < 1:
+            raise ValueError(f"{len(channels)} stride-2 blocks shrink a {image_size}px image to 0")
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(in_ch * size * size, 1)
+        self.apply(dcgan_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(x)  # (B, channels[-1], S / 2^n, S / 2^n)
+        return self.classifier(h.flatten(1)).squeeze(1)  # (B,)
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,88 @@
+"""``train(cfg)``: build everything from the Hydra config, fit, return the metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from capsgan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_list(section: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a callbacks/logger group that has a ``_target_``."""
+    if not section:
+        return []
+    return [hydra.utils.instantiate(c) for c in section.values() if c and "_target_" in c]
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config flattened to ``a/b/c`` keys for TensorBoard's HPARAMS tab."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not str(k).startswith("_"):
+                    walk(v, f"{prefix}/{k}" if prefix else str(k))
+        elif isinstance(node, list):
+            out[prefix] = str(node)
+        else:
+            out[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return {k: v for k, v in out.items() if not k.startswith(("hydra", "paths", "callbacks"))}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the GAN described by ``cfg``; return the trainer's final metrics as floats."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    generator = hydra.utils.instantiate(cfg.generator)
+    discriminator = hydra.utils.instantiate(cfg.discriminator)
+    image_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    if tuple(generator.output_shape) != image_shape:
+        raise UserError(
+            f"the generator makes images of shape {tuple(generator.output_shape)} but the data "
+            f"are {image_shape}; pick a generator preset for this data set or change the last "
+            "block of conf/generator/<preset>.yaml"
+        )
+    module = hydra.utils.instantiate(cfg.module, generator=generator, discriminator=discriminator)
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(flat_hparams(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Entry point behind ``src/train.py``: train, then return the optimized metric.
+
+    A :class:`UserError` is printed as one paragraph and ends the process with exit
+    code 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead).
+    """
+    try:
+        metrics = train(cfg)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+    metric = cfg.get("optimized_metric")
+    if metric and metric in metrics:
+        log.info("%s = %.4f", metric, metrics[metric])
+        return metrics[metric]
+    return None

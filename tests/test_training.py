@@ -1,0 +1,160 @@
+"""Config composition, the manual-optimization training step, and end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from capsgan.training import train
+from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
+
+GROUPS = {
+    "data": ["mnist", "fashion_mnist"],
+    "generator": ["dcgan", "seed"],
+    "discriminator": ["cnn", "capsule", "capsule_small"],
+}
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_config_option_composes_and_instantiates(make_cfg, group: str, option: str) -> None:
+    cfg = make_cfg(f"{group}={option}")
+    obj = hydra.utils.instantiate(cfg[group])
+    assert type(obj).__name__ == cfg[group]["_target_"].rsplit(".", 1)[1]
+
+
+def test_every_yaml_in_conf_is_a_listed_option() -> None:
+    on_disk = {(p.parent.name, p.stem) for p in CONF_DIR.glob("*/*.yaml")}
+    listed = {(g, o) for g, opts in GROUPS.items() for o in opts}
+    assert listed <= on_disk
+    assert {g for g, _ in on_disk} >= {
+        "data",
+        "generator",
+        "discriminator",
+        "trainer",
+        "logger",
+        "callbacks",
+        "paths",
+        "hydra",
+    }
+
+
+def build(make_cfg, *overrides: str):
+    cfg = make_cfg(*overrides)
+    gen = hydra.utils.instantiate(cfg.generator)
+    disc = hydra.utils.instantiate(cfg.discriminator)
+    return cfg, hydra.utils.instantiate(cfg.module, generator=gen, discriminator=disc)
+
+
+@pytest.mark.parametrize("discriminator", ["cnn", "capsule_small"])
+def test_fast_dev_run_trains_both_networks(make_cfg, discriminator: str) -> None:
+    cfg = make_cfg(f"discriminator={discriminator}", "trainer.fast_dev_run=2")
+    metrics = train(cfg)
+    for key in (
+        "train/d_loss",
+        "train/g_loss",
+        "train/d_acc",
+        "train/d_x",
+        "train/d_g_z",
+        "train/d_acc_real",
+        "train/d_acc_fake",
+    ):
+        assert key in metrics and torch.isfinite(torch.tensor(metrics[key])), key
+
+
+def test_each_optimizer_steps_only_its_own_network(make_cfg) -> None:
+    """With d_steps_per_g=2 over 4 batches: D steps 4 times, G twice, each on its own weights."""
+    cfg, module = build(
+        make_cfg, "d_steps_per_g=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=0"
+    )
+    before_g = [p.detach().clone() for p in module.generator.parameters()]
+    before_d = [p.detach().clone() for p in module.discriminator.parameters()]
+    datamodule = hydra.utils.instantiate(cfg.data)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer.fit(module, datamodule=datamodule)
+    opt_g, opt_d = (o.optimizer if hasattr(o, "optimizer") else o for o in trainer.optimizers)
+    assert {int(s["step"]) for s in opt_d.state.values()} == {4}
+    assert {int(s["step"]) for s in opt_g.state.values()} == {2}
+    assert set(opt_g.state) == set(module.generator.parameters())
+    assert set(opt_d.state) == set(module.discriminator.parameters())
+    assert all(
+        not torch.equal(a, b) for a, b in zip(before_g, module.generator.parameters(), strict=True)
+    )
+    assert all(
+        not torch.equal(a, b)
+        for a, b in zip(before_d, module.discriminator.parameters(), strict=True)
+    )
+    # global_step counts generator steps only, not both optimizers' steps
+    assert trainer.global_step == 2
+
+
+def test_label_smoothing_and_instance_noise_run(make_cfg) -> None:
+    cfg = make_cfg(
+        "label_smoothing=0.1",
+        "instance_noise=0.5",
+        "instance_noise_anneal_steps=4",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+    )
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/d_loss"]))
+
+
+def test_instance_noise_anneals_linearly_to_zero(make_cfg) -> None:
+    _, module = build(make_cfg, "instance_noise=0.4", "instance_noise_anneal_steps=10")
+
+    class FakeTrainer:
+        global_step = 0
+
+    module._trainer = FakeTrainer()  # global_step is read through the trainer
+    sigmas = []
+    for step in (0, 5, 10, 20):
+        FakeTrainer.global_step = step
+        sigmas.append(module.instance_noise_sigma())
+    assert sigmas == pytest.approx([0.4, 0.2, 0.0, 0.0])
+
+
+def test_run_folder_has_events_samples_and_checkpoints(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(
+        "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"
+    )
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
+        "epoch_0000.png",
+        "epoch_0001.png",
+    ]
+    assert {p.name for p in (run / "checkpoints").glob("*.ckpt")} >= {"last.ckpt", "epoch_001.ckpt"}
+
+
+def test_two_job_multirun_writes_two_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
+    GlobalHydra.instance().clear()
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "lr=1e-4,2e-4",
+        *TINY_OVERRIDES,
+        "discriminator=capsule_small",
+        *(f"discriminator.{k}={v}" for k, v in TINY_CAPSULES.items()),
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "DATA_DIR": str(tiny_data_dir)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert len(list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))) == 1
+        assert (sweep / job / ".hydra" / "config.yaml").exists()
+        assert (sweep / job / "checkpoints" / "last.ckpt").exists()
+    lrs = [(sweep / j / ".hydra" / "overrides.yaml").read_text() for j in ("0", "1")]
+    assert "lr=0.0001" in lrs[0] and "lr=0.0002" in lrs[1]
