@@ -134,6 +134,24 @@ def test_run_folder_has_events_samples_and_checkpoints(make_cfg, tmp_path: Path)
     assert {p.name for p in (run / "checkpoints").glob("*.ckpt")} >= {"last.ckpt", "epoch_001.ckpt"}
 
 
+def test_hyperparameters_reach_tensorboards_hparams_tab(make_cfg) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    cfg = make_cfg("lr=3e-4", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    train(cfg)
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["lr"].number_value == pytest.approx(3e-4)
+    assert hparams["discriminator/_target_"].string_value.endswith("CapsuleDiscriminator")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    names = {m.name.tag for m in experiment.experiment.metric_infos}
+    assert {"val/fid", "epoch/d_loss", "val/d_acc"} <= names
+
+
 def test_two_job_multirun_writes_two_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
     GlobalHydra.instance().clear()
     sweep = tmp_path / "sweep"

@@ -9,7 +9,9 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
 
 from capsgan.errors import UserError
 
@@ -38,7 +40,34 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
             out[prefix] = node
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return {k: v for k, v in out.items() if not k.startswith(("hydra", "paths", "callbacks"))}
+    skip = ("hydra", "paths", "callbacks", "logger", "module")  # module/* repeats top-level keys
+    return {k: v for k, v in out.items() if not k.startswith(skip)}
+
+
+HPARAM_METRICS = (
+    "val/fid", "val/kid", "val/is", "val/modes", "val/mode_kl",
+    "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc",
+)  # fmt: skip
+
+
+def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
+    """Record the run's hyperparameters for TensorBoard's HPARAMS tab.
+
+    The tab lists a run only if its hparams summary names metric tags; it then reads those
+    tags' values from the run's own scalars. Lightning's ``log_hyperparams(params,
+    metrics)`` would also write a fake value of each metric at step 0, so the summary is
+    written directly, naming the metrics without logging any value.
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.hparams.update(params)  # also saved to hparams.yaml
+            sanitized = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                         for k, v in params.items()}  # fmt: skip
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(sanitized, dict.fromkeys(HPARAM_METRICS, 0.0)):
+                writer.add_summary(summary)
+        else:
+            logger.log_hyperparams(params)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -62,8 +91,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
-    for logger in trainer.loggers:
-        logger.log_hyperparams(flat_hparams(cfg))
+    log_hparams(trainer, flat_hparams(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
