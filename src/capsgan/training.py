@@ -31,9 +31,8 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, dict):
-            for k, v in node.items():
-                if not str(k).startswith("_"):
-                    walk(v, f"{prefix}/{k}" if prefix else str(k))
+            for k, v in node.items():  # _target_ kept: it tells cnn from capsule runs
+                walk(v, f"{prefix}/{k}" if prefix else str(k))
         elif isinstance(node, list):
             out[prefix] = str(node)
         else:
