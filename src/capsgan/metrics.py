@@ -1,0 +1,314 @@
+"""Sample quality: classifier-based FID, KID, Inception Score and mode coverage.
+
+FID, KID and IS are torchmetrics' own implementations with the project's digit
+classifier (:mod:`capsgan.classifier`) as their ``feature`` module instead of
+Inception-v3. :class:`SampleQualityCallback` computes all of them at the end of every
+validation epoch on generated samples against the held-out real images.
+
+Image convention: every metric here is fed uint8 images in [0, 255] (``normalize=False``),
+the images a PNG of the samples would hold. torchmetrics' IS converts float inputs with
+``(x * 255).byte()`` whenever ``normalize=True`` -- even for a custom feature module,
+unlike FID/KID -- so feeding one dtype to all three keeps them consistent;
+:class:`ClassifierFeatures` maps uint8 back to the classifier's [-1, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.image import (
+    FrechetInceptionDistance,
+    InceptionScore,
+    KernelInceptionDistance,
+)
+
+from capsgan.classifier import DigitClassifier, load_classifier, load_or_train
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("val/fid", "val/kid", "val/is", "val/modes", "val/mode_kl")
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Images in [-1, 1] -> uint8 in [0, 255] (rounded, clamped)."""
+    return (images.float() + 1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class ClassifierFeatures(nn.Module):
+    """A frozen :class:`DigitClassifier` as a torchmetrics ``feature`` module.
+
+    Takes uint8 images (B, C, H, W) in [0, 255] (float input is taken to be in [-1, 1]
+    already) and returns the penultimate-layer features or the logits. ``num_features``
+    spares torchmetrics its probe with a dummy image of ``input_img_size``.
+    """
+
+    def __init__(self, classifier: DigitClassifier, output: Literal["features", "logits"]) -> None:
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.output = output
+        features = output == "features"
+        self.num_features = classifier.num_features if features else classifier.num_classes
+
+    def train(self, mode: bool = True) -> ClassifierFeatures:
+        return super().train(False)  # BatchNorm/dropout must stay in inference mode
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+        if self.output == "features":
+            return self.classifier.features(x)
+        return self.classifier(x)
+
+
+class ModeCoverage(Metric):
+    """Mode coverage of generated images, measured by the classifier's predicted classes.
+
+    ``compute()`` returns ``(modes, kl)``: ``modes`` is the number of classes the
+    generated class histogram covers -- a class counts when its share of the generated
+    samples is at least ``threshold`` times its share of the real ones (``threshold=0``:
+    at least one sample) -- and ``kl`` is KL(p_generated || p_real) in nats (0 = the real
+    class balance, log(10) = 2.30 for a generator stuck on one of ten balanced classes).
+    Both histograms come from the same classifier, so its mistakes largely cancel. The
+    real histogram survives ``reset()`` (it is computed once per run).
+    """
+
+    full_state_update = False
+
+    def __init__(self, classifier: DigitClassifier, threshold: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.classify = ClassifierFeatures(classifier, "logits")
+        self.threshold = threshold
+        n = classifier.num_classes
+        self.add_state("real_counts", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("fake_counts", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, images: Tensor, real: bool) -> None:
+        predicted = self.classify(images).argmax(dim=1)
+        counts = torch.bincount(predicted, minlength=self.real_counts.numel())
+        if real:
+            self.real_counts += counts
+        else:
+            self.fake_counts += counts
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        if self.real_counts.sum() == 0 or self.fake_counts.sum() == 0:
+            raise RuntimeError("ModeCoverage needs real and generated images before compute()")
+        p_real = self.real_counts.double() / self.real_counts.sum()
+        p_fake = self.fake_counts.double() / self.fake_counts.sum()
+        covered = (self.fake_counts > 0) & (p_fake >= self.threshold * p_real) & (p_real > 0)
+        # 0 log 0 = 0; a class the real set never shows gets a tiny p_real, i.e. a big penalty
+        terms = p_fake * (p_fake.clamp_min(1e-12).log() - p_real.clamp_min(1e-12).log())
+        return covered.sum(), terms.sum()
+
+    def reset(self) -> None:
+        real_counts = self.real_counts.clone()
+        super().reset()
+        self.real_counts = real_counts
+
+
+class SampleQuality(nn.Module):
+    """FID, KID, IS and mode coverage sharing one classifier.
+
+    Real-image statistics are kept across :meth:`reset` (``reset_real_features=False``):
+    add the real images once with ``update(images, real=True)``, then per evaluation add
+    generated ones, :meth:`compute` and :meth:`reset`. Images are uint8 (see the module
+    docstring). torchmetrics syncs the states across DDP processes in ``compute()``.
+    """
+
+    def __init__(
+        self,
+        classifier: DigitClassifier,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        mode_threshold: float = 0.1,
+    ) -> None:
+        super().__init__()
+        features = ClassifierFeatures(classifier, "features")
+        self.fid = FrechetInceptionDistance(
+            feature=features, reset_real_features=False, input_img_size=classifier.input_shape
+        )
+        with warnings.catch_warnings():
+            # "will save all extracted features in buffer": 20 000 x 128 floats here, 10 MB
+            warnings.filterwarnings("ignore", message=r"Metric `.*` will save all extracted")
+            self.kid = KernelInceptionDistance(
+                feature=features,
+                subsets=kid_subsets,
+                subset_size=kid_subset_size,
+                reset_real_features=False,
+            )
+            self.inception_score = InceptionScore(
+                feature=ClassifierFeatures(classifier, "logits"), splits=is_splits
+            )
+        self.modes = ModeCoverage(classifier, threshold=mode_threshold)
+        self.kid_subset_size = kid_subset_size
+        self.num_real = self.num_fake = 0
+
+    @torch.no_grad()
+    def update(self, images: Tensor, real: bool) -> None:
+        self.fid.update(images, real=real)
+        self.kid.update(images, real=real)
+        self.modes.update(images, real=real)
+        if real:
+            self.num_real += len(images)
+        else:
+            self.inception_score.update(images)
+            self.num_fake += len(images)
+
+    @torch.no_grad()
+    def compute(self, total_real: int | None = None, total_fake: int | None = None) -> dict:
+        """``{"fid", "kid", "is", "modes", "mode_kl"}`` as 0-d tensors.
+
+        KID's subsets cannot be larger than either set; ``total_*`` (all processes
+        together) default to this process's counts.
+        """
+        n = min(total_real or self.num_real, total_fake or self.num_fake)
+        self.kid.subset_size = min(self.kid_subset_size, n)
+        kid_mean, _ = self.kid.compute()
+        is_mean, _ = self.inception_score.compute()
+        modes, mode_kl = self.modes.compute()
+        return {
+            "fid": self.fid.compute(),
+            "kid": kid_mean,
+            "is": is_mean,
+            "modes": modes.float(),
+            "mode_kl": mode_kl.float(),
+        }
+
+    def reset(self) -> None:
+        """Forget the generated images; the real statistics stay."""
+        for metric in (self.fid, self.kid, self.inception_score, self.modes):
+            metric.reset()
+        self.num_fake = 0
+
+
+class SampleQualityCallback(L.Callback):
+    """Logs ``val/fid``, ``val/kid``, ``val/is``, ``val/modes``, ``val/mode_kl`` and
+    ``val/metric_seconds`` at the end of every validation epoch.
+
+    ``num_samples`` generated images (from a fixed noise seed, so epochs are compared on
+    the same z and the training RNG is left alone) are measured against the data module's
+    held-out real images (``dm.val_set``), whose statistics are computed once per run.
+
+    Args:
+        num_samples: generated images per evaluation (all processes together).
+        batch_size: images per generator/classifier forward pass.
+        classifier_path: a classifier ``.pt`` to use; None: the data set's cached one,
+            trained first if missing (see :func:`capsgan.classifier.load_or_train`).
+        classifier_dir: where cached classifiers live; None: ``<data root>/classifiers``,
+            or ``~/.cache/capsgan/classifiers`` when the data root is read-only.
+        kid_subsets, kid_subset_size: KID's subset sampling (subsets are shrunk to the
+            number of images when there are fewer).
+        is_splits: Inception Score splits.
+        mode_threshold: see :class:`ModeCoverage`.
+        seed: seed of the evaluation noise.
+        every_n_epochs: evaluate every N validation epochs.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 10_000,
+        batch_size: int = 500,
+        classifier_path: str | None = None,
+        classifier_dir: str | None = None,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        mode_threshold: float = 0.1,
+        seed: int = 0,
+        every_n_epochs: int = 1,
+    ) -> None:
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be at least 2 (FID needs two), got {num_samples}")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.classifier_path, self.classifier_dir = classifier_path, classifier_dir
+        self.metric_kwargs = {
+            "kid_subsets": kid_subsets,
+            "kid_subset_size": kid_subset_size,
+            "is_splits": is_splits,
+            "mode_threshold": mode_threshold,
+        }
+        self.seed, self.every_n_epochs = seed, every_n_epochs
+        self.quality: SampleQuality | None = None
+        self.num_real = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.quality is not None:
+            return
+        if self.classifier_path:
+            classifier = load_classifier(self.classifier_path)
+        else:
+            dm = trainer.datamodule
+            if trainer.is_global_zero:  # trains it if missing; the other ranks then load it
+                load_or_train(dm.name, dm.root, self.classifier_dir)
+            trainer.strategy.barrier("capsgan_classifier")
+            classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
+        self.quality = SampleQuality(classifier, **self.metric_kwargs)
+
+    def _shard(self, total: int, trainer: L.Trainer) -> int:
+        """This process's share of ``total`` images."""
+        world, rank = trainer.world_size, trainer.global_rank
+        return total // world + (rank < total % world)
+
+    @torch.no_grad()
+    def _add_real(self, trainer: L.Trainer, device: torch.device) -> None:
+        assert self.quality is not None
+        images = trainer.datamodule.val_set.images[trainer.global_rank :: trainer.world_size]
+        for batch in images.split(self.batch_size):
+            self.quality.update(to_uint8(batch).to(device), real=True)
+        self.num_real = len(trainer.datamodule.val_set)
+
+    @torch.no_grad()
+    def _add_generated(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert self.quality is not None
+        generator = pl_module.generator
+        was_training = generator.training
+        generator.eval()
+        rng = torch.Generator().manual_seed(self.seed + trainer.global_rank)
+        remaining = self._shard(self.num_samples, trainer)
+        while remaining > 0:
+            n = min(self.batch_size, remaining)
+            z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)
+            self.quality.update(to_uint8(generator(z)), real=False)
+            remaining -= n
+        generator.train(was_training)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.quality is None:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        start = time.perf_counter()
+        self.quality.to(pl_module.device)
+        if self.num_real == 0:
+            self._add_real(trainer, pl_module.device)
+        self._add_generated(trainer, pl_module)
+        values = self.quality.compute(total_real=self.num_real, total_fake=self.num_samples)
+        self.quality.reset()
+        seconds = time.perf_counter() - start
+        logged = {f"val/{k}": v.float() for k, v in values.items()}
+        logged["val/metric_seconds"] = torch.tensor(seconds)
+        # every process holds the same synced values, so no further reduction is needed
+        pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False)
+        if trainer.is_global_zero:
+            log.info(
+                "epoch %d: FID %.3f, KID %.4f, IS %.2f, modes %d, mode KL %.4f "
+                "(%d generated vs %d real images, %.1f s)",
+                trainer.current_epoch,
+                *(float(values[k]) for k in ("fid", "kid", "is")),
+                int(values["modes"]),
+                float(values["mode_kl"]),
+                self.num_samples,
+                self.num_real,
+                seconds,
+            )
+        if not math.isfinite(float(values["fid"])):
+            log.warning("FID is not finite this epoch; the generator may have diverged")

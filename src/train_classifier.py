@@ -1,0 +1,47 @@
+"""Train the reference classifier of the quality metrics: ``python src/train_classifier.py
+data=mnist``. A thin script over :mod:`capsgan.classifier`; settings in
+``conf/train_classifier.yaml``.
+"""
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from capsgan.classifier import resolve_classifier_dir, train_and_save
+from capsgan.errors import UserError
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
+def main(cfg: DictConfig) -> float:
+    try:
+        return fit(cfg)
+    except UserError as err:  # one paragraph, no traceback (HYDRA_FULL_ERROR=1 shows it)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def fit(cfg: DictConfig) -> float:
+    datamodule = hydra.utils.instantiate(cfg.data)
+    directory = resolve_classifier_dir(datamodule.root, cfg.classifier_dir, datamodule.name)
+    _, info = train_and_save(
+        datamodule,
+        directory,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        channels=cfg.channels,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+        seed=cfg.seed,
+        accelerator=cfg.accelerator,
+        enable_progress_bar=True,
+    )
+    return info["test_accuracy"]
+
+
+if __name__ == "__main__":
+    main()

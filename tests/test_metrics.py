@@ -1,0 +1,135 @@
+"""The reference classifier, the classifier-based FID/KID/IS/mode coverage, and the callback."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from capsgan.classifier import (
+    DigitClassifier,
+    fit_classifier,
+    load_classifier,
+    load_or_train,
+    resolve_classifier_dir,
+    save_classifier,
+)
+from capsgan.data import ImageDataModule
+from capsgan.metrics import METRIC_KEYS, ModeCoverage, SampleQuality, to_uint8
+from capsgan.training import train
+
+TINY = {"channels": (8, 16), "hidden": 16, "epochs": 6, "lr": 1e-2, "accelerator": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def tiny_dm(tiny_data_dir: Path) -> ImageDataModule:
+    dm = ImageDataModule(root=str(tiny_data_dir), batch_size=32, download=False)
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tiny_dm: ImageDataModule, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny classifier trained on the synthetic data: (model, info, saved .pt path)."""
+    model, info = fit_classifier(tiny_dm, **TINY)
+    path = save_classifier(model, tmp_path_factory.mktemp("classifiers"), "mnist", info)
+    return model, info, path
+
+
+def test_classifier_learns_well_above_chance(tiny_classifier) -> None:
+    model, info, path = tiny_classifier
+    assert info["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert info["train_seconds"] >= 0
+    saved = json.loads(path.with_suffix(".json").read_text())
+    assert saved["test_accuracy"] == info["test_accuracy"]
+    reloaded = load_classifier(path)
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    assert torch.allclose(reloaded(x), model(x), atol=1e-5)
+    assert reloaded.features(x).shape == (4, 16)
+
+
+def test_fid_is_zero_against_itself_and_grows_with_noise(tiny_classifier, tiny_dm) -> None:
+    model, _, _ = tiny_classifier
+    real = tiny_dm.val_set.images
+    quality = SampleQuality(model, kid_subsets=10, kid_subset_size=50)
+    quality.update(to_uint8(real), real=True)
+    fids, kids = [], []
+    gen = torch.Generator().manual_seed(0)
+    for sigma in (0.0, 0.3, 0.6, 1.0):
+        noisy = real + sigma * torch.randn(real.shape, generator=gen)
+        quality.update(to_uint8(noisy.clamp(-1, 1)), real=False)
+        values = quality.compute()
+        fids.append(float(values["fid"]))
+        kids.append(float(values["kid"]))
+        quality.reset()
+    assert abs(fids[0]) < 1e-3 * max(fids[-1], 1.0)
+    assert fids == sorted(fids) and fids[1] > fids[0] + 1e-3, fids
+    assert kids[-1] > kids[0], kids
+
+
+def test_mode_coverage_counts_classes(tiny_classifier, tiny_dm) -> None:
+    model, _, _ = tiny_classifier
+    images, labels = to_uint8(tiny_dm.val_set.images), tiny_dm.val_set.labels
+    coverage = ModeCoverage(model)
+    coverage.update(images, real=True)
+    coverage.update(images, real=False)  # the balanced real set against itself
+    modes, kl = coverage.compute()
+    assert int(modes) == 10 and float(kl) < 0.05
+    coverage.reset()  # keeps the real histogram
+    predicted = model(tiny_dm.val_set.images).argmax(1)
+    one_class = images[predicted == predicted[0]]
+    coverage.update(one_class, real=False)
+    modes, kl = coverage.compute()
+    assert int(modes) == 1
+    assert float(kl) == pytest.approx(-torch.log(torch.tensor(0.1)).item(), abs=0.3)
+    assert len(labels.unique()) == 10
+
+
+def test_callback_logs_all_metrics_in_a_short_run(make_cfg, tiny_classifier) -> None:
+    _, _, path = tiny_classifier
+    cfg = make_cfg(
+        "discriminator=cnn",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        f"metrics.classifier_path={path}",
+        "metrics.num_samples=200",
+        "metrics.batch_size=64",
+    )
+    metrics = train(cfg)
+    for key in (*METRIC_KEYS, "val/metric_seconds"):
+        assert key in metrics and torch.isfinite(torch.tensor(metrics[key])), key
+    assert 1 <= metrics["val/modes"] <= 10
+    assert 1.0 <= metrics["val/is"] <= 10.0
+    events = list((Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and b"val/fid" in events[0].read_bytes()
+
+
+def test_missing_classifier_is_trained_and_cached_on_first_use(tmp_path, tiny_data_dir, caplog):
+    caplog.set_level(logging.INFO, logger="capsgan")
+    cache = tmp_path / "cache"
+    model = load_or_train("fashion_mnist", tiny_data_dir, cache)
+    assert isinstance(model, DigitClassifier)
+    assert (cache / "fashion_mnist.pt").exists()
+    info = json.loads((cache / "fashion_mnist.json").read_text())
+    assert 0.0 <= info["test_accuracy"] <= 1.0 and info["train_seconds"] > 0
+    assert "training it now" in caplog.text
+
+
+def test_read_only_data_root_falls_back_to_a_cache_dir(tmp_path, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="capsgan")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    read_only = tmp_path / "shared"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        chosen = resolve_classifier_dir(read_only, None, "mnist")
+    finally:
+        read_only.chmod(0o755)
+    assert chosen == tmp_path / "home" / ".cache" / "capsgan" / "classifiers"
+    assert "read-only" in caplog.text
+    writable = tmp_path / "data"
+    assert resolve_classifier_dir(writable, None, "mnist") == writable / "classifiers"
+    assert resolve_classifier_dir(writable, tmp_path / "x", "mnist") == tmp_path / "x"
