@@ -210,7 +210,9 @@ class SampleQualityCallback(L.Callback):
         is_splits: Inception Score splits.
         mode_threshold: see :class:`ModeCoverage`.
         seed: seed of the evaluation noise.
-        every_n_epochs: evaluate every N validation epochs.
+        every_n_epochs: evaluate every N validation epochs. Above 1, the default
+            ``ModelCheckpoint(monitor="val/fid")`` fails on the epochs without a value:
+            give it the same ``every_n_epochs`` (or ``monitor=null``).
     """
 
     def __init__(
