@@ -156,9 +156,15 @@ class GAN(L.LightningModule):
         stats = self.discriminator_step(real)
         if (batch_idx + 1) % self.hparams.d_steps_per_g == 0:
             stats["g_loss"] = self.generator_step(real.shape[0])
-        # step values under train/, epoch means (accumulated on device by Lightning) under epoch/
+        # step values under train/, epoch means (accumulated on device by Lightning) under epoch/;
+        # under DDP the epoch means are averaged over all ranks (one all-reduce per epoch)
         self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False)
-        self.log_dict({f"epoch/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True)
+        self.log_dict(
+            {f"epoch/{k}": v for k, v in stats.items()},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
         self.log_dict(
             {"d_loss": stats["d_loss"], "d_acc": stats["d_acc"]},
             prog_bar=True,
@@ -174,4 +180,4 @@ class GAN(L.LightningModule):
         loss = discriminator_loss(score_real, score_fake, self.score_kind)
         stats = self._d_stats(loss, score_real, score_fake)
         stats["g_loss"] = generator_loss(score_fake, self.score_kind)
-        self.log_dict({f"val/{k}": v for k, v in stats.items()}, on_epoch=True)
+        self.log_dict({f"val/{k}": v for k, v in stats.items()}, on_epoch=True, sync_dist=True)

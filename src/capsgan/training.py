@@ -9,11 +9,13 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from capsgan.errors import UserError
+from capsgan.sweep import in_multirun, spawn_ddp_in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
             sanitized = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
                          for k, v in params.items()}  # fmt: skip
             writer = logger.experiment._get_file_writer()
+            if writer is None:  # a DDP rank other than 0 has a dummy experiment: no events
+                continue
             for summary in hparams(sanitized, dict.fromkeys(HPARAM_METRICS, 0.0)):
                 writer.add_summary(summary)
         else:
@@ -99,12 +103,17 @@ def run(cfg: DictConfig) -> float | None:
     """Entry point behind ``src/train.py``: train, then return the optimized metric.
 
     A :class:`UserError` is printed as one paragraph and ends the process with exit
-    code 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead).
+    code 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead). In a multirun it is
+    raised instead, so Hydra records the failed job and the other jobs still run
+    (:class:`capsgan.sweep.SweepSummary`).
     """
+    if cfg.get("threads"):  # e.g. parallel sweep jobs sharing the cores (docs/scaling.md)
+        torch.set_num_threads(cfg.threads)
+    spawn_ddp_in_multirun(cfg)
     try:
         metrics = train(cfg)
     except UserError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or in_multirun():
             raise
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)

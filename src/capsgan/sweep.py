@@ -1,0 +1,283 @@
+"""Sweeps: the per-job record and the ``summary.csv`` / ``summary.md`` of every multirun.
+
+:class:`SweepSummary` is a Hydra callback (configured under ``hydra.callbacks`` in
+``conf/hydra/default.yaml``). Hydra calls it in the job's own process, whichever launcher
+runs the job (in-process, joblib workers, submitit on a cluster), and once more in the
+launching process when the sweep ends:
+
+* ``on_job_start`` / ``on_job_end`` write ``<job dir>/job.json``: the job's overrides, its
+  status (``running`` until it ends, then ``ok`` or ``failed`` with the error's first line)
+  and its wall time. A job killed from outside stays ``running``.
+* ``on_multirun_end`` reads every ``job.json`` under the sweep folder, and the best value of
+  ``metric`` (and its epoch) from each job's TensorBoard events, and writes the summary.
+
+A failed job would otherwise end the sweep: Hydra's basic sweeper raises the first failure
+after its batch, and the Optuna sweeper after the first failing trial batch, both before
+``on_multirun_end``. With ``keep_going`` the callback logs the error (with its traceback for
+anything but a :class:`~capsgan.errors.UserError`) in the job's log and hands the sweeper a
+finished job without a value, so the other jobs run, Optuna marks the trial FAIL, and the
+summary is written. The sweep then exits with status 1 if any job failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from capsgan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+JOB_RECORD = "job.json"
+SUMMARY_NAMES = ("summary.csv", "summary.md")
+
+
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (``-m`` or ``hydra.mode=MULTIRUN``)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _is_rank_zero() -> bool:
+    """False in the extra DDP ranks that SLURM or torchrun start as copies of the job."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
+
+
+# Lightning's popen-launched DDP re-runs the command line once per extra rank; spawn starts
+# the ranks from inside the job instead.
+_SPAWN_NAMES = {
+    "ddp": "ddp_spawn",
+    "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true",
+    "ddp_find_unused_parameters_false": "ddp_spawn_find_unused_parameters_false",
+}
+
+
+def spawn_ddp_in_multirun(cfg: DictConfig) -> None:
+    """Make DDP start its ranks with ``spawn`` when the job is part of a multirun.
+
+    Lightning's default DDP launch re-runs ``sys.argv`` for every extra rank; with ``-m`` in
+    it, each rank would start a whole new sweep of its own. Spawned ranks run the trainer
+    from inside this job instead. Where SLURM or torchrun start the ranks (submitit on a
+    cluster), Lightning launches nothing and this change has no effect.
+    """
+    if not in_multirun() or "trainer" not in cfg:
+        return
+    strategy = cfg.trainer.get("strategy")
+    if isinstance(strategy, str) and strategy in _SPAWN_NAMES:
+        cfg.trainer.strategy = _SPAWN_NAMES[strategy]
+    elif isinstance(strategy, DictConfig) and strategy.get("start_method", "popen") == "popen":
+        if not str(strategy.get("_target_", "")).endswith("DDPStrategy"):
+            return
+        with open_dict(strategy):
+            strategy.start_method = "spawn"
+    else:
+        return
+    log.info("multirun: DDP ranks are spawned from the job (re-running -m would start new sweeps)")
+
+
+def best_scalar(run_dir: str | Path, tag: str, mode: str = "min") -> tuple[float, int] | None:
+    """The best value of scalar ``tag`` in a run's TensorBoard events, and its epoch.
+
+    Lightning logs an ``epoch`` scalar at every step it logs metrics at, which gives the
+    epoch of each value. Returns None when the run logged no finite value of ``tag``.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # "No path found after ..."
+    best: tuple[float, int] | None = None
+    for folder in sorted({p.parent for p in Path(run_dir).rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        if tag not in tags:
+            continue
+        epochs = {e.step: int(e.value) for e in events.Scalars("epoch")} if "epoch" in tags else {}
+        for e in events.Scalars(tag):
+            if not math.isfinite(e.value):
+                continue
+            better = best is None or (e.value < best[0] if mode == "min" else e.value > best[0])
+            if better:
+                best = (e.value, epochs.get(e.step, -1))
+    return best
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)  # atomic: the summary never reads half a record
+
+
+class SweepSummary(Callback):
+    """Writes ``job.json`` per job and ``summary.csv`` / ``summary.md`` per multirun.
+
+    Args:
+        metric: the scalar to report the best value of (read from TensorBoard events).
+        mode: ``min`` or ``max``: which value of ``metric`` is best.
+        keep_going: record a failed job and let the sweep go on (see the module docstring);
+            false restores Hydra's own behaviour of ending the sweep with the failure.
+    """
+
+    def __init__(self, metric: str = "val/fid", mode: str = "min", keep_going: bool = True):
+        if mode not in ("min", "max"):
+            raise UserError(f"hydra.callbacks.sweep_summary.mode is {mode!r}; use min or max")
+        self.metric, self.mode, self.keep_going = metric, mode, keep_going
+        self._started: dict[str, float] = {}
+
+    # -- in the job's process -----------------------------------------------------------
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # created before the sweeper starts, so a SQLite Optuna study can live in it
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
+            return
+        out = config.hydra.runtime.output_dir
+        self._started[out] = time.time()
+        _write_json(Path(out) / JOB_RECORD, self._record(config, "running", None, None))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
+            return
+        out = config.hydra.runtime.output_dir
+        wall = time.time() - self._started.pop(out, time.time())
+        error = None
+        if job_return.status == JobStatus.FAILED:
+            err = job_return._return_value  # the exception; .return_value would raise it
+            error = _first_line(err)
+            if isinstance(err, UserError):
+                log.error("job %s failed: %s", config.hydra.job.num, err)
+            else:
+                log.error("job %s failed", config.hydra.job.num, exc_info=err)
+            if self.keep_going:
+                job_return.status = JobStatus.COMPLETED
+                job_return.return_value = None
+        status = "failed" if error else "ok"
+        _write_json(Path(out) / JOB_RECORD, self._record(config, status, error, wall))
+
+    @staticmethod
+    def _record(config: DictConfig, status: str, error: str | None, wall: float | None) -> dict:
+        return {
+            "job": int(config.hydra.job.num),
+            "overrides": list(OmegaConf.to_container(config.hydra.overrides.task)),
+            "status": status,
+            "error": error,
+            "wall_s": None if wall is None else round(wall, 1),
+        }
+
+    # -- in the launching process -------------------------------------------------------
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = self.collect(sweep_dir)
+        for name in SUMMARY_NAMES:
+            writer = write_csv if name.endswith(".csv") else write_markdown
+            writer(sweep_dir / name, rows, self.metric)
+        failed = [r for r in rows if r["status"] != "ok"]
+        log.info("sweep summary: %s", sweep_dir / "summary.md")
+        if failed:
+            log.error(
+                "%d of %d jobs failed (%s); see %s",
+                len(failed),
+                len(rows),
+                ", ".join(str(r["job"]) for r in failed),
+                sweep_dir / "summary.md",
+            )
+            if self.keep_going:
+                sys.exit(1)  # the sweep as a whole did not succeed; the summary is written
+
+    def collect(self, sweep_dir: Path) -> list[dict[str, Any]]:
+        """One row per ``job.json`` under ``sweep_dir``, with the best ``metric``."""
+        rows = []
+        for record in sweep_dir.rglob(JOB_RECORD):
+            row = json.loads(record.read_text())
+            row["dir"] = str(record.parent.relative_to(sweep_dir))
+            best = best_scalar(record.parent, self.metric, self.mode)
+            row["best"], row["best_epoch"] = best if best else (None, None)
+            rows.append(row)
+        return sorted(rows, key=lambda r: r["job"])
+
+
+def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The override keys whose values differ between jobs, in command-line order."""
+    values: dict[str, set[str]] = {}
+    for row in rows:
+        for o in row["overrides"]:
+            key, _, value = o.partition("=")
+            values.setdefault(key, set()).add(value)
+    varying = [k for k, v in values.items() if len(v) > 1]
+    missing = {
+        k for k in values for r in rows if not any(o.startswith(f"{k}=") for o in r["overrides"])
+    }
+    return [k for k in values if k in varying or k in missing]
+
+
+def _value(row: dict[str, Any], key: str) -> str:
+    for o in row["overrides"]:
+        k, _, v = o.partition("=")
+        if k == key:
+            return v
+    return ""
+
+
+def _table(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], list[list[Any]]]:
+    keys = swept_keys(rows)
+    header = ["job", *keys, "status", "error", f"best {metric}", "epoch", "wall_s", "dir"]
+    body = [
+        [
+            r["job"],
+            *(_value(r, k) for k in keys),
+            r["status"],
+            r["error"] or "",
+            "" if r["best"] is None else f"{r['best']:.4g}",
+            "" if r["best_epoch"] is None else r["best_epoch"],
+            "" if r["wall_s"] is None else r["wall_s"],
+            r["dir"],
+        ]
+        for r in rows
+    ]
+    return header, body
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
+    """``summary.csv``: the table plus every job's full override list."""
+    header, body = _table(rows, metric)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*header, "overrides"])
+        for line, row in zip(body, rows, strict=True):
+            writer.writerow([*line, " ".join(row["overrides"])])
+
+
+def write_markdown(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
+    """``summary.md``: the table, only the overrides that vary between jobs."""
+    header, body = _table(rows, metric)
+
+    def cell(v: Any) -> str:
+        text = str(v).replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 160 else text[:159] + "…"  # the CSV has it whole
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in line) + " |" for line in body]
+    ok = sum(r["status"] == "ok" for r in rows)
+    path.write_text(
+        f"# Sweep summary\n\n{ok} of {len(rows)} jobs ok.\n\n" + "\n".join(lines) + "\n"
+    )
