@@ -186,8 +186,13 @@ def save_classifier(model: DigitClassifier, directory: str | Path, name: str, in
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     path = weights_path(directory, name)
-    torch.save({"spec": asdict(model.spec), "state_dict": model.state_dict()}, path)
-    info_path(directory, name).write_text(json.dumps(info, indent=2) + "\n")
+    # write-then-rename: runs training the same classifier at once never read half a file
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"spec": asdict(model.spec), "state_dict": model.state_dict()}, tmp)
+    tmp.replace(path)
+    tmp = info_path(directory, name).with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(info_path(directory, name))
     return path
 
 
