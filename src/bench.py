@@ -1,0 +1,19 @@
+"""Measure training speed: ``python src/bench.py [quick=true]`` (see conf/bench.yaml).
+
+A thin script over :mod:`capsgan.benchmark`; prints a table and writes ``bench.json``
+into the run folder (``outputs/bench/<date>/<time>/``).
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from capsgan.benchmark import run_benchmark
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    run_benchmark(cfg)
+
+
+if __name__ == "__main__":
+    main()

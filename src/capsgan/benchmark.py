@@ -1,0 +1,647 @@
+"""Training-speed benchmark: what one GAN step costs, and where the time goes.
+
+``python src/bench.py`` (config ``conf/bench.yaml``) measures in one process, for every
+discriminator preset (and, for the capsule ones, every routing iteration count):
+
+* images/s of a full GAN step (D step on real + fake, G step), (a) through the project's
+  LightningModule driven by a Lightning Trainer with its normal logging, and (b) in a bare
+  PyTorch loop over the same networks, optimizers and in-memory batches; (a)/(b) is the
+  framework's overhead;
+* the step's FLOPs (``torch.utils.flop_counter``) per second of (b), as a share of the
+  dense matmul rate measured in the same process;
+* the share of the capsule discriminator's forward+backward spent in its routing layer;
+* the data loader's images/s alone, peak memory, batch-size scaling, and our capsule
+  layer against the broadcast formulation most public CapsNet code uses.
+
+Every figure is a median over ``repeats`` timed repeats after ``warmup`` untimed steps.
+Timed repeats of two things being compared are interleaved, so that load from other
+processes on a shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import itertools
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from capsgan.data import ImageDataModule
+from capsgan.gan_module import GAN
+from capsgan.losses import discriminator_loss, generator_loss
+from capsgan.models.capsules import RoutingCapsules, squash
+
+# The issue's targets for a CPU run: (figure, comparison, threshold).
+TARGETS = {
+    "overhead_ratio_min": (">=", 0.90),
+    "capsule_flops_ratio_min": (">=", 0.70),
+    "baseline_speedup": (">=", 2.0),
+    "routing_share_at_3_max": ("<=", 0.20),
+    "data_images_per_s": (">=", 100_000.0),
+}
+
+
+# -- measurement helpers --------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory since the last ``reset()``: max_memory_allocated on a GPU, RSS on a CPU.
+
+    On Linux the RSS high-water mark (``VmHWM``) can be reset by writing 5 to
+    ``/proc/self/clear_refs``, so each case gets its own peak; elsewhere the process-wide
+    peak (``ru_maxrss``) is reported.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+
+    def read_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], None]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, float]:
+    """Median seconds per call of each function, the calls interleaved repeat by repeat."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def matmul_flops_per_s(n: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
+    """Dense matmul rate of this process: the ceiling the training step is compared to."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = time_interleaved({"mm": lambda: torch.mm(a, b)}, device, 1, max(repeats, 3))["mm"]
+    return 2 * n**3 / seconds
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# -- the baseline ---------------------------------------------------------------------
+
+
+class BroadcastRouting(nn.Module):
+    """Routing as most public PyTorch CapsNet code writes it, for comparison only.
+
+    The prediction vectors come from one broadcast ``torch.matmul(W[out, in, d_out, d_in],
+    u[B, 1, in, d_in, 1])`` (which expands W over the batch), and routing is broadcast
+    multiply-and-sum. It copies the weights of one of our :class:`RoutingCapsules` and
+    keeps our semantics (agreement from a detached u_hat except in the last iteration),
+    so both compute the same function and only the formulation differs.
+    """
+
+    def __init__(self, ours: RoutingCapsules) -> None:
+        super().__init__()
+        self.iterations = ours.iterations
+        w = ours.weight.detach().view(ours.in_caps, ours.in_dim, ours.out_caps, ours.out_dim)
+        self.weight = nn.Parameter(w.permute(2, 0, 3, 1).contiguous())  # (out, in, d_out, d_in)
+
+    def forward(self, u: Tensor) -> Tensor:
+        u_hat = torch.matmul(self.weight, u[:, None, :, :, None]).squeeze(-1)  # (B, out, in, d)
+        u_detached = u_hat.detach()
+        logits = torch.zeros_like(u_hat[..., :1])  # (B, out, in, 1)
+        for r in range(self.iterations):
+            c = torch.softmax(logits, dim=1)
+            last = r == self.iterations - 1
+            v = squash((c * (u_hat if last else u_detached)).sum(dim=2))  # (B, out, d)
+            if not last:
+                logits = logits + (u_detached * v.unsqueeze(2)).sum(dim=-1, keepdim=True)
+        return v
+
+
+# -- building and stepping ------------------------------------------------------------
+
+
+def discriminator_cfg(cfg: DictConfig, name: str, iterations: int | None) -> DictConfig:
+    dcfg = copy.deepcopy(cfg.presets[name])
+    with open_dict(dcfg):
+        if "routing_iterations" in dcfg:
+            dcfg.routing_iterations = iterations or dcfg.routing_iterations
+            if cfg.quick:  # toy capsule sizes: the test suite's budget is seconds
+                dcfg.update(cfg.quick_overrides.capsule_sizes)
+    return dcfg
+
+
+def build_module(cfg: DictConfig, name: str, iterations: int | None) -> GAN:
+    torch.manual_seed(cfg.seed)
+    generator = hydra.utils.instantiate(cfg.generator)
+    discriminator = hydra.utils.instantiate(discriminator_cfg(cfg, name, iterations))
+    return hydra.utils.instantiate(cfg.module, generator=generator, discriminator=discriminator)
+
+
+def build_datamodule(cfg: DictConfig, batch_size: int) -> ImageDataModule:
+    dm = hydra.utils.instantiate(cfg.data, batch_size=batch_size)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def batches(dm: ImageDataModule, device: torch.device) -> Iterator[Tensor]:
+    """Training batches from the data module's own loader, cycled, on the device."""
+    while True:
+        for real, _ in dm.train_dataloader():
+            yield real.to(device, non_blocking=True)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """What Lightning's ``bf16-mixed`` does around the step, for the bare loop."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in precision)
+
+
+def bare_step(module: GAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+              real: Tensor, precision: str) -> None:  # fmt: skip
+    """The module's GAN step without Lightning: D on real + fake, then G (non-saturating)."""
+    gen, disc, kind = module.generator, module.discriminator, module.score_kind
+    real_target = 1.0 - module.hparams.label_smoothing
+    real = module.prepare_images(real)  # memory format, as in training_step
+    n = real.shape[0]
+    with autocast(real.device, precision):
+        with torch.no_grad():
+            fake = gen(module.sample_z(n))
+        d_loss = discriminator_loss(disc(real), disc(fake), kind, real_target)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    disc.requires_grad_(False)
+    with autocast(real.device, precision):
+        g_loss = generator_loss(disc(gen(module.sample_z(n))), kind)
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    disc.requires_grad_(True)
+
+
+class BareLoop:
+    """A GAN module's networks and optimizers stepped by hand."""
+
+    def __init__(self, module: GAN, data: Iterator[Tensor], precision: str) -> None:
+        self.module, self.data, self.precision = module, data, precision
+        self.opt_g, self.opt_d = module.configure_optimizers()
+
+    def step(self) -> None:
+        bare_step(self.module, self.opt_g, self.opt_d, next(self.data), self.precision)
+
+    def steps(self, n: int) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(n):
+                self.step()
+
+        return run
+
+
+class StepClock(L.Callback):
+    """Reads the clock after the warm-up batches and after every ``steps`` batches."""
+
+    def __init__(self, device: torch.device, warmup: int, steps: int) -> None:
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.marks: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1
+        if done >= self.warmup and (done - self.warmup) % self.steps == 0:
+            synchronize(self.device)
+            self.marks.append(time.perf_counter())
+
+    def seconds_per_repeat(self, repeats: int) -> list[float]:
+        marks = self.marks[: repeats + 1]
+        return [b - a for a, b in itertools.pairwise(marks)]
+
+
+def steps_per_repeat(loop: BareLoop, device: torch.device, cfg: DictConfig) -> int:
+    """Warm up, then pick enough steps per repeat to last ``min_repeat_seconds``.
+
+    One cnn step takes milliseconds and one capsule step seconds: a fixed count would
+    make the fast cases' repeats too short to time and the slow ones' too long to run.
+    """
+    for _ in range(cfg.warmup):
+        loop.step()
+    one = time_interleaved({"s": loop.steps(1)}, device, 0, 1)["s"]
+    return max(int(cfg.steps), math.ceil(cfg.min_repeat_seconds / one))
+
+
+def lightning_seconds(
+    cfg: DictConfig,
+    module: GAN,
+    dm: ImageDataModule,
+    device: torch.device,
+    out_dir: Path,
+    tag: str,
+    steps: int,
+) -> list[float]:
+    """Fit for warm-up + repeats x steps batches; seconds of each timed repeat.
+
+    The Trainer is the training config's, with its normal logging: the module's
+    ``self.log`` calls, TensorBoard every ``log_every_n_steps`` and the progress bar.
+    Validation and checkpoints are off: they happen between epochs, not per step.
+    """
+    clock = StepClock(device, cfg.warmup + 1, steps)  # +1: as the bare loop's step count
+    callbacks: list[L.Callback] = [clock]
+    if cfg.trainer.get("enable_progress_bar", True) and cfg.callbacks.get("progress_bar"):
+        callbacks.append(hydra.utils.instantiate(cfg.callbacks.progress_bar))
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        default_root_dir=str(out_dir),
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        strategy="auto",
+        max_epochs=-1,  # small data sets: as many epochs as the batches need
+        max_steps=cfg.warmup + 1 + cfg.repeats * steps,  # generator steps = batches here
+        limit_train_batches=None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        fast_dev_run=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(str(out_dir), name="tensorboard", version=tag),
+    )
+    trainer.fit(module, datamodule=dm)
+    return clock.seconds_per_repeat(cfg.repeats)
+
+
+def step_flops(module: GAN, real: Tensor, precision: str) -> int:
+    """FLOPs of one GAN step (forward and backward of both updates)."""
+    opt_g, opt_d = module.configure_optimizers()
+    with FlopCounterMode(display=False) as counter:
+        bare_step(module, opt_g, opt_d, real, precision)
+    return counter.get_total_flops()
+
+
+def discriminator_fwd_bwd(disc: nn.Module, x: Tensor) -> Callable[[], None]:
+    def run() -> None:
+        disc.zero_grad(set_to_none=True)
+        disc(x).sum().backward()
+
+    return run
+
+
+def routing_share(disc: nn.Module, x: Tensor, device: torch.device, cfg: DictConfig) -> float:
+    """Seconds of the routing layer's forward+backward over the whole discriminator's.
+
+    "Routing" is all of :class:`RoutingCapsules`: the prediction vectors and the
+    routing-by-agreement iterations, with the gradients both need.
+    """
+    with torch.no_grad():
+        u = disc.primary(disc.conv(x))
+    u.requires_grad_(True)
+
+    def routing() -> None:
+        u.grad = None
+        disc.routing.zero_grad(set_to_none=True)
+        disc.routing(u).sum().backward()
+
+    t = time_interleaved(
+        {"d": discriminator_fwd_bwd(disc, x), "r": routing}, device, cfg.warmup, cfg.repeats
+    )
+    return t["r"] / t["d"]
+
+
+# -- the benchmark --------------------------------------------------------------------
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def effective_cfg(cfg: DictConfig) -> DictConfig:
+    """The config with ``quick_overrides`` merged in when ``quick=true``."""
+    if not cfg.quick:
+        return cfg
+    quick = OmegaConf.to_container(cfg.quick_overrides, resolve=True)
+    quick.pop("capsule_sizes", None)
+    return OmegaConf.merge(cfg, quick)
+
+
+def measure_case(
+    cfg: DictConfig, name: str, iterations: int | None, device: torch.device, out_dir: Path
+) -> dict[str, Any]:
+    precision = str(cfg.trainer.precision)
+    memory = PeakMemory(device)
+    memory.reset()
+    dm = build_datamodule(cfg, cfg.batch_size)
+    tag = name if iterations is None else f"{name}_r{iterations}"
+
+    bare_module = build_module(cfg, name, iterations).to(device)
+    loop = BareLoop(bare_module, batches(dm, device), precision)
+    steps = steps_per_repeat(loop, device, cfg)
+    bare = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)["b"]
+    flops = step_flops(bare_module, next(loop.data), precision)
+
+    module = build_module(cfg, name, iterations)
+    lightning = lightning_seconds(cfg, module, dm, device, out_dir, tag, steps)
+    images = cfg.batch_size * steps
+    result: dict[str, Any] = {
+        "discriminator": name,
+        "routing_iterations": iterations,
+        "batch_size": cfg.batch_size,
+        "steps_per_repeat": steps,
+        "lightning_images_per_s": images / statistics.median(lightning),
+        "bare_images_per_s": images / bare,
+    }
+    result["overhead_ratio"] = result["lightning_images_per_s"] / result["bare_images_per_s"]
+    result["flops_per_step"] = flops
+    result["achieved_flops_per_s"] = flops * steps / bare
+    if iterations is not None:
+        real = next(loop.data)
+        result["routing_share"] = routing_share(bare_module.discriminator, real, device, cfg)
+    result["peak_memory_mb"] = memory.read_mb()
+    steps_per_epoch = len(dm.train_dataloader())
+    result["epoch_seconds_estimate"] = (
+        steps_per_epoch * cfg.batch_size / result["lightning_images_per_s"]
+    )
+    return result
+
+
+def measure_scaling(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Bare-loop images/s of one capsule preset at several batch sizes."""
+    rows = []
+    precision = str(cfg.trainer.precision)
+    memory = PeakMemory(device)
+    for batch_size in cfg.scaling.batch_sizes:
+        memory.reset()
+        dm = build_datamodule(cfg, batch_size)
+        module = build_module(cfg, cfg.scaling.discriminator, cfg.scaling.routing_iterations)
+        loop = BareLoop(module.to(device), batches(dm, device), precision)
+        steps = steps_per_repeat(loop, device, cfg)
+        seconds = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)
+        rows.append({
+            "batch_size": batch_size,
+            "bare_images_per_s": batch_size * steps / seconds["b"],
+            "peak_memory_mb": memory.read_mb(),
+        })  # fmt: skip
+    spec = cfg.scaling
+    return {"discriminator": spec.discriminator, "routing_iterations": spec.routing_iterations,
+            "rows": rows}  # fmt: skip
+
+
+def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Our capsule discriminator vs the same one with :class:`BroadcastRouting` inside."""
+    spec = cfg.baseline
+    torch.manual_seed(cfg.seed)
+    ours = hydra.utils.instantiate(
+        discriminator_cfg(cfg, spec.discriminator, spec.routing_iterations)
+    ).to(device)
+    theirs = copy.deepcopy(ours)
+    theirs.routing = BroadcastRouting(ours.routing).to(device)
+    x = torch.randn(spec.batch_size, cfg.data.channels, cfg.data.image_size, cfg.data.image_size,
+                    device=device)  # fmt: skip
+    with torch.no_grad():
+        same = torch.allclose(ours(x), theirs(x), rtol=1e-3, atol=1e-4)
+    t = time_interleaved(
+        {"ours": discriminator_fwd_bwd(ours, x), "baseline": discriminator_fwd_bwd(theirs, x)},
+        device, cfg.warmup, cfg.repeats,
+    )  # fmt: skip
+    with torch.no_grad():
+        u = ours.primary(ours.conv(x))
+    u.requires_grad_(True)
+
+    def layer(routing: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            u.grad = None
+            routing.zero_grad(set_to_none=True)
+            routing(u).sum().backward()
+
+        return run
+
+    tl = time_interleaved(
+        {"ours": layer(ours.routing), "baseline": layer(theirs.routing)},
+        device, cfg.warmup, cfg.repeats,
+    )  # fmt: skip
+    return {
+        "discriminator": spec.discriminator,
+        "routing_iterations": spec.routing_iterations,
+        "batch_size": spec.batch_size,
+        "ours_ms": 1e3 * t["ours"],
+        "baseline_ms": 1e3 * t["baseline"],
+        "speedup": t["baseline"] / t["ours"],
+        "routing_layer_ours_ms": 1e3 * tl["ours"],
+        "routing_layer_baseline_ms": 1e3 * tl["baseline"],
+        "routing_layer_speedup": tl["baseline"] / tl["ours"],
+        "outputs_match": bool(same),
+    }
+
+
+def measure_data(cfg: DictConfig) -> dict[str, Any]:
+    """Images/s of the training loader alone (a full pass, on the CPU, no model)."""
+    dm = build_datamodule(cfg, cfg.batch_size)
+    rates = []
+    for _ in range(cfg.data_epochs):
+        n, start = 0, time.perf_counter()
+        for real, _ in dm.train_dataloader():
+            n += real.shape[0]
+        rates.append(n / (time.perf_counter() - start))
+    return {"batch_size": cfg.batch_size, "images_per_s": statistics.median(rates)}
+
+
+def check_targets(result: dict[str, Any]) -> dict[str, Any]:
+    cases = result["cases"]
+    capsule = [c for c in cases if c["routing_iterations"] is not None]
+    values = {
+        "overhead_ratio_min": min(c["overhead_ratio"] for c in cases),
+        "capsule_flops_ratio_min": min((c["flops_ratio_vs_matmul"] for c in capsule), default=None),
+        "baseline_speedup": result["baseline"]["speedup"],
+        "routing_share_at_3_max": max(
+            (c["routing_share"] for c in capsule if c["routing_iterations"] == 3), default=None
+        ),
+        "data_images_per_s": result["data_pipeline"]["images_per_s"],
+    }
+    out = {}
+    for key, (op, threshold) in TARGETS.items():
+        value = values[key]
+        if value is None:
+            continue
+        met = value >= threshold if op == ">=" else value <= threshold
+        out[key] = {"value": value, "target": f"{op} {threshold:g}", "met": bool(met)}
+    return out
+
+
+def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
+    """Run every measurement of ``cfg`` (see ``conf/bench.yaml``); write and return the JSON."""
+    cfg = effective_cfg(cfg)
+    threads = torch.get_num_threads()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        return _run(cfg)
+    finally:  # a caller in the same process (the test suite) keeps its thread count
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
+    device = pick_device(cfg.device)
+    out_path = Path(cfg.output)
+    out_dir = out_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    precision = str(cfg.trainer.precision)
+    mm_dtype = torch.bfloat16 if "bf16" in precision else torch.float32
+    started = dt.datetime.now(dt.timezone.utc)
+    on_gpu = device.type == "cuda"
+    result: dict[str, Any] = {
+        "meta": {
+            "date": started.isoformat(timespec="seconds"),
+            "quick": bool(cfg.quick),
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if on_gpu else cpu_model(),
+            "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "python": platform.python_version(),
+            "precision": precision,
+            "compile": bool(cfg.get("compile", False)),
+            "channels_last": bool(cfg.get("channels_last", False)),
+            "batch_size": cfg.batch_size,
+            "warmup": cfg.warmup,
+            "repeats": cfg.repeats,
+            "steps": cfg.steps,
+            "load_average_start": load_average(),
+        }
+    }
+    matmul = matmul_flops_per_s(cfg.matmul_size, device, mm_dtype, cfg.repeats)
+    result["matmul_flops_per_s"] = matmul
+    result["data_pipeline"] = measure_data(cfg)
+    cases = []
+    for name in cfg.discriminators:
+        capsule = "routing_iterations" in cfg.presets[name]
+        for iterations in cfg.routing_iterations if capsule else [None]:
+            case = measure_case(cfg, name, iterations, device, out_dir)
+            case["flops_ratio_vs_matmul"] = case["achieved_flops_per_s"] / matmul
+            cases.append(case)
+            print_case(case)
+    result["cases"] = cases
+    result["scaling"] = measure_scaling(cfg, device)
+    result["baseline"] = measure_baseline(cfg, device)
+    result["targets"] = check_targets(result)
+    result["meta"]["load_average_end"] = load_average()
+    result["meta"]["seconds"] = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+    out_path.write_text(json.dumps(result, indent=2))
+    print(format_report(result))
+    print(f"\nwritten: {out_path}")
+    return result
+
+
+# -- the report -----------------------------------------------------------------------
+
+
+def print_case(case: dict[str, Any]) -> None:
+    it = case["routing_iterations"]
+    print(f"[bench] {case['discriminator']}{'' if it is None else f' r={it}'}: "
+          f"lightning {case['lightning_images_per_s']:.1f} img/s, "
+          f"bare {case['bare_images_per_s']:.1f} img/s", flush=True)  # fmt: skip
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    lines = [
+        f"CapsuleGAN Lab benchmark, {meta['date']}, {meta['device_name']} ({meta['device']}, "
+        f"{meta['torch_threads']} threads), torch {meta['torch']}, lightning {meta['lightning']}, "
+        f"precision {meta['precision']}, load {meta['load_average_start']} -> "
+        f"{meta['load_average_end']}",
+        f"dense matmul: {result['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; data pipeline: "
+        f"{result['data_pipeline']['images_per_s']:,.0f} images/s",
+        "",
+        f"{'discriminator':<14}{'iters':>6}{'Lightning img/s':>16}{'bare img/s':>12}{'(a)/(b)':>9}"
+        f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'/matmul':>9}{'routing':>9}{'peak MB':>9}{'epoch s':>9}",
+    ]
+    for c in result["cases"]:
+        lines.append(
+            f"{c['discriminator']:<14}{_fmt(c['routing_iterations']):>6}"
+            f"{c['lightning_images_per_s']:>16.1f}{c['bare_images_per_s']:>12.1f}"
+            f"{c['overhead_ratio']:>9.3f}{c['flops_per_step'] / 1e9:>11.2f}"
+            f"{c['achieved_flops_per_s'] / 1e9:>9.1f}{c['flops_ratio_vs_matmul']:>9.2f}"
+            f"{_fmt(c.get('routing_share'), '.1%'):>9}{c['peak_memory_mb']:>9.0f}"
+            f"{c['epoch_seconds_estimate']:>9.0f}"
+        )
+    s = result["scaling"]
+    lines += ["", f"batch-size scaling, bare loop, {s['discriminator']} routing "
+              f"{s['routing_iterations']}:"]  # fmt: skip
+    lines += [f"  batch {r['batch_size']:>4}: {r['bare_images_per_s']:8.1f} images/s, "
+              f"peak {r['peak_memory_mb']:.0f} MB" for r in s["rows"]]  # fmt: skip
+    b = result["baseline"]
+    lines += [
+        "",
+        f"vs public-code routing ({b['discriminator']}, routing {b['routing_iterations']}, batch "
+        f"{b['batch_size']}, D forward+backward): ours {b['ours_ms']:.1f} ms, baseline "
+        f"{b['baseline_ms']:.1f} ms, speed-up {b['speedup']:.2f}x (routing layer alone "
+        f"{b['routing_layer_speedup']:.2f}x; same outputs: {b['outputs_match']})",
+        "",
+        "targets:",
+    ]
+    for key, t in result["targets"].items():
+        lines.append(f"  {key:<26} {t['value']:>12.4g}  {t['target']:<10} "
+                     f"{'met' if t['met'] else 'NOT met'}")  # fmt: skip
+    return "\n".join(lines)
