@@ -47,6 +47,10 @@ class GAN(L.LightningModule):
             ``instance_noise_anneal_steps`` generator steps (0: never annealed).
         gradient_clip_val: clip each network's gradient norm to this (None: off).
         num_fixed_samples: size of the fixed noise batch behind the sample grids.
+        compile: ``torch.compile`` both networks (in place, so checkpoints keep their keys);
+            pays off on GPUs, where it fuses routing's elementwise work into few kernels.
+        channels_last: keep both networks' weights and the image batches in NHWC memory
+            format, which tensor-core GPUs convolve faster than NCHW.
     """
 
     def __init__(
@@ -64,6 +68,8 @@ class GAN(L.LightningModule):
         instance_noise_anneal_steps: int = 0,
         gradient_clip_val: float | None = None,
         num_fixed_samples: int = 64,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
@@ -73,6 +79,12 @@ class GAN(L.LightningModule):
         self.score_kind: str = discriminator.score_kind
         # A buffer, so it is saved in checkpoints: a resumed run keeps drawing the same grid.
         self.register_buffer("fixed_z", torch.randn(num_fixed_samples, latent_dim))
+        if channels_last:
+            generator.to(memory_format=torch.channels_last)
+            discriminator.to(memory_format=torch.channels_last)
+        if compile:
+            generator.compile()
+            discriminator.compile()
 
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
@@ -149,10 +161,16 @@ class GAN(L.LightningModule):
             "d_g_z": p_fake.mean(),
         }
 
+    def prepare_images(self, images: Tensor) -> Tensor:
+        """A batch in the networks' memory format (NHWC when ``channels_last``)."""
+        if self.hparams.get("channels_last"):
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     # -- Lightning hooks ---------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        real, _ = batch
+        real = self.prepare_images(batch[0])
         stats = self.discriminator_step(real)
         if (batch_idx + 1) % self.hparams.d_steps_per_g == 0:
             stats["g_loss"] = self.generator_step(real.shape[0])
@@ -165,13 +183,16 @@ class GAN(L.LightningModule):
             on_epoch=True,
             sync_dist=True,
         )
-        self.log_dict(
-            {"d_loss": stats["d_loss"], "d_acc": stats["d_acc"]},
-            prog_bar=True,
-            on_step=True,
-            on_epoch=False,
-            logger=False,
-        )
+        # The progress bar turns its values into Python floats whenever they are logged, a
+        # GPU sync; so they are refreshed as often as the logger writes, not every batch.
+        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0 or batch_idx == 0:
+            self.log_dict(
+                {"d_loss": stats["d_loss"], "d_acc": stats["d_acc"]},
+                prog_bar=True,
+                on_step=True,
+                on_epoch=False,
+                logger=False,
+            )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, _ = batch
