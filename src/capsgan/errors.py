@@ -16,3 +16,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The data set is missing, corrupt, or its root is not a usable folder."""
+
+
+class DivergenceError(UserError):
+    """Training produced a non-finite loss or weight; the message names the step and network."""

@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from capsgan.errors import DivergenceError
 from capsgan.losses import discriminator_loss, generator_loss, probability_real
 
 
@@ -85,6 +86,11 @@ class GAN(L.LightningModule):
         if compile:
             generator.compile()
             discriminator.compile()
+        # Divergence watch: per network (D, G), the generator step at which its loss was
+        # first non-finite (-1: never). It stays on the device and is read only every
+        # log_every_n_steps batches and before every checkpoint, so the GPU never waits for
+        # a per-step sync (on the CPU it is read every batch; that costs nothing there).
+        self._first_nonfinite: Tensor | None = None
 
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
@@ -171,9 +177,11 @@ class GAN(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real = self.prepare_images(batch[0])
+        step = self.global_step  # generator steps before this batch
         stats = self.discriminator_step(real)
         if (batch_idx + 1) % self.hparams.d_steps_per_g == 0:
             stats["g_loss"] = self.generator_step(real.shape[0])
+        self._watch_losses(stats["d_loss"], stats.get("g_loss"), step)
         # step values under train/, epoch means (accumulated on device by Lightning) under epoch/;
         # under DDP the epoch means are averaged over all ranks (one all-reduce per epoch)
         self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False)
@@ -202,3 +210,57 @@ class GAN(L.LightningModule):
         stats = self._d_stats(loss, score_real, score_fake)
         stats["g_loss"] = generator_loss(score_fake, self.score_kind)
         self.log_dict({f"val/{k}": v for k, v in stats.items()}, on_epoch=True, sync_dist=True)
+
+    # -- divergence guard ----------------------------------------------------------------
+
+    NETWORKS = ("discriminator", "generator")
+
+    def _watch_losses(self, d_loss: Tensor, g_loss: Tensor | None, step: int) -> None:
+        """Record (on the device, without a sync) the first step with a non-finite loss."""
+        d_bad = ~torch.isfinite(d_loss)
+        g_bad = ~torch.isfinite(g_loss) if g_loss is not None else torch.zeros_like(d_bad)
+        bad = torch.stack([d_bad, g_bad])
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((2,), -1, dtype=torch.long, device=d_loss.device)
+        first = self._first_nonfinite
+        self._first_nonfinite = torch.where(bad & (first < 0), step, first)
+
+    def check_finite(self, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Raise :class:`DivergenceError` if a loss (or a weight in ``state_dict``) went
+        non-finite; the message names the network and the generator step."""
+        epoch = self.trainer.current_epoch if self._trainer is not None else 0
+        advice = (
+            "The run was stopped; no checkpoint was written after that step, so the newest "
+            "file in the run's checkpoints/ folder is the last good one. To train stably, "
+            "lower the learning rate (lr, or lr_d / lr_g for one network), clip gradients "
+            "(gradient_clip_val=1.0), or soften the discriminator (label_smoothing=0.1, "
+            "instance_noise=0.1)."
+        )
+        if self._first_nonfinite is not None:
+            first = self._first_nonfinite.tolist()  # the one sync, every few batches
+            for network, step in zip(self.NETWORKS, first, strict=True):
+                if step >= 0:
+                    raise DivergenceError(
+                        f"training diverged: the {network} loss became NaN or infinite at "
+                        f"generator step {step} (epoch {epoch}). {advice}"
+                    )
+        for key, value in (state_dict or {}).items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                network = key.split(".", 1)[0]
+                raise DivergenceError(
+                    f"training diverged: the {network} weight {key!r} holds NaN or infinite "
+                    f"values at generator step {self.global_step} (epoch {epoch}). {advice}"
+                )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        trainer = self.trainer
+        if (
+            self.device.type == "cpu"
+            or (batch_idx + 1) % trainer.log_every_n_steps == 0
+            or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
+            self.check_finite()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # raising here stops the file from being written: a diverged model is never saved
+        self.check_finite(checkpoint["state_dict"])
