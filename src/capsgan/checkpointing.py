@@ -1,0 +1,216 @@
+"""Checkpoints that survive faults: atomic writes, a save on SIGTERM / Ctrl-C, TensorBoard
+curves that continue across a resume, and the checks that a checkpoint can be resumed from.
+
+* Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary
+  file lives in ``$TMPDIR`` and is then ``shutil.move``d onto the target: when ``$TMPDIR``
+  and the run folder are on different file systems (a cluster's local /tmp and NFS), that
+  move is a copy, and a process killed during the copy leaves a truncated ``last.ckpt``.
+  :class:`AtomicCheckpointIO` writes next to the target, fsyncs, and ``os.replace``s it.
+* Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary and then
+  calls every callback's ``on_exception``; :class:`CheckpointOnInterrupt` saves
+  ``last.ckpt`` there. Ctrl-C is routed through the same path (the first one asks for a
+  stop after the current batch, a second one stops at once without saving), because a
+  ``KeyboardInterrupt`` can land in the middle of an optimizer step.
+* A run killed after its last checkpoint has logged steps the resumed run logs again.
+  :class:`ResumableRun` writes TensorBoard's restart marker (``SessionLog.START``, the
+  event ``SummaryWriter(purge_step=...)`` writes) at the resumed run's first step, so
+  TensorBoard drops the orphaned steps of the killed run: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+from torch.utils.tensorboard import SummaryWriter
+
+from capsgan.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temp file in the target's folder, fsync, then ``os.replace``.
+
+    A reader (or a resumed run) therefore sees either the previous complete file or the
+    new complete file under the checkpoint's name, never a partial one. Remote paths
+    (``s3://...``) keep Lightning's fsspec transaction.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; keep the usual mode
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class ResumableRun(L.Callback):
+    """Makes a run stoppable and resumable without losing or repeating anything.
+
+    * SIGTERM or Ctrl-C: save ``<dirpath>/last.ckpt`` at the batch boundary, then stop.
+      Nothing is saved for any other exception: a diverged or crashed run must not
+      replace the last good checkpoint.
+    * Every checkpoint flushes the loggers first, so a run killed later (SIGKILL) keeps
+      every step logged before the checkpoint it will resume from.
+    * A resumed run marks its first step as a restart in TensorBoard (see module doc).
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.stopped_by: str | None = None  # "SIGTERM" or "Ctrl-C", for the exit message
+        self.saved_path: Path | None = None
+        self._previous_sigint: Any = None
+        self._marked_restart = False
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.stopped_by is not None:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stopped_by = "Ctrl-C"
+        print(
+            "\nCtrl-C: saving a checkpoint after this batch, then stopping "
+            "(press Ctrl-C again to stop at once without saving)."
+        )
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops at the batch boundary
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # not on_fit_start: Lightning snapshots every signal handler after that hook and
+        # puts the snapshot back at its teardown, which would leave ours installed
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_sigint()  # not called after an exception: on_exception does it then
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._marked_restart or trainer.ckpt_path is None:
+            return
+        self._marked_restart = True
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the x axis of our scalars
+        for logger in trainer.loggers:
+            writer = logger.experiment
+            if not isinstance(writer, SummaryWriter):
+                continue
+            if writer.file_writer is None:  # not opened yet: let SummaryWriter write it
+                writer.purge_step = step
+            else:
+                writer.file_writer.add_event(
+                    Event(step=step, session_log=SessionLog(status=SessionLog.START))
+                )
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        for logger in trainer.loggers:
+            flush = getattr(logger.experiment, "flush", None)
+            if callable(flush):
+                flush()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
+            return
+        if self.stopped_by is None:
+            self.stopped_by = "SIGTERM"
+        trainer.save_checkpoint(self.last_path)
+        self.saved_path = self.last_path
+        log.info("saved %s at generator step %d", self.last_path, trainer.global_step)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint on the CPU, as a :class:`ConfigError` if it is not one."""
+    try:
+        # weights_only, as Lightning loads it on resume: a file this fails on fails there too
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} is not a readable checkpoint ({type(err).__name__}: "
+            f"{err}). The file may be truncated or from another program; pick another .ckpt "
+            "file from the run's checkpoints/ folder, or ckpt_path=null to start from scratch."
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} is not a Lightning checkpoint (it has no state_dict). "
+            "Pass a .ckpt file written by this framework (a run's checkpoints/ folder)."
+        )
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:
+    """Raise a :class:`ConfigError` unless ``ckpt``'s weights fit ``module`` exactly."""
+    ours = module.state_dict()
+    theirs = ckpt["state_dict"]
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    mismatched = [
+        f"{k} {tuple(theirs[k].shape)} in the checkpoint vs {tuple(v.shape)} here"
+        for k, v in ours.items()
+        if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != v.shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    details = []
+    if mismatched:
+        details.append(f"{len(mismatched)} weights differ in shape, e.g. {mismatched[0]}")
+    if missing:
+        details.append(f"{len(missing)} weights are missing from it, e.g. {missing[0]}")
+    if unexpected:
+        details.append(f"{len(unexpected)} of its weights do not exist here, e.g. {unexpected[0]}")
+    run_cfg = Path(path).resolve().parent.parent / ".hydra" / "config.yaml"
+    hint = f" That run's config is {str(run_cfg)!r}." if run_cfg.is_file() else ""
+    raise ConfigError(
+        f"the checkpoint {str(path)!r} was saved by a different architecture than the one "
+        f"configured now: {'; '.join(details)}. Resume with the same generator= / "
+        f"discriminator= options and sizes (latent_dim, data.*) as the run that saved it.{hint} "
+        "Or set ckpt_path=null to start from scratch."
+    )
