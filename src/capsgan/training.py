@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import warnings
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
-from capsgan.errors import UserError
+from capsgan import run_info
+from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
+from capsgan.config import check_output_dir, resolve_ckpt_path, validate_config
+from capsgan.errors import ConfigError, DivergenceError, UserError
 from capsgan.sweep import in_multirun, spawn_ddp_in_multirun
 
 log = logging.getLogger(__name__)
@@ -73,30 +82,110 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
             logger.log_hyperparams(params)
 
 
+class RunInterruptedError(Exception):
+    """The run was stopped by SIGTERM or Ctrl-C after saving ``last.ckpt``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """Callbacks, loggers and Trainer from the config; Lightning's refusals as ConfigError."""
+    try:
+        callbacks = instantiate_list(cfg.get("callbacks"))
+        if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
+            callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+        loggers = instantiate_list(cfg.get("logger"))
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except (InstantiationException, MisconfigurationException) as err:
+        raise ConfigError(
+            f"Lightning refused the trainer / callbacks / logger settings: {err}. Check the "
+            "trainer.*, callbacks.* and logger.* keys (conf/trainer/, conf/callbacks/, "
+            "conf/logger/) against the Lightning documentation of the named class."
+        ) from err
+
+
+def _hydra_overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed outside @hydra.main
+        return []
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the GAN described by ``cfg``; return the trainer's final metrics as floats."""
+    """Fit the GAN described by ``cfg``; return the trainer's final metrics as floats.
+
+    Bad input raises a :class:`UserError` before any data is read or model built (the
+    config, the output folder, the checkpoint to resume from); how the run ended is
+    recorded in ``<run>/run_info.json`` with the commit and package versions.
+    """
+    output_dir = str(cfg.paths.output_dir)
+    check_output_dir(output_dir)
+    rank_zero = rank_zero_only.rank == 0
+    if rank_zero:
+        run_info.start_session(output_dir, _hydra_overrides(), cfg.get("ckpt_path"))
+    try:
+        metrics = _fit(cfg, output_dir)
+    except DivergenceError as err:
+        if rank_zero:
+            run_info.end_session(output_dir, "diverged", str(err))
+        raise
+    except UserError as err:
+        if rank_zero:
+            run_info.end_session(output_dir, "failed", str(err))
+        raise
+    except RunInterruptedError as err:
+        if rank_zero:
+            run_info.end_session(output_dir, "interrupted", str(err))
+        raise
+    if rank_zero:
+        run_info.end_session(output_dir, "completed")
+    return metrics
+
+
+def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
+    validate_config(cfg)  # before anything is read or built: a bad sweep job fails in seconds
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     generator = hydra.utils.instantiate(cfg.generator)
     discriminator = hydra.utils.instantiate(cfg.discriminator)
-    image_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    if tuple(generator.output_shape) != image_shape:
-        raise UserError(
-            f"the generator makes images of shape {tuple(generator.output_shape)} but the data "
-            f"are {image_shape}; pick a generator preset for this data set or change the last "
-            "block of conf/generator/<preset>.yaml"
-        )
-    module = hydra.utils.instantiate(cfg.module, generator=generator, discriminator=discriminator)
-    callbacks = instantiate_list(cfg.get("callbacks"))
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
-        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
-    loggers = instantiate_list(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    # _convert_="all": plain lists in the saved hyperparameters, not OmegaConf containers,
+    # which torch.load(weights_only=True) (Lightning's default on resume) refuses
+    module = hydra.utils.instantiate(
+        cfg.module, generator=generator, discriminator=discriminator, _convert_="all"
     )
+    if ckpt is not None:
+        check_compatible(ckpt, module, ckpt_path)
+        del ckpt  # Lightning reads the file again in fit()
+    trainer = build_trainer(cfg)
     log_hparams(trainer, flat_hparams(cfg))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        # Both are about step checkpoints with manual optimization, which we want: the
+        # state after the generator step, and a resumed epoch that runs its remaining
+        # batches from a fresh shuffle (the batches are i.i.d. draws of the data set).
+        warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException as err:
+            raise _stopped(trainer, output_dir) from err
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _stopped(trainer: L.Trainer, output_dir: str) -> RunInterruptedError:
+    resumable = next((c for c in trainer.callbacks if isinstance(c, ResumableRun)), None)
+    how = resumable.stopped_by if resumable else "SIGTERM"
+    saved = resumable.saved_path if resumable else None
+    where = f"saved {str(saved)!r}" if saved else "saved no checkpoint (none was due yet)"
+    message = (
+        f"stopped by {how} at generator step {trainer.global_step} (epoch "
+        f"{trainer.current_epoch}); {where}. Resume with the same overrides plus: "
+        f"hydra.run.dir={output_dir} ckpt_path=last"
+    )
+    return RunInterruptedError(message, 130 if how == "Ctrl-C" else 128 + signal.SIGTERM)
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -116,7 +205,10 @@ def run(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or in_multirun():
             raise
         print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(3 if isinstance(err, DivergenceError) else 2)
+    except RunInterruptedError as err:
+        print(str(err), file=sys.stderr)
+        sys.exit(err.exit_code)
     metric = cfg.get("optimized_metric")
     if metric and metric in metrics:
         log.info("%s = %.4f", metric, metrics[metric])

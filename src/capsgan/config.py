@@ -1,0 +1,382 @@
+"""Start-up validation of the composed config: every bad value is reported before any
+data is read or any model is built, so a sweep fails its bad jobs in seconds.
+
+Hydra's structured configs would type-check the values but cannot say *why* a value is
+wrong (a capsule kernel that leaves no primary-capsule grid, a generator whose output is
+not the data's image shape), and they would force one fixed schema on groups that differ
+per option (``discriminator=cnn`` vs ``discriminator=capsule``). So the schema is a table
+of typed rules per key, checked here, plus the cross-key checks. Each problem becomes one
+paragraph of a :class:`~capsgan.errors.ConfigError`: the key, the value, what it must be,
+and the file or command-line override that fixes it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from capsgan.data import DATASETS
+from capsgan.errors import ConfigError
+from capsgan.models.capsule_discriminator import primary_grid_size
+from capsgan.models.generator import transposed_size
+
+LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
+
+
+# -- the typed rules --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One key of the schema: its type, its range, and what it is for (for the message)."""
+
+    key: str  # dotted key in the composed config
+    kind: str  # "int", "float" (any real number), "str", "bool"
+    check: Callable[[Any], bool] = lambda v: True
+    must: str = ""  # the range in words, e.g. "> 0"
+    meaning: str = ""  # what the key does, so the user knows what to pick
+    nullable: bool = False
+    example: Any = None  # a sensible value, shown in the fix
+
+
+def positive(v: float) -> bool:
+    return v > 0
+
+
+def at_least(n: int) -> Callable[[Any], bool]:
+    return lambda v: v >= n
+
+
+def in_unit_interval(v: float) -> bool:
+    return 0 <= v < 1
+
+
+COMMON_RULES = (
+    Rule("seed", "int", meaning="the random seed of the run"),
+    Rule("latent_dim", "int", at_least(1), ">= 1", "the size of the noise vector z", example=64),
+    Rule("lr", "float", positive, "> 0", "the Adam learning rate of both networks", example="2e-4"),
+    Rule("lr_g", "float", positive, "> 0", "the generator's learning rate", nullable=True),
+    Rule("lr_d", "float", positive, "> 0", "the discriminator's learning rate", nullable=True),
+    Rule("d_steps_per_g", "int", at_least(1), ">= 1", "D steps per G step", example=1),
+    Rule("label_smoothing", "float", in_unit_interval, "in [0, 1)", "one-sided label smoothing"),
+    Rule("instance_noise", "float", at_least(0), ">= 0", "the std of the instance noise"),
+    Rule("instance_noise_anneal_steps", "int", at_least(0), ">= 0", "the noise annealing steps"),
+    Rule("gradient_clip_val", "float", positive, "> 0", "the gradient-norm clip", nullable=True),
+    Rule("module.num_fixed_samples", "int", at_least(1), ">= 1", "the sample-grid size"),
+    Rule("data.name", "str", DATASETS.__contains__, f"one of {sorted(DATASETS)}", example="mnist"),
+    Rule("data.batch_size", "int", at_least(1), ">= 1", "real images per batch", example=64),
+    Rule("data.channels", "int", at_least(1), ">= 1", "the image channels"),
+    Rule("data.image_size", "int", at_least(1), ">= 1", "the image side in pixels"),
+    Rule("data.train_subset", "int", at_least(1), ">= 1", "the training images used", True),
+    Rule("data.val_subset", "int", at_least(1), ">= 1", "the validation images used", True),
+    Rule("data.num_workers", "int", at_least(0), ">= 0", "the DataLoader workers"),
+    Rule("data.download", "bool", meaning="whether torchvision may download the data"),
+    Rule("trainer.max_epochs", "int", at_least(-1), ">= -1", "the epoch limit, -1: none", True),
+    Rule("trainer.max_steps", "int", at_least(-1), ">= -1", "the G-step limit, -1: none"),
+    Rule("trainer.log_every_n_steps", "int", at_least(1), ">= 1", "the logging interval"),
+)
+
+CAPSULE_RULES = (
+    *(
+        Rule(f"discriminator.{key}", "int", at_least(n), f">= {n}", meaning, example=ex)
+        for key, n, meaning, ex in (
+            ("conv_channels", 1, "the channels of the first convolution", 256),
+            ("conv_kernel", 1, "the kernel of the first convolution", 9),
+            ("primary_maps", 1, "the primary-capsule maps", 32),
+            ("primary_dim", 1, "the primary-capsule size", 8),
+            ("primary_kernel", 1, "the primary-capsule kernel", 9),
+            ("primary_stride", 1, "the primary-capsule stride", 2),
+            ("out_capsules", 2, "the output capsules (one capsule makes routing a no-op)", 10),
+            ("out_dim", 1, "the output-capsule size", 16),
+            ("routing_iterations", 1, "the routing-by-agreement iterations", 3),
+            ("head_hidden", 1, "the hidden units of the fc head", 512),
+        )
+    ),
+    Rule("discriminator.routing_weight_std", "float", positive, "> 0", "the routing init", True),
+    Rule("discriminator.head", "str", lambda v: v in ("fc", "length"), "'fc' or 'length'"),
+)
+
+CNN_RULES = (Rule("discriminator.negative_slope", "float", at_least(0), ">= 0", "LeakyReLU slope"),)
+
+GENERATOR_RULES = (
+    Rule("generator.init_channels", "int", at_least(1), ">= 1", "the first feature map's channels"),
+    Rule("generator.init_size", "int", at_least(1), ">= 1", "the first feature map's side"),
+)
+
+
+# -- where a key is set, for the "how to fix" part --------------------------------------
+
+
+def _choices() -> dict[str, str]:
+    """The picked option of each config group (``data: mnist``), when Hydra is running."""
+    try:
+        return dict(HydraConfig.get().runtime.choices)
+    except ValueError:  # composed outside @hydra.main (tests, notebooks)
+        return {}
+
+
+def yaml_file(key: str) -> str:
+    """The YAML file that sets ``key``: conf/<group>/<picked option>.yaml or conf/train.yaml."""
+    group = key.split(".", 1)[0]
+    if group in ("data", "generator", "discriminator", "trainer", "callbacks", "paths"):
+        return f"conf/{group}/{_choices().get(group, '<option>')}.yaml"
+    return "conf/train.yaml"
+
+
+def where(key: str, example: Any = None) -> str:
+    """How to fix ``key``: the override to type and the YAML file that holds it."""
+    override = f"{key}={example}" if example is not None else f"{key}=..."
+    return f"Fix it on the command line ({override}) or in {yaml_file(key)}."
+
+
+def describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+# -- the checks ---------------------------------------------------------------------------
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # True is an int to Python, never to a user
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "float":
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, str)
+
+
+def check_rule(cfg: DictConfig, rule: Rule) -> str | None:
+    """The problem with ``rule.key`` in ``cfg`` as a paragraph, or None if it is fine."""
+    if OmegaConf.select(cfg, rule.key, default="<missing>") == "<missing>":
+        return None  # a custom _target_ without this key: not ours to judge
+    value = OmegaConf.select(cfg, rule.key)
+    if value is None and rule.nullable:
+        return None
+    noun = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+    what = f"`{rule.key}` ({rule.meaning})" if rule.meaning else f"`{rule.key}`"
+    if not _is_kind(value, rule.kind):
+        null = " or null" if rule.nullable else ""
+        return (
+            f"{what} must be {noun[rule.kind]}{null}{f' {rule.must}' if rule.must else ''}, "
+            f"but it is {describe(value)}. {where(rule.key, rule.example)}"
+        )
+    if not rule.check(value):
+        return f"{what} must be {rule.must}, but it is {value!r}. {where(rule.key, rule.example)}"
+    return None
+
+
+def _target(cfg: DictConfig, group: str) -> str:
+    return str(OmegaConf.select(cfg, f"{group}._target_", default="") or "")
+
+
+def generator_output_shape(gen: DictConfig) -> tuple[int, int, int]:
+    """The image shape a ``capsgan.models.Generator`` config makes, without building it."""
+    size = int(gen.init_size)
+    for block in gen.blocks:
+        size = transposed_size(
+            size,
+            int(block.kernel),
+            int(block.stride),
+            int(block.get("padding", 0)),
+            int(block.get("output_padding", 0)),
+        )
+    return int(gen.blocks[-1].channels), size, size
+
+
+def _generator_problems(cfg: DictConfig) -> Iterator[str]:
+    if not _target(cfg, "generator").endswith("models.Generator"):
+        return
+    gen = cfg.generator
+    blocks = gen.get("blocks")
+    if not blocks:
+        yield (
+            "`generator.blocks` is empty: the generator needs at least one up-sampling block "
+            f"(channels, kernel, stride, padding, output_padding). {where('generator.blocks')}"
+        )
+        return
+    for i, block in enumerate(blocks):
+        for field in ("channels", "kernel", "stride"):
+            value = block.get(field)
+            if not _is_kind(value, "int") or value < 1:
+                key = f"generator.blocks[{i}].{field}"
+                yield f"`{key}` must be an integer >= 1, but it is {describe(value)}. {where(key)}"
+                return
+    data_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    out_shape = generator_output_shape(gen)
+    if out_shape != data_shape:
+        yield (
+            f"the generator makes images of shape {out_shape} (channels, height, width) but the "
+            f"{cfg.data.name} images are {data_shape}. Pick a generator preset made for this data "
+            "set (generator=dcgan or generator=seed for 28x28) or change the last block's "
+            f"stride/padding/output_padding in {yaml_file('generator.blocks')}."
+        )
+
+
+def _capsule_problems(cfg: DictConfig) -> Iterator[str]:
+    d = cfg.discriminator
+    grid = primary_grid_size(cfg.data.image_size, d.conv_kernel, d.primary_kernel, d.primary_stride)
+    if grid < 1:
+        yield (
+            f"the capsule sizes do not fit a {cfg.data.image_size}x{cfg.data.image_size} image: "
+            f"discriminator.conv_kernel={d.conv_kernel} then primary_kernel={d.primary_kernel} "
+            f"with primary_stride={d.primary_stride} leave no primary-capsule grid (each unpadded "
+            "convolution shrinks the image by kernel-1). Use smaller kernels, e.g. "
+            "discriminator.conv_kernel=9 discriminator.primary_kernel=9 for 28x28 images. "
+            f"{where('discriminator.conv_kernel')}"
+        )
+
+
+def _cnn_problems(cfg: DictConfig) -> Iterator[str]:
+    channels = cfg.discriminator.get("channels")
+    if not channels or not all(_is_kind(c, "int") and c >= 1 for c in channels):
+        yield (
+            "`discriminator.channels` must be a non-empty list of integers >= 1, but it is "
+            f"{channels!r}. {where('discriminator.channels', '[64,128]')}"
+        )
+    elif cfg.data.image_size // 2 ** len(channels) < 1:
+        yield (
+            f"`discriminator.channels` has {len(channels)} stride-2 blocks, which shrink a "
+            f"{cfg.data.image_size}px image to nothing; use at most "
+            f"{int(math.log2(cfg.data.image_size))} blocks. {where('discriminator.channels')}"
+        )
+
+
+def _subset_problems(cfg: DictConfig) -> Iterator[str]:
+    subset, batch = cfg.data.get("train_subset"), cfg.data.batch_size
+    if subset is not None and subset < batch:
+        yield (
+            f"`data.train_subset`={subset} is smaller than `data.batch_size`={batch}; the last "
+            "incomplete batch is dropped, so there would be nothing to train on. Raise "
+            f"data.train_subset or lower data.batch_size. {where('data.train_subset')}"
+        )
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """Every problem of ``cfg`` as one paragraph each; empty if the config is usable."""
+    rules = list(COMMON_RULES)
+    disc = _target(cfg, "discriminator")
+    if disc.endswith("CapsuleDiscriminator"):
+        rules += CAPSULE_RULES
+    elif disc.endswith("CNNDiscriminator"):
+        rules += CNN_RULES
+    if _target(cfg, "generator").endswith("models.Generator"):
+        rules += GENERATOR_RULES
+    problems = [p for p in (check_rule(cfg, r) for r in rules) if p]
+    betas = OmegaConf.select(cfg, "module.betas")
+    if betas is not None and (
+        len(betas) != 2 or not all(_is_kind(b, "float") and 0 <= b < 1 for b in betas)
+    ):
+        problems.append(
+            f"`module.betas` (Adam's betas) must be two numbers in [0, 1), but it is "
+            f"{list(betas)!r}. {where('module.betas', '[0.5,0.999]')}"
+        )
+    if problems:  # the cross-key checks below assume the single keys are sane
+        return problems
+    problems += _generator_problems(cfg)
+    if disc.endswith("CapsuleDiscriminator"):
+        problems += _capsule_problems(cfg)
+    elif disc.endswith("CNNDiscriminator"):
+        problems += _cnn_problems(cfg)
+    problems += _subset_problems(cfg)
+    return problems
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise one :class:`ConfigError` listing every problem of ``cfg`` (a paragraph each)."""
+    problems = config_problems(cfg)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"the config has {len(problems)} problems:\n\n" + "\n\n".join(problems))
+
+
+# -- paths: the output folder and the checkpoint to resume from ------------------------
+
+
+def unwritable_reason(folder: str | Path) -> str | None:
+    """Why ``folder`` cannot be created and written to, or None if it can."""
+    path = Path(folder).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{str(existing)!r} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{str(existing)!r} is not writable by this user"
+    return None
+
+
+def check_output_dir(folder: str | Path, key: str = "paths.output_dir") -> None:
+    """Raise a :class:`ConfigError` if the run folder cannot be written."""
+    reason = unwritable_reason(folder)
+    if reason:
+        raise ConfigError(
+            f"the output folder {str(folder)!r} cannot be written: {reason}. Point the run "
+            f"somewhere writable with {key}=<folder> (single runs: hydra.run.dir=<folder>, sweeps: "
+            "hydra.sweep.dir=<folder>; the default is paths.log_dir=outputs under the current "
+            "folder)."
+        )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """``ckpt_path`` as a file that exists: ``last`` means ``<output_dir>/checkpoints/last.ckpt``.
+
+    Raises a :class:`ConfigError` naming the file when it does not exist.
+    """
+    if ckpt_path in (None, ""):
+        return None
+    if str(ckpt_path) == LAST:
+        path = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt_path=last but this run folder has no {str(path)!r}. To resume a run, run "
+                "in its folder: python src/train.py hydra.run.dir=<that run's folder> "
+                "ckpt_path=last (the same overrides as the first time), or pass the file itself: "
+                "ckpt_path=<run>/checkpoints/last.ckpt."
+            )
+        return str(path)
+    path = Path(str(ckpt_path)).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a .ckpt file" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} {what}. Pass an existing checkpoint file, e.g. "
+            "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt, or ckpt_path=last together "
+            "with hydra.run.dir=<that run's folder>, or ckpt_path=null to start from scratch."
+        )
+    return str(path)
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: refuse an unwritable run/sweep folder before Hydra creates it.
+
+    Hydra makes ``hydra.run.dir`` (or ``hydra.sweep.dir``) before the task runs, and its own
+    failure there is a traceback. This runs first and exits with code 2 and one paragraph
+    (``HYDRA_FULL_ERROR=1`` raises the error instead, with its traceback).
+    """
+
+    def _check(self, folder: str, key: str) -> None:
+        try:
+            check_output_dir(folder, key)
+        except ConfigError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"Error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")

@@ -1,0 +1,125 @@
+"""``<run>/run_info.json``: what produced a run folder and how the run ended.
+
+Hydra already saves the resolved config (``.hydra/config.yaml``) and the overrides; this
+adds what the config cannot say: the code's git commit (and whether the tree had
+uncommitted changes), the versions of the packages that decide the numbers, the
+machine, and the run's status. A resumed run appends a session, so the file tells the
+whole history of the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FILENAME = "run_info.json"
+PACKAGES = (
+    "capsgan",
+    "torch",
+    "torchvision",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "numpy",
+    "tensorboard",
+)
+
+
+def git_state(folder: Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the repository holding this package (None outside git)."""
+    folder = folder or Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
+    return info
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def start_session(
+    output_dir: str | Path, overrides: list[str], ckpt_path: str | None
+) -> dict[str, Any]:
+    """Add a session (status ``running``) to ``<output_dir>/run_info.json`` and return it."""
+    session = {
+        "started": _now(),
+        "status": "running",
+        "command": [sys.executable, *sys.argv],
+        "overrides": overrides,
+        "resumed_from": ckpt_path,
+        "git": git_state(),
+        "packages": package_versions(),
+        "machine": machine(),
+    }
+    info = _read(output_dir)
+    info.setdefault("sessions", []).append(session)
+    _write(output_dir, info)
+    return session
+
+
+def end_session(output_dir: str | Path, status: str, message: str | None = None, **extra: Any):
+    """Record how the newest session ended: completed, failed, diverged, interrupted."""
+    info = _read(output_dir)
+    if not info.get("sessions"):
+        return
+    info["sessions"][-1].update(status=status, ended=_now(), message=message, **extra)
+    _write(output_dir, info)
+
+
+def _read(output_dir: str | Path) -> dict[str, Any]:
+    path = Path(output_dir) / FILENAME
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write(output_dir: str | Path, info: dict[str, Any]) -> None:
+    path = Path(output_dir) / FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
