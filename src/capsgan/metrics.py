@@ -250,9 +250,10 @@ class SampleQualityCallback(L.Callback):
         else:
             dm = trainer.datamodule
             if trainer.is_global_zero:  # trains it if missing; the other ranks then load it
-                load_or_train(dm.name, dm.root, self.classifier_dir)
+                classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
             trainer.strategy.barrier("capsgan_classifier")
-            classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
+            if not trainer.is_global_zero:
+                classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
         self.quality = SampleQuality(classifier, **self.metric_kwargs)
 
     def _shard(self, total: int, trainer: L.Trainer) -> int:
