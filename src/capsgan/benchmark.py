@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
-import itertools
 import json
 import math
 import os
@@ -253,21 +252,34 @@ class BareLoop:
 
 
 class StepClock(L.Callback):
-    """Reads the clock after the warm-up batches and after every ``steps`` batches."""
+    """Times repeats of ``steps`` Lightning batches, with a bare-loop repeat between each two.
 
-    def __init__(self, device: torch.device, warmup: int, steps: int) -> None:
-        self.device, self.warmup, self.steps = device, warmup, steps
-        self.marks: list[float] = []
+    The clock starts after ``warmup`` batches. At every repeat boundary it stops, runs
+    ``between`` (a timed repeat of the bare loop) and restarts, so the two paths alternate
+    in time and a shared machine's changing load hits both alike.
+    """
+
+    def __init__(
+        self, device: torch.device, warmup: int, steps: int, repeats: int,
+        between: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self.device, self.warmup, self.steps, self.repeats = device, warmup, steps, repeats
+        self.between = between
+        self.lightning: list[float] = []
+        self.bare: list[float] = []
+        self._start = 0.0
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         done = trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1
-        if done >= self.warmup and (done - self.warmup) % self.steps == 0:
-            synchronize(self.device)
-            self.marks.append(time.perf_counter())
-
-    def seconds_per_repeat(self, repeats: int) -> list[float]:
-        marks = self.marks[: repeats + 1]
-        return [b - a for a, b in itertools.pairwise(marks)]
+        if done < self.warmup or (done - self.warmup) % self.steps:
+            return
+        synchronize(self.device)
+        now = time.perf_counter()
+        if done > self.warmup:
+            self.lightning.append(now - self._start)
+        if len(self.bare) < self.repeats:
+            self.bare.append(time_interleaved({"b": self.between}, self.device, 0, 1)["b"])
+        self._start = time.perf_counter()
 
 
 def steps_per_repeat(loop: BareLoop, device: torch.device, cfg: DictConfig) -> int:
@@ -290,14 +302,17 @@ def lightning_seconds(
     out_dir: Path,
     tag: str,
     steps: int,
-) -> list[float]:
-    """Fit for warm-up + repeats x steps batches; seconds of each timed repeat.
+    between: Callable[[], None],
+) -> tuple[list[float], list[float]]:
+    """Fit for warm-up + repeats x steps batches; seconds of each timed repeat of the
+    Lightning path, and of the bare-loop repeats (``between``) run between them.
 
     The Trainer is the training config's, with its normal logging: the module's
     ``self.log`` calls, TensorBoard every ``log_every_n_steps`` and the progress bar.
     Validation and checkpoints are off: they happen between epochs, not per step.
     """
-    clock = StepClock(device, cfg.warmup + 1, steps)  # +1: as the bare loop's step count
+    # warm-up + 1 untimed batches, as many as the bare loop ran before its repeats
+    clock = StepClock(device, cfg.warmup + 1, steps, cfg.repeats, between)
     callbacks: list[L.Callback] = [clock]
     if cfg.trainer.get("enable_progress_bar", True) and cfg.callbacks.get("progress_bar"):
         callbacks.append(hydra.utils.instantiate(cfg.callbacks.progress_bar))
@@ -319,7 +334,7 @@ def lightning_seconds(
         logger=TensorBoardLogger(str(out_dir), name="tensorboard", version=tag),
     )
     trainer.fit(module, datamodule=dm)
-    return clock.seconds_per_repeat(cfg.repeats)
+    return clock.lightning[: cfg.repeats], clock.bare
 
 
 def step_flops(module: GAN, real: Tensor, precision: str) -> int:
@@ -389,11 +404,13 @@ def measure_case(
     bare_module = build_module(cfg, name, iterations).to(device)
     loop = BareLoop(bare_module, batches(dm, device), precision)
     steps = steps_per_repeat(loop, device, cfg)
-    bare = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)["b"]
     flops = step_flops(bare_module, next(loop.data), precision)
 
     module = build_module(cfg, name, iterations)
-    lightning = lightning_seconds(cfg, module, dm, device, out_dir, tag, steps)
+    lightning, bare_times = lightning_seconds(
+        cfg, module, dm, device, out_dir, tag, steps, loop.steps(steps)
+    )
+    bare = statistics.median(bare_times)
     images = cfg.batch_size * steps
     result: dict[str, Any] = {
         "discriminator": name,
