@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     threshold.add_argument(
         "--floor-multiple",
         type=float,
-        help=f"threshold = this x the real-data FID floor {REAL_DATA_FID_FLOOR:g} "
-        f"(default {DEFAULT_FLOOR_MULTIPLE:g})",
+        help=f"threshold = this x the real-data FID floor of the runs' data set and "
+        f"metrics.num_samples (default {DEFAULT_FLOOR_MULTIPLE:g}; floors known for "
+        f"{sorted(REAL_DATA_FID_FLOOR)})",
     )
     args = parser.parse_args(argv)
     try:

@@ -14,6 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from capsgan.errors import UserError
 from capsgan.report import (
+    DEFAULT_FLOOR_MULTIPLE,
     REAL_DATA_FID_FLOOR,
     fid_threshold,
     find_runs,
@@ -47,9 +48,17 @@ def test_threshold_ignores_nan_and_counts_equality_as_reached() -> None:
     assert crossing.epochs == 2
 
 
-def test_threshold_default_is_a_multiple_of_the_floor() -> None:
-    assert fid_threshold(None, 3.0) == pytest.approx(3.0 * REAL_DATA_FID_FLOOR)
-    assert fid_threshold(7.5, None) == 7.5
+def test_threshold_default_is_a_multiple_of_the_floor_at_the_runs_sample_size(
+    synthetic_sweep: Path,
+) -> None:
+    runs = [load_run(p) for p in find_runs([synthetic_sweep])]
+    floor = REAL_DATA_FID_FLOOR[("mnist", 2000)]
+    assert fid_threshold(runs)[0] == pytest.approx(DEFAULT_FLOOR_MULTIPLE * floor)
+    assert fid_threshold(runs, floor_multiple=2.0)[0] == pytest.approx(2.0 * floor)
+    assert fid_threshold(runs, threshold=7.5) == (7.5, "given with --fid-threshold")
+    runs[0].fid_setting = ("mnist", 64)  # FIDs from another sample size: no shared floor
+    with pytest.raises(UserError, match="--fid-threshold"):
+        fid_threshold(runs)
 
 
 # -- synthetic runs: the summary and the ratio ---------------------------------------------------
@@ -63,7 +72,9 @@ def fake_run(folder: Path, discriminator: str, seed: int, fids: list[float],
     disc = {"_target_": f"capsgan.models.{target}"}
     if discriminator != "cnn":
         disc["routing_iterations"] = 3
-    OmegaConf.save({"seed": seed, "lr": 2e-4, "discriminator": disc}, folder / ".hydra/config.yaml")
+    cfg = {"seed": seed, "lr": 2e-4, "discriminator": disc, "metrics": {"num_samples": 2000},
+           "data": {"name": "mnist", "val_subset": 2000}}  # fmt: skip
+    OmegaConf.save(cfg, folder / ".hydra/config.yaml")
     choices = {"hydra": {"runtime": {"choices": {"discriminator": discriminator}}}}
     OmegaConf.save(choices, folder / ".hydra/hydra.yaml")
     writer = SummaryWriter(str(folder / "tensorboard"))

@@ -19,17 +19,25 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from capsgan.errors import UserError
 
-# FID of held-out real images against the real training images under the project's
-# classifier features: no generator can be expected to beat it by much, so thresholds are
-# stated as multiples of it. Measured by the metrics tooling; update from docs/metrics.md.
-REAL_DATA_FID_FLOOR = 1.0  # TODO(metrics): placeholder until docs/metrics.md states the floor
-DEFAULT_FLOOR_MULTIPLE = 5.0
+# The real-data FID floor: the first n training images scored as if generated, against the
+# first n test images (the validation set), with the cached classifier's features. A perfect
+# generator scores about this, so thresholds are multiples of it. FID is biased upwards for
+# small samples, so the floor is kept per (data set, metrics.num_samples), and the runs'
+# val_subset must equal num_samples for it to apply. Measured on 2026-11-24 with
+# ~/.cache/capsgan/classifiers/mnist.pt (test accuracy 99.31 %); update from docs/metrics.md
+# ("Reference points on MNIST") when it states them.
+REAL_DATA_FID_FLOOR: dict[tuple[str, int], float] = {
+    ("mnist", 10_000): 4.88,
+    ("mnist", 2_000): 47.94,
+}
+DEFAULT_FLOOR_MULTIPLE = 3.0
 
 FID = "val/fid"
 NA = "-"  # a table cell without a value
@@ -56,6 +64,7 @@ class Run:
     routing_iterations: int | None
     lr: float | None
     seed: int | None
+    fid_setting: tuple[str, int] | None  # (data set, metrics.num_samples): picks the FID floor
     scalars: dict[str, Series]
     epoch_end_seconds: list[float]  # wall-clock at the last event of each epoch
     batches_per_epoch: int
@@ -123,11 +132,11 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def _run_settings(folder: Path) -> tuple[str, int | None, float | None, int | None]:
-    """(discriminator name, routing iterations, lr, seed) from the run's ``.hydra`` files."""
+def _run_settings(folder: Path) -> tuple[Any, ...]:
+    """(discriminator name, routing iterations, lr, seed, fid setting) from ``.hydra/``."""
     config, choices = folder / ".hydra" / "config.yaml", folder / ".hydra" / "hydra.yaml"
     if not config.is_file():
-        return "unknown", None, None, None
+        return "unknown", None, None, None, None
     cfg = OmegaConf.load(config)
     disc = cfg.get("discriminator") or {}
     name = None
@@ -138,11 +147,16 @@ def _run_settings(folder: Path) -> tuple[str, int | None, float | None, int | No
         name = {"CNNDiscriminator": "cnn", "CapsuleDiscriminator": "capsule"}.get(target, target)
     routing = disc.get("routing_iterations")
     lr, seed = cfg.get("lr"), cfg.get("seed")
+    data, samples = OmegaConf.select(cfg, "data.name"), OmegaConf.select(cfg, "metrics.num_samples")
+    val = OmegaConf.select(cfg, "data.val_subset")
+    # the floor is for n generated against n real images; other val sizes have no floor here
+    same_size = samples is not None and ((val is None and samples == 10_000) or val == samples)
     return (
         str(name),
         int(routing) if routing is not None else None,
         float(lr) if lr is not None else None,
         int(seed) if seed is not None else None,
+        (str(data), int(samples)) if data and same_size else None,
     )
 
 
@@ -208,12 +222,35 @@ def first_below(epochs: Sequence[int], seconds: Sequence[float], values: Sequenc
     return Crossing(None, None)
 
 
-def fid_threshold(threshold: float | None, floor_multiple: float | None) -> float:
-    """The FID to reach: given outright, else ``floor_multiple`` x the real-data floor."""
+def fid_threshold(
+    runs: Sequence[Run], threshold: float | None = None, floor_multiple: float | None = None
+) -> tuple[float, str]:
+    """The FID to reach and how it was chosen: given outright, else ``floor_multiple`` (default
+    :data:`DEFAULT_FLOOR_MULTIPLE`) x the real-data floor of the runs' data set and sample size."""
     if threshold is not None:
-        return threshold
+        return threshold, "given with --fid-threshold"
     multiple = DEFAULT_FLOOR_MULTIPLE if floor_multiple is None else floor_multiple
-    return multiple * REAL_DATA_FID_FLOOR
+    settings = {r.fid_setting for r in runs if r.per_epoch(FID).values}
+    if not settings:
+        return math.nan, "no run logged val/fid"
+    if len(settings) > 1 or None in settings:
+        raise UserError(
+            f"the runs' FIDs were measured with different or unknown settings ({settings}; "
+            "data set, metrics.num_samples): FID depends on the sample size, so they share no "
+            "real-data floor. Report them separately, or pass --fid-threshold <FID>."
+        )
+    (setting,) = settings
+    if setting not in REAL_DATA_FID_FLOOR:
+        raise UserError(
+            f"no real-data FID floor is known for data set {setting[0]!r} with "
+            f"metrics.num_samples={setting[1]} (known: {sorted(REAL_DATA_FID_FLOOR)}). Pass "
+            "--fid-threshold <FID>, or add the measured floor to REAL_DATA_FID_FLOOR in "
+            "src/capsgan/report.py."
+        )
+    floor = REAL_DATA_FID_FLOOR[setting]
+    return multiple * floor, (
+        f"{multiple:g} x the real-data floor {floor:g} of {setting[0]} at {setting[1]} samples"
+    )
 
 
 @dataclass
@@ -488,13 +525,7 @@ def write_report(
     out = Path(out_dir or os.path.commonpath(given))
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(f, root=out.resolve()) for f in folders]
-    thr = fid_threshold(threshold, floor_multiple)
-    note = (
-        "given with --fid-threshold"
-        if threshold is not None
-        else f"{floor_multiple or DEFAULT_FLOOR_MULTIPLE:g} x the real-data floor "
-        f"{REAL_DATA_FID_FLOOR:g}"
-    )
+    thr, note = fid_threshold(runs, threshold, floor_multiple)
     rows = [summarize_run(r, thr) for r in runs]
     plots = [p for p in (plot_fid(runs, thr, out), plot_training_curves(runs, out)) if p]
     report = out / "report.md"
