@@ -88,8 +88,9 @@ class ResumableRun(L.Callback):
     * SIGTERM or Ctrl-C: save ``<dirpath>/last.ckpt`` at the batch boundary, then stop.
       Nothing is saved for any other exception: a diverged or crashed run must not
       replace the last good checkpoint.
-    * Every checkpoint flushes the loggers first, so a run killed later (SIGKILL) keeps
-      every step logged before the checkpoint it will resume from.
+    * Every checkpoint flushes the loggers, before it and again at the next batch (the
+      batch's own step is logged after the save), so a run killed later (SIGKILL) keeps
+      every step up to the checkpoint it will resume from.
     * A resumed run marks its first step as a restart in TensorBoard (see module doc).
     """
 
@@ -99,6 +100,7 @@ class ResumableRun(L.Callback):
         self.saved_path: Path | None = None
         self._previous_sigint: Any = None
         self._marked_restart = False
+        self._flush_at_next_batch = False
 
     @property
     def last_path(self) -> Path:
@@ -131,6 +133,11 @@ class ResumableRun(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._flush_at_next_batch:
+            # the step (and epoch/ means) logged right after a checkpoint are not re-run by
+            # a resume from it: put them on disk before a kill can take them
+            self._flush_at_next_batch = False
+            _flush(trainer)
         if self._marked_restart or trainer.ckpt_path is None:
             return
         self._marked_restart = True
@@ -149,10 +156,8 @@ class ResumableRun(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        for logger in trainer.loggers:
-            flush = getattr(logger.experiment, "flush", None)
-            if callable(flush):
-                flush()
+        _flush(trainer)
+        self._flush_at_next_batch = True
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -165,6 +170,13 @@ class ResumableRun(L.Callback):
         trainer.save_checkpoint(self.last_path)
         self.saved_path = self.last_path
         log.info("saved %s at generator step %d", self.last_path, trainer.global_step)
+
+
+def _flush(trainer: L.Trainer) -> None:
+    for logger in trainer.loggers:
+        flush = getattr(logger.experiment, "flush", None)
+        if callable(flush):
+            flush()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
