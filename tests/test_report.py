@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from torch.utils.tensorboard import SummaryWriter
 
@@ -23,7 +24,7 @@ from capsgan.report import (
     write_report,
 )
 from capsgan.training import train
-from tests.conftest import ROOT, TINY_CAPSULES, TINY_OVERRIDES, compose_train_cfg
+from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES, compose_train_cfg
 
 # -- the threshold logic on synthetic curves ---------------------------------------------------
 
@@ -193,3 +194,15 @@ def test_report_without_quality_metrics_shows_losses_only(short_runs: Path, tmp_
     assert "no `val/fid`: losses and accuracy only" in text
     assert "final D loss" in text and "Capsule / CNN" not in text
     assert not (tmp_path / "fid.png").exists() and (tmp_path / "training_curves.png").exists()
+
+
+def test_compare_discriminators_preset_sweeps_two_discriminators_over_three_seeds() -> None:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(
+            config_name="train",
+            overrides=["experiment=compare_discriminators"],
+            return_hydra_config=True,
+        )
+    assert dict(cfg.hydra.sweeper.params) == {"seed": "1,2,3", "discriminator": "cnn,capsule_small"}
+    assert cfg.metrics.num_samples == cfg.data.val_subset  # the sample size the FID floor is for
+    assert ("mnist", cfg.metrics.num_samples) in REAL_DATA_FID_FLOOR
