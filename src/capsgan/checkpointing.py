@@ -167,7 +167,7 @@ class ResumableRun(L.Callback):
             return
         if self.stopped_by is None:
             self.stopped_by = "SIGTERM"
-        trainer.save_checkpoint(self.last_path)
+        trainer.save_checkpoint(self.last_path, weights_only=False)  # full state, to resume
         self.saved_path = self.last_path
         log.info("saved %s at generator step %d", self.last_path, trainer.global_step)
 
