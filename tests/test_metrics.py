@@ -24,6 +24,16 @@ from capsgan.training import train
 TINY = {"channels": (8, 16), "hidden": 16, "epochs": 6, "lr": 1e-2, "accelerator": "cpu"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine two threads per
+    process can run 10x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_dm(tiny_data_dir: Path) -> ImageDataModule:
     dm = ImageDataModule(root=str(tiny_data_dir), batch_size=32, download=False)
@@ -133,3 +143,20 @@ def test_read_only_data_root_falls_back_to_a_cache_dir(tmp_path, monkeypatch, ca
     writable = tmp_path / "data"
     assert resolve_classifier_dir(writable, None, "mnist") == writable / "classifiers"
     assert resolve_classifier_dir(writable, tmp_path / "x", "mnist") == tmp_path / "x"
+
+
+def test_one_classifier_pass_serves_all_metrics(tiny_classifier, tiny_dm) -> None:
+    model, _, _ = tiny_classifier
+    images = to_uint8(tiny_dm.val_set.images[:50])
+    quality = SampleQuality(model, kid_subsets=2, kid_subset_size=20, is_splits=2)
+    calls = []
+    handle = model.fc.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        quality.update(images, real=True)
+        quality.update(images, real=False)
+    finally:
+        handle.remove()
+    assert len(calls) == 2  # not one per metric (FID, KID, IS, modes)
+    values = quality.compute()
+    assert float(values["fid"]) == pytest.approx(0.0, abs=1e-3)
+    assert int(values["modes"]) >= 1
