@@ -8,7 +8,7 @@ Axes. The events' step is Lightning's batch counter; Lightning also logs an ``ep
 scalar with every write, which maps a step to its (0-based) epoch. Epochs in the report
 are counted from 1: "epoch 3" is the state after three passes over the training data,
 so "epochs to threshold" is the number of epochs trained. Wall-clock is seconds since the
-run's first event (written when its logger starts, before the data are loaded).
+run's first event (written just before ``fit`` starts, so the set-up inside ``fit`` counts).
 """
 
 from __future__ import annotations
