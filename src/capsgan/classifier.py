@@ -217,7 +217,7 @@ def load_classifier(path: str | Path) -> DigitClassifier:
 
 def fit_classifier(
     datamodule: ImageDataModule,
-    epochs: int = 4,
+    epochs: int = 3,
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
     channels: Sequence[int] = (32, 64),
