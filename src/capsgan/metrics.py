@@ -31,6 +31,7 @@ from torchmetrics.image import (
 )
 
 from capsgan.classifier import DigitClassifier, load_classifier, load_or_train
+from capsgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,10 @@ class SampleQualityCallback(L.Callback):
         every_n_epochs: int = 1,
     ) -> None:
         if num_samples < 2:
-            raise ValueError(f"num_samples must be at least 2 (FID needs two), got {num_samples}")
+            raise ConfigError(
+                f"metrics.num_samples is {num_samples}, but FID needs at least 2 generated "
+                "images; use a few hundred for a quick check, 10000 for reportable numbers."
+            )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.classifier_path, self.classifier_dir = classifier_path, classifier_dir
         self.metric_kwargs = {
@@ -291,6 +295,14 @@ class SampleQualityCallback(L.Callback):
             trainer.strategy.barrier("capsgan_classifier")
             if not trainer.is_global_zero:
                 classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
+        dm = trainer.datamodule
+        if classifier.input_shape != (dm.channels, dm.image_size, dm.image_size):
+            raise ConfigError(
+                f"the quality-metric classifier takes images of shape {classifier.input_shape}"
+                f" but the {dm.name} images are {(dm.channels, dm.image_size, dm.image_size)};"
+                " set metrics.classifier_path to a classifier trained on this data set, or"
+                " null to use (or train) the data set's own."
+            )
         self.quality = SampleQuality(classifier, **self.metric_kwargs)
 
     def _shard(self, total: int, trainer: L.Trainer) -> int:
