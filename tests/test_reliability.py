@@ -85,6 +85,10 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
         (["generator.init_size=8"], ["generator makes images of shape (1, 32, 32)", "(1, 28, 28)"]),
         (["data.train_subset=8"], ["train_subset", "batch_size"]),
         (["label_smoothing=1.0"], ["label_smoothing", "[0, 1)"]),
+        (
+            ["discriminator=cnn", "discriminator.routing_iterations=3"],
+            ["routing_iterations`=3", "capsule discriminators only", "-m discriminator=cnn"],
+        ),
     ],
 )
 def test_bad_config_values_are_named_with_a_fix(fast_cfg, overrides, words) -> None:

@@ -239,6 +239,16 @@ def _capsule_problems(cfg: DictConfig) -> Iterator[str]:
 
 
 def _cnn_problems(cfg: DictConfig) -> Iterator[str]:
+    routing = cfg.discriminator.get("routing_iterations")
+    if routing is not None:
+        yield (
+            f"`discriminator.routing_iterations`={routing} applies to capsule discriminators "
+            "only: the cnn discriminator does not route, and running it once per routing value "
+            "would repeat the same job. Sweep the two separately, e.g. `-m "
+            "discriminator=capsule_small discriminator.routing_iterations=1,3` and `-m "
+            "discriminator=cnn`; or, in a sweep over both, keep the cnn jobs' "
+            "routing_iterations null."
+        )
     channels = cfg.discriminator.get("channels")
     if not channels or not all(_is_kind(c, "int") and c >= 1 for c in channels):
         yield (

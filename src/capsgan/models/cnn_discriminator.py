@@ -23,7 +23,15 @@ class CNNDiscriminator(nn.Module):
         image_size: int = 28,
         channels: Sequence[int] = (64, 128),
         negative_slope: float = 0.2,
+        routing_iterations: None = None,
     ) -> None:
+        # routing_iterations exists so that `-m discriminator=cnn,capsule
+        # discriminator.routing_iterations=...` composes for every preset; a CNN does not
+        # route, so any value is refused (the config check says so before we get here).
+        if routing_iterations is not None:
+            raise ValueError(
+                "the CNN discriminator has no routing; routing_iterations must be None"
+            )
         super().__init__()
         layers: list[nn.Module] = []
         in_ch, size = image_channels, image_size
