@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> float:
 
 def fit(cfg: DictConfig) -> float:
     datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()  # a missing data set fails before any cache folder is made
     directory = resolve_classifier_dir(datamodule.root, cfg.classifier_dir, datamodule.name)
     _, info = train_and_save(
         datamodule,
