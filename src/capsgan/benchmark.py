@@ -174,10 +174,15 @@ class BroadcastRouting(nn.Module):
 # -- building and stepping ------------------------------------------------------------
 
 
+def is_capsule(dcfg: DictConfig) -> bool:
+    """Capsule presets route (cnn.yaml has the key too, as null, for sweeps)."""
+    return dcfg.get("routing_iterations") is not None
+
+
 def discriminator_cfg(cfg: DictConfig, name: str, iterations: int | None) -> DictConfig:
     dcfg = copy.deepcopy(cfg.presets[name])
     with open_dict(dcfg):
-        if "routing_iterations" in dcfg:
+        if is_capsule(dcfg):
             dcfg.routing_iterations = iterations or dcfg.routing_iterations
             if cfg.quick:  # toy capsule sizes: the test suite's budget is seconds
                 dcfg.update(cfg.quick_overrides.capsule_sizes)
@@ -585,7 +590,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     result["data_pipeline"] = measure_data(cfg)
     cases = []
     for name in cfg.discriminators:
-        capsule = "routing_iterations" in cfg.presets[name]
+        capsule = is_capsule(cfg.presets[name])
         for iterations in cfg.routing_iterations if capsule else [None]:
             case = measure_case(cfg, name, iterations, device, out_dir)
             case["flops_ratio_vs_matmul"] = case["achieved_flops_per_s"] / matmul
