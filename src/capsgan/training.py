@@ -200,7 +200,7 @@ def run(cfg: DictConfig) -> float | None:
     raised instead, so Hydra records the failed job and the other jobs still run
     (:class:`capsgan.sweep.SweepSummary`).
     """
-    if cfg.get("threads"):  # e.g. parallel sweep jobs sharing the cores (docs/scaling.md)
+    if cfg.get("threads"):  # e.g. parallel sweep jobs sharing the cores (README, "Scaling out")
         torch.set_num_threads(cfg.threads)
     spawn_ddp_in_multirun(cfg)
     try:
