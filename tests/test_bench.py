@@ -60,9 +60,7 @@ def test_quick_benchmark_writes_a_complete_json(tiny_data_dir: Path, tmp_path: P
     assert set(result) >= {"meta", "matmul_flops_per_s", "data_pipeline", "cases", "scaling",
                            "baseline", "targets"}  # fmt: skip
     cases = {(c["discriminator"], c["routing_iterations"]) for c in result["cases"]}
-    assert cases == {("cnn", None)} | {
-        (d, r) for d in ("capsule_small", "capsule") for r in (1, 3)
-    }
+    assert cases == {("cnn", None)} | {(d, r) for d in ("capsule_small", "capsule") for r in (1, 3)}
     for case in result["cases"]:
         assert set(case) >= CASE_KEYS
         assert ("routing_share" in case) == (case["routing_iterations"] is not None)
