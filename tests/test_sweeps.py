@@ -291,8 +291,8 @@ def test_two_process_cpu_ddp_fast_dev_run(tiny_data_dir: Path, tmp_path: Path) -
 
     from capsgan.classifier import load_or_train
 
-    # The FID classifier is trained beforehand, in one process: the first DDP run on a data
-    # set without one hangs while rank 0 trains it (a nested Trainer; reported, not fixed here).
+    # The FID classifier is trained beforehand, in one process: a DDP run refuses to train it
+    # (test_ddp_without_a_trained_classifier_says_to_train_it_first).
     data = shutil.copytree(tiny_data_dir, tmp_path / "data", ignore=shutil.ignore_patterns("cl*"))
     load_or_train("mnist", data)
     run = tmp_path / "run"
@@ -317,6 +317,29 @@ def test_two_process_cpu_ddp_fast_dev_run(tiny_data_dir: Path, tmp_path: Path) -
     fids = [json.loads((run / f"rank_{r}.json").read_text())["metrics"]["val/fid"] for r in (0, 1)]
     assert fids[0] == pytest.approx(fids[1])  # computed over both ranks' samples
     assert (run / "samples" / "epoch_0000.png").exists()  # written by rank 0
+
+
+@pytest.mark.slow
+def test_ddp_without_a_trained_classifier_says_to_train_it_first(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = shutil.copytree(tiny_data_dir, tmp_path / "data", ignore=shutil.ignore_patterns("cl*"))
+    with_metrics = [a for a in TINY if "sample_quality" not in a and ".monitor=" not in a]
+    proc = train_py(
+        *with_metrics,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.fast_dev_run=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        data_dir=data,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "python src/train_classifier.py data=mnist" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

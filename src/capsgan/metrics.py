@@ -30,7 +30,13 @@ from torchmetrics.image import (
     KernelInceptionDistance,
 )
 
-from capsgan.classifier import DigitClassifier, load_classifier, load_or_train
+from capsgan.classifier import (
+    DigitClassifier,
+    load_classifier,
+    load_or_train,
+    resolve_classifier_dir,
+    weights_path,
+)
 from capsgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -290,6 +296,16 @@ class SampleQualityCallback(L.Callback):
             classifier = load_classifier(self.classifier_path)
         else:
             dm = trainer.datamodule
+            directory = resolve_classifier_dir(dm.root, self.classifier_dir, dm.name)
+            if trainer.world_size > 1 and not weights_path(directory, dm.name).exists():
+                # A classifier Trainer started inside a DDP process joins the run's process
+                # group and hangs both (seen with 2 CPU processes), so train it beforehand.
+                raise ConfigError(
+                    f"the {dm.name} classifier behind val/fid is not trained yet ({directory} "
+                    "has none), and it cannot be trained inside a multi-process (DDP) run. "
+                    f"Train it once first: `python src/train_classifier.py data={dm.name}` "
+                    "(a few CPU minutes), then start this run again."
+                )
             if trainer.is_global_zero:  # trains it if missing; the other ranks then load it
                 classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
             trainer.strategy.barrier("capsgan_classifier")
