@@ -3,10 +3,14 @@
 A thin script over :mod:`capsgan.training`; the configuration lives in ``conf/``.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from capsgan.training import run
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -15,4 +19,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # Hydra's argparse takes overrides as one positional list, so an override *after* -m
+    # (`discriminator=capsule -m lr=1e-4,2e-4`) is rejected; move the flag to the front.
+    if any(a in MULTIRUN_FLAGS for a in sys.argv[2:]):
+        flags = [a for a in sys.argv[1:] if a in MULTIRUN_FLAGS]
+        sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in MULTIRUN_FLAGS]
     main()

@@ -158,10 +158,10 @@ def test_two_job_multirun_writes_two_runs(tiny_data_dir: Path, tmp_path: Path) -
     cmd = [
         sys.executable,
         str(ROOT / "src" / "train.py"),
+        "discriminator=capsule_small",  # an override before -m, as in the README's command
         "-m",
         "lr=1e-4,2e-4",
         *TINY_OVERRIDES,
-        "discriminator=capsule_small",
         *(f"discriminator.{k}={v}" for k, v in TINY_CAPSULES.items()),
         "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1",
