@@ -11,6 +11,7 @@ import hydra
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
 
 from capsgan.training import train
 from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
@@ -66,6 +67,16 @@ def test_fast_dev_run_trains_both_networks(make_cfg, discriminator: str) -> None
         "train/d_acc_fake",
     ):
         assert key in metrics and torch.isfinite(torch.tensor(metrics[key])), key
+
+
+def test_length_head_trains_with_the_margin_loss(make_cfg) -> None:
+    """Jaiswal-style head: D(x) is a capsule length, so the logged probabilities are in [0, 1)."""
+    cfg = make_cfg("trainer.fast_dev_run=2")
+    with open_dict(cfg):
+        cfg.discriminator.head = "length"
+    metrics = train(cfg)
+    assert 0 <= metrics["train/d_x"] < 1 and 0 <= metrics["train/d_g_z"] < 1
+    assert torch.isfinite(torch.tensor([metrics["train/d_loss"], metrics["train/g_loss"]])).all()
 
 
 def test_each_optimizer_steps_only_its_own_network(make_cfg) -> None:
