@@ -66,6 +66,12 @@ def test_quick_benchmark_writes_a_complete_json(tiny_data_dir: Path, tmp_path: P
         assert ("routing_share" in case) == (case["routing_iterations"] is not None)
     assert [r["batch_size"] for r in result["scaling"]["rows"]] == [8, 16]
     assert result["baseline"]["outputs_match"] is True
+    assert set(result["baseline"]) >= {"ours_ms", "baseline_ms", "speedup", "trunk_ms",
+                                       "trunk_share", "speedup_bound_free_routing"}  # fmt: skip
+    assert (
+        result["targets"]["baseline_speedup"]["bound_free_routing"]
+        == (result["baseline"]["speedup_bound_free_routing"])
+    )
     assert set(result["targets"]) == {
         "overhead_ratio_min", "capsule_flops_ratio_min", "baseline_speedup",
         "routing_share_at_3_max", "data_images_per_s",
