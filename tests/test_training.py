@@ -145,6 +145,44 @@ def test_run_folder_has_events_samples_and_checkpoints(make_cfg, tmp_path: Path)
     assert {p.name for p in (run / "checkpoints").glob("*.ckpt")} >= {"last.ckpt", "epoch_001.ckpt"}
 
 
+def scalar_events(run: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every event of one TensorBoard scalar in a run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_step_values_are_logged_when_the_logger_writes_and_epoch_means_once(
+    make_cfg, every: int
+) -> None:
+    # 2 epochs of 5 batches: the logger writes batches 3, 6, 9 of the run for every=3, so a
+    # schedule counted per epoch (batch_idx) would miss 6 and 9
+    cfg = make_cfg(
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=0",
+        "~callbacks.sample_quality",
+        "callbacks.model_checkpoint.monitor=null",
+        f"trainer.log_every_n_steps={every}",
+    )
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    steps = scalar_events(run, "train/d_loss")
+    assert [step + 1 for step, _ in steps] == list(range(every, 11, every))
+    assert len({value for _, value in steps}) == len(steps)  # fresh values, not a stale one
+    epoch_means = scalar_events(run, "epoch/d_loss")
+    assert len(epoch_means) == 2
+    if every == 1:  # every batch is visible: the epoch means are their means
+        values = [value for _, value in steps]
+        for epoch, (_, mean) in enumerate(epoch_means):
+            assert mean == pytest.approx(sum(values[5 * epoch : 5 * epoch + 5]) / 5, rel=1e-5)
+    for tag in ("epoch/g_loss", "epoch/d_acc", "train/d_x", "train/g_loss"):
+        assert scalar_events(run, tag), tag
+
+
 def test_hyperparameters_reach_tensorboards_hparams_tab(make_cfg) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2

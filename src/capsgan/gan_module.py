@@ -12,6 +12,11 @@ non-saturating loss. Lightning's manual-optimization pitfalls are handled here:
   ``gradient_clip_val`` is not allowed with manual optimization): ``gradient_clip_val``
   here.
 * No LR schedulers are configured; one added later must be stepped by hand.
+
+Logging is kept off the per-batch path: each ``self.log`` call costs Lightning a fraction
+of a millisecond of Python (it walks the stored metric's attributes), which with 15 calls
+a batch was ~10 % of a ``cnn`` step on the CPU (docs/performance.md). Step values are logged only on the batches Lightning's logger
+writes, and the epoch means are summed on the device and logged once an epoch.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ class GAN(L.LightningModule):
         # log_every_n_steps batches and before every checkpoint, so the GPU never waits for
         # a per-step sync (on the CPU it is read every batch; that costs nothing there).
         self._first_nonfinite: Tensor | None = None
+        self._epoch_sums: dict[str, tuple[Tensor, int]] = {}  # key -> (sum, batches)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
@@ -182,15 +188,9 @@ class GAN(L.LightningModule):
         if (batch_idx + 1) % self.hparams.d_steps_per_g == 0:
             stats["g_loss"] = self.generator_step(real.shape[0])
         self._watch_losses(stats["d_loss"], stats.get("g_loss"), step)
-        # step values under train/, epoch means (accumulated on device by Lightning) under epoch/;
-        # under DDP the epoch means are averaged over all ranks (one all-reduce per epoch)
-        self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False)
-        self.log_dict(
-            {f"epoch/{k}": v for k, v in stats.items()},
-            on_step=False,
-            on_epoch=True,
-            sync_dist=True,
-        )
+        self._accumulate_epoch_means(stats)
+        if self._logger_writes_this_batch():
+            self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False)
         # The progress bar turns its values into Python floats whenever they are logged, a
         # GPU sync; so they are refreshed as often as the logger writes, not every batch.
         if (batch_idx + 1) % self.trainer.log_every_n_steps == 0 or batch_idx == 0:
@@ -201,6 +201,32 @@ class GAN(L.LightningModule):
                 on_epoch=False,
                 logger=False,
             )
+
+    def _logger_writes_this_batch(self) -> bool:
+        """Whether Lightning's logger writes this batch's step values (every
+        ``log_every_n_steps`` batches, counted over the whole run); on other batches
+        ``self.log(on_step=True)`` would cost time and write nothing."""
+        trainer = self.trainer
+        connector = getattr(trainer, "_logger_connector", None)  # private: fall back to True
+        return connector is None or bool(connector.should_update_logs or trainer.fast_dev_run)
+
+    def _accumulate_epoch_means(self, stats: dict[str, Tensor]) -> None:
+        """Add this batch's statistics to the epoch sums, on the device (no sync)."""
+        for key, value in stats.items():
+            total, batches = self._epoch_sums.get(key, (torch.zeros_like(value), 0))
+            self._epoch_sums[key] = (total + value, batches + 1)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums = {}
+
+    def on_train_epoch_end(self) -> None:
+        # Training batches are equal-sized (the loader drops the last partial one), so the
+        # mean over batches is the mean over images, as Lightning's on_epoch mean would be.
+        # Under DDP each rank's mean is averaged over the ranks (one all-reduce per key).
+        means = {f"epoch/{k}": total / n for k, (total, n) in self._epoch_sums.items()}
+        if means:
+            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
+        self._epoch_sums = {}
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, _ = batch
