@@ -15,8 +15,9 @@ non-saturating loss. Lightning's manual-optimization pitfalls are handled here:
 
 Logging is kept off the per-batch path: each ``self.log`` call costs Lightning a fraction
 of a millisecond of Python (it walks the stored metric's attributes), which with 15 calls
-a batch was ~10 % of a ``cnn`` step on the CPU (docs/performance.md). Step values are logged only on the batches Lightning's logger
-writes, and the epoch means are summed on the device and logged once an epoch.
+a batch was ~10 % of a ``cnn`` step on the CPU (docs/performance.md). Step values are
+logged only on the batches Lightning's logger writes, and the epoch means are summed on
+the device and logged once an epoch.
 """
 
 from __future__ import annotations
