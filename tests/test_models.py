@@ -5,8 +5,10 @@ from __future__ import annotations
 import hydra
 import pytest
 import torch
+from torch import nn
 
 from capsgan.models import CapsuleDiscriminator, RoutingCapsules, dynamic_routing, squash
+from capsgan.models.image_convs import ImageConv2d, ImageConvTranspose2d
 from tests.conftest import compose_train_cfg
 
 
@@ -118,3 +120,53 @@ def test_routing_gradient_reaches_predictions_only_through_last_iteration() -> N
 def test_capsule_discriminator_rejects_bad_sizes(bad: dict) -> None:
     with pytest.raises(ValueError):
         CapsuleDiscriminator(**bad)
+
+
+IMAGE_CONV_CASES = [
+    (ImageConv2d, nn.Conv2d, {"in_channels": 1, "out_channels": 8, "kernel_size": 9}, 28),
+    (ImageConv2d, nn.Conv2d,
+     {"in_channels": 3, "out_channels": 8, "kernel_size": 4, "stride": 2, "padding": 1}, 28),
+    (ImageConvTranspose2d, nn.ConvTranspose2d,
+     {"in_channels": 16, "out_channels": 1, "kernel_size": 4, "stride": 2, "padding": 1}, 14),
+    (ImageConvTranspose2d, nn.ConvTranspose2d,
+     {"in_channels": 16, "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1,
+      "output_padding": 1}, 7),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("ours", "library", "kwargs", "side"), IMAGE_CONV_CASES)
+def test_image_convs_match_the_library_convolution(ours, library, kwargs, side) -> None:
+    """The matmul + fold path gives the library's outputs and all three gradients."""
+    torch.manual_seed(0)
+    layer, reference = ours(**kwargs), library(**kwargs)
+    reference.load_state_dict(layer.state_dict())  # same parameter names: checkpoints load
+    x = torch.randn(4, kwargs["in_channels"], side, side, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = layer(x), reference(x_ref)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    y_ref.backward(grad)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_image_convs_sit_at_the_image_ends_of_every_network() -> None:
+    for preset in ("dcgan", "seed"):
+        gen = hydra.utils.instantiate(compose_train_cfg([f"generator={preset}"]).generator)
+        assert isinstance(gen.net[-2], ImageConvTranspose2d)  # then tanh
+        assert sum(isinstance(m, ImageConvTranspose2d) for m in gen.modules()) == 1
+    for preset in ("cnn", "capsule_small"):
+        cfg = compose_train_cfg([f"discriminator={preset}"])
+        disc = hydra.utils.instantiate(cfg.discriminator)
+        convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d)]
+        assert isinstance(convs[0], ImageConv2d)
+        assert not any(isinstance(m, ImageConv2d) for m in convs[1:])
+
+
+def test_image_convs_refuse_what_fold_does_not_cover() -> None:
+    with pytest.raises(ValueError, match="groups=1"):
+        ImageConv2d(2, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="dilation=1"):
+        ImageConvTranspose2d(4, 1, 3, dilation=2)

@@ -4,11 +4,14 @@ from capsgan.models.capsule_discriminator import CapsuleDiscriminator
 from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules, dynamic_routing, squash
 from capsgan.models.cnn_discriminator import CNNDiscriminator
 from capsgan.models.generator import Generator
+from capsgan.models.image_convs import ImageConv2d, ImageConvTranspose2d
 
 __all__ = [
     "CNNDiscriminator",
     "CapsuleDiscriminator",
     "Generator",
+    "ImageConv2d",
+    "ImageConvTranspose2d",
     "PrimaryCapsules",
     "RoutingCapsules",
     "dynamic_routing",

@@ -19,6 +19,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules
+from capsgan.models.image_convs import ImageConv2d
 
 
 def primary_grid_size(
@@ -69,7 +70,7 @@ class CapsuleDiscriminator(nn.Module):
         self.head_kind = head
         self.score_kind = "logit" if head == "fc" else "length"
         self.conv = nn.Sequential(
-            nn.Conv2d(image_channels, conv_channels, conv_kernel), nn.ReLU(inplace=True)
+            ImageConv2d(image_channels, conv_channels, conv_kernel), nn.ReLU(inplace=True)
         )
         self.primary = PrimaryCapsules(
             conv_channels, primary_maps, primary_dim, primary_kernel, primary_stride

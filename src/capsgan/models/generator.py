@@ -18,6 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from capsgan.models.cnn_discriminator import dcgan_init
+from capsgan.models.image_convs import ImageConvTranspose2d
 
 
 def transposed_size(size: int, kernel: int, stride: int, padding: int, output_padding: int) -> int:
@@ -60,10 +61,9 @@ class Generator(nn.Module):
             last = i == len(blocks) - 1
             pad, out_pad = int(block.get("padding", 0)), int(block.get("output_padding", 0))
             kernel, stride = int(block["kernel"]), int(block["stride"])
+            conv = ImageConvTranspose2d if last else nn.ConvTranspose2d  # last writes the image
             layers.append(
-                nn.ConvTranspose2d(
-                    channels, block["channels"], kernel, stride, pad, out_pad, bias=last
-                )
+                conv(channels, block["channels"], kernel, stride, pad, out_pad, bias=last)
             )
             layers += [nn.Tanh()] if last else [nn.BatchNorm2d(block["channels"]), nn.ReLU(True)]
             channels, size = block["channels"], transposed_size(size, kernel, stride, pad, out_pad)
