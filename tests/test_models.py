@@ -170,3 +170,31 @@ def test_image_convs_refuse_what_fold_does_not_cover() -> None:
         ImageConv2d(2, 4, 3, groups=2)
     with pytest.raises(ValueError, match="dilation=1"):
         ImageConvTranspose2d(4, 1, 3, dilation=2)
+
+
+@pytest.mark.parametrize(("ours", "library", "kwargs", "side"), IMAGE_CONV_CASES[::2])
+def test_image_convs_follow_bf16_autocast(ours, library, kwargs, side) -> None:
+    """Under CPU bf16 autocast: bf16 outputs and fp32 gradients, as close to the fp32 result
+    as the library's own bf16 convolution is."""
+    torch.manual_seed(0)
+    layer, reference = ours(**kwargs), library(**kwargs)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(4, kwargs["in_channels"], side, side)
+    x32 = x.clone().requires_grad_(True)
+    exact = reference(x32)  # fp32, no autocast: the truth both are compared with
+    grad = torch.randn_like(exact)
+    exact.backward(grad)
+    truth = (x32.grad, reference.weight.grad.clone())
+    errors = {}
+    for name, net in (("ours", layer), ("library", reference)):
+        net.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(xi)
+        assert y.dtype == torch.bfloat16
+        y.backward(grad.bfloat16())
+        assert xi.grad.dtype == net.weight.grad.dtype == torch.float32
+        got = (xi.grad, net.weight.grad)
+        errors[name] = [(g - t).abs().max().item() for g, t in zip(got, truth, strict=True)]
+    for ours_err, library_err in zip(errors["ours"], errors["library"], strict=True):
+        assert ours_err <= 2 * library_err + 1e-3, errors
