@@ -350,41 +350,35 @@ def step_flops(module: GAN, real: Tensor, precision: str) -> int:
     return counter.get_total_flops()
 
 
-def discriminator_fwd_bwd(disc: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
-    """Forward and backward of a whole discriminator, under the run's autocast."""
+def fwd_bwd(
+    module: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor, precision: str
+) -> Callable[[], None]:
+    """A timed call: ``forward(x)`` under the run's autocast, then backward of its sum
+    into ``module``'s parameters (and into ``x`` when it is a leaf that needs a gradient)."""
 
     def run() -> None:
-        disc.zero_grad(set_to_none=True)
+        x.grad = None
+        module.zero_grad(set_to_none=True)
         with autocast(x.device, precision):
-            score = disc(x)
-        score.float().sum().backward()
+            out = forward(x)
+        out.float().sum().backward()
 
     return run
+
+
+def discriminator_fwd_bwd(disc: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
+    """The whole discriminator."""
+    return fwd_bwd(disc, disc, x, precision)
 
 
 def routing_layer_fwd_bwd(routing: nn.Module, u: Tensor, precision: str) -> Callable[[], None]:
-    """Forward and backward of a routing layer alone, from fixed primary capsules ``u``."""
-
-    def run() -> None:
-        u.grad = None
-        routing.zero_grad(set_to_none=True)
-        with autocast(u.device, precision):
-            v = routing(u)
-        v.float().sum().backward()
-
-    return run
+    """A routing layer alone, from fixed primary capsules ``u``."""
+    return fwd_bwd(routing, routing, u, precision)
 
 
 def trunk_fwd_bwd(disc: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
-    """Forward and backward of what precedes routing: the convolution and PrimaryCaps."""
-
-    def run() -> None:
-        disc.zero_grad(set_to_none=True)
-        with autocast(x.device, precision):
-            u = disc.primary(disc.conv(x))
-        u.float().sum().backward()
-
-    return run
+    """What precedes routing: the convolution and PrimaryCaps."""
+    return fwd_bwd(disc, lambda images: disc.primary(disc.conv(images)), x, precision)
 
 
 def primary_capsules(disc: nn.Module, x: Tensor) -> Tensor:
