@@ -46,6 +46,7 @@ from capsgan.data import ImageDataModule
 from capsgan.gan_module import GAN
 from capsgan.losses import discriminator_loss, generator_loss
 from capsgan.models.capsules import RoutingCapsules, squash
+from capsgan.run_info import git_state
 
 # The issue's targets for a CPU run: (figure, comparison, threshold).
 TARGETS = {
@@ -342,19 +343,23 @@ def lightning_seconds(
     return clock.lightning[: cfg.repeats], clock.bare
 
 
-def step_flops(module: GAN, real: Tensor, precision: str) -> int:
-    """FLOPs of one GAN step (forward and backward of both updates)."""
-    opt_g, opt_d = module.configure_optimizers()
+def step_flops(loop: BareLoop) -> int:
+    """FLOPs of one GAN step of ``loop`` (forward and backward of both updates)."""
     with FlopCounterMode(display=False) as counter:
-        bare_step(module, opt_g, opt_d, real, precision)
+        loop.step()
     return counter.get_total_flops()
 
 
 def fwd_bwd(
-    module: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor, precision: str
+    module: nn.Module,
+    x: Tensor,
+    precision: str,
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> Callable[[], None]:
-    """A timed call: ``forward(x)`` under the run's autocast, then backward of its sum
-    into ``module``'s parameters (and into ``x`` when it is a leaf that needs a gradient)."""
+    """A timed call: ``forward(x)`` (default: ``module(x)``) under the run's autocast, then
+    backward of its sum into ``module``'s parameters (and into ``x`` when it is a leaf that
+    needs a gradient)."""
+    forward = forward or module
 
     def run() -> None:
         x.grad = None
@@ -366,25 +371,15 @@ def fwd_bwd(
     return run
 
 
-def discriminator_fwd_bwd(disc: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
-    """The whole discriminator."""
-    return fwd_bwd(disc, disc, x, precision)
-
-
-def routing_layer_fwd_bwd(routing: nn.Module, u: Tensor, precision: str) -> Callable[[], None]:
-    """A routing layer alone, from fixed primary capsules ``u``."""
-    return fwd_bwd(routing, routing, u, precision)
-
-
-def trunk_fwd_bwd(disc: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
-    """What precedes routing: the convolution and PrimaryCaps."""
-    return fwd_bwd(disc, lambda images: disc.primary(disc.conv(images)), x, precision)
+def trunk(disc: nn.Module) -> Callable[[Tensor], Tensor]:
+    """What precedes routing in a capsule discriminator: the convolution and PrimaryCaps."""
+    return lambda images: disc.primary(disc.conv(images))
 
 
 def primary_capsules(disc: nn.Module, x: Tensor) -> Tensor:
     """The routing layer's input for ``x``, as a leaf that collects a gradient."""
     with torch.no_grad():
-        u = disc.primary(disc.conv(x))
+        u = trunk(disc)(x)
     return u.requires_grad_(True)
 
 
@@ -398,8 +393,7 @@ def routing_share(
     """
     u = primary_capsules(disc, x)
     t = time_interleaved(
-        {"d": discriminator_fwd_bwd(disc, x, precision),
-         "r": routing_layer_fwd_bwd(disc.routing, u, precision)},
+        {"d": fwd_bwd(disc, x, precision), "r": fwd_bwd(disc.routing, u, precision)},
         device, cfg.warmup, cfg.repeats,
     )  # fmt: skip
     return t["r"] / t["d"]
@@ -435,7 +429,7 @@ def measure_case(
     bare_module = build_module(cfg, name, iterations).to(device)
     loop = BareLoop(bare_module, batches(dm, device), precision)
     steps = steps_per_repeat(loop, device, cfg)
-    flops = step_flops(bare_module, next(loop.data), precision)
+    flops = step_flops(loop)
 
     module = build_module(cfg, name, iterations)
     lightning, bare_times = lightning_seconds(
@@ -510,15 +504,15 @@ def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     with torch.no_grad():
         same = torch.allclose(ours(x), theirs(x), rtol=1e-3, atol=1e-4)
     t = time_interleaved(
-        {"ours": discriminator_fwd_bwd(ours, x, precision),
-         "baseline": discriminator_fwd_bwd(theirs, x, precision),
-         "trunk": trunk_fwd_bwd(ours, x, precision)},
+        {"ours": fwd_bwd(ours, x, precision),
+         "baseline": fwd_bwd(theirs, x, precision),
+         "trunk": fwd_bwd(ours, x, precision, trunk(ours))},
         device, cfg.warmup, cfg.repeats,
     )  # fmt: skip
     u = primary_capsules(ours, x)
     tl = time_interleaved(
-        {"ours": routing_layer_fwd_bwd(ours.routing, u, precision),
-         "baseline": routing_layer_fwd_bwd(theirs.routing, u, precision)},
+        {"ours": fwd_bwd(ours.routing, u, precision),
+         "baseline": fwd_bwd(theirs.routing, u, precision)},
         device, cfg.warmup, cfg.repeats,
     )  # fmt: skip
     return {
@@ -596,13 +590,15 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     mm_dtype = torch.bfloat16 if "bf16" in precision else torch.float32
     started = dt.datetime.now(dt.timezone.utc)
     on_gpu = device.type == "cuda"
+    cpu = cpu_model()
     result: dict[str, Any] = {
         "meta": {
             "date": started.isoformat(timespec="seconds"),
             "quick": bool(cfg.quick),
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if on_gpu else cpu_model(),
-            "cpu_model": cpu_model(),
+            "device_name": torch.cuda.get_device_name(device) if on_gpu else cpu,
+            "cpu_model": cpu,
+            "git": git_state(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
