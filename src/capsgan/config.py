@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from capsgan.data import DATASETS
 from capsgan.errors import ConfigError
 from capsgan.models.capsule_discriminator import primary_grid_size
-from capsgan.models.generator import transposed_size
+from capsgan.models.image_convs import transposed_size
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 

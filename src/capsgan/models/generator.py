@@ -18,12 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from capsgan.models.cnn_discriminator import dcgan_init
-from capsgan.models.image_convs import ImageConvTranspose2d
-
-
-def transposed_size(size: int, kernel: int, stride: int, padding: int, output_padding: int) -> int:
-    """Output side of ``nn.ConvTranspose2d`` (dilation 1)."""
-    return (size - 1) * stride - 2 * padding + kernel + output_padding
+from capsgan.models.image_convs import ImageConvTranspose2d, transposed_size
 
 
 class Generator(nn.Module):

@@ -25,21 +25,44 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+def transposed_size(size: int, kernel: int, stride: int, padding: int, output_padding: int) -> int:
+    """Output side of ``nn.ConvTranspose2d`` (dilation 1)."""
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
 
 
 def _check_plain(layer: nn.Module) -> None:
-    """The fold formulation covers ungrouped, undilated, zero-padded convolutions."""
-    if layer.groups != 1 or _pair(layer.dilation) != (1, 1) or layer.padding_mode != "zeros":
+    """The fold formulation covers ungrouped, undilated, zero-padded convolutions with
+    numeric padding (``nn.Conv2d`` keeps sizes as tuples, or padding as a string)."""
+    if (
+        layer.groups != 1
+        or layer.dilation != (1, 1)
+        or layer.padding_mode != "zeros"
+        or isinstance(layer.padding, str)
+    ):
         raise ValueError(
-            f"{type(layer).__name__} supports groups=1, dilation=1, padding_mode='zeros' only"
+            f"{type(layer).__name__} supports groups=1, dilation=1, padding_mode='zeros' and "
+            "numeric padding only"
         )
 
 
+def _conv_transpose_fold(
+    x: Tensor, weight: Tensor, size: tuple[int, int], stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> Tensor:  # fmt: skip
+    """Transposed convolution of ``x`` (B, C, H, W) with ``weight`` (C, C_out, kh, kw) to an
+    output of side ``size``, as one matmul and one fold (col2im)."""
+    batch, channels = x.shape[:2]
+    # each input pixel's contribution to every (output channel, kernel tap)
+    cols = weight.reshape(channels, -1).t() @ x.reshape(batch, channels, -1)  # (B, C_out*kh*kw, L)
+    # fold sums up to kh * kw overlapping taps per pixel: in fp32 also under bf16, then back
+    out = F.fold(cols.float(), size, weight.shape[-2:], stride=stride, padding=padding)
+    return out.to(cols.dtype)  # (B, C_out, *size)
+
+
 class _ConvFoldInputGrad(torch.autograd.Function):
-    """conv2d whose input gradient is a matmul + fold; weight and bias gradients, and the
-    forward, stay with the library's convolution (fast for these shapes)."""
+    """conv2d whose input gradient (a transposed convolution) is a matmul + fold; weight and
+    bias gradients, and the forward, stay with the library's convolution (fast for these
+    shapes)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None,
@@ -60,19 +83,7 @@ class _ConvFoldInputGrad(torch.autograd.Function):
                 (False, need_w, need_b and ctx.has_bias),
             )  # fmt: skip
         if need_x:
-            batch, out_channels = grad_out.shape[:2]
-            # every (input channel, kernel tap) column at every output position
-            cols = weight.reshape(out_channels, -1).t() @ grad_out.reshape(
-                batch, out_channels, -1
-            )  # (B, C_in * kh * kw, L)
-            # fold sums up to kh * kw overlapping taps per pixel: in fp32 also under bf16
-            grad_x = F.fold(
-                cols.float(),
-                x.shape[-2:],
-                weight.shape[-2:],
-                stride=ctx.stride,
-                padding=ctx.padding,
-            ).to(x.dtype)  # fmt: skip  (B, C_in, H, W)
+            grad_x = _conv_transpose_fold(grad_out, weight, x.shape[-2:], ctx.stride, ctx.padding)
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -92,7 +103,7 @@ class ImageConv2d(nn.Conv2d):
             dtype = torch.get_autocast_dtype("cpu")  # (differentiable casts: fp32 grads)
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
-        return _ConvFoldInputGrad.apply(x, weight, bias, _pair(self.stride), _pair(self.padding))
+        return _ConvFoldInputGrad.apply(x, weight, bias, self.stride, self.padding)
 
 
 class ImageConvTranspose2d(nn.ConvTranspose2d):
@@ -105,18 +116,12 @@ class ImageConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         if x.device.type != "cpu" or output_size is not None:
             return super().forward(x, output_size)
-        batch, in_channels, height, width = x.shape
-        (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.stride)
-        (ph, pw), (oph, opw) = _pair(self.padding), _pair(self.output_padding)
-        out_h = (height - 1) * sh - 2 * ph + kh + oph
-        out_w = (width - 1) * sw - 2 * pw + kw + opw
-        # each input pixel's contribution to every (output channel, kernel tap)
-        cols = self.weight.reshape(in_channels, -1).t() @ x.reshape(
-            batch, in_channels, height * width
-        )  # (B, C_out * kh * kw, H * W)
-        # fold sums overlapping taps: in fp32 also under bf16 autocast, then back
-        out = F.fold(cols.float(), (out_h, out_w), (kh, kw), stride=(sh, sw), padding=(ph, pw))
-        out = out.to(cols.dtype)
+        size = tuple(
+            transposed_size(side, k, s, p, op)
+            for side, k, s, p, op in zip(x.shape[-2:], self.kernel_size, self.stride,
+                                         self.padding, self.output_padding, strict=True)
+        )  # fmt: skip
+        out = _conv_transpose_fold(x, self.weight, size, self.stride, self.padding)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1).to(out.dtype)
         return out  # (B, C_out, out_h, out_w)
