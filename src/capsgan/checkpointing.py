@@ -7,7 +7,7 @@ curves that continue across a resume, and the checks that a checkpoint can be re
   move is a copy, and a process killed during the copy leaves a truncated ``last.ckpt``.
   :class:`AtomicCheckpointIO` writes next to the target, fsyncs, and ``os.replace``s it.
 * Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary and then
-  calls every callback's ``on_exception``; :class:`CheckpointOnInterrupt` saves
+  calls every callback's ``on_exception``; :class:`ResumableRun` saves
   ``last.ckpt`` there. Ctrl-C is routed through the same path (the first one asks for a
   stop after the current batch, a second one stops at once without saving), because a
   ``KeyboardInterrupt`` can land in the middle of an optimizer step.
@@ -36,6 +36,7 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
 from capsgan.errors import ConfigError
+from capsgan.generation import find_run_config
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +219,8 @@ def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | 
         details.append(f"{len(missing)} weights are missing from it, e.g. {missing[0]}")
     if unexpected:
         details.append(f"{len(unexpected)} of its weights do not exist here, e.g. {unexpected[0]}")
-    run_cfg = Path(path).resolve().parent.parent / ".hydra" / "config.yaml"
-    hint = f" That run's config is {str(run_cfg)!r}." if run_cfg.is_file() else ""
+    run_cfg = find_run_config(Path(path).resolve())
+    hint = f" That run's config is {str(run_cfg)!r}." if run_cfg else ""
     raise ConfigError(
         f"the checkpoint {str(path)!r} was saved by a different architecture than the one "
         f"configured now: {'; '.join(details)}. Resume with the same generator= / "

@@ -157,11 +157,14 @@ def _is_kind(value: Any, kind: str) -> bool:
     return isinstance(value, str)
 
 
+_ABSENT = object()  # marks a key the config does not have
+
+
 def check_rule(cfg: DictConfig, rule: Rule) -> str | None:
     """The problem with ``rule.key`` in ``cfg`` as a paragraph, or None if it is fine."""
-    if OmegaConf.select(cfg, rule.key, default="<missing>") == "<missing>":
+    value = OmegaConf.select(cfg, rule.key, default=_ABSENT)
+    if value is _ABSENT:
         return None  # a custom _target_ without this key: not ours to judge
-    value = OmegaConf.select(cfg, rule.key)
     if value is None and rule.nullable:
         return None
     noun = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}

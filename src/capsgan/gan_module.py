@@ -214,7 +214,7 @@ class GAN(L.LightningModule):
     def _accumulate_epoch_means(self, stats: dict[str, Tensor]) -> None:
         """Add this batch's statistics to the epoch sums, on the device (no sync)."""
         for key, value in stats.items():
-            total, batches = self._epoch_sums.get(key, (torch.zeros_like(value), 0))
+            total, batches = self._epoch_sums.get(key, (0, 0))  # 0 + tensor is a tensor
             self._epoch_sums[key] = (total + value, batches + 1)
 
     def on_train_epoch_start(self) -> None:
@@ -227,7 +227,6 @@ class GAN(L.LightningModule):
         means = {f"epoch/{k}": total / n for k, (total, n) in self._epoch_sums.items()}
         if means:
             self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
-        self._epoch_sums = {}
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, _ = batch

@@ -292,10 +292,10 @@ class SampleQualityCallback(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.quality is not None:
             return
+        dm = trainer.datamodule
         if self.classifier_path:
             classifier = load_classifier(self.classifier_path)
         else:
-            dm = trainer.datamodule
             directory = resolve_classifier_dir(dm.root, self.classifier_dir, dm.name)
             if trainer.world_size > 1 and not weights_path(directory, dm.name).exists():
                 # A classifier Trainer started inside a DDP process joins the run's process
@@ -311,7 +311,6 @@ class SampleQualityCallback(L.Callback):
             trainer.strategy.barrier("capsgan_classifier")
             if not trainer.is_global_zero:
                 classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
-        dm = trainer.datamodule
         if classifier.input_shape != (dm.channels, dm.image_size, dm.image_size):
             raise ConfigError(
                 f"the quality-metric classifier takes images of shape {classifier.input_shape}"

@@ -127,17 +127,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run_info.start_session(output_dir, _hydra_overrides(), cfg.get("ckpt_path"))
     try:
         metrics = _fit(cfg, output_dir)
-    except DivergenceError as err:
+    except (UserError, RunInterruptedError) as err:
         if rank_zero:
-            run_info.end_session(output_dir, "diverged", str(err))
-        raise
-    except UserError as err:
-        if rank_zero:
-            run_info.end_session(output_dir, "failed", str(err))
-        raise
-    except RunInterruptedError as err:
-        if rank_zero:
-            run_info.end_session(output_dir, "interrupted", str(err))
+            status = (
+                "diverged" if isinstance(err, DivergenceError)
+                else "interrupted" if isinstance(err, RunInterruptedError)
+                else "failed"
+            )  # fmt: skip
+            run_info.end_session(output_dir, status, str(err))
         raise
     if rank_zero:
         run_info.end_session(output_dir, "completed")
