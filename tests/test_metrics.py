@@ -18,7 +18,15 @@ from capsgan.classifier import (
     save_classifier,
 )
 from capsgan.data import ImageDataModule
-from capsgan.metrics import METRIC_KEYS, ModeCoverage, SampleQuality, to_uint8
+from capsgan.metrics import (
+    METRIC_KEYS,
+    ModeCoverage,
+    PrecisionRecall,
+    SampleQuality,
+    covered_share,
+    knn_radii,
+    to_uint8,
+)
 from capsgan.training import train
 
 TINY = {"channels": (8, 16), "hidden": 16, "epochs": 6, "lr": 1e-2, "accelerator": "cpu"}
@@ -160,3 +168,40 @@ def test_one_classifier_pass_serves_all_metrics(tiny_classifier, tiny_dm) -> Non
     values = quality.compute()
     assert float(values["fid"]) == pytest.approx(0.0, abs=1e-3)
     assert int(values["modes"]) >= 1
+
+
+def test_precision_recall_hand_checkable_cases() -> None:
+    """Kynkaanniemi et al.'s k-NN manifolds on point sets whose answer is known."""
+    gen = torch.Generator().manual_seed(0)
+    cluster = torch.randn(200, 8, generator=gen)
+    far = cluster + 100.0  # the same shape, far away
+
+    radii = knn_radii(cluster, k=3)
+    assert covered_share(cluster, cluster, radii) == 1.0  # identical sets: every point inside
+    assert covered_share(far, cluster, radii) == 0.0  # disjoint clusters: none inside
+
+    # a generator that covers one of two real modes: realistic (precision 1), half the data
+    two_modes = torch.cat([cluster, far])
+    one_mode = cluster[:100] + 0.01
+    real_radii = knn_radii(two_modes, k=3)
+    assert covered_share(one_mode, two_modes, real_radii) == 1.0  # precision
+    recall = covered_share(two_modes, one_mode, knn_radii(one_mode, k=3))
+    assert 0.2 < recall <= 0.5  # none of the far mode; part of the covered one
+
+    # the k-th neighbour excludes the point itself
+    line = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    assert knn_radii(line, k=1).tolist() == [1.0, 1.0, 2.0, 4.0]
+
+
+def test_precision_recall_metric_on_images(tiny_classifier, tiny_dm) -> None:
+    model, _, _ = tiny_classifier
+    metric = PrecisionRecall(model, k=3)
+    real = to_uint8(tiny_dm.val_set.images[:64])
+    metric.update(real, real=True)
+    metric.update(real, real=False)  # a generator that reproduces the real set exactly
+    precision, recall = metric.compute()
+    assert precision == 1.0 and recall == 1.0
+    metric.reset()  # the real features stay; the generated ones go
+    metric.update(torch.zeros_like(real), real=False)  # one blank image, 64 times
+    precision, recall = metric.compute()
+    assert recall < 0.2  # a collapsed generator covers almost none of the data
