@@ -13,6 +13,6 @@ out=${OUT:-outputs/convergence_mnist}
       hydra.sweeper.params.discriminator=capsule_small hydra.sweep.dir="$out/lane1"
 ) > "$out.lane1.log" 2>&1 &
 python src/train.py -m experiment=convergence hydra.launcher.n_jobs=1 \
-    hydra.sweeper.params.discriminator=cnn,cnn_matched hydra.sweep.dir="$out/lane2" \
+    'hydra.sweeper.params.discriminator="cnn,cnn_matched"' hydra.sweep.dir="$out/lane2" \
     > "$out.lane2.log" 2>&1 &
 wait
