@@ -5,10 +5,13 @@ from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules, dynamic_ro
 from capsgan.models.cnn_discriminator import CNNDiscriminator
 from capsgan.models.generator import Generator
 from capsgan.models.image_convs import ImageConv2d, ImageConvTranspose2d
+from capsgan.models.interface import CapsuleTrace, CapsuleTracing, supports_capsule_trace
 
 __all__ = [
     "CNNDiscriminator",
     "CapsuleDiscriminator",
+    "CapsuleTrace",
+    "CapsuleTracing",
     "Generator",
     "ImageConv2d",
     "ImageConvTranspose2d",
@@ -16,4 +19,5 @@ __all__ = [
     "RoutingCapsules",
     "dynamic_routing",
     "squash",
+    "supports_capsule_trace",
 ]

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules
 from capsgan.models.image_convs import ImageConv2d
+from capsgan.models.interface import CapsuleTrace
 
 
 def primary_grid_size(
@@ -98,6 +99,23 @@ class CapsuleDiscriminator(nn.Module):
         h = self.conv(x)  # (B, conv_channels, S - k + 1, S - k + 1)
         u = self.primary(h)  # (B, in_caps, primary_dim)
         v = self.routing(u)  # (B, out_caps, out_dim)
+        return self._score(v)
+
+    def _score(self, v: Tensor) -> Tensor:
         if self.head_kind == "fc":
             return self.head(v.flatten(1)).squeeze(1)  # (B,) logit
         return v[:, 0].norm(dim=-1)  # (B,) length of the "real" capsule, in [0, 1)
+
+    def capsule_trace(self, x: Tensor) -> CapsuleTrace:
+        """The routing internals for ``x`` (B, C, S, S), every iteration kept: the optional
+        diagnostics hook of :mod:`capsgan.models.interface`."""
+        u = self.primary(self.conv(x))  # (B, in_caps, primary_dim)
+        u_hat, couplings, outputs = self.routing.trace(u)
+        return CapsuleTrace(
+            primary=u,
+            u_hat=u_hat,  # (B, in_caps, out_caps, out_dim)
+            couplings=couplings,  # R x (B, in_caps, out_caps)
+            outputs=outputs,  # R x (B, out_caps, out_dim)
+            score=self._score(outputs[-1]),  # (B,), as forward(x)
+            score_capsule=0 if self.head_kind == "length" else None,
+        )

@@ -24,13 +24,19 @@ def squash(s: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
     return s * scale
 
 
-def dynamic_routing(u_hat: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
+def dynamic_routing(
+    u_hat: Tensor, iterations: int, record: list[tuple[Tensor, Tensor]] | None = None
+) -> tuple[Tensor, Tensor]:
     """Routing-by-agreement (Procedure 1 of the paper).
 
     Args:
         u_hat: prediction vectors, shape (B, out_caps, in_caps, out_dim): what each
             input capsule i predicts for each output capsule j.
         iterations: routing iterations r >= 1. With r = 1 the couplings stay uniform.
+        record: if given, every iteration appends its ``(c, v)`` to it: the couplings it
+            used (B, out_caps, in_caps) and the output capsules they gave (B, out_caps,
+            out_dim). Diagnostics only (``RoutingCapsules.trace``); None, the default,
+            costs the normal forward nothing but one ``is None`` test per iteration.
 
     Returns:
         v: output capsules (B, out_caps, out_dim).
@@ -53,6 +59,8 @@ def dynamic_routing(u_hat: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
         # s_j = sum_i c_ij u_hat_j|i as one batched matmul over (B * out_caps)
         s = torch.matmul(c.unsqueeze(2), u).squeeze(2)  # (B, out_caps, out_dim)
         v = squash(s)
+        if record is not None:
+            record.append((c, v))
         if not last:
             # agreement a_ij = u_hat_j|i . v_j as one batched matmul, written v_j^T u_hat^T
             # (a row vector times a matrix): 4x faster on the CPU than u_hat v_j, measured
@@ -123,3 +131,18 @@ class RoutingCapsules(nn.Module):
     def forward(self, u: Tensor, return_couplings: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         v, c = dynamic_routing(self.predictions(u), self.iterations)  # (B, out_caps, out_dim)
         return (v, c) if return_couplings else v
+
+    def trace(self, u: Tensor) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """``forward`` with every routing iteration kept, for diagnostics
+        (:class:`capsgan.models.interface.CapsuleTrace`), input capsule before output:
+
+        u_hat (B, in_caps, out_caps, out_dim); per iteration, the couplings it used
+        (B, in_caps, out_caps) and the output capsules it gave (B, out_caps, out_dim).
+        The first two are transposed views of routing's own tensors, not copies.
+        """
+        u_hat = self.predictions(u)  # (B, out_caps, in_caps, out_dim)
+        record: list[tuple[Tensor, Tensor]] = []
+        dynamic_routing(u_hat, self.iterations, record)
+        couplings = tuple(c.transpose(1, 2) for c, _ in record)  # R x (B, in_caps, out_caps)
+        outputs = tuple(v for _, v in record)  # R x (B, out_caps, out_dim)
+        return u_hat.transpose(1, 2), couplings, outputs

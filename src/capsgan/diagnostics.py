@@ -1,0 +1,206 @@
+"""Capsule diagnostics in TensorBoard: does routing sharpen, which capsules light up?
+
+Every validation, :class:`CapsuleDiagnostics` runs one batch of real images (the first
+validation batch) and one of generated images (from a fixed z of its own) through the
+discriminator's ``capsule_trace`` hook (:mod:`capsgan.models.interface`) and logs what the
+routed layer did. A discriminator without the hook (the CNN) is skipped silently; so is a
+run without a TensorBoard logger. ``docs/metrics.md`` ("Capsule diagnostics") shows how to
+read each plot. Tags (``<set>`` is ``real`` or ``fake``, ``<r>`` the routing iteration):
+
+* ``capsules/entropy/<set>/iter<r>`` (scalar) and ``capsules/entropy_hist/<set>/iter<r>``
+  (histogram over images x input capsules): the entropy, in nats, of each input capsule's
+  coupling coefficients over the output capsules in iteration r; log(J) is uniform;
+* ``capsules/length/<set>`` (scalar, mean) and ``capsules/length_hist/<set>`` (histogram
+  over images x output capsules): the output capsules' lengths; with a ``length`` head
+  also ``capsules/score_length_hist/<set>``, the length of the capsule that is the score;
+* ``capsules/longest`` (image): a bar chart, per output capsule, of the share of real and
+  of generated images in which it is the longest;
+* ``capsules/agreement/<set>`` (scalar): the coupling-weighted mean cosine between the
+  prediction vectors and the final output capsules (:func:`routing_agreement`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+from torch.nn import functional as F
+
+from capsgan.models.interface import CapsuleTrace, supports_capsule_trace
+
+# numpy's bin rule, not TensorBoard's default exponential buckets, which put all the
+# entropies between 1.8 and log(10) = 2.3 into three buckets
+BINS = "auto"
+
+
+# -- the statistics (pure functions of a trace) ---------------------------------------------
+
+
+def coupling_entropy(couplings: Tensor) -> Tensor:
+    """Entropy in nats of couplings (..., J) that sum to 1 over J: (...). 0 log 0 = 0, so a
+    one-hot row gives 0 and a uniform one log(J)."""
+    return -torch.special.xlogy(couplings, couplings).sum(dim=-1)
+
+
+def routing_agreement(trace: CapsuleTrace) -> Tensor:
+    """Per image (B,): sum_j c_ij cos(u_hat_j|i, v_j), averaged over the input capsules i.
+
+    The cosine between what input capsule i predicted for output capsule j and the v_j that
+    routing produced, weighted by the final couplings c_ij (each row sums to 1), so every
+    input capsule counts once and mostly through the outputs it was routed to. 1: every
+    prediction points where its output went; 0: unrelated directions.
+    """
+    v = trace.capsules.unsqueeze(1)  # (B, 1, J, out_dim)
+    cosine = F.cosine_similarity(trace.u_hat, v, dim=-1)  # (B, I, J)
+    return (trace.couplings[-1] * cosine).sum(dim=-1).mean(dim=-1)  # (B,)
+
+
+def longest_share(lengths: Tensor) -> Tensor:
+    """(B, J) capsule lengths -> (J,): the share of images in which capsule j is longest."""
+    batch, capsules = lengths.shape
+    return torch.bincount(lengths.argmax(dim=1), minlength=capsules).float() / batch
+
+
+def capsule_statistics(trace: CapsuleTrace) -> dict[str, Tensor]:
+    """Everything the callback logs for one image set, as float32 tensors on the CPU."""
+    lengths = trace.lengths.float()  # (B, J)
+    stats = {
+        "entropy": torch.stack([coupling_entropy(c.float()) for c in trace.couplings]),  # (R, B, I)
+        "lengths": lengths,
+        "longest": longest_share(lengths),  # (J,)
+        "agreement": routing_agreement(trace).float(),  # (B,)
+    }
+    if trace.score_capsule is not None:
+        stats["score_lengths"] = lengths[:, trace.score_capsule]  # (B,)
+        stats["score_capsule"] = torch.tensor(trace.score_capsule)
+    return {key: value.detach().cpu() for key, value in stats.items()}
+
+
+# -- the callback ------------------------------------------------------------------------------
+
+
+class CapsuleDiagnostics(L.Callback):
+    """Logs routing and output-capsule diagnostics to TensorBoard at every validation.
+
+    Args:
+        enabled: the switch (``callbacks.capsule_diagnostics.enabled=false``); off, every
+            hook returns at once. ``~callbacks.capsule_diagnostics`` removes it as well.
+        num_images: real images (at most the first validation batch) and as many generated
+            ones per evaluation.
+        seed: seed of the callback's own noise: the same z every epoch, and the training
+            run's random stream is untouched.
+    """
+
+    def __init__(self, enabled: bool = True, num_images: int = 64, seed: int = 0) -> None:
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        self.enabled, self.num_images, self.seed = enabled, num_images, seed
+        self._real: Tensor | None = None
+
+    def _writers(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Any]:
+        """TensorBoard writers to log to; empty when there is nothing to do."""
+        if (
+            not self.enabled
+            or not trainer.is_global_zero
+            or trainer.sanity_checking
+            or not supports_capsule_trace(getattr(pl_module, "discriminator", None))
+        ):
+            return []
+        return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx == 0 and dataloader_idx == 0 and self._writers(trainer, pl_module):
+            self._real = batch[0][: self.num_images].detach()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        real, self._real = self._real, None
+        writers = self._writers(trainer, pl_module)
+        if real is None or not writers:
+            return
+        stats = self.measure(pl_module, real)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the scalars' x axis
+        title = f"epoch {trainer.current_epoch}, step {step}"
+        for writer in writers:
+            write(writer, stats, step, title)
+
+    @torch.no_grad()
+    def measure(self, pl_module: L.LightningModule, real: Tensor) -> dict[str, dict[str, Tensor]]:
+        """Statistics of ``real`` and of as many generated images: {"real": ..., "fake": ...}."""
+        generator, discriminator = pl_module.generator, pl_module.discriminator
+        noise = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(real.shape[0], pl_module.hparams.latent_dim, generator=noise)
+        modes = generator.training, discriminator.training
+        generator.eval()
+        discriminator.eval()
+        try:
+            fake = generator(z.to(real.device))
+            images = {"real": real, "fake": fake.to(real.dtype)}
+            return {
+                k: capsule_statistics(discriminator.capsule_trace(x)) for k, x in images.items()
+            }
+        finally:
+            generator.train(modes[0])
+            discriminator.train(modes[1])
+
+
+def write(writer: Any, stats: dict[str, dict[str, Tensor]], step: int, title: str = "") -> None:
+    """Log :meth:`CapsuleDiagnostics.measure`'s statistics to a TensorBoard ``SummaryWriter``."""
+    for name, s in stats.items():
+        for r, entropy in enumerate(s["entropy"], start=1):  # (B, I) per iteration
+            writer.add_scalar(f"capsules/entropy/{name}/iter{r}", entropy.mean().item(), step)
+            hist = entropy.numpy()  # (B * I) values
+            writer.add_histogram(f"capsules/entropy_hist/{name}/iter{r}", hist, step, bins=BINS)
+        writer.add_scalar(f"capsules/length/{name}", s["lengths"].mean().item(), step)
+        hist = s["lengths"].numpy()  # (B * J) values
+        writer.add_histogram(f"capsules/length_hist/{name}", hist, step, bins=BINS)
+        if "score_lengths" in s:
+            hist = s["score_lengths"].numpy()
+            writer.add_histogram(f"capsules/score_length_hist/{name}", hist, step, bins=BINS)
+        writer.add_scalar(f"capsules/agreement/{name}", s["agreement"].mean().item(), step)
+    shares = {name: s["longest"] for name, s in stats.items()}
+    score_capsule = next(iter(stats.values())).get("score_capsule")
+    score_capsule = None if score_capsule is None else int(score_capsule)
+    image = longest_bar_chart(shares, title, score_capsule)
+    writer.add_image("capsules/longest", image, step, dataformats="HWC")
+
+
+def longest_bar_chart(
+    shares: dict[str, Tensor], title: str = "", score_capsule: int | None = None
+) -> np.ndarray:
+    """An RGB image (H, W, 3) uint8: grouped bars, per output capsule, of each set's share
+    of images in which that capsule is the longest."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only when it draws
+    from matplotlib.figure import Figure  # no pyplot: no global figure state
+
+    fig = Figure(figsize=(5.0, 2.6), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    capsules = len(next(iter(shares.values())))
+    x = np.arange(capsules)
+    width = 0.8 / len(shares)
+    colors = {"real": "tab:blue", "fake": "tab:orange"}
+    for k, (name, share) in enumerate(shares.items()):
+        ax.bar(x + (k - (len(shares) - 1) / 2) * width, share.numpy(), width, label=name,
+               color=colors.get(name))  # fmt: skip
+    labels = [f"{j}\n(score)" if j == score_capsule else str(j) for j in x]
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("output capsule")
+    ax.set_ylabel("longest in (share)")
+    ax.set_title(f"Longest output capsule{': ' + title if title else ''}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
