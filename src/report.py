@@ -1,7 +1,8 @@
-"""Compare runs: ``python src/report.py <multirun folder | run folders> [options]``.
+"""Compare runs: ``python src/report.py <sweep folders | run folders> [options]``.
 
-Writes ``report.md``, ``fid.png`` and ``training_curves.png`` into the folder given (the
-common parent of several); see docs/results.md and :mod:`capsgan.report`.
+Writes ``report.md``, ``fid.png``, ``training_curves.png`` and ``samples.png`` into the
+folder given (the common parent of several, or ``--out``); see docs/results.md and
+:mod:`capsgan.report`.
 """
 
 from __future__ import annotations
@@ -11,27 +12,32 @@ import os
 import sys
 
 from capsgan.errors import UserError
-from capsgan.report import DEFAULT_FLOOR_MULTIPLE, REAL_DATA_FID_FLOOR, write_report
+from capsgan.report import write_report
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", help="a multirun folder, or run folders")
+    parser.add_argument("paths", nargs="+", help="sweep folders, or run folders")
     parser.add_argument("--out", help="folder for report.md and the plots")
-    threshold = parser.add_mutually_exclusive_group()
-    threshold.add_argument(
-        "--fid-threshold", type=float, help="the FID a run must reach (absolute value)"
+    parser.add_argument(
+        "--baseline",
+        default="cnn",
+        help="the arm every other arm is compared with, by its Hydra choice (default: cnn)",
     )
-    threshold.add_argument(
-        "--floor-multiple",
-        type=float,
-        help=f"threshold = this x the real-data FID floor of the runs' data set and "
-        f"metrics.num_samples (default {DEFAULT_FLOOR_MULTIPLE:g}; floors known for "
-        f"{sorted(REAL_DATA_FID_FLOOR)})",
+    parser.add_argument(
+        "--levels",
+        type=lambda s: [float(v) for v in s.split(",")],
+        help="FID levels to time the runs to, e.g. 300,200,150 (default: from the baseline's "
+        "curves, see docs/results.md)",
+    )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip measuring the real-data FID floor (it needs DATA_DIR and the classifier)",
     )
     args = parser.parse_args(argv)
     try:
-        report = write_report(args.paths, args.out, args.fid_threshold, args.floor_multiple)
+        report = write_report(args.paths, args.out, args.baseline, args.levels, not args.no_floor)
     except UserError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

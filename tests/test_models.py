@@ -198,3 +198,19 @@ def test_image_convs_follow_bf16_autocast(ours, library, kwargs, side) -> None:
         errors[name] = [(g - t).abs().max().item() for g, t in zip(got, truth, strict=True)]
     for ours_err, library_err in zip(errors["ours"], errors["library"], strict=True):
         assert ours_err <= 2 * library_err + 1e-3, errors
+
+
+def test_cnn_matched_has_capsule_smalls_flops_within_15_percent() -> None:
+    """The capacity control of the convergence experiment: counted, not computed by hand."""
+    from hydra.utils import instantiate
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def forward_flops(preset: str) -> int:
+        model = instantiate(compose_train_cfg([f"discriminator={preset}"]).discriminator)
+        with FlopCounterMode(display=False) as counter:
+            model(torch.randn(1, 1, 28, 28))
+        return counter.get_total_flops()
+
+    capsule, matched, cnn = (forward_flops(p) for p in ("capsule_small", "cnn_matched", "cnn"))
+    assert 0.85 <= matched / capsule <= 1.15
+    assert cnn / capsule < 0.85  # the plain DCGAN discriminator is the cheaper baseline

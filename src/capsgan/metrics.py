@@ -38,6 +38,7 @@ from capsgan.classifier import (
     resolve_classifier_dir,
     weights_path,
 )
+from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -481,3 +482,20 @@ class SampleQualityCallback(L.Callback):
             )
         if not math.isfinite(float(values["fid"])):
             log.warning("FID is not finite this epoch; the generator may have diverged")
+
+
+@torch.no_grad()
+def real_data_floor(dm: ImageDataModule, classifier: DigitClassifier, num_samples: int) -> float:
+    """The FID a perfect generator would get: ``num_samples`` real *training* images scored
+    as if generated, against the data module's held-out images, with ``classifier``.
+
+    FID is biased upwards for small samples and its units depend on the classifier, so the
+    floor is measured with the same classifier and sample count as the runs it is a
+    reference for, never taken from a table.
+    """
+    quality = SampleQuality(classifier)
+    for batch in dm.val_set.images.split(500):
+        quality.update(to_uint8(batch), real=True)
+    for batch in dm.train_set.images[:num_samples].split(500):
+        quality.update(to_uint8(batch), real=False)
+    return float(quality.fid.compute())

@@ -1,18 +1,28 @@
-"""The comparison report: read runs' TensorBoard events, tabulate convergence, plot curves.
+"""The comparison report: read runs' TensorBoard events, measure convergence, write report.md.
 
-``python src/report.py <multirun folder | run folders>`` writes ``report.md`` and PNG plots
-(see docs/results.md). Runs are read with TensorBoard's own ``EventAccumulator``; the
-run's settings come from the ``.hydra/`` files Hydra writes next to ``tensorboard/``.
+``python src/report.py <sweep folders | run folders> [--baseline cnn]`` writes ``report.md``
+and PNG plots (see docs/results.md). Runs are read with TensorBoard's own
+``EventAccumulator``; each run's settings come from the ``.hydra/`` files Hydra writes next
+to ``tensorboard/``.
 
-Axes. The events' step is Lightning's batch counter; Lightning also logs an ``epoch``
-scalar with every write, which maps a step to its (0-based) epoch. Epochs in the report
-are counted from 1: "epoch 3" is the state after three passes over the training data,
-so "epochs to threshold" is the number of epochs trained. Wall-clock is seconds since the
-run's first event (written just before ``fit`` starts, so the set-up inside ``fit`` counts).
+**Arms.** Runs are grouped by the Hydra choices that differ between them (e.g.
+``discriminator=cnn`` / ``cnn_matched`` / ``capsule_small``); every arm is compared with the
+baseline arm named by ``--baseline``, seed by seed. Nothing here knows a model by name.
+
+**Axes.** The x axis is generator steps (Lightning's batch counter divided by
+``d_steps_per_g``); wall-clock is seconds since the run's first event, which ``train()``
+writes after reading the data, so evaluation time counts.
+
+**Quality levels.** Unless given with ``--levels``, the levels that runs are timed to are
+fixed by one rule before any arm is compared: the mean, over the baseline's seeds, of the
+best FID the baseline reached within 1/4, 1/2 and all of its generator steps. So every level
+is one the baseline actually reaches, and "never" means a run was slower than that.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import statistics
@@ -21,513 +31,790 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from capsgan.convergence import (
+    DEFAULT_TOLERANCE,
+    DEFAULT_WINDOW,
+    Interval,
+    PairedRatio,
+    best_within,
+    first_reaching,
+    flattened_at,
+    paired_ratio,
+    t_interval,
+)
 from capsgan.errors import UserError
 
-# The real-data FID floor: the first n training images scored as if generated, against the
-# first n test images (the validation set), with the cached classifier's features. A perfect
-# generator scores about this, so thresholds are multiples of it. FID is biased upwards for
-# small samples, so the floor is kept per (data set, metrics.num_samples), and the runs'
-# val_subset must equal num_samples for it to apply. Measured on 2026-11-24 with
-# ~/.cache/capsgan/classifiers/mnist.pt (test accuracy 99.31 %); update from docs/metrics.md
-# ("Reference points on MNIST") when it states them.
-REAL_DATA_FID_FLOOR: dict[tuple[str, int], float] = {
-    ("mnist", 10_000): 4.88,
-    ("mnist", 2_000): 47.94,
-}
-DEFAULT_FLOOR_MULTIPLE = 3.0
+log = logging.getLogger(__name__)
 
 FID = "val/fid"
-NA = "-"  # a table cell without a value
+FINAL_METRICS = (  # (column, tag, digits) read at each run's last evaluation
+    ("KID", "val/kid", 2),
+    ("precision", "val/precision", 3),
+    ("recall", "val/recall", 3),
+    ("modes", "val/modes", 1),
+)
+LEVEL_FRACTIONS = (0.25, 0.5, 1.0)
+# A run counts as collapsed when it ends covering fewer than 8 of the 10 classes, or with a
+# final FID this many times its best (e.g. 324 -> 636 for a run that fell apart).
+COLLAPSE_MODES = 8
+COLLAPSE_FID_FACTOR = 1.5
+LAST_EVALS = 3  # the stability window: FID spread over a run's last evaluations
 CURVES = (("D loss", "d_loss"), ("G loss", "g_loss"), ("D accuracy", "d_acc"))
+NA = "-"  # a table cell without a value
+FAILED_STATUSES = ("failed", "running", "interrupted")
 
 
 @dataclass
 class Series:
-    """One scalar tag of a run: per-event step, epoch (0-based), wall-clock seconds, value."""
+    """One scalar tag of a run: generator step, wall-clock seconds and value per event."""
 
     steps: list[int] = field(default_factory=list)
-    epochs: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
 
 
 @dataclass
 class Run:
-    """A training run: its settings and its scalars."""
+    """A training run: where it is, what was chosen for it, and its scalars."""
 
     path: Path
     name: str
-    discriminator: str
-    routing_iterations: int | None
-    lr: float | None
-    seed: int | None
-    fid_setting: tuple[str, int] | None  # (data set, metrics.num_samples): picks the FID floor
+    choices: dict[str, str]  # Hydra config-group choices, e.g. {"discriminator": "cnn"}
+    overrides: list[str]  # what was typed (or swept) for this run
+    cfg: DictConfig | None
     scalars: dict[str, Series]
-    epoch_end_seconds: list[float]  # wall-clock at the last event of each epoch
-    batches_per_epoch: int
+    status: str | None = None  # a sweep job's recorded status (job.json), if any
+    arm: str = ""
 
     @property
-    def epochs_run(self) -> int:
-        return len(self.epoch_end_seconds)
+    def seed(self) -> int | None:
+        seed = self.cfg.get("seed") if self.cfg is not None else None
+        return int(seed) if seed is not None else None
 
-    @property
-    def seconds_per_epoch(self) -> float | None:
-        """Mean wall-clock of an epoch, start-up excluded when there are two or more."""
-        ends = self.epoch_end_seconds
-        if not ends:
-            return None
-        if len(ends) == 1:
-            return ends[0]
-        return (ends[-1] - ends[0]) / (len(ends) - 1)
+    def setting(self, key: str) -> Any:
+        return OmegaConf.select(self.cfg, key) if self.cfg is not None else None
 
-    def per_epoch(self, tag: str) -> Series:
-        """The tag's last value in each epoch (epoch-end metrics are logged once anyway)."""
-        series, out = self.scalars.get(tag), Series()
-        if series is None:
-            return out
-        last: dict[int, int] = {}
-        for i, epoch in enumerate(series.epochs):
-            last[epoch] = i
-        for epoch, i in sorted(last.items()):
-            out.steps.append(series.steps[i])
-            out.epochs.append(epoch)
-            out.seconds.append(series.seconds[i])
-            out.values.append(series.values[i])
-        return out
+    def series(self, tag: str) -> Series:
+        return self.scalars.get(tag, Series())
 
 
-# -- reading ----------------------------------------------------------------------------------
+# -- reading -----------------------------------------------------------------------------------
 
 
 def is_run(folder: Path) -> bool:
     return any((folder / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def _job_status(folder: Path) -> str | None:
+    record = folder / "job.json"
+    if not record.is_file():
+        return None
+    try:
+        return str(json.loads(record.read_text()).get("status"))
+    except (OSError, ValueError):
+        return None
+
+
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run folders (holding ``tensorboard/events.out.tfevents.*``) in or below ``paths``."""
+    """Run folders (holding ``tensorboard/`` events or a sweep's ``job.json``) in or below
+    ``paths``; a sweep job that failed before logging anything is found by its job.json."""
+    paths = list(paths)
     found: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             raise UserError(
-                f"{str(path)!r} is not a folder; pass a multirun folder (outputs/multirun/"
+                f"{str(path)!r} is not a folder; pass a sweep folder (outputs/multirun/"
                 "<date>/<time>) or training run folders (each holding tensorboard/)."
             )
-        if is_run(path):
+        if is_run(path) or (path / "job.json").is_file():
             found.append(path)
-        else:
-            found += sorted(
-                (p.parent.parent for p in path.rglob("tensorboard/events.out.tfevents.*")),
-                key=lambda p: (len(p.parts), [int(s) if s.isdigit() else s for s in p.parts]),
-            )
+            continue
+        below = {p.parent.parent for p in path.rglob("tensorboard/events.out.tfevents.*")}
+        below |= {p.parent for p in path.rglob("job.json")}
+        found += sorted(
+            below, key=lambda p: (len(p.parts), [int(s) if s.isdigit() else s for s in p.parts])
+        )
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
         raise UserError(
             f"no training runs found in {[str(p) for p in paths]}: a run folder holds "
             "tensorboard/events.out.tfevents.* (written by logger=tensorboard). Pass the "
-            "multirun folder of a sweep or the run folders themselves."
+            "sweep folder or the run folders themselves."
         )
     return unique
 
 
-def _run_settings(folder: Path) -> tuple[Any, ...]:
-    """(discriminator name, routing iterations, lr, seed, fid setting) from ``.hydra/``."""
-    config, choices = folder / ".hydra" / "config.yaml", folder / ".hydra" / "hydra.yaml"
-    if not config.is_file():
-        return "unknown", None, None, None, None
-    cfg = OmegaConf.load(config)
-    disc = cfg.get("discriminator") or {}
-    name = None
-    if choices.is_file():
-        name = OmegaConf.select(OmegaConf.load(choices), "hydra.runtime.choices.discriminator")
-    if not name:  # e.g. a config saved by hand: name it after the class
-        target = str(disc.get("_target_", "unknown")).rsplit(".", 1)[-1]
-        name = {"CNNDiscriminator": "cnn", "CapsuleDiscriminator": "capsule"}.get(target, target)
-    routing = disc.get("routing_iterations")
-    lr, seed = cfg.get("lr"), cfg.get("seed")
-    data, samples = OmegaConf.select(cfg, "data.name"), OmegaConf.select(cfg, "metrics.num_samples")
-    val = OmegaConf.select(cfg, "data.val_subset")
-    # the floor is for n generated against n real images; other val sizes have no floor here
-    same_size = samples is not None and ((val is None and samples == 10_000) or val == samples)
-    return (
-        str(name),
-        int(routing) if routing is not None else None,
-        float(lr) if lr is not None else None,
-        int(seed) if seed is not None else None,
-        (str(data), int(samples)) if data and same_size else None,
-    )
+def read_scalars(folder: Path, steps_per_unit: int = 1) -> dict[str, Series]:
+    """Every scalar tag under ``folder``'s event files; steps divided by ``steps_per_unit``
+    (the batches per generator step) and times in seconds since the first event."""
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    try:
+        start = acc.FirstEventTimestamp()
+    except ValueError:  # no events at all
+        return {}
+    scalars: dict[str, Series] = {}
+    for tag in acc.Tags()["scalars"]:
+        series = scalars[tag] = Series()
+        for event in acc.Scalars(tag):
+            # Lightning writes an event at the count of batches *before* the current one
+            series.steps.append((event.step + 1) // steps_per_unit)
+            series.seconds.append(event.wall_time - start)
+            series.values.append(float(event.value))
+    return scalars
 
 
 def load_run(folder: str | Path, root: Path | None = None) -> Run:
-    """Read one run folder's events and settings."""
+    """Read one run folder's settings and events."""
     folder = Path(folder)
-    acc = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
-    start = acc.FirstEventTimestamp()
-    tags = acc.Tags()["scalars"]
-    if "epoch" not in tags:
-        raise UserError(
-            f"the events in {str(folder / 'tensorboard')!r} have no 'epoch' scalar, which "
-            "Lightning writes with every logged metric; they were not written by a training "
-            "run of this project (or the run logged nothing yet)."
-        )
-    epoch_at: dict[int, int] = {}
-    for event in acc.Scalars("epoch"):
-        epoch_at[event.step] = int(event.value)  # the last write at a step wins
-    scalars: dict[str, Series] = {}
-    for tag in tags:
-        series = scalars[tag] = Series()
-        for event in acc.Scalars(tag):
-            if event.step in epoch_at:
-                series.steps.append(event.step)
-                series.epochs.append(epoch_at[event.step])
-                series.seconds.append(event.wall_time - start)
-                series.values.append(float(event.value))
-    epoch_series = scalars["epoch"]
-    ends: dict[int, float] = {}
-    pairs = zip(epoch_series.steps, epoch_series.epochs, strict=True)
-    first_epoch_steps = [step for step, epoch in pairs if epoch == 0]
-    for epoch, seconds in zip(epoch_series.epochs, epoch_series.seconds, strict=True):
-        ends[epoch] = max(seconds, ends.get(epoch, 0.0))
-    name = str(folder.relative_to(root)) if root and folder.is_relative_to(root) else folder.name
-    return Run(
-        folder,
-        name or folder.name,
-        *_run_settings(folder),
-        scalars=scalars,
-        epoch_end_seconds=[ends[e] for e in sorted(ends)],
-        batches_per_epoch=max(first_epoch_steps, default=0) + 1,
+    hydra_dir = folder / ".hydra"
+    cfg = (
+        OmegaConf.load(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").is_file() else None
     )
+    choices: dict[str, str] = {}
+    overrides: list[str] = []
+    if (hydra_dir / "hydra.yaml").is_file():
+        hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml")
+        picked = OmegaConf.select(hydra_cfg, "hydra.runtime.choices") or {}
+        choices = {
+            str(k): str(v) for k, v in picked.items() if v is not None and not k.startswith("hydra")
+        }
+        overrides = [str(o) for o in OmegaConf.select(hydra_cfg, "hydra.overrides.task") or []]
+    d_steps = OmegaConf.select(cfg, "d_steps_per_g") if cfg is not None else None
+    scalars = read_scalars(folder / "tensorboard", int(d_steps or 1)) if is_run(folder) else {}
+    name = str(folder.relative_to(root)) if root and folder.is_relative_to(root) else folder.name
+    return Run(folder, name or folder.name, choices, overrides, cfg, scalars, _job_status(folder))
 
 
-# -- convergence --------------------------------------------------------------------------------
+def assign_arms(runs: Sequence[Run]) -> None:
+    """Name each run's arm by the Hydra choices that differ between the runs (the value
+    alone when one group differs); runs sharing those and a seed are told apart by their
+    other differing overrides (e.g. an lr sweep)."""
+    groups = sorted({g for r in runs for g in r.choices})
+    varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
+    for run in runs:
+        values = [(g, run.choices.get(g, NA)) for g in varying]
+        run.arm = values[0][1] if len(values) == 1 else " ".join(f"{g}={v}" for g, v in values)
+        run.arm = run.arm or "all runs"
+    clashes: dict[tuple[str, int | None], list[Run]] = {}
+    for run in runs:
+        clashes.setdefault((run.arm, run.seed), []).append(run)
+    for members in (m for m in clashes.values() if len(m) > 1):
+        keys = {o.split("=", 1)[0] for r in members for o in r.overrides}
+        for run in members:
+            own = dict(o.split("=", 1) for o in run.overrides if "=" in o)
+            differing = [
+                f"{k}={own.get(k, NA)}"
+                for k in sorted(keys - {"seed"})
+                if len(
+                    {dict(o.split("=", 1) for o in r.overrides if "=" in o).get(k) for r in members}
+                )
+                > 1
+            ]
+            if differing:
+                run.arm = f"{run.arm} " + " ".join(differing)
+
+
+# -- per-run measurements ----------------------------------------------------------------------
 
 
 @dataclass
-class Crossing:
-    """When a per-epoch curve first reached a threshold (None: never)."""
+class RunSummary:
+    """What the report says about one run."""
 
-    epochs: int | None  # epochs trained (1-based)
+    run: Run
+    fid: Series
+    best_fid: float | None = None
+    best_step: int | None = None
+    final_fid: float | None = None
+    final_step: int | None = None
+    final: dict[str, float] = field(default_factory=dict)  # FINAL_METRICS at the last eval
+    flattened_step: int | None = None
+    spread: float | None = None  # (max - min) / mean of the last LAST_EVALS FIDs
+    collapse: str | None = None  # why the run counts as collapsed, or None
+    seconds: float | None = None  # wall-clock at the last evaluation
+    eval_share: float | None = None  # share of that wall-clock spent in quality evaluation
+    d_acc: dict[str, float] = field(default_factory=dict)  # the accuracy phases
+
+
+def _plateau_settings(run: Run) -> tuple[int, float, int]:
+    node = run.setting("callbacks.stop_on_plateau") or {}
+    return (
+        int(node.get("window", DEFAULT_WINDOW)),
+        float(node.get("tolerance", DEFAULT_TOLERANCE)),
+        int(node.get("min_evals", 0)),
+    )
+
+
+def accuracy_phases(acc: Series) -> dict[str, float]:
+    """The founding slides' discriminator-accuracy phases read off ``train/d_acc``: it rises
+    to a peak early (the discriminator learns faster), then falls back and settles. A
+    5-point moving mean smooths the logged values; the settled value is the mean (and std)
+    of the last 10 % of the logged points."""
+    values = acc.values
+    if len(values) < 5:
+        return {}
+    smooth = [statistics.fmean(values[max(0, i - 4) : i + 1]) for i in range(len(values))]
+    peak = max(range(len(smooth)), key=smooth.__getitem__)
+    tail = values[-max(2, len(values) // 10) :]
+    return {
+        "peak": smooth[peak],
+        "peak_step": float(acc.steps[peak]),
+        "settled": statistics.fmean(tail),
+        "settled_std": statistics.stdev(tail),
+    }
+
+
+def summarize_run(run: Run) -> RunSummary:
+    fid = run.series(FID)
+    out = RunSummary(run, fid, d_acc=accuracy_phases(run.series("train/d_acc")))
+    finite = [i for i, v in enumerate(fid.values) if math.isfinite(v)]
+    if not finite:
+        return out
+    best = min(finite, key=fid.values.__getitem__)
+    out.best_fid, out.best_step = fid.values[best], fid.steps[best]
+    out.final_fid, out.final_step = fid.values[-1], fid.steps[-1]
+    out.seconds = fid.seconds[-1]
+    for _, tag, _ in FINAL_METRICS:
+        series = run.series(tag)
+        if series.values:
+            out.final[tag] = series.values[-1]
+    window, tolerance, min_evals = _plateau_settings(run)
+    flat = flattened_at(fid.values, window, tolerance, min_evals)
+    out.flattened_step = None if flat is None else fid.steps[flat]
+    last = [v for v in fid.values[-LAST_EVALS:] if math.isfinite(v)]
+    if len(last) == LAST_EVALS:
+        out.spread = (max(last) - min(last)) / statistics.fmean(last)
+    modes = out.final.get("val/modes")
+    reasons = []
+    if modes is not None and modes < COLLAPSE_MODES:
+        reasons.append(f"{modes:.0f} of 10 modes at the end")
+    if not math.isfinite(out.final_fid) or out.final_fid > COLLAPSE_FID_FACTOR * out.best_fid:
+        reasons.append(f"final FID {out.final_fid:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
+    out.collapse = "; ".join(reasons) or None
+    metric_seconds = run.series("val/metric_seconds").values
+    if metric_seconds and out.seconds:
+        out.eval_share = sum(metric_seconds) / out.seconds
+    return out
+
+
+# -- arms, levels and ratios -------------------------------------------------------------------
+
+
+@dataclass
+class Arm:
+    name: str
+    runs: list[RunSummary]
+
+    def interval(self, values: Iterable[float | None]) -> Interval | None:
+        return t_interval([v for v in values if v is not None])
+
+    def by_seed(self, values: dict[int | None, float | None]) -> dict[int, float | None]:
+        return {seed: v for seed, v in values.items() if seed is not None}
+
+
+def group_arms(summaries: Sequence[RunSummary]) -> list[Arm]:
+    arms: dict[str, list[RunSummary]] = {}
+    for s in summaries:
+        arms.setdefault(s.run.arm, []).append(s)
+    return [Arm(name, sorted(m, key=lambda s: s.run.seed or 0)) for name, m in sorted(arms.items())]
+
+
+def pick_baseline(arms: Sequence[Arm], baseline: str) -> Arm:
+    for arm in arms:
+        if (
+            arm.name == baseline
+            or baseline in arm.name.split()
+            or any(part.endswith(f"={baseline}") for part in arm.name.split())
+        ):
+            return arm
+    raise UserError(
+        f"no arm is the baseline {baseline!r}: the arms are {[a.name for a in arms]}. Pass "
+        "--baseline <one of them> (the arm every other arm is compared with)."
+    )
+
+
+def quality_levels(baseline: Arm, fractions: Sequence[float] = LEVEL_FRACTIONS) -> list[float]:
+    """The baseline's mean best FID within each fraction of its generator steps (see the
+    module docstring): levels the baseline reaches, fixed before the arms are compared."""
+    levels = []
+    for fraction in fractions:
+        bests = [
+            best_within(s.fid.steps, s.fid.values, fraction * s.fid.steps[-1])
+            for s in baseline.runs
+            if s.fid.steps
+        ]
+        bests = [b for b in bests if b is not None]
+        if bests:
+            levels.append(statistics.fmean(bests))
+    return sorted(set(levels), reverse=True)
+
+
+@dataclass
+class Reaching:
+    """Generator steps and wall-clock at which a run first reached a level (None: never)."""
+
+    steps: int | None
     seconds: float | None
 
 
-def first_below(epochs: Sequence[int], seconds: Sequence[float], values: Sequence[float],
-                threshold: float) -> Crossing:  # fmt: skip
-    """The first epoch whose value is <= threshold; ``epochs`` are 0-based as logged."""
-    for epoch, sec, value in zip(epochs, seconds, values, strict=True):
-        if math.isfinite(value) and value <= threshold:
-            return Crossing(epoch + 1, sec)
-    return Crossing(None, None)
+def reaching(summary: RunSummary, level: float) -> Reaching:
+    i = first_reaching(summary.fid.steps, summary.fid.values, level)
+    if i is None:
+        return Reaching(None, None)
+    return Reaching(summary.fid.steps[i], summary.fid.seconds[i])
 
 
-def fid_threshold(
-    runs: Sequence[Run], threshold: float | None = None, floor_multiple: float | None = None
-) -> tuple[float, str]:
-    """The FID to reach and how it was chosen: given outright, else ``floor_multiple`` (default
-    :data:`DEFAULT_FLOOR_MULTIPLE`) x the real-data floor of the runs' data set and sample size."""
-    if threshold is not None:
-        return threshold, "given with --fid-threshold"
-    multiple = DEFAULT_FLOOR_MULTIPLE if floor_multiple is None else floor_multiple
-    settings = {r.fid_setting for r in runs if r.per_epoch(FID).values}
-    if not settings:
-        return math.nan, "no run logged val/fid"
-    if len(settings) > 1 or None in settings:
-        raise UserError(
-            f"the runs' FIDs were measured with different or unknown settings ({settings}; "
-            "data set, metrics.num_samples): FID depends on the sample size, so they share no "
-            "real-data floor. Report them separately, or pass --fid-threshold <FID>."
-        )
-    (setting,) = settings
-    if setting not in REAL_DATA_FID_FLOOR:
-        raise UserError(
-            f"no real-data FID floor is known for data set {setting[0]!r} with "
-            f"metrics.num_samples={setting[1]} (known: {sorted(REAL_DATA_FID_FLOOR)}). Pass "
-            "--fid-threshold <FID>, or add the measured floor to REAL_DATA_FID_FLOOR in "
-            "src/capsgan/report.py."
-        )
-    floor = REAL_DATA_FID_FLOOR[setting]
-    return multiple * floor, (
-        f"{multiple:g} x the real-data floor {floor:g} of {setting[0]} at {setting[1]} samples"
+def level_ratios(arm: Arm, baseline: Arm, level: float) -> tuple[PairedRatio, PairedRatio]:
+    """Paired arm / baseline ratios of (generator steps, wall-clock) to ``level``."""
+
+    def costs(a: Arm, what: str) -> dict[int, float | None]:
+        return a.by_seed({s.run.seed: getattr(reaching(s, level), what) for s in a.runs})
+
+    return (
+        paired_ratio(costs(arm, "steps"), costs(baseline, "steps")),
+        paired_ratio(costs(arm, "seconds"), costs(baseline, "seconds")),
     )
 
 
-@dataclass
-class RunRow:
-    run: Run
-    best_fid: float | None
-    best_fid_epoch: int | None
-    final_fid: float | None
-    crossing: Crossing
+def value_at_step(summary: RunSummary, step: int) -> float | None:
+    for s, v in zip(summary.fid.steps, summary.fid.values, strict=True):
+        if s == step:
+            return v
+    return None
 
 
-def summarize_run(run: Run, threshold: float) -> RunRow:
-    fid = run.per_epoch(FID)
-    if not fid.values:
-        return RunRow(run, None, None, None, Crossing(None, None))
-    best = min(range(len(fid.values)), key=fid.values.__getitem__)
-    return RunRow(
-        run,
-        fid.values[best],
-        fid.epochs[best] + 1,
-        fid.values[-1],
-        first_below(fid.epochs, fid.seconds, fid.values, threshold),
+def common_steps(arms: Sequence[Arm], count: int = 6) -> list[int]:
+    """Evaluation steps to compare all arms at: spread over the steps every arm's longest
+    run evaluated, plus the last step of the shortest arm (e.g. a 30-minute run)."""
+    per_arm = [set().union(*(set(s.fid.steps) for s in a.runs)) for a in arms if a.runs]
+    if not per_arm:
+        return []
+    union = sorted(set().union(*per_arm))
+    if not union:
+        return []
+    picks = {
+        union[min(len(union) - 1, round(i * (len(union) - 1) / (count - 1)))] for i in range(count)
+    }
+    picks |= {max(steps) for steps in per_arm if steps}
+    return sorted(picks)
+
+
+# -- the real-data floor -----------------------------------------------------------------------
+
+
+def measure_floor(runs: Sequence[Run]) -> tuple[float | None, str]:
+    """FID of ``metrics.num_samples`` real training images against the held-out images,
+    with the classifier the runs used: the best score a perfect generator could get."""
+    from capsgan.classifier import load_classifier, resolve_classifier_dir, weights_path
+    from capsgan.data import ImageDataModule
+    from capsgan.metrics import real_data_floor
+
+    first = next((r for r in runs if r.cfg is not None), None)
+    if first is None:
+        return None, "not measured: the runs have no .hydra/config.yaml"
+    name, samples = first.setting("data.name"), first.setting("metrics.num_samples")
+    root = os.environ.get("DATA_DIR", "./data")
+    try:
+        path = first.setting("metrics.classifier_path")
+        if not path:
+            folder = resolve_classifier_dir(root, first.setting("metrics.classifier_dir"), name)
+            path = weights_path(folder, name)
+        if not Path(path).is_file():
+            return None, f"not measured: no {name} classifier at {path}"
+        classifier = load_classifier(path)
+        dm = ImageDataModule(name=name, root=root, download=False)
+        dm.setup("fit")
+        fid = real_data_floor(dm, classifier, int(samples))
+    except Exception as err:  # the report is still useful without its floor
+        return None, f"not measured ({type(err).__name__}: {err}); set DATA_DIR to the data"
+    return fid, (
+        f"{fid:.2f}: {samples} real training images against the {len(dm.val_set)} held-out "
+        f"ones, scored with the runs' classifier ({path})"
     )
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float | None] | None:
-    """Mean and sample standard deviation (None for a single value); None if empty."""
-    if not values:
-        return None
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return statistics.fmean(values), std
+# -- formatting --------------------------------------------------------------------------------
 
 
 def fmt(value: float | int | None, digits: int = 2) -> str:
-    if value is None:
-        return NA
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return NA if value is None else str(value)
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"
 
 
-def fmt_mean_std(stats: tuple[float, float | None] | None, digits: int = 2) -> str:
-    if stats is None:
+def fmt_interval(iv: Interval | None, digits: int = 2) -> str:
+    if iv is None:
         return NA
-    mean, std = stats
-    return fmt(mean, digits) if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if iv.low is None:
+        return f"{iv.mean:.{digits}f}"  # one run: no interval
+    return f"{iv.mean:.{digits}f} [{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
 
 
-@dataclass
-class GroupSummary:
-    discriminator: str
-    rows: list[RunRow]
-
-    @property
-    def reached(self) -> list[RunRow]:
-        return [r for r in self.rows if r.crossing.epochs is not None]
-
-    def stat(self, values: Iterable[float | None]) -> tuple[float, float | None] | None:
-        return mean_std([v for v in values if v is not None])
+def fmt_ratio(ratio: PairedRatio) -> str:
+    parts = [fmt_interval(ratio.interval)]
+    if ratio.ratios:
+        parts.append("seeds " + ", ".join(f"{s}: {r:.2f}" for s, r in ratio.ratios.items()))
+    if ratio.arm_never:
+        parts.append(f"arm never reached it: seeds {ratio.arm_never}")
+    if ratio.baseline_never:
+        parts.append(f"baseline never reached it: seeds {ratio.baseline_never}")
+    return "; ".join(parts)
 
 
-def group_rows(rows: Sequence[RunRow]) -> list[GroupSummary]:
-    groups: dict[str, list[RunRow]] = {}
-    for row in rows:
-        groups.setdefault(row.run.discriminator, []).append(row)
-    return [GroupSummary(name, members) for name, members in sorted(groups.items())]
+def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def ratio_lines(groups: Sequence[GroupSummary]) -> list[str]:
-    """Capsule / CNN ratios of epochs and wall-clock to the threshold, or why there are none."""
-    cnn = next((g for g in groups if g.discriminator == "cnn"), None)
-    capsules = [g for g in groups if g.discriminator.startswith("capsule")]
-    if cnn is None or not capsules:
-        return ["No ratio: the runs need both a `cnn` and a `capsule*` discriminator."]
-    lines = []
-    for caps in capsules:
-        label = f"{caps.discriminator} / cnn"
-        short = [g for g in (caps, cnn) if len(g.reached) < len(g.rows)]
-        if short:
-            why = "; ".join(
-                f"{len(g.rows) - len(g.reached)} of {len(g.rows)} {g.discriminator} runs "
-                "never reached it"
-                for g in short
-            )
-            lines.append(f"- {label}: not defined, {why}.")
-            continue
-        ep_caps = statistics.fmean(r.crossing.epochs for r in caps.rows)
-        ep_cnn = statistics.fmean(r.crossing.epochs for r in cnn.rows)
-        s_caps = statistics.fmean(r.crossing.seconds for r in caps.rows)
-        s_cnn = statistics.fmean(r.crossing.seconds for r in cnn.rows)
-        lines.append(
-            f"- {label}, epochs to threshold: **{ep_caps / ep_cnn:.2f}** "
-            f"({ep_caps:.2f} / {ep_cnn:.2f}; the claim is about 0.33)"
-        )
-        lines.append(
-            f"- {label}, wall-clock to threshold: **{s_caps / s_cnn:.2f}** "
-            f"({s_caps / 60:.1f} min / {s_cnn / 60:.1f} min)"
-        )
-    return lines
+# -- plots -------------------------------------------------------------------------------------
 
 
-# -- plots ----------------------------------------------------------------------------------------
-
-
-def _colours(groups: Sequence[str]) -> dict[str, str]:
-    return {g: f"C{i}" for i, g in enumerate(sorted(groups))}
-
-
-def plot_fid(runs: Sequence[Run], threshold: float, out: Path) -> Path | None:
-    """``fid.png``: val/fid against epoch and against wall-clock, coloured by discriminator."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with_fid = [r for r in runs if r.per_epoch(FID).values]
-    if not with_fid:
+    return plt
+
+
+def _mean_curve(
+    runs: Sequence[RunSummary], tag: str | None = None
+) -> tuple[list[int], list[float]]:
+    by_step: dict[int, list[float]] = {}
+    for s in runs:
+        series = s.fid if tag is None else s.run.series(tag)
+        for step, value in zip(series.steps, series.values, strict=True):
+            if math.isfinite(value):
+                by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return steps, [statistics.fmean(by_step[k]) for k in steps]
+
+
+def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Path | None:
+    """``fid.png``: FID against generator steps and wall-clock; ``precision_recall.png``."""
+    plt = _pyplot()
+    if not any(s.fid.values for a in arms for s in a.runs):
         return None
-    colours = _colours({r.discriminator for r in runs})
-    fig, (ax_ep, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    labelled: set[str] = set()
-    for run in with_fid:
-        fid = run.per_epoch(FID)
-        label = None if run.discriminator in labelled else run.discriminator
-        labelled.add(run.discriminator)
-        style = {"color": colours[run.discriminator], "marker": ".", "alpha": 0.85}
-        ax_ep.plot([e + 1 for e in fid.epochs], fid.values, label=label, **style)
-        ax_t.plot([s / 60 for s in fid.seconds], fid.values, **style)
-    for ax in (ax_ep, ax_t):
-        ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    (ax_steps, ax_time), (ax_p, ax_r) = axes
+    for i, arm in enumerate(arms):
+        colour = f"C{i}"
+        for s in arm.runs:
+            ax_steps.plot(s.fid.steps, s.fid.values, color=colour, alpha=0.35, linewidth=0.8)
+            ax_time.plot([t / 60 for t in s.fid.seconds], s.fid.values, color=colour,
+                         alpha=0.6, linewidth=0.9, marker=".")  # fmt: skip
+        ax_steps.plot(*_mean_curve(arm.runs), color=colour, linewidth=2.2, label=f"{arm.name} "
+                      f"(mean of {len(arm.runs)})")  # fmt: skip
+        for ax, tag in ((ax_p, "val/precision"), (ax_r, "val/recall")):
+            ax.plot(*_mean_curve(arm.runs, tag), color=colour, linewidth=2, label=arm.name)
+    for level in levels:
+        for ax in (ax_steps, ax_time):
+            ax.axhline(level, color="grey", linestyle="--", linewidth=0.8)
+    for ax in (ax_steps, ax_time):
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-    ax_ep.set(xlabel="epoch", ylabel="val/fid (log scale)", title="FID against epochs")
-    ax_t.set(xlabel="wall-clock (minutes)", title="FID against wall-clock")
-    ax_ep.legend(title=f"discriminator (dashed: threshold {threshold:g})")
+    ax_steps.set(xlabel="generator steps", ylabel="val/fid (log)", title="FID (thin: seeds)")
+    ax_time.set(xlabel="wall-clock (minutes)", ylabel="val/fid (log)", title="FID against time")
+    ax_p.set(xlabel="generator steps", ylabel="precision", title="precision (mean over seeds)")
+    ax_r.set(xlabel="generator steps", ylabel="recall", title="recall (mean over seeds)")
+    for ax in (ax_p, ax_r):
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+    ax_steps.legend(title="dashed: quality levels", fontsize="small")
+    ax_p.legend(fontsize="small")
     fig.tight_layout()
     path = out / "fid.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def plot_training_curves(runs: Sequence[Run], out: Path) -> Path:
-    """``training_curves.png``: D loss, G loss, D accuracy side by side, a row per discriminator.
-
-    Thin lines are the logged per-batch values, thick ones the epoch means (``epoch/*``);
-    the x axis is in epochs (fractions within an epoch for the per-batch values).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = sorted({r.discriminator for r in runs})
-    fig, axes = plt.subplots(
-        len(groups), 3, figsize=(15, 3.6 * len(groups)), squeeze=False, sharex="row"
-    )
-    for row, group in zip(axes, groups, strict=True):
-        members = [r for r in runs if r.discriminator == group]
-        for i, run in enumerate(members):
-            colour = f"C{i}"
-            label = f"seed {run.seed}" if run.seed is not None else run.name
+def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
+    """``training_curves.png``: D loss, G loss and D accuracy against generator steps, a row
+    per arm, a colour per seed (thin: logged values; thick: epoch means)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(arms), 3, figsize=(15, 3.4 * len(arms)), squeeze=False)
+    for row, arm in zip(axes, arms, strict=True):
+        for i, s in enumerate(arm.runs):
+            label = f"seed {s.run.seed}" if s.run.seed is not None else s.run.name
             for ax, (title, key) in zip(row, CURVES, strict=True):
-                step = run.scalars.get(f"train/{key}")
-                if step and step.values:
-                    x = [(s + 1) / run.batches_per_epoch for s in step.steps]
-                    ax.plot(x, step.values, color=colour, linewidth=0.6, alpha=0.35)
-                mean = run.per_epoch(f"epoch/{key}")
-                if mean.values:
-                    ax.plot([e + 1 for e in mean.epochs], mean.values, color=colour,
-                            linewidth=2, marker="o", markersize=3, label=label)  # fmt: skip
-                ax.set_title(f"{group}: {title}")
-                ax.set_xlabel("epoch")
+                step = s.run.series(f"train/{key}")
+                ax.plot(step.steps, step.values, color=f"C{i}", linewidth=0.6, alpha=0.35)
+                mean = s.run.series(f"epoch/{key}")
+                ax.plot(mean.steps, mean.values, color=f"C{i}", linewidth=2, marker="o",
+                        markersize=3, label=label)  # fmt: skip
+                ax.set_title(f"{arm.name}: {title}")
+                ax.set_xlabel("generator steps")
                 ax.grid(True, alpha=0.3)
         row[2].axhline(0.5, color="grey", linestyle="--", linewidth=1)
         row[2].set_ylim(-0.02, 1.02)
         row[0].legend(fontsize="small")
     fig.tight_layout()
     path = out / "training_curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_sample_panel(arms: Sequence[Arm], out: Path, columns: int = 4) -> Path | None:
+    """``samples.png``: each arm's fixed-noise samples (its lowest seed) at equal generator
+    steps, side by side -- the founding slides' "DCGAN vs CapsuleGAN after N" panels. Needs
+    the runs' ``samples/step_NNNNNN.png`` (``callbacks.sample_grid.every_n_steps``)."""
+    grids: dict[str, dict[int, Path]] = {}
+    for arm in arms:
+        first = arm.runs[0].run.path / "samples"
+        grids[arm.name] = {int(p.stem.split("_")[1]): p for p in first.glob("step_*.png")}
+    all_steps = sorted(set().union(*(set(g) for g in grids.values())))
+    if not all_steps:
+        return None
+    ends = sorted({max(g) for g in grids.values() if g})
+    picks = {all_steps[round(i * (len(all_steps) - 1) / (columns - 1))] for i in range(columns)}
+    steps = sorted(picks | set(ends))[: columns + 2]
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(arms), len(steps), figsize=(2.6 * len(steps), 2.8 * len(arms)),
+                             squeeze=False)  # fmt: skip
+    for row, arm in zip(axes, arms, strict=True):
+        for ax, step in zip(row, steps, strict=True):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            path = grids[arm.name].get(step)
+            if path is not None:
+                ax.imshow(plt.imread(path), cmap="gray")
+            else:
+                ax.text(0.5, 0.5, "not trained\nthis far", ha="center", va="center")
+            if ax is row[0]:
+                ax.set_ylabel(arm.name)
+            ax.set_title(f"step {step}", fontsize="small")
+    fig.tight_layout()
+    path = out / "samples.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-# -- report.md ------------------------------------------------------------------------------------
+# -- report.md ---------------------------------------------------------------------------------
 
 
-def render(rows: Sequence[RunRow], threshold: float, threshold_note: str,
-           plots: Sequence[Path]) -> str:  # fmt: skip
-    has_fid = any(r.best_fid is not None for r in rows)
+def render(
+    arms: Sequence[Arm],
+    baseline: Arm,
+    levels: Sequence[float],
+    level_note: str,
+    floor_note: str,
+    excluded: Sequence[Run],
+    plots: Sequence[Path],
+) -> str:
+    runs = [s for a in arms for s in a.runs]
     lines = ["# Discriminator comparison report", ""]
     lines += [
-        f"{len(rows)} runs. Epochs count from 1 (epoch 3 = after three passes over the training "
-        "data); wall-clock is measured from each run's start, data loading and metric "
-        "evaluation included; s/epoch is the mean epoch length after the first epoch.",
+        f"{len(runs)} runs in {len(arms)} arms; baseline arm: **{baseline.name}**. Steps are "
+        "generator steps; wall-clock counts from each run's start, quality evaluations "
+        "included. Intervals are 95 % t-intervals over seeds (`mean [low, high]`); a value "
+        "without one comes from a single run.",
+        "",
+        f"Real-data FID floor: {floor_note}.",
+        "",
+        f"Quality levels (FID): {', '.join(f'**{v:.1f}**' for v in levels) or NA} -- {level_note}.",
         "",
     ]
-    if has_fid:
-        lines += [f"FID threshold: **{threshold:g}** ({threshold_note}).", ""]
-    else:
-        lines += ["The runs logged no `val/fid`: losses and accuracy only.", ""]
-    lines += ["## Runs", ""]
-    head = ["run", "discriminator", "routing", "lr", "seed", "epochs", "s/epoch"]
-    if has_fid:
-        head += ["best val/fid (epoch)", "final val/fid", "epochs to thr.", "min to thr."]
-    else:
-        head += ["final D loss", "final G loss", "final D acc"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        run = r.run
-        cells = [
-            f"`{run.name}`", run.discriminator, fmt(run.routing_iterations),
-            fmt(run.lr, 6) if run.lr is not None else NA, fmt(run.seed),
-            str(run.epochs_run), fmt(run.seconds_per_epoch, 1),
+    if excluded:
+        lines += ["Left out (their jobs did not finish): " + ", ".join(
+            f"`{r.name}` ({r.status})" for r in excluded) + ".", ""]  # fmt: skip
+
+    lines += ["## Per arm", ""]
+    head = ["arm", "runs", "best FID", "final FID"]
+    head += [f"final {c}" for c, _, _ in FINAL_METRICS]
+    head += ["G steps", "flattened", "collapsed", "min / 1000 steps", "eval share"]
+    rows = []
+    for arm in arms:
+        per_k = [s.seconds / 60 / s.final_step * 1000 for s in arm.runs if s.final_step]
+        rows.append(
+            [arm.name, str(len(arm.runs)),
+             fmt_interval(arm.interval(s.best_fid for s in arm.runs), 1),
+             fmt_interval(arm.interval(s.final_fid for s in arm.runs), 1)]
+            + [fmt_interval(arm.interval(s.final.get(tag) for s in arm.runs), d)
+               for _, tag, d in FINAL_METRICS]
+            + [fmt_interval(arm.interval(s.final_step for s in arm.runs), 0),
+               f"{sum(s.flattened_step is not None for s in arm.runs)}/{len(arm.runs)}",
+               f"{sum(s.collapse is not None for s in arm.runs)}/{len(arm.runs)}",
+               fmt_interval(t_interval(per_k), 2),
+               fmt_interval(arm.interval(s.eval_share for s in arm.runs), 3)]
+        )  # fmt: skip
+    lines += table(head, rows)
+    lines += [
+        "",
+        "Final values are those of each run's last evaluation. *Flattened*: the FID curve met "
+        "the plateau rule (`capsgan.convergence`). *Collapsed*: fewer than "
+        f"{COLLAPSE_MODES} of 10 modes at the end, or a final FID above "
+        f"{COLLAPSE_FID_FACTOR:g} x the run's best. *Eval share*: the part of the wall-clock "
+        "spent measuring sample quality.",
+        "",
+    ]
+
+    lines += ["## Generator steps and minutes to each quality level", ""]
+    head = ["arm"] + [f"FID <= {v:.1f}: steps" for v in levels]
+    head += [f"FID <= {v:.1f}: min" for v in levels]
+    rows = []
+    for arm in arms:
+        cells = [arm.name]
+        reach = [[reaching(s, v) for s in arm.runs] for v in levels]
+        for per_level in reach:
+            done = [r.steps for r in per_level if r.steps is not None]
+            cells.append(f"{fmt_interval(t_interval(done), 0)} ({len(done)}/{len(per_level)})")
+        for per_level in reach:
+            done = [r.seconds / 60 for r in per_level if r.seconds is not None]
+            cells.append(fmt_interval(t_interval(done), 1))
+        rows.append(cells)
+    lines += table(head, rows)
+    lines += ["", "`(k/n)`: runs that reached the level; the interval is over those.", ""]
+
+    lines += [f"## Paired ratios to the baseline ({baseline.name})", ""]
+    lines += [
+        "Per seed, the arm's cost to reach a level divided by the baseline's, then the "
+        "geometric mean over seeds with its 95 % interval. The founding claim is a ratio of "
+        "about 0.33 in steps (a third of the epochs).",
+        "",
+    ]
+    rows = []
+    for arm in (a for a in arms if a is not baseline):
+        for level in levels:
+            steps, seconds = level_ratios(arm, baseline, level)
+            rows.append([arm.name, f"{level:.1f}", fmt_ratio(steps), fmt_ratio(seconds)])
+    lines += table(["arm", "level", "steps ratio", "wall-clock ratio"], rows) if rows else [NA]
+    lines += [""]
+
+    steps = common_steps(arms)
+    if steps:
+        lines += ["## FID at equal generator steps", ""]
+        rows = [
+            [arm.name] + [fmt_interval(arm.interval(value_at_step(s, k) for s in arm.runs), 1)
+                          for k in steps]
+            for arm in arms
         ]  # fmt: skip
-        if has_fid:
-            best = NA if r.best_fid is None else f"{r.best_fid:.2f} ({r.best_fid_epoch})"
-            minutes = None if r.crossing.seconds is None else r.crossing.seconds / 60
-            reached = fmt(r.crossing.epochs) if r.best_fid is not None else NA
-            if r.best_fid is not None and r.crossing.epochs is None:
-                reached = "never"
-            cells += [best, fmt(r.final_fid), reached, fmt(minutes, 1) if minutes else reached]
-        else:
-            for _, key in CURVES:
-                vals = run.per_epoch(f"epoch/{key}").values
-                cells.append(fmt(vals[-1], 3) if vals else NA)
-        lines.append("| " + " | ".join(cells) + " |")
-    groups = group_rows(rows)
-    lines += ["", "## Per discriminator (mean ± std over runs)", ""]
-    head = ["discriminator", "runs", "s/epoch"]
-    if has_fid:
-        head += ["best val/fid", "final val/fid", "reached thr.", "epochs to thr.", "min to thr."]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for g in groups:
-        cells = [g.discriminator, str(len(g.rows)),
-                 fmt_mean_std(g.stat(r.run.seconds_per_epoch for r in g.rows), 1)]  # fmt: skip
-        if has_fid:
-            cells += [
-                fmt_mean_std(g.stat(r.best_fid for r in g.rows)),
-                fmt_mean_std(g.stat(r.final_fid for r in g.rows)),
-                f"{len(g.reached)}/{len(g.rows)}",
-                fmt_mean_std(g.stat(r.crossing.epochs for r in g.reached)),
-                fmt_mean_std(g.stat(r.crossing.seconds / 60 for r in g.reached), 1),
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    if has_fid:
-        lines += ["", "Epochs and minutes to the threshold are averaged over the runs that "
-                  "reached it.", "", "## Capsule / CNN", ""]  # fmt: skip
-        lines += ratio_lines(groups)
-    lines += ["", "## Plots", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in plots]
+        lines += [*table(["arm"] + [f"step {k}" for k in steps], rows), ""]
+
+    lines += ["## Stability", ""]
+    head = ["run", "arm", "seed", f"FID spread, last {LAST_EVALS}", "collapsed",
+            "D acc peak (step)", "D acc settled (std)"]  # fmt: skip
+    rows = []
+    for s in runs:
+        acc = s.d_acc
+        rows.append([
+            f"`{s.run.name}`", s.run.arm, fmt(s.run.seed),
+            NA if s.spread is None else f"{100 * s.spread:.0f} %",
+            s.collapse or "no",
+            f"{acc['peak']:.2f} ({acc['peak_step']:.0f})" if acc else NA,
+            f"{acc['settled']:.2f} ({acc['settled_std']:.2f})" if acc else NA,
+        ])  # fmt: skip
+    lines += table(head, rows)
+    lines += [
+        "",
+        "The founding slides describe three phases of the discriminator's accuracy: a fast "
+        "rise to near 100 %, fluctuation while the generator learns, and a standstill near "
+        "50 % at convergence. *Peak* is the highest 5-point moving mean of `train/d_acc` and "
+        "the generator step it came at; *settled* is the mean (std) of the last 10 % of the "
+        "logged values.",
+        "",
+    ]
+
+    lines += ["## Runs", ""]
+    head = ["run", "arm", "seed", "G steps", "best FID (step)", "final FID",
+            "flattened at", "precision", "recall", "modes", "minutes"]  # fmt: skip
+    rows = [
+        [f"`{s.run.name}`", s.run.arm, fmt(s.run.seed), fmt(s.final_step),
+         NA if s.best_fid is None else f"{s.best_fid:.1f} ({s.best_step})",
+         fmt(s.final_fid, 1), fmt(s.flattened_step) if s.best_fid is not None else NA,
+         fmt(s.final.get("val/precision"), 3), fmt(s.final.get("val/recall"), 3),
+         fmt(s.final.get("val/modes"), 0),
+         NA if s.seconds is None else f"{s.seconds / 60:.1f}"]
+        for s in runs
+    ]  # fmt: skip
+    lines += table(head, rows)
+    lines += ["", "*Flattened at*: `-` = the curve was still improving when the run ended.", ""]
+    lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def check_comparable(runs: Sequence[Run]) -> None:
+    """FIDs are comparable only on the same data set, sample size and classifier."""
+    for key, fix in (
+        ("data.name", "report each data set separately"),
+        ("metrics.num_samples", "FID depends on the sample size; report them separately"),
+        ("metrics.classifier_path", "FIDs from different classifiers are in different units"),
+    ):
+        values: dict[str, list[str]] = {}
+        for run in runs:
+            values.setdefault(str(run.setting(key)), []).append(run.name)
+        if len(values) > 1:
+            listing = "; ".join(
+                f"{v} ({len(names)} runs, e.g. {names[0]})" for v, names in values.items()
+            )
+            raise UserError(
+                f"the runs differ in `{key}`: {listing}. Their FIDs cannot be compared: {fix} "
+                "(pass only the run or sweep folders that share it)."
+            )
 
 
 def write_report(
     paths: Sequence[str | Path],
     out_dir: str | Path | None = None,
-    threshold: float | None = None,
-    floor_multiple: float | None = None,
+    baseline: str = "cnn",
+    levels: Sequence[float] | None = None,
+    measure_floor_fid: bool = True,
 ) -> Path:
     """Read the runs in ``paths``, write ``report.md`` and the plots; return report.md's path.
 
     ``out_dir`` defaults to the single folder given, or to the common parent of several.
     """
-    if threshold is not None and floor_multiple is not None:
-        raise UserError(
-            "give either --fid-threshold (an absolute FID) or --floor-multiple (a multiple "
-            "of the real-data floor), not both."
-        )
     folders = find_runs(paths)
     given = [Path(p).resolve() for p in paths]
     out = Path(out_dir or os.path.commonpath(given))
-    out.mkdir(parents=True, exist_ok=True)
-    runs = [load_run(f, root=out.resolve()) for f in folders]
-    thr, note = fid_threshold(runs, threshold, floor_multiple)
-    rows = [summarize_run(r, thr) for r in runs]
-    plots = [p for p in (plot_fid(runs, thr, out), plot_training_curves(runs, out)) if p]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".report_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(
+            f"cannot write the report into {str(out)!r} ({err.strerror or err}); pass --out "
+            "<a folder you can write to>."
+        ) from err
+    loaded = [load_run(f, root=out.resolve()) for f in folders]
+    excluded = [r for r in loaded if r.status in FAILED_STATUSES or not r.series(FID).values]
+    runs = [r for r in loaded if r not in excluded]
+    if not runs:
+        listing = ", ".join(f"{r.name} ({r.status or 'no val/fid logged'})" for r in loaded)
+        raise UserError(
+            f"none of the {len(loaded)} runs found has a finished job with val/fid: {listing}. "
+            "See each job's train.log for why it failed."
+        )
+    check_comparable(runs)
+    assign_arms(runs)
+    arms = group_arms([summarize_run(r) for r in runs])
+    base = pick_baseline(arms, baseline)
+    if levels:
+        levels, level_note = sorted(levels, reverse=True), "given with --levels"
+    else:
+        levels = quality_levels(base)
+        level_note = (
+            f"the {base.name} baseline's mean best FID within "
+            + ", ".join(f"{f:g}" for f in LEVEL_FRACTIONS)
+            + " of its generator steps"
+        )
+    floor_note = "not measured (--no-floor)"
+    if measure_floor_fid:
+        _, floor_note = measure_floor(runs)
+    plots = [plot_quality(arms, levels, out), plot_training_curves(arms, out),
+             plot_sample_panel(arms, out)]  # fmt: skip
     report = out / "report.md"
-    report.write_text(render(rows, thr, note, plots))
+    text = render(arms, base, levels, level_note, floor_note, excluded, [p for p in plots if p])
+    report.write_text(text)
     return report
