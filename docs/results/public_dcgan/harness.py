@@ -1,0 +1,86 @@
+"""Run a public PyTorch DCGAN unmodified and snapshot its generator for our FID.
+
+Is the project's `cnn` arm a strong DCGAN, or a straw man? This runs Erik Linder-Noren's
+`implementations/dcgan/dcgan.py` (github.com/eriklindernoren/PyTorch-GAN, a widely used
+PyTorch GAN collection) as it is published -- its code is executed from a clone, never
+copied here -- and, every time that script saves its own sample grid (every
+`--sample_interval` batches), draws `--num-samples` images from its generator and writes
+them as `<out>/samples_<batches>.npz` (uint8, N x 28 x 28), for `src/evaluate.py` or
+`score()` below to measure with the project's classifier FID.
+
+The script trains 32x32 images (MNIST resized); the samples are resized back to 28x28
+(bilinear, antialiased) for the classifier, and the real-data floor is measured on real
+images that took the same 28 -> 32 -> 28 round trip, so the resize does not count against
+it. Its generator is sampled in eval mode (BatchNorm running statistics), as ours is.
+
+    git clone https://github.com/eriklindernoren/PyTorch-GAN /tmp/PyTorch-GAN
+    DATA_DIR=<folder holding MNIST/raw> python docs/results/public_dcgan/harness.py \
+        --script /tmp/PyTorch-GAN/implementations/dcgan/dcgan.py --out /tmp/public_dcgan \
+        -- --n_epochs 2 --sample_interval 469 --n_cpu 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.utils
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--script", required=True, help="path of the public dcgan.py")
+    parser.add_argument("--out", required=True, help="folder for the samples and its files")
+    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the script's own flags")
+    opts = parser.parse_args()
+    out = Path(opts.out).resolve()
+    script = Path(opts.script).resolve()
+    data = Path(os.environ.get("DATA_DIR", "./data")).resolve()
+    # the script reads MNIST from ../../data/mnist relative to where it runs
+    work = out / "a" / "b"
+    work.mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(exist_ok=True)
+    link = out / "data" / "mnist"
+    if not link.exists():
+        link.symlink_to(data)
+    os.chdir(work)
+    torch.manual_seed(opts.seed)
+    np.random.seed(opts.seed)
+
+    original_save_image = torchvision.utils.save_image
+
+    def save_image_and_snapshot(tensor, fp, *args, **kwargs):
+        original_save_image(tensor, fp, *args, **kwargs)
+        caller = sys._getframe(1).f_globals  # the script's module namespace
+        generator, latent = caller["generator"], caller["opt"].latent_dim
+        done = caller["batches_done"]
+        was_training = generator.training
+        generator.eval()
+        rng = torch.Generator().manual_seed(0)
+        images = []
+        with torch.no_grad():
+            for start in range(0, opts.num_samples, 500):
+                n = min(500, opts.num_samples - start)
+                x = generator(torch.randn(n, latent, generator=rng))  # (n, 1, 32, 32) in [-1, 1]
+                x = F.interpolate(x, size=28, mode="bilinear", antialias=True, align_corners=False)
+                images.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0])
+        generator.train(was_training)
+        np.savez_compressed(out / f"samples_{done:06d}.npz", images=torch.cat(images).numpy())
+        print(f"[harness] {opts.num_samples} samples after {done} batches", flush=True)
+
+    torchvision.utils.save_image = save_image_and_snapshot
+    args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args
+    sys.argv = [str(script), *args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
