@@ -8,11 +8,13 @@ import hydra
 from omegaconf import DictConfig
 
 from capsgan.benchmark import run_benchmark
+from capsgan.errors import user_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    run_benchmark(cfg)
+    with user_errors():  # bad settings: one paragraph, exit 2 (HYDRA_FULL_ERROR=1: traceback)
+        run_benchmark(cfg)
 
 
 if __name__ == "__main__":

@@ -3,28 +3,22 @@ data=mnist``. A thin script over :mod:`capsgan.classifier`; settings in
 ``conf/train_classifier.yaml``.
 """
 
-import os
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from capsgan.classifier import resolve_classifier_dir, train_and_save
-from capsgan.errors import UserError
+from capsgan.config import validate_classifier_config
+from capsgan.errors import user_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
 def main(cfg: DictConfig) -> float:
-    try:
+    with user_errors():  # one paragraph, exit 2, no traceback (HYDRA_FULL_ERROR=1 shows it)
         return fit(cfg)
-    except UserError as err:  # one paragraph, no traceback (HYDRA_FULL_ERROR=1 shows it)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def fit(cfg: DictConfig) -> float:
+    validate_classifier_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()  # a missing data set fails before any cache folder is made
     directory = resolve_classifier_dir(datamodule.root, cfg.classifier_dir, datamodule.name)

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from capsgan.config import validate_bench_config
 from capsgan.data import ImageDataModule
 from capsgan.gan_module import GAN
 from capsgan.losses import discriminator_loss, generator_loss
@@ -572,6 +573,7 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     """Run every measurement of ``cfg`` (see ``conf/bench.yaml``); write and return the JSON."""
     cfg = effective_cfg(cfg)
+    validate_bench_config(cfg)  # before minutes of measuring: every bad key, one paragraph each
     threads = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))

@@ -20,8 +20,10 @@ curves that continue across a resume, and the checks that a checkpoint can be re
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -35,7 +37,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
-from capsgan.errors import ConfigError
+from capsgan.errors import ConfigError, storage_error
 from capsgan.generation import find_run_config
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; keep the usual mode
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            converted = storage_error(err, path)
+            if converted is None and isinstance(err, RuntimeError) and "write" in str(err):
+                # torch's zip writer reports a failed write without the OS error behind it
+                converted = storage_error(OSError(_write_errno(path.parent), str(err)), path)
+            if converted is not None:  # a full disk: one paragraph naming the file
+                raise converted from err
             raise
         with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -75,6 +83,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+def _write_errno(folder: Path) -> int:
+    """ENOSPC when ``folder``'s disk is (nearly) full, else EIO."""
+    try:
+        return errno.ENOSPC if shutil.disk_usage(folder).free < 2**20 else errno.EIO
+    except OSError:
+        return errno.EIO
 
 
 def _umask() -> int:

@@ -14,12 +14,13 @@ plus ``<dir>/<name>.json`` (test accuracy, training time), where ``<dir>`` is
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError
+from capsgan.locks import classifier_lock
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +198,12 @@ def save_classifier(model: DigitClassifier, directory: str | Path, name: str, in
     return path
 
 
-def load_classifier(path: str | Path) -> DigitClassifier:
-    """Rebuild a classifier saved by :func:`save_classifier`, in eval mode."""
+def load_classifier(path: str | Path, cached: bool = False) -> DigitClassifier:
+    """Rebuild a classifier saved by :func:`save_classifier`, in eval mode.
+
+    A file that is not one (truncated, or another program's) is a :class:`ConfigError`
+    naming it; ``cached``: the file is the data set's cache, which the fix deletes.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -205,11 +211,41 @@ def load_classifier(path: str | Path) -> DigitClassifier:
             "src/train_classifier.py data=<data set>`, or leave metrics.classifier_path "
             "null so the metrics callback finds or trains the data set's classifier itself."
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    spec = saved["spec"]
-    model = DigitClassifier(ClassifierSpec(**{**spec, "channels": tuple(spec["channels"])}))
-    model.load_state_dict(saved["state_dict"])
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        spec = saved["spec"]
+        model = DigitClassifier(ClassifierSpec(**{**spec, "channels": tuple(spec["channels"])}))
+        model.load_state_dict(saved["state_dict"])
+    except Exception as err:  # truncated zip, pickle error, missing keys, wrong shapes
+        fix = (
+            "It is the cached classifier of the data set: delete it (and the .json beside it) "
+            "and the next run trains it again (a few CPU minutes), or run `python "
+            "src/train_classifier.py data=<data set>`."
+            if cached
+            else "Pass a classifier written by `python src/train_classifier.py` "
+            "(<classifier_dir>/<data set>.pt) as metrics.classifier_path, or null to use the "
+            "data set's cached one."
+        )
+        raise ConfigError(
+            f"{str(path)!r} is not a readable classifier of this framework "
+            f"({type(err).__name__}: {str(err)[:300]}). {fix}"
+        ) from err
     return model.eval()
+
+
+def _trained_once(load_or_train: Callable[..., DigitClassifier]) -> Callable[..., DigitClassifier]:
+    """Hold the cache file's lock while a missing classifier is trained: parallel sweep
+    jobs train it once, the others wait and then load it (:func:`capsgan.locks.classifier_lock`)."""
+
+    @functools.wraps(load_or_train)
+    def locked(name: str, data_root: str | Path, directory: str | Path | None = None):
+        path = weights_path(resolve_classifier_dir(data_root, directory, name), name)
+        if path.exists():
+            return load_or_train(name, data_root, directory)
+        with classifier_lock(path):
+            return load_or_train(name, data_root, directory)
+
+    return locked
 
 
 # -- training --------------------------------------------------------------------------
@@ -299,6 +335,7 @@ def train_and_save(
     return model, info
 
 
+@_trained_once
 def load_or_train(
     name: str, data_root: str | Path, directory: str | Path | None = None
 ) -> DigitClassifier:
@@ -307,7 +344,7 @@ def load_or_train(
     directory = resolve_classifier_dir(data_root, directory, name)
     path = weights_path(directory, name)
     if path.exists():
-        return load_classifier(path)
+        return load_classifier(path, cached=True)
     log.info("No cached %s classifier at %s: training it now (once per data set).", name, path)
     datamodule = ImageDataModule(name=name, root=str(data_root), batch_size=128, download=False)
     model, _ = train_and_save(datamodule, directory)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class Rule:
     meaning: str = ""  # what the key does, so the user knows what to pick
     nullable: bool = False
     example: Any = None  # a sensible value, shown in the fix
+    yaml: str | None = None  # the file that sets it, when not found from the key's group
 
 
 def positive(v: float) -> bool:
@@ -58,6 +60,20 @@ def at_least(n: int) -> Callable[[Any], bool]:
 
 def in_unit_interval(v: float) -> bool:
     return 0 <= v < 1
+
+
+def limit_or_unlimited(v: int) -> bool:
+    return v == -1 or v >= 1
+
+
+def count_or_fraction(minimum: int) -> Callable[[Any], bool]:
+    """Lightning's ``limit_*_batches``: an int >= minimum (batches) or a float fraction."""
+    def check(v: float) -> bool:
+        if isinstance(v, int):
+            return v >= minimum
+        return 0 < v <= 1 or (minimum == 0 and v == 0)
+
+    return check
 
 
 COMMON_RULES = (
@@ -80,9 +96,68 @@ COMMON_RULES = (
     Rule("data.val_subset", "int", at_least(1), ">= 1", "the validation images used", True),
     Rule("data.num_workers", "int", at_least(0), ">= 0", "the DataLoader workers"),
     Rule("data.download", "bool", meaning="whether torchvision may download the data"),
-    Rule("trainer.max_epochs", "int", at_least(-1), ">= -1", "the epoch limit, -1: none", True),
-    Rule("trainer.max_steps", "int", at_least(-1), ">= -1", "the G-step limit, -1: none"),
+    Rule("data.pin_memory", "bool", meaning="whether batches go to pinned memory"),
+    Rule("data.root", "str", meaning="the folder holding <DatasetName>/raw/"),
+    Rule("threads", "int", at_least(1), ">= 1", "torch CPU threads of the run", True, 2),
+    Rule("compile", "bool", meaning="torch.compile both networks"),
+    Rule("channels_last", "bool", meaning="NHWC memory format"),
+    Rule("ckpt_path", "str", meaning="a checkpoint to resume from, or last", nullable=True),
+    Rule("optimized_metric", "str", meaning="the metric returned to a sweeper", nullable=True),
+    Rule("trainer.max_epochs", "int", limit_or_unlimited,
+         "-1 (no limit) or >= 1 (0 would train nothing)", "the epoch limit", True, 20),
+    Rule("trainer.max_steps", "int", limit_or_unlimited,
+         "-1 (no limit) or >= 1 (0 would train nothing)", "the generator-step limit", example=-1),
+    Rule("trainer.limit_train_batches", "float", count_or_fraction(1),
+         "an integer >= 1 (batches) or a fraction in (0, 1] (0 would train nothing)",
+         "the training batches per epoch", True),
+    Rule("trainer.limit_val_batches", "float", count_or_fraction(0),
+         "an integer >= 0 (batches) or a fraction in [0, 1]", "the validation batches", True),
+    Rule("trainer.check_val_every_n_epoch", "int", at_least(1), ">= 1", "the validation interval",
+         True),
+    Rule("trainer.num_sanity_val_steps", "int", at_least(-1), ">= -1", "the sanity-check batches",
+         True),
     Rule("trainer.log_every_n_steps", "int", at_least(1), ">= 1", "the logging interval"),
+    Rule("trainer.gradient_clip_val", "float", lambda v: False,
+         "null: the GAN steps its optimizers itself, so clip with the top-level gradient_clip_val",
+         "Lightning's automatic clipping", True, "null"),
+    Rule("trainer.accumulate_grad_batches", "int", lambda v: v == 1,
+         "1: the GAN steps its optimizers itself (raise data.batch_size instead)",
+         "Lightning's gradient accumulation", example=1),
+    Rule("trainer.deterministic", "any", lambda v: v in (True, False, "warn"),
+         "true, false or warn", "torch's deterministic algorithms", True, "warn"),
+    Rule("trainer.fast_dev_run", "any", lambda v: isinstance(v, int) and v >= 0,
+         "false, true or a number of batches >= 1", "Lightning's smoke-test mode", example="false"),
+    Rule("callbacks.model_checkpoint.every_n_epochs", "int", at_least(0), ">= 0",
+         "the epochs between epoch checkpoints (0: none)", True),
+    Rule("callbacks.model_checkpoint.save_top_k", "int", at_least(-1), ">= -1",
+         "how many epoch checkpoints to keep (-1: all)"),
+    Rule("callbacks.model_checkpoint.mode", "str", lambda v: v in ("min", "max"), "min or max",
+         "whether a lower or higher monitored value is better"),
+    Rule("callbacks.model_checkpoint.monitor", "str", meaning="the metric ranking checkpoints",
+         nullable=True),
+    Rule("callbacks.last_checkpoint.every_n_train_steps", "int", at_least(0), ">= 0",
+         "the generator steps between mid-epoch saves of last.ckpt (0: none)", True, 200),
+    Rule("callbacks.sample_grid.every_n_epochs", "int", at_least(1), ">= 1",
+         "the epochs between sample grids", example=1),
+    Rule("callbacks.sample_grid.nrow", "int", at_least(1), ">= 1", "images per grid row"),
+    Rule("callbacks.sample_grid.every_n_steps", "int", at_least(1), ">= 1",
+         "the generator steps between step grids", True),
+)
+
+# Only when the sample_quality callback is on (its values are interpolated from metrics.*).
+METRICS_RULES = (
+    Rule("metrics.num_samples", "int", at_least(4), ">= 4 (FID needs 2 images, precision and "
+         "recall more than k=3)", "generated images per quality evaluation", example=10000),
+    Rule("metrics.batch_size", "int", at_least(1), ">= 1", "images per metric batch", example=500),
+    Rule("metrics.kid_subset_size", "int", at_least(2), ">= 2", "KID's subset size", example=1000),
+    Rule("metrics.mode_threshold", "float", at_least(0), ">= 0", "the mode-coverage threshold",
+         example=0.1),
+    Rule("metrics.classifier_path", "str", meaning="the classifier .pt file", nullable=True),
+    Rule("metrics.classifier_dir", "str", meaning="the classifier cache folder", nullable=True),
+    Rule("callbacks.sample_quality.every_n_epochs", "int", at_least(1), ">= 1",
+         "the epochs between quality evaluations", example=1),
+    Rule("callbacks.sample_quality.kid_subsets", "int", at_least(1), ">= 1", "KID's subsets"),
+    Rule("callbacks.sample_quality.is_splits", "int", at_least(1), ">= 1", "IS's splits"),
 )
 
 CAPSULE_RULES = (
@@ -132,10 +207,10 @@ def yaml_file(key: str) -> str:
     return "conf/train.yaml"
 
 
-def where(key: str, example: Any = None) -> str:
+def where(key: str, example: Any = None, yaml: str | None = None) -> str:
     """How to fix ``key``: the override to type and the YAML file that holds it."""
     override = f"{key}={example}" if example is not None else f"{key}=..."
-    return f"Fix it on the command line ({override}) or in {yaml_file(key)}."
+    return f"Fix it on the command line ({override}) or in {yaml or yaml_file(key)}."
 
 
 def describe(value: Any) -> str:
@@ -146,6 +221,8 @@ def describe(value: Any) -> str:
 
 
 def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "any":
+        return True
     if kind == "bool":
         return isinstance(value, bool)
     if isinstance(value, bool):  # True is an int to Python, never to a user
@@ -173,11 +250,29 @@ def check_rule(cfg: DictConfig, rule: Rule) -> str | None:
         null = " or null" if rule.nullable else ""
         return (
             f"{what} must be {noun[rule.kind]}{null}{f' {rule.must}' if rule.must else ''}, "
-            f"but it is {describe(value)}. {where(rule.key, rule.example)}"
+            f"but it is {describe(value)}. {where(rule.key, rule.example, rule.yaml)}"
         )
-    if not rule.check(value):
-        return f"{what} must be {rule.must}, but it is {value!r}. {where(rule.key, rule.example)}"
+    try:
+        fine = rule.check(value)
+    except TypeError:  # e.g. a list where a number was expected, in an "any" rule
+        fine = False
+    if not fine:
+        fix = where(rule.key, rule.example, rule.yaml)
+        return f"{what} must be {rule.must}, but it is {value!r}. {fix}"
     return None
+
+
+def rule_problems(cfg: DictConfig, rules: Iterable[Rule]) -> list[str]:
+    """The paragraphs of every rule ``cfg`` breaks."""
+    return [p for p in (check_rule(cfg, r) for r in rules) if p]
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One :class:`ConfigError` listing ``problems`` (a paragraph each), if there are any."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"the config has {len(problems)} problems:\n\n" + "\n\n".join(problems))
 
 
 def _target(cfg: DictConfig, group: str) -> str:
@@ -286,7 +381,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
         rules += CNN_RULES
     if _target(cfg, "generator").endswith("models.Generator"):
         rules += GENERATOR_RULES
-    problems = [p for p in (check_rule(cfg, r) for r in rules) if p]
+    if OmegaConf.select(cfg, "callbacks.sample_quality", default=None):
+        rules += METRICS_RULES
+    problems = rule_problems(cfg, rules)
     betas = OmegaConf.select(cfg, "module.betas")
     if betas is not None and (
         len(betas) != 2 or not all(_is_kind(b, "float") and 0 <= b < 1 for b in betas)
@@ -303,16 +400,25 @@ def config_problems(cfg: DictConfig) -> list[str]:
     elif disc.endswith("CNNDiscriminator"):
         problems += _cnn_problems(cfg)
     problems += _subset_problems(cfg)
+    problems += _metrics_problems(cfg)
     return problems
+
+
+def _metrics_problems(cfg: DictConfig) -> Iterator[str]:
+    if not OmegaConf.select(cfg, "callbacks.sample_quality", default=None):
+        return
+    path = OmegaConf.select(cfg, "metrics.classifier_path", default=None)
+    if path and not Path(str(path)).expanduser().is_file():
+        yield (
+            f"`metrics.classifier_path`={str(path)!r} is not a file. Pass a classifier .pt "
+            "written by `python src/train_classifier.py` (<classifier_dir>/<data set>.pt), "
+            "or metrics.classifier_path=null to use (or train) the data set's cached one."
+        )
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``cfg`` (a paragraph each)."""
-    problems = config_problems(cfg)
-    if len(problems) == 1:
-        raise ConfigError(problems[0])
-    if problems:
-        raise ConfigError(f"the config has {len(problems)} problems:\n\n" + "\n\n".join(problems))
+    raise_problems(config_problems(cfg))
 
 
 # -- paths: the output folder and the checkpoint to resume from ------------------------
@@ -326,8 +432,13 @@ def unwritable_reason(folder: str | Path) -> str | None:
         existing = existing.parent
     if not existing.is_dir():
         return f"{str(existing)!r} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{str(existing)!r} is not writable by this user"
+    # Try it: permission bits do not tell (root passes os.access everywhere, yet cannot
+    # write to a read-only mount, /proc, or an immutable folder).
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".capsgan-write-test-"):
+            pass
+    except OSError as err:
+        return f"no file can be created in {str(existing)!r} ({err.strerror or err})"
     return None
 
 
@@ -335,23 +446,33 @@ def check_output_dir(folder: str | Path, key: str = "paths.output_dir") -> None:
     """Raise a :class:`ConfigError` if the run folder cannot be written."""
     reason = unwritable_reason(folder)
     if reason:
+        hint = (
+            " (single runs: hydra.run.dir=<folder>, sweeps: hydra.sweep.dir=<folder>; the "
+            "default is paths.log_dir=outputs under the current folder)"
+            if key.startswith(("paths.", "hydra."))
+            else ""
+        )
         raise ConfigError(
             f"the output folder {str(folder)!r} cannot be written: {reason}. Point the run "
-            f"somewhere writable with {key}=<folder> (single runs: hydra.run.dir=<folder>, sweeps: "
-            "hydra.sweep.dir=<folder>; the default is paths.log_dir=outputs under the current "
-            "folder)."
+            f"somewhere writable with {key}=<folder>{hint}."
         )
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+def resolve_ckpt_path(
+    ckpt_path: str | None, output_dir: str | Path, missing_ok: bool = False
+) -> str | None:
     """``ckpt_path`` as a file that exists: ``last`` means ``<output_dir>/checkpoints/last.ckpt``.
 
-    Raises a :class:`ConfigError` naming the file when it does not exist.
+    Raises a :class:`ConfigError` naming the file when it does not exist. With
+    ``missing_ok`` (the jobs of a resumed sweep), ``last`` without the file means "start
+    from scratch".
     """
     if ckpt_path in (None, ""):
         return None
     if str(ckpt_path) == LAST:
         path = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file() and missing_ok:
+            return None
         if not path.is_file():
             raise ConfigError(
                 f"ckpt_path=last but this run folder has no {str(path)!r}. To resume a run, run "
@@ -379,17 +500,193 @@ class OutputDirCheck(Callback):
     (``HYDRA_FULL_ERROR=1`` raises the error instead, with its traceback).
     """
 
-    def _check(self, folder: str, key: str) -> None:
+    def _check(self, folder: str, key: str, hold: bool = False) -> None:
+        from capsgan.errors import UserError
+        from capsgan.locks import hold_run_folder
+
         try:
             check_output_dir(folder, key)
-        except ConfigError as err:
+            # a single run holds its folder from here, before Hydra rewrites .hydra/ in it
+            # (released when the process ends; train() takes the same hold again)
+            if hold and all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK")):
+                hold_run_folder(folder)
+        except UserError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"Error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+        self._check(str(config.hydra.run.dir), "hydra.run.dir", hold=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+# -- the other entry points: generate.py, bench.py, train_classifier.py -----------------
+
+
+def _device_ok(v: str) -> bool:
+    return v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:")
+
+
+def _strip_epochs_ok(v: Any) -> bool:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v >= 1
+    is_list = isinstance(v, (list, tuple)) or OmegaConf.is_list(v)
+    return is_list and len(v) > 0 and all(_is_kind(e, "int") and e >= 0 for e in v)
+
+
+def _file_rules(yaml: str, *rules: tuple) -> tuple[Rule, ...]:
+    return tuple(Rule(*r, yaml=yaml) for r in rules)
+
+
+GENERATE_RULES = _file_rules(
+    "conf/generate.yaml",
+    ("run_dir", "str", lambda v: True, "", "a training run folder", True),
+    ("ckpt_path", "str", lambda v: True, "", "a GAN checkpoint", True),
+    ("config_path", "str", lambda v: True, "", "the run's config.yaml", True),
+    ("out_dir", "str", lambda v: True, "", "where the pictures go", True),
+    ("strip_epochs", "any", _strip_epochs_ok, "a count >= 1 or a list of epochs >= 0",
+     "the epochs on the learning-process strip", False, 8),
+    ("learning_frame_ms", "int", at_least(1), ">= 1", "ms per learning-process frame", False, 200),
+    ("seed", "int", lambda v: True, "", "the seed of the latent points"),
+    ("num_samples", "int", at_least(1), ">= 1", "images in samples.png", False, 64),
+    ("nrow", "int", at_least(1), ">= 1", "images per grid row", False, 8),
+    ("num_pairs", "int", at_least(1), ">= 1", "morphing rows", False, 6),
+    ("steps", "int", at_least(2), ">= 2", "images per morphing row", False, 10),
+    ("slerp", "bool", lambda v: True, "", "spherical interpolation"),
+    ("morph_frame_ms", "int", at_least(1), ">= 1", "ms per morphing frame", False, 100),
+    ("device", "str", _device_ok, "cpu or cuda", "where to generate", False, "cpu"),
+)
+
+CLASSIFIER_RULES = _file_rules(
+    "conf/train_classifier.yaml",
+    ("classifier_dir", "str", lambda v: True, "", "where the classifier is cached", True),
+    ("seed", "int", lambda v: True, "", "the seed"),
+    ("epochs", "int", at_least(1), ">= 1", "training epochs", False, 3),
+    ("lr", "float", positive, "> 0", "the peak learning rate", False, "2e-3"),
+    ("weight_decay", "float", at_least(0), ">= 0", "AdamW's weight decay", False, "1e-4"),
+    ("hidden", "int", at_least(1), ">= 1", "the feature size", False, 128),
+    ("dropout", "float", in_unit_interval, "in [0, 1)", "the dropout rate", False, 0.25),
+    ("accelerator", "str", lambda v: v in ("auto", "cpu", "gpu", "cuda", "mps"),
+     "auto, cpu or gpu", "where to train", False, "auto"),
+)
+
+BENCH_RULES = _file_rules(
+    "conf/bench.yaml",
+    ("quick", "bool", lambda v: True, "", "the CI-sized benchmark"),
+    ("device", "str", _device_ok, "auto, cpu or cuda", "where to measure", False, "auto"),
+    ("batch_size", "int", at_least(1), ">= 1", "the batch size", False, 64),
+    ("warmup", "int", at_least(0), ">= 0", "untimed steps", False, 1),
+    ("repeats", "int", at_least(1), ">= 1", "timed repeats", False, 5),
+    ("steps", "int", at_least(1), ">= 1", "steps per repeat", False, 1),
+    ("min_repeat_seconds", "float", at_least(0), ">= 0", "the least time per repeat", False, 1.0),
+    ("matmul_size", "int", at_least(1), ">= 1", "the reference matmul's size", False, 2048),
+    ("data_epochs", "int", at_least(1), ">= 1", "passes over the loader", False, 3),
+    ("threads", "int", at_least(1), ">= 1", "torch CPU threads", True, 2),
+    ("output", "str", lambda v: True, "", "the JSON file"),
+    ("scaling.discriminator", "str", lambda v: True, "", "the scaling preset"),
+    ("scaling.routing_iterations", "int", at_least(1), ">= 1", "the scaling routing iterations"),
+    ("baseline.discriminator", "str", lambda v: True, "", "the baseline preset"),
+    ("baseline.routing_iterations", "int", at_least(1), ">= 1", "the baseline routing iterations"),
+    ("baseline.batch_size", "int", at_least(1), ">= 1", "the baseline batch size"),
+)
+
+
+def _int_list(cfg: DictConfig, key: str, minimum: int, yaml: str) -> list[str]:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        return []
+    if not OmegaConf.is_list(value) or not value or not all(
+        _is_kind(v, "int") and v >= minimum for v in value
+    ):
+        return [
+            f"`{key}` must be a non-empty list of integers >= {minimum}, but it is "
+            f"{OmegaConf.to_container(value) if OmegaConf.is_list(value) else value!r}. "
+            f"{where(key, None, yaml)}"
+        ]
+    return []
+
+
+def _device_problem(device: str, key: str, yaml: str) -> list[str]:
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        return [
+            f"`{key}`={device} but this machine has no usable CUDA GPU (torch "
+            f"{torch.__version__}, CUDA {torch.version.cuda}). Use {key}=cpu "
+            f"(or auto). {where(key, 'cpu', yaml)}"
+        ]
+    return []
+
+
+def validate_generate_config(cfg: DictConfig) -> None:
+    """Every problem of a ``conf/generate.yaml`` config, as one :class:`ConfigError`."""
+    yaml = "conf/generate.yaml"
+    problems = rule_problems(cfg, GENERATE_RULES)
+    if problems:
+        raise_problems(problems)
+    if cfg.run_dir and not Path(str(cfg.run_dir)).is_dir():
+        problems.append(
+            f"`run_dir`={str(cfg.run_dir)!r} is not a folder. Pass a training run's folder "
+            "(outputs/<date>/<time>, the one holding samples/)."
+        )
+    if cfg.config_path and not Path(str(cfg.config_path)).is_file():
+        problems.append(
+            f"`config_path`={str(cfg.config_path)!r} is not a file. Pass <run folder>/.hydra/"
+            "config.yaml, or config_path=null to find it next to the checkpoint."
+        )
+    problems += _device_problem(str(cfg.device), "device", yaml)
+    raise_problems(problems)
+
+
+def validate_classifier_config(cfg: DictConfig) -> None:
+    """Every problem of a ``conf/train_classifier.yaml`` config (its data.* included)."""
+    yaml = "conf/train_classifier.yaml"
+    data_rules = [r for r in COMMON_RULES if r.key.startswith("data.")]
+    problems = rule_problems(cfg, [*CLASSIFIER_RULES, *data_rules])
+    problems += _int_list(cfg, "channels", 1, yaml)
+    if not problems and cfg.data.image_size // 2 ** len(cfg.channels) < 1:
+        problems.append(
+            f"`channels` has {len(cfg.channels)} pooling blocks, which shrink a "
+            f"{cfg.data.image_size}px image to nothing. {where('channels', '[32,64]', yaml)}"
+        )
+    if cfg.classifier_dir:
+        reason = unwritable_reason(str(cfg.classifier_dir))
+        if reason:
+            problems.append(
+                f"`classifier_dir`={str(cfg.classifier_dir)!r} cannot be written: {reason}. "
+                "Pass a writable folder, or classifier_dir=null (the data root's classifiers/, "
+                "else ~/.cache/capsgan/classifiers)."
+            )
+    raise_problems(problems)
+
+
+def validate_bench_config(cfg: DictConfig) -> None:
+    """Every problem of a ``conf/bench.yaml`` config, its training keys included."""
+    yaml = "conf/bench.yaml"
+    problems = rule_problems(cfg, [*BENCH_RULES, *(r for r in COMMON_RULES if r.key != "data.batch_size")])
+    problems += _int_list(cfg, "routing_iterations", 1, yaml)
+    problems += _int_list(cfg, "scaling.batch_sizes", 1, yaml)
+    presets = set(cfg.get("presets") or {})
+    names = OmegaConf.select(cfg, "discriminators", default=None)
+    if not OmegaConf.is_list(names) or not names or not set(names) <= presets:
+        problems.append(
+            f"`discriminators` must be a non-empty list of {sorted(presets)}, but it is "
+            f"{OmegaConf.to_container(names) if OmegaConf.is_list(names) else names!r}. "
+            f"{where('discriminators', '[cnn,capsule_small]', yaml)}"
+        )
+    for key in ("scaling.discriminator", "baseline.discriminator"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, str) and value not in presets:
+            problems.append(f"`{key}`={value!r} must be one of {sorted(presets)}. {where(key, None, yaml)}")
+    if not problems:
+        problems += _device_problem(str(cfg.device), "device", yaml)
+        reason = unwritable_reason(Path(str(cfg.output)).parent)
+        if reason:
+            problems.append(
+                f"the benchmark's output {str(cfg.output)!r} cannot be written: {reason}. "
+                "Pass output=<writable folder>/bench.json or hydra.run.dir=<writable folder>."
+            )
+    raise_problems(problems)

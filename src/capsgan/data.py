@@ -7,6 +7,7 @@ never touches PIL or per-sample Python.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> tupl
         )
     cls = DATASETS[name]
     raw = root / cls.__name__ / "raw"
+    bad = _bad_idx_file(raw, train, download)
+    if bad:
+        raise DataError(bad)
     try:
         ds = cls(str(root), train=train, download=download)
     except (AssertionError, ValueError, IndexError) as err:
@@ -68,6 +72,56 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> tupl
             f"already has {cls.__name__}/raw/ (for example DATA_DIR=../shared/data)."
         ) from err
     return ds.data, ds.targets
+
+
+IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
+def idx_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete IDX file (its header's sizes against its length)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_ITEM_BYTES:
+                return "it does not start with an IDX header"
+            dims = f.read(4 * head[3])
+        if len(dims) < 4 * head[3]:
+            return "its header is cut short"
+        shape = [int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4)]
+        expected = 4 + len(dims) + math.prod(shape) * IDX_ITEM_BYTES[head[2]]
+        size = path.stat().st_size
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
+    if size != expected:
+        return f"it has {size} bytes but its header {tuple(shape)} says {expected}"
+    return None
+
+
+def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
+    """A message naming the split's IDX file that is missing or corrupt, or None.
+
+    Nothing is judged while torchvision may still download (a folder without any of the
+    files, download on) or when the folder is absent (torchvision's own message then).
+    """
+    split = "train" if train else "t10k"
+    files = [raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"]
+    present = [p for p in files if p.exists()]
+    if not raw.is_dir() or (download and len(present) < len(files)):
+        return None
+    fix = "delete it and let torchvision download it again (data.download=true), or copy an intact file there"
+    for path in files:
+        if not path.exists():
+            if not present and not download:
+                return None  # nothing there at all: the "not found" message below
+            return (
+                f"the data file {str(path)!r} is missing (the other files of {str(raw)!r} are "
+                f"there). Copy it there (all four files: {', '.join(IDX_FILES)}), or set "
+                "data.download=true to let torchvision fetch what is missing."
+            )
+        problem = idx_problem(path)
+        if problem:
+            return f"the data file {str(path)!r} is corrupt or truncated: {problem}. To fix it, {fix}."
+    return None
 
 
 def to_unit_range(images: Tensor) -> Tensor:

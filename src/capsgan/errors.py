@@ -5,6 +5,16 @@ without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one); anything else is a 
 keeps its traceback.
 """
 
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class UserError(Exception):
     """Something the user can fix: the message says what is wrong and how to fix it."""
@@ -20,3 +30,101 @@ class DataError(UserError):
 
 class DivergenceError(UserError):
     """Training produced a non-finite loss or weight; the message names the step and network."""
+
+
+class StorageError(UserError):
+    """A file could not be written: full disk, quota, read-only file system, permissions."""
+
+
+class RunLockedError(UserError):
+    """Another process is running in the same run folder."""
+
+
+# errno values that mean "this place cannot take the file", not a bug of ours
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "the operation is not permitted",
+    errno.EFBIG: "the file is too large for the file system",
+    errno.EIO: "an input/output error of the device",
+}
+
+
+def os_error_in(err: BaseException | None) -> OSError | None:
+    """The storage ``OSError`` behind ``err``: itself or one in its cause/context chain."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def storage_error(err: BaseException, path: str | Path | None = None) -> StorageError | None:
+    """``err`` as a one-paragraph :class:`StorageError` naming the file, or None when it is
+    not a storage failure (a full disk, a quota, a read-only or forbidden place)."""
+    os_err = os_error_in(err)
+    if os_err is None:
+        return None
+    target = path or os_err.filename
+    where = repr(str(target)) if target else "a file"
+    folder = Path(target).parent if target else None
+    free = ""
+    if folder is not None and os_err.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free there now)"
+        except OSError:
+            pass
+    fix = (
+        "free some space (old runs' checkpoints/ folders are the largest files) or point the "
+        "run at another disk with hydra.run.dir=<folder>"
+        if os_err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        else "make the folder writable or point the output somewhere writable "
+        "(hydra.run.dir=<folder>, out_dir=<folder>)"
+    )
+    return StorageError(
+        f"could not write {where}: {STORAGE_ERRNOS[os_err.errno]}{free} "
+        f"[{os_err.strerror or os_err}]. Files written before this one are intact (checkpoints "
+        f"are written to a temporary file and renamed, so the previous one survives); {fix}, "
+        "then run the same command again (add ckpt_path=last to resume a training run)."
+    )
+
+
+def full_error() -> bool:
+    """``HYDRA_FULL_ERROR=1``: let the error through with its traceback."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def exit_code(err: UserError) -> int:
+    return 3 if isinstance(err, DivergenceError) else 2
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """The boundary of an entry point: a :class:`UserError` (or a storage failure) is
+    printed as one ``Error:`` paragraph on stderr and ends the process with exit code 2
+    (3 for divergence); ``HYDRA_FULL_ERROR=1`` keeps the traceback instead."""
+    try:
+        yield
+    except UserError as err:
+        if full_error():
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(exit_code(err))
+    except OSError as err:
+        converted = storage_error(err)
+        if converted is None or full_error():
+            raise
+        print(f"Error: {converted}", file=sys.stderr)
+        sys.exit(2)
+
+
+class RunInterruptedError(Exception):
+    """The run was stopped by SIGTERM or Ctrl-C (after saving ``last.ckpt`` if training)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

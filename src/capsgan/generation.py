@@ -75,18 +75,39 @@ def load_generator(
             "and in the run folder above checkpoints/. Keep the checkpoint inside its run "
             "folder or pass config_path=<run folder>/.hydra/config.yaml."
         )
-    cfg = OmegaConf.load(config_path)
-    if "generator" not in cfg:
+    try:
+        cfg = OmegaConf.load(config_path)
+    except Exception as err:  # YAML syntax, binary junk
+        raise ConfigError(
+            f"the run config {str(config_path)!r} cannot be read ({type(err).__name__}: "
+            f"{str(err)[:200]}). Pass config_path=<run folder>/.hydra/config.yaml of the run "
+            "that wrote the checkpoint."
+        ) from err
+    if not isinstance(cfg, DictConfig) or "generator" not in cfg:
         raise ConfigError(
             f"{str(config_path)!r} has no 'generator' section, so it is not a training run's "
             "config; pass config_path=<run folder>/.hydra/config.yaml of the run that wrote "
             "the checkpoint."
         )
-    generator = hydra.utils.instantiate(cfg.generator)
-    # A Lightning checkpoint also pickles hyperparameters (OmegaConf containers), which
-    # torch's weights_only loader refuses; the file is the user's own training output.
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    state = checkpoint.get("state_dict", {})
+    try:
+        generator = hydra.utils.instantiate(cfg.generator)
+    except Exception as err:
+        raise ConfigError(
+            f"the generator described by {str(config_path)!r} cannot be built "
+            f"({type(err).__name__}: {str(err)[:200]}). Pass config_path= the config of the "
+            "run that wrote the checkpoint."
+        ) from err
+    try:
+        # A Lightning checkpoint also pickles hyperparameters (OmegaConf containers), which
+        # torch's weights_only loader refuses; the file is the user's own training output.
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated by a kill or a full disk, or not a checkpoint
+        raise ConfigError(
+            f"the checkpoint {str(ckpt_path)!r} cannot be read ({type(err).__name__}: "
+            f"{str(err)[:200]}); it may be truncated or not a checkpoint. Pass another .ckpt "
+            f"of the run: {_other_checkpoints(ckpt_path)}"
+        ) from err
+    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
     weights = {k[len("generator.") :]: v for k, v in state.items() if k.startswith("generator.")}
     if not weights:
         raise UserError(
@@ -102,6 +123,11 @@ def load_generator(
             "wrote this checkpoint."
         ) from err
     return generator.to(device).eval(), state.get("fixed_z")
+
+
+def _other_checkpoints(ckpt_path: Path) -> str:
+    others = sorted(p.name for p in ckpt_path.parent.glob("*.ckpt") if p != ckpt_path)
+    return f"{', '.join(others[-4:])} in {str(ckpt_path.parent)!r}" if others else "none is there"
 
 
 # -- latent paths --------------------------------------------------------------------------
@@ -291,19 +317,17 @@ def default_out_dir(cfg: DictConfig) -> Path:
 
 def run_generate(cfg: DictConfig) -> list[Path]:
     """Everything ``src/generate.py`` writes for ``cfg`` (conf/generate.yaml); returns the files."""
+    from capsgan.config import check_output_dir, validate_generate_config
+
     if not cfg.run_dir and not cfg.ckpt_path:
         raise ConfigError(
             "nothing to do: pass run_dir=<training run folder> for the learning-process GIF "
             "and strip, and/or ckpt_path=<run folder>/checkpoints/last.ckpt for a sample grid "
             "and latent morphing (see conf/generate.yaml)."
         )
-    for key in ("num_samples", "num_pairs", "steps", "nrow"):
-        if int(cfg[key]) < (2 if key == "steps" else 1):
-            raise ConfigError(
-                f"{key}={cfg[key]} is too small; it must be at least "
-                f"{2 if key == 'steps' else 1} (conf/generate.yaml)."
-            )
+    validate_generate_config(cfg)
     out_dir = default_out_dir(cfg)
+    check_output_dir(out_dir, "out_dir")
     written: list[Path] = []
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir)

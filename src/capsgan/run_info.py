@@ -87,6 +87,7 @@ def start_session(
     session = {
         "started": _now(),
         "status": "running",
+        "pid": os.getpid(),
         "command": [sys.executable, *sys.argv],
         "overrides": overrides,
         "resumed_from": ckpt_path,
@@ -101,12 +102,23 @@ def start_session(
 
 
 def end_session(output_dir: str | Path, status: str, message: str | None = None, **extra: Any):
-    """Record how the newest session ended: completed, failed, diverged, interrupted."""
+    """Record how the newest session ended: completed, failed, diverged, interrupted or
+    crashed (an unexpected exception). Best effort: a full disk must not hide the error
+    that ended the run behind a second one."""
     info = _read(output_dir)
     if not info.get("sessions"):
         return
     info["sessions"][-1].update(status=status, ended=_now(), message=message, **extra)
-    _write(output_dir, info)
+    try:
+        _write(output_dir, info)
+    except OSError as err:
+        print(f"(could not record the run's end in {output_dir}/{FILENAME}: {err})", file=sys.stderr)
+
+
+def last_session(output_dir: str | Path) -> dict[str, Any] | None:
+    """The newest session of ``<output_dir>/run_info.json``, or None."""
+    sessions = _read(output_dir).get("sessions") or []
+    return sessions[-1] if sessions else None
 
 
 def _read(output_dir: str | Path) -> dict[str, Any]:

@@ -17,6 +17,15 @@ after its batch, and the Optuna sweeper after the first failing trial batch, bot
 anything but a :class:`~capsgan.errors.UserError`) in the job's log and hands the sweeper a
 finished job without a value, so the other jobs run, Optuna marks the trial FAIL, and the
 summary is written. The sweep then exits with status 1 if any job failed.
+
+Stopping a sweep (SIGTERM or Ctrl-C to the launching process, e.g. a scheduler's time
+limit) stops its jobs, whatever launcher runs them: the launching process sends SIGTERM
+to every running job (each saves ``last.ckpt`` at its batch boundary, as a single run
+does), marks the sweep as stopping (``<sweep dir>/.stop``) so that queued jobs end at once
+instead of starting, writes the summary with those jobs ``interrupted``, prints the one
+command that resumes the sweep (the same command plus ``hydra.sweep.dir=<sweep dir>
+ckpt_path=last``: each job resumes from its own ``last.ckpt``, starts afresh if it has none,
+and is skipped if it completed) and exits with 143 (130 for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ import json
 import logging
 import math
 import os
+import shlex
+import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -38,11 +50,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from capsgan.errors import UserError
+from capsgan.errors import RunInterruptedError, UserError
 
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "job.json"
+STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
+STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
 SUMMARY_NAMES = ("summary.csv", "summary.md")
 
 
@@ -114,6 +128,23 @@ def best_scalar(run_dir: str | Path, tag: str, mode: str = "min") -> tuple[float
     return best
 
 
+def raise_if_sweep_stopping() -> None:
+    """In a job of a sweep that is being stopped: end the job before it starts."""
+    if in_multirun() and (Path(HydraConfig.get().sweep.dir) / STOP_FILE).exists():
+        raise RunInterruptedError("not started: the sweep was stopped", 143)
+
+
+def _job_signal_handler(signum: int, frame: Any) -> None:
+    """A job's SIGTERM / Ctrl-C outside training, where Lightning's handler is not
+    installed: stop the job now (there is nothing to save yet). During training Lightning's
+    handler calls this one too; it then does nothing, and Lightning stops at the batch
+    boundary after saving."""
+    if signal.getsignal(signum) is not _job_signal_handler:
+        return
+    how, code = STOP_SIGNALS[signal.Signals(signum)]
+    raise RunInterruptedError(f"stopped by {how} before training started; nothing to save", code)
+
+
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
@@ -140,16 +171,65 @@ class SweepSummary(Callback):
             raise UserError(f"hydra.callbacks.sweep_summary.mode is {mode!r}; use min or max")
         self.metric, self.mode, self.keep_going = metric, mode, keep_going
         self._started: dict[str, float] = {}
+        self._launcher_pid: int | None = None  # set in the launching process
+        self._sweep_dir: Path | None = None
+        self._stopped_by: tuple[str, int] | None = None
+        self._job_here = False  # a job runs in the launching process (basic launcher)
 
     # -- in the job's process -----------------------------------------------------------
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # created before the sweeper starts, so a SQLite Optuna study can live in it
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        self._sweep_dir = Path(config.hydra.sweep.dir)
+        self._sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self._sweep_dir / STOP_FILE).unlink(missing_ok=True)  # a resumed sweep runs again
+        self._launcher_pid = os.getpid()
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        """In the launching process: stop the running jobs, let the queued ones end."""
+        if self._stopped_by is not None:  # a second signal: stop at once
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self._stopped_by = STOP_SIGNALS[signal.Signals(signum)]
+        assert self._sweep_dir is not None
+        (self._sweep_dir / STOP_FILE).touch()
+        pids = []
+        for record in self._sweep_dir.rglob(JOB_RECORD):
+            try:
+                job = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            pid = job.get("pid")
+            here = job.get("host") == socket.gethostname()  # a cluster job's pid means nothing here
+            if job.get("status") == "running" and here and pid and pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGTERM)  # it saves last.ckpt at its batch boundary
+                    pids.append(pid)
+                except ProcessLookupError:
+                    pass
+        print(
+            f"\n{self._stopped_by[0]}: stopping the sweep: {len(pids)} running job(s) save "
+            "their checkpoint and stop, queued jobs will not start "
+            f"(send {self._stopped_by[0]} again to stop at once, without saving).",
+            file=sys.stderr,
+        )
+        if self._job_here and signal.getsignal(signal.SIGTERM) == self._on_stop_signal:
+            # a job of the basic launcher, in this process, before Lightning's handler is in
+            raise RunInterruptedError(
+                f"stopped by {self._stopped_by[0]} before training started; nothing to save",
+                self._stopped_by[1],
+            )
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
             return
+        if os.getpid() == self._launcher_pid:
+            self._job_here = True
+        else:  # a worker process (joblib, submitit): stop cleanly outside training too
+            self._worker_handlers = {s: signal.signal(s, _job_signal_handler) for s in STOP_SIGNALS}
         out = config.hydra.runtime.output_dir
         self._started[out] = time.time()
         _write_json(Path(out) / JOB_RECORD, self._record(config, "running", None, None))
@@ -157,20 +237,28 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
             return
+        self._job_here = False
+        for signum, handler in getattr(self, "_worker_handlers", {}).items():
+            signal.signal(signum, handler)
+        self._worker_handlers = {}
         out = config.hydra.runtime.output_dir
         wall = time.time() - self._started.pop(out, time.time())
         error = None
+        interrupted = False
         if job_return.status == JobStatus.FAILED:
             err = job_return._return_value  # the exception; .return_value would raise it
             error = _first_line(err)
-            if isinstance(err, UserError):
+            interrupted = isinstance(err, RunInterruptedError)
+            if interrupted:
+                log.warning("job %s: %s", config.hydra.job.num, err)
+            elif isinstance(err, UserError):
                 log.error("job %s failed: %s", config.hydra.job.num, err)
             else:
                 log.error("job %s failed", config.hydra.job.num, exc_info=err)
             if self.keep_going:
                 job_return.status = JobStatus.COMPLETED
                 job_return.return_value = None
-        status = "failed" if error else "ok"
+        status = "interrupted" if interrupted else "failed" if error else "ok"
         _write_json(Path(out) / JOB_RECORD, self._record(config, status, error, wall))
 
     @staticmethod
@@ -181,6 +269,8 @@ class SweepSummary(Callback):
             "status": status,
             "error": error,
             "wall_s": None if wall is None else round(wall, 1),
+            "pid": os.getpid(),  # the launching process stops a running job through it
+            "host": socket.gethostname(),
         }
 
     # -- in the launching process -------------------------------------------------------
@@ -193,6 +283,17 @@ class SweepSummary(Callback):
             writer(sweep_dir / name, rows, self.metric)
         failed = [r for r in rows if r["status"] != "ok"]
         log.info("sweep summary: %s", sweep_dir / "summary.md")
+        if self._stopped_by is not None:
+            (sweep_dir / STOP_FILE).unlink(missing_ok=True)
+            how, code = self._stopped_by
+            stopped = [r for r in rows if r["status"] == "interrupted"]
+            print(
+                f"stopped by {how}: {len(stopped)} of {len(rows)} jobs interrupted (each saved "
+                f"its last.ckpt if it had started training); summary: {sweep_dir / 'summary.md'}. "
+                f"Resume the sweep with:\n{resume_command(sweep_dir)}",
+                file=sys.stderr,
+            )
+            sys.exit(code)
         if failed:
             log.error(
                 "%d of %d jobs failed (%s); see %s",
@@ -214,6 +315,17 @@ class SweepSummary(Callback):
             row["best"], row["best_epoch"] = best if best else (None, None)
             rows.append(row)
         return sorted(rows, key=lambda r: r["job"])
+
+
+def resume_command(sweep_dir: Path, argv: Sequence[str] | None = None) -> str:
+    """The command line that resumes the sweep this process runs: the same arguments with
+    ``hydra.sweep.dir=<sweep_dir> ckpt_path=last`` (replacing any given before)."""
+    argv = list(sys.argv if argv is None else argv)
+    keep = [a for a in argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))]
+    if not any(a in ("-m", "--multirun") for a in keep):
+        keep.insert(0, "-m")
+    args = [*keep, f"hydra.sweep.dir={sweep_dir}", "ckpt_path=last"]
+    return " ".join(shlex.quote(a) for a in ["python", argv[0], *args])
 
 
 def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:

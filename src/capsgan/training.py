@@ -22,9 +22,17 @@ from torch.utils.tensorboard.summary import hparams
 
 from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
-from capsgan.config import check_output_dir, resolve_ckpt_path, validate_config
-from capsgan.errors import ConfigError, DivergenceError, UserError
-from capsgan.sweep import in_multirun, spawn_ddp_in_multirun
+from capsgan.config import LAST, check_output_dir, resolve_ckpt_path, validate_config, yaml_file
+from capsgan.errors import (
+    ConfigError,
+    DivergenceError,
+    RunInterruptedError,
+    UserError,
+    storage_error,
+)
+from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
+from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
+from capsgan.sweep import in_multirun, raise_if_sweep_stopping, spawn_ddp_in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +90,6 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
             logger.log_hyperparams(params)
 
 
-class RunInterruptedError(Exception):
-    """The run was stopped by SIGTERM or Ctrl-C after saving ``last.ckpt``."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Callbacks, loggers and Trainer from the config; Lightning's refusals as ConfigError."""
     try:
@@ -117,42 +117,87 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the GAN described by ``cfg``; return the trainer's final metrics as floats.
 
     Bad input raises a :class:`UserError` before any data is read or model built (the
-    config, the output folder, the checkpoint to resume from); how the run ended is
-    recorded in ``<run>/run_info.json`` with the commit and package versions.
+    config, the output folder, the checkpoint to resume from) or, for what needs the data
+    and the callbacks, before the first batch (:mod:`capsgan.preflight`). The run folder is
+    held for this process (:mod:`capsgan.locks`), and every way the run ends is recorded
+    in ``<run>/run_info.json`` with the commit and package versions.
     """
     output_dir = str(cfg.paths.output_dir)
     check_output_dir(output_dir)
     rank_zero = rank_zero_only.rank == 0
     if rank_zero:
+        hold_run_folder(output_dir)  # a second run in this folder is refused
+    try:
+        return _session(cfg, output_dir, rank_zero)
+    finally:
+        if rank_zero:
+            release_run_folder(output_dir)
+
+
+def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, float]:
+    if in_multirun() and cfg.get("ckpt_path") == LAST:
+        done = run_info.last_session(output_dir)
+        if done and done.get("status") == "completed":  # resuming a sweep: this job is done
+            log.info("this job completed before (%s); not trained again", output_dir)
+            return dict(done.get("metrics") or {})
+    if rank_zero:
+        remove_stale_temp_files(output_dir)  # a killed run's half-written checkpoint
         run_info.start_session(output_dir, _hydra_overrides(), cfg.get("ckpt_path"))
     try:
         metrics = _fit(cfg, output_dir)
-    except (UserError, RunInterruptedError) as err:
+    except BaseException as err:
+        converted = None if isinstance(err, UserError) else storage_error(err)
         if rank_zero:
-            status = (
-                "diverged" if isinstance(err, DivergenceError)
-                else "interrupted" if isinstance(err, RunInterruptedError)
-                else "failed"
-            )  # fmt: skip
-            run_info.end_session(output_dir, status, str(err))
+            run_info.end_session(output_dir, *_how_it_ended(converted or err))
+        if converted is not None:  # a full disk, a read-only folder: one paragraph
+            raise converted from err
         raise
     if rank_zero:
-        run_info.end_session(output_dir, "completed")
+        run_info.end_session(output_dir, "completed", metrics=metrics)
     return metrics
+
+
+def _how_it_ended(err: BaseException) -> tuple[str, str]:
+    """``run_info.json``'s status and message for a run that ended with ``err``."""
+    if isinstance(err, DivergenceError):
+        return "diverged", str(err)
+    if isinstance(err, RunInterruptedError):
+        return "interrupted", str(err)
+    if isinstance(err, UserError):
+        return "failed", str(err)
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted", "stopped by a second Ctrl-C, at once and without saving"
+    if isinstance(err, SystemExit):
+        return "interrupted", f"the process exited (code {err.code})"
+    return "crashed", f"{type(err).__name__}: {err} (an unexpected error: see the traceback)"
+
+
+def _instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(cfg[group])``; a constructor's refusal as a ConfigError."""
+    try:
+        return hydra.utils.instantiate(cfg[group], **kwargs)
+    except InstantiationException as err:
+        reason = err.__cause__ or err
+        raise ConfigError(
+            f"the {group} could not be built from the {group}.* settings: "
+            f"{type(reason).__name__}: {reason}. Check the {group}.* overrides and "
+            f"{yaml_file(f'{group}.x')}."
+        ) from err
 
 
 def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     validate_config(cfg)  # before anything is read or built: a bad sweep job fails in seconds
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    generator = hydra.utils.instantiate(cfg.generator)
-    discriminator = hydra.utils.instantiate(cfg.discriminator)
+    datamodule = _instantiate(cfg, "data")
+    generator = _instantiate(cfg, "generator")
+    discriminator = _instantiate(cfg, "discriminator")
     # _convert_="all": plain lists in the saved hyperparameters, not OmegaConf containers,
     # which torch.load(weights_only=True) (Lightning's default on resume) refuses
-    module = hydra.utils.instantiate(
-        cfg.module, generator=generator, discriminator=discriminator, _convert_="all"
+    module = _instantiate(
+        cfg, "module", generator=generator, discriminator=discriminator, _convert_="all"
     )
     if ckpt is not None:
         check_compatible(ckpt, module, ckpt_path)
@@ -162,6 +207,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
         # would list a run with no steps (fit() calls it again; reading MNIST took 0.15 s here).
         datamodule.prepare_data()
     trainer = build_trainer(cfg)
+    started = check_before_training(cfg, trainer, datamodule)  # metrics, checkpoints, data size
     log_hparams(trainer, flat_hparams(cfg))
     with warnings.catch_warnings():
         # Both are about step checkpoints with manual optimization, which we want: the
@@ -173,6 +219,13 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException as err:
             raise _stopped(trainer, output_dir) from err
+        except (MisconfigurationException, ValueError, TypeError) as err:
+            refusal = lightning_refusal(err, started)  # Lightning's, before the first batch
+            if refusal is None:
+                raise
+            raise refusal from err
+    if not started.batches:
+        raise nothing_trained(cfg, trainer, ckpt_path)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -197,10 +250,12 @@ def run(cfg: DictConfig) -> float | None:
     raised instead, so Hydra records the failed job and the other jobs still run
     (:class:`capsgan.sweep.SweepSummary`).
     """
-    if cfg.get("threads"):  # e.g. parallel sweep jobs sharing the cores (README, "Scaling out")
-        torch.set_num_threads(cfg.threads)
+    threads = cfg.get("threads")  # e.g. parallel sweep jobs sharing the cores ("Scaling out")
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        torch.set_num_threads(threads)  # a bad value is reported by validate_config
     spawn_ddp_in_multirun(cfg)
     try:
+        raise_if_sweep_stopping()  # a stopped sweep's queued jobs end at once
         metrics = train(cfg)
     except UserError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or in_multirun():
@@ -208,6 +263,8 @@ def run(cfg: DictConfig) -> float | None:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(3 if isinstance(err, DivergenceError) else 2)
     except RunInterruptedError as err:
+        if in_multirun():  # the sweep records the job as interrupted and prints the resume
+            raise
         print(str(err), file=sys.stderr)
         sys.exit(err.exit_code)
     metric = cfg.get("optimized_metric")

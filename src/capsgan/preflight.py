@@ -1,0 +1,172 @@
+"""Checks that need the built trainer and the loaded data, done before the first batch.
+
+:func:`capsgan.config.validate_config` judges each value on its own, before anything is
+built. Some problems only show with the data and the callbacks in hand, and Lightning
+would find them late: a checkpoint that monitors ``val/fid`` while no callback logs it
+fails at the first validation, after a whole epoch of training (half an hour of CPU for
+the full capsule) and before that epoch's checkpoint is written. A run whose batch is
+larger than its data set would "complete" without training anything. Both are refused
+here, in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from capsgan.config import raise_problems
+from capsgan.errors import ConfigError
+from capsgan.metrics import METRIC_KEYS, SampleQualityCallback
+
+QUALITY_KEYS = (*METRIC_KEYS, "val/metric_seconds")
+MIN_REAL_IMAGES = 4  # FID needs 2, precision/recall more than k=3
+
+
+class TrainingStarted(L.Callback):
+    """Counts the training batches this session ran: an error raised while the count is 0
+    was raised during set-up, and a fit that returns with 0 trained nothing."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self.batches += 1
+
+
+def check_before_training(
+    cfg: DictConfig, trainer: L.Trainer, datamodule: Any
+) -> TrainingStarted:
+    """Raise one :class:`ConfigError` for every problem the first epoch would hit; return
+    the :class:`TrainingStarted` counter, added to the trainer's callbacks."""
+    datamodule.setup("fit")  # the in-memory tensors; fit() finds them loaded
+    problems = [*_trains_nothing(cfg, trainer, datamodule), *_metric_problems(cfg, trainer, datamodule)]
+    if trainer.world_size > 1:  # spawned DDP ranks load their own copy: do not pickle this one
+        datamodule.train_set = datamodule.val_set = None
+    raise_problems(problems)
+    started = TrainingStarted()
+    trainer.callbacks.append(started)
+    return started
+
+
+def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
+    images = len(dm.train_set)
+    per_rank = images // max(trainer.world_size, 1)
+    batches = per_rank // dm.batch_size  # the loader drops the last incomplete batch
+    subset = cfg.data.get("train_subset")
+    source = f"data.train_subset={subset}" if subset else f"the {dm.name} training split"
+    ranks = f" per process ({trainer.world_size} processes)" if trainer.world_size > 1 else ""
+    if batches == 0:
+        return [
+            f"nothing would be trained: {source} has {images} images{ranks}, fewer than one "
+            f"batch of data.batch_size={dm.batch_size}, and the last incomplete batch is "
+            "dropped. Lower data.batch_size or use more images (data.train_subset=null: all)."
+        ]
+    limit = trainer.limit_train_batches
+    if isinstance(limit, float) and int(batches * limit) == 0:
+        return [
+            f"nothing would be trained: trainer.limit_train_batches={limit} of the {batches} "
+            f"batches per epoch is 0 batches. Use a larger fraction or a count of batches "
+            "(trainer.limit_train_batches=10)."
+        ]
+    per_epoch = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    d_steps = int(cfg.get("d_steps_per_g", 1) or 1)
+    if per_epoch < d_steps:
+        return [
+            f"the generator would never be trained: an epoch has {per_epoch} batches but "
+            f"d_steps_per_g={d_steps} discriminator batches come before each generator step. "
+            "Lower d_steps_per_g or train on more batches per epoch."
+        ]
+    return []
+
+
+def _checkpoint_keys(cfg: DictConfig) -> dict[str, str]:
+    """``{monitor: callbacks.<name>}`` of the configured ModelCheckpoints."""
+    names = {}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node and str(node.get("_target_", "")).endswith("ModelCheckpoint") and node.get("monitor"):
+            names[str(node.monitor)] = f"callbacks.{name}"
+    return names
+
+
+def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
+    problems = []
+    quality = next((c for c in trainer.callbacks if isinstance(c, SampleQualityCallback)), None)
+    validates = trainer.limit_val_batches != 0
+    names = _checkpoint_keys(cfg)
+    for ckpt in trainer.callbacks:
+        if not isinstance(ckpt, ModelCheckpoint) or ckpt.monitor not in QUALITY_KEYS:
+            continue
+        name = names.get(ckpt.monitor, "callbacks.model_checkpoint")
+        if quality is None:
+            problems.append(
+                f"`{name}.monitor`={ckpt.monitor} but the sample_quality callback that logs "
+                f"{ckpt.monitor} is not in this run, so the first validation would fail after a "
+                f"whole epoch of training. Either keep callbacks.sample_quality, or set "
+                f"{name}.monitor=null (keep every epoch, rank none) or monitor a metric the "
+                "GAN logs itself (e.g. val/d_loss)."
+            )
+            continue
+        ckpt_every = ckpt._every_n_epochs or 0
+        val_every = trainer.check_val_every_n_epoch or 1
+        saves_every = math.lcm(ckpt_every, val_every) if ckpt_every else 0
+        if validates and saves_every and saves_every % quality.every_n_epochs:
+            problems.append(
+                f"`{name}` ranks checkpoints by {ckpt.monitor} every {saves_every} epoch(s), "
+                f"but callbacks.sample_quality.every_n_epochs={quality.every_n_epochs} computes "
+                f"it less often, so the first epoch without {ckpt.monitor} would fail. Give "
+                f"{name}.every_n_epochs the same value ({quality.every_n_epochs}), or "
+                f"{name}.monitor=null."
+            )
+    if quality is not None and validates and len(dm.val_set) < MIN_REAL_IMAGES:
+        subset = cfg.data.get("val_subset")
+        problems.append(
+            f"the quality metrics need at least {MIN_REAL_IMAGES} real images, but "
+            f"{f'data.val_subset={subset}' if subset else 'the validation split'} has "
+            f"{len(dm.val_set)}. Raise data.val_subset (null: all), or remove the metrics "
+            "(~callbacks.sample_quality callbacks.model_checkpoint.monitor=null)."
+        )
+    return problems
+
+
+def nothing_trained(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> ConfigError:
+    """The error of a fit that returned without a single training batch."""
+    if ckpt_path:
+        return ConfigError(
+            f"nothing was trained: the checkpoint {ckpt_path!r} is at epoch "
+            f"{trainer.current_epoch} (generator step {trainer.global_step}), which already "
+            f"reaches trainer.max_epochs={cfg.trainer.get('max_epochs')} / trainer.max_steps="
+            f"{cfg.trainer.get('max_steps')}. To train on, raise them (e.g. trainer.max_epochs="
+            f"{trainer.current_epoch + 10}) with the same ckpt_path; the run folder is unchanged."
+        )
+    return ConfigError(
+        "nothing was trained: the fit ended before its first batch. Check trainer.max_epochs, "
+        "trainer.max_steps, trainer.max_time and trainer.limit_train_batches."
+    )
+
+
+def raised_inside(err: BaseException, package: str) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is in ``package``'s source."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}{package}{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+def lightning_refusal(err: BaseException, started: TrainingStarted) -> ConfigError | None:
+    """Lightning's own refusal of a setting as a :class:`ConfigError`, or None when ``err``
+    is something else (ours, or raised after training began: a bug, with its traceback)."""
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    lightning = isinstance(err, MisconfigurationException) or raised_inside(err, "lightning")
+    if not lightning or (started.batches and not isinstance(err, MisconfigurationException)):
+        return None
+    return ConfigError(
+        f"Lightning refused the settings before training: {type(err).__name__}: {err}. Check "
+        "the trainer.* and callbacks.* overrides (conf/trainer/, conf/callbacks/) against the "
+        "Lightning documentation of the setting named."
+    )
