@@ -1,0 +1,32 @@
+"""GAN battle, the Generative Adversarial Metric: ``python src/battle.py a=<run> b=<run>``.
+
+A thin script over :func:`capsgan.gam.run_battle`; the keys are in ``conf/battle.yaml``,
+the rule in docs/evaluation.md. A :class:`capsgan.errors.UserError` is printed as one
+paragraph (``HYDRA_FULL_ERROR=1`` shows the traceback), exit code 2.
+"""
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from capsgan.errors import UserError
+from capsgan.evaluation import bracket_lists
+from capsgan.gam import run_battle
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="battle")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_battle(cfg)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = bracket_lists(sys.argv[1:], ("a", "b"))
+    main()

@@ -1,0 +1,627 @@
+"""Score anything with the training metrics: ``python src/evaluate.py source=...``.
+
+A *source* is one of
+
+* a GAN checkpoint (``.ckpt``) inside its run folder: ``num_samples`` images are generated
+  from a seeded noise batch, drawn exactly as the training callback draws its own;
+* a training run folder (holds ``checkpoints/`` and ``.hydra/config.yaml``): its
+  ``checkpoint`` (``last``, ``best``: the lowest ``val/fid``, or a file name);
+* a sweep folder: every run folder one or two levels below it;
+* an ``.npz`` file of images: uint8 in [0, 255] or float in [-1, 1] / [0, 1] / [0, 255],
+  N x H x W or N x C x H x W;
+* a folder of PNG files, one image each;
+* ``real:train`` / ``real:test``: real images of the data set, e.g. the floor (real
+  training images against the held-out ones).
+
+Every source is scored with :class:`capsgan.metrics.SampleQuality` -- the FID, KID, IS,
+precision / recall and mode coverage of training -- against ``real_samples`` images of the
+chosen real split, whose statistics are computed once per data set and split. The design
+follows PyTorch-StudioGAN's evaluation entry point (two image sets in, every metric out,
+the reference set chosen by split), with this project's classifier as the feature network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from torch import Tensor, nn
+
+from capsgan.classifier import load_classifier, load_or_train
+from capsgan.data import ImageDataModule
+from capsgan.errors import ConfigError, UserError
+from capsgan.generation import find_run_config, load_generator
+from capsgan.metrics import SampleQuality, to_uint8
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+REAL_PREFIX = "real:"
+RESULT_KEYS = ("fid", "kid", "is", "precision", "recall", "modes", "mode_kl")
+
+
+# -- runs and checkpoints ---------------------------------------------------------------
+
+
+def is_run_dir(path: Path) -> bool:
+    """A training run folder: ``.hydra/config.yaml`` and a ``checkpoints/`` folder."""
+    return (path / ".hydra" / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+
+
+def find_runs(path: Path) -> list[Path]:
+    """The run folders of a sweep: ``path/<job>/`` or ``path/<lane>/<job>/``, sorted."""
+    found = {p.parent.parent for p in path.glob("*/.hydra/config.yaml")}
+    found |= {p.parent.parent for p in path.glob("*/*/.hydra/config.yaml")}
+    return sorted((p for p in found if is_run_dir(p)), key=_natural_key)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in path.parts]
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint Lightning's ``ModelCheckpoint(monitor=val/fid)`` recorded as best."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        for key, value in state.get("callbacks", {}).items():
+            best = value.get("best_model_path") if isinstance(value, dict) else None
+            if "ModelCheckpoint" in key and best:
+                candidate = run_dir / "checkpoints" / Path(best).name  # the run may have moved
+                if candidate.is_file():
+                    return candidate
+    raise UserError(
+        f"{str(run_dir)!r} records no best checkpoint (no ModelCheckpoint with a monitor "
+        "in checkpoints/last.ckpt). Pass checkpoint=last or a file name from "
+        f"{str(run_dir / 'checkpoints')!r}."
+    )
+
+
+def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
+    """``which`` (``last``, ``best`` or a file name in ``checkpoints/``) of a run folder."""
+    if which == "best":
+        return best_checkpoint(run_dir)
+    name = "last.ckpt" if which == "last" else which
+    path = run_dir / "checkpoints" / name
+    if not path.is_file():
+        have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        raise UserError(
+            f"{str(run_dir)!r} has no checkpoints/{name} (it has {have or 'none'}). Pass "
+            "checkpoint=last, checkpoint=best or one of those file names."
+        )
+    return path
+
+
+@dataclass
+class RunInfo:
+    """What a checkpoint's run says about itself: its config and a short label."""
+
+    ckpt: Path
+    config_path: Path
+    cfg: DictConfig
+    discriminator: str  # the preset name (``cnn``, ``capsule_small``...) or its _target_
+    seed: int | None
+    label: str
+
+
+def run_info(ckpt: Path, config_path: str | Path | None = None) -> RunInfo:
+    """Config and label of the run that wrote ``ckpt``."""
+    found = Path(config_path) if config_path else find_run_config(ckpt)
+    if found is None or not found.is_file():
+        raise ConfigError(
+            f"no run config found for {str(ckpt)!r}: the networks are rebuilt from the "
+            "training run's .hydra/config.yaml, looked for next to the checkpoint and in the "
+            "run folder above checkpoints/. Keep the checkpoint inside its run folder."
+        )
+    cfg = OmegaConf.load(found)
+    preset = None
+    hydra_yaml = found.parent / "hydra.yaml"
+    if hydra_yaml.is_file():
+        choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices")
+        preset = choices.get("discriminator") if choices is not None else None
+    if preset is None:
+        target = OmegaConf.select(cfg, "discriminator._target_") or "?"
+        preset = target.rsplit(".", 1)[-1]
+    seed = cfg.get("seed")
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    where = f"{run.parent.name}/{run.name}" + ("" if ckpt.name == "last.ckpt" else f":{ckpt.name}")
+    label = f"{preset} seed={seed} ({where})"
+    return RunInfo(ckpt, found, cfg, str(preset), seed, label)
+
+
+def resolve_checkpoints(path: str | Path, which: str = "last") -> list[Path]:
+    """A checkpoint, a run folder or a sweep folder -> the checkpoints to use."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".ckpt":
+        return [path]
+    if path.is_dir():
+        if is_run_dir(path):
+            return [run_checkpoint(path, which)]
+        runs = find_runs(path)
+        if runs:
+            return [run_checkpoint(run, which) for run in runs]
+    raise UserError(
+        f"{str(path)!r} is neither a checkpoint (.ckpt), a training run folder (with "
+        "checkpoints/ and .hydra/config.yaml) nor a sweep folder holding run folders."
+    )
+
+
+def load_discriminator(info: RunInfo, weights: bool = True) -> nn.Module:
+    """The run's discriminator in eval mode, on the CPU: trained (``weights``) or as
+    initialised (seeded with the run's seed), for an untrained control."""
+    torch.manual_seed(int(info.seed or 0))
+    discriminator = hydra.utils.instantiate(info.cfg.discriminator)
+    if weights:
+        checkpoint = torch.load(info.ckpt, map_location="cpu", weights_only=False)
+        state = checkpoint.get("state_dict", {})
+        prefix = "discriminator."
+        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not own:
+            raise UserError(
+                f"{str(info.ckpt)!r} holds no discriminator weights (no 'discriminator.*' "
+                "keys); it is not a checkpoint of capsgan's GAN module."
+            )
+        discriminator.load_state_dict(own)
+    return discriminator.eval().requires_grad_(False)
+
+
+# -- images from files ------------------------------------------------------------------
+
+
+def _check_shape(images: np.ndarray, shape: tuple[int, int, int], what: str) -> np.ndarray:
+    """N x H x W or N x C x H x W -> N x C x H x W matching ``shape`` (C, H, W), or a clear
+    error naming the mismatch and its fix."""
+    channels, height, width = shape
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise UserError(
+            f"{what} has shape {images.shape}; expected N x H x W or N x C x H x W images "
+            f"(here N x {height} x {width} or N x {channels} x {height} x {width})."
+        )
+    if images.shape[1] != channels and images.shape[-1] == channels:
+        raise UserError(
+            f"{what} has shape {images.shape}, which looks channels-last (N x H x W x C); "
+            "the images must be N x C x H x W: save np.transpose(images, (0, 3, 1, 2))."
+        )
+    if images.shape[2:] != (height, width):
+        raise UserError(
+            f"{what} holds {images.shape[2]}x{images.shape[3]} images but the classifier "
+            f"behind the metrics takes {height}x{width}: resize them to {height}x{width} "
+            "(or pick the data set they belong to with data=...). A grid of many samples "
+            "in one image must be cut into single images first."
+        )
+    if images.shape[1] != channels:
+        fix = "convert them to grey (e.g. average the channels)" if channels == 1 else ""
+        raise UserError(
+            f"{what} has {images.shape[1]} channel(s) per image but the data set's images "
+            f"have {channels}; {fix or f'give them {channels} channels'}."
+        )
+    return images
+
+
+def to_uint8_images(
+    images: np.ndarray, what: str, value_range: str | tuple[float, float] = "auto"
+) -> Tensor:
+    """Images of any usual dtype and range -> uint8 tensor in [0, 255].
+
+    uint8 is taken as is; other integers must lie in [0, 255]. Floats are read by
+    ``value_range``: a pair (low, high), e.g. (-1, 1) for the GAN's tanh output, (0, 1) or
+    (0, 255); or ``auto``: [-1, 1] when any value is negative, [0, 1] when the maximum is
+    at most 1, else [0, 255]. Values outside the range are an error that names the range
+    assumed.
+    """
+    if images.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(images))
+    if images.dtype == np.bool_ or images.size == 0:
+        raise UserError(f"{what} holds {images.dtype} values; give uint8 or float images.")
+    lo, hi = float(images.min()), float(images.max())
+    if np.issubdtype(images.dtype, np.integer):
+        if lo < 0 or hi > 255:
+            raise UserError(
+                f"{what} holds integers from {lo:g} to {hi:g}, outside [0, 255]; save uint8 "
+                "images in [0, 255] (or floats in [-1, 1])."
+            )
+        return torch.from_numpy(images.astype(np.uint8))
+    if not np.isfinite(images).all():
+        raise UserError(f"{what} contains NaN or infinite values; fix the images first.")
+    if value_range == "auto":
+        low, high = (-1.0, 1.0) if lo < 0 else ((0.0, 1.0) if hi <= 1.0 else (0.0, 255.0))
+    else:
+        try:
+            low, high = (float(v) for v in value_range)
+        except (TypeError, ValueError):
+            low = high = math.nan
+        if not low < high:
+            raise ConfigError(
+                f"value_range={value_range!r}; use auto or a pair [low,high] such as [-1,1], "
+                "[0,1] or [0,255]."
+            )
+    slack = 1e-3 * (high - low)
+    if lo < low - slack or hi > high + slack:
+        raise UserError(
+            f"{what} holds floats from {lo:.4g} to {hi:.4g}, outside the [{low:g}, {high:g}] "
+            "range assumed (value_range). Rescale the images, or set value_range to the "
+            "range they are in: [-1,1], [0,1] or [0,255]."
+        )
+    scaled = (torch.from_numpy(images.astype(np.float32)) - low) * (255.0 / (high - low))
+    return scaled.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def load_npz(path: Path, key: str | None = None) -> np.ndarray:
+    """The image array of an ``.npz``: ``key``, else ``images``, else its only array."""
+    with np.load(path) as data:
+        names = list(data.keys())
+        if key is None:
+            if "images" in names:
+                key = "images"
+            elif len(names) == 1:
+                key = names[0]
+            else:
+                raise UserError(
+                    f"{str(path)!r} holds several arrays ({names}) and none is called "
+                    "'images'; pick one with npz_key=<name>."
+                )
+        if key not in names:
+            raise UserError(f"{str(path)!r} has no array {key!r}; it has {names} (npz_key=).")
+        return data[key]
+
+
+def load_png_folder(path: Path, channels: int) -> np.ndarray:
+    """The ``*.png`` files of a folder, sorted by name, as N x C x H x W uint8."""
+    files = sorted(path.glob("*.png"))
+    if not files:
+        raise UserError(f"{str(path)!r} holds no .png files.")
+    arrays, sizes = [], set()
+    for file in files:
+        with Image.open(file) as img:
+            if channels == 1 and img.mode not in ("L", "1", "I;16", "I", "F"):
+                rgb = np.asarray(img.convert("RGB"))
+                if not (rgb == rgb[..., :1]).all():
+                    raise UserError(
+                        f"{str(file)!r} is a colour image but the data set is grey; save "
+                        "the samples as grey PNGs (mode L)."
+                    )
+                img = img.convert("L")
+            elif channels == 1:
+                img = img.convert("L")
+            else:
+                img = img.convert("RGB")
+            array = np.asarray(img)
+        sizes.add(array.shape[:2])
+        arrays.append(array)
+    if len(sizes) > 1:
+        raise UserError(
+            f"the PNGs in {str(path)!r} have different sizes {sorted(sizes)}; they must all "
+            "be single images of the data set's size."
+        )
+    stacked = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
+    return stacked if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+
+
+# -- the data set and the real statistics ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    channels: int
+    image_size: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    @staticmethod
+    def of(data_cfg: DictConfig) -> DataSpec:
+        return DataSpec(str(data_cfg.name), int(data_cfg.channels), int(data_cfg.image_size))
+
+
+def real_images(
+    spec: DataSpec, root: str, split: str, n: int | None = None, download: bool = True
+) -> tuple[Tensor, Tensor]:
+    """The first ``n`` (None: all) images of a split as uint8 (N, C, H, W), and labels."""
+    if split not in SPLITS:
+        raise ConfigError(f"real_split={split!r}; use train or test.")
+    dm = ImageDataModule(
+        name=spec.name,
+        root=root,
+        channels=spec.channels,
+        image_size=spec.image_size,
+        download=download,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    dataset = dm.train_set if split == "train" else dm.val_set
+    assert dataset is not None
+    if n is not None and n > len(dataset):
+        raise UserError(
+            f"{n} real images asked for but the {spec.name} {split} split has "
+            f"{len(dataset)}; set real_samples={len(dataset)} or less (null: all)."
+        )
+    return to_uint8(dataset.images[:n]), dataset.labels[:n]
+
+
+# -- scoring -----------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """One thing to score: where it is, what kind, and how to get its uint8 images."""
+
+    name: str
+    kind: str  # checkpoint, npz, png, real
+    data: DataSpec
+    info: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def expand_sources(cfg: DictConfig, default_data: DataSpec) -> list[Source]:
+    """``cfg.source`` (a path or a list of them) -> the sources to score, in order."""
+    given = cfg.source
+    if given is None or (OmegaConf.is_list(given) and len(given) == 0):
+        raise ConfigError(
+            "nothing to score: pass source=<checkpoint | run folder | sweep folder | .npz | "
+            "folder of PNGs | real:train | real:test> (or a list: source=[a,b])."
+        )
+    paths = [str(p) for p in given] if OmegaConf.is_list(given) else [str(given)]
+    sources: list[Source] = []
+    for item in paths:
+        if item.startswith(REAL_PREFIX):
+            split = item[len(REAL_PREFIX) :]
+            if split not in SPLITS:
+                raise ConfigError(f"source={item}: use real:train or real:test.")
+            sources.append(Source(item, "real", default_data, {"split": split}))
+            continue
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise UserError(f"source {item!r} does not exist.")
+        if path.is_file() and path.suffix == ".npz":
+            sources.append(Source(str(path), "npz", default_data, path=path))
+        elif (path.is_file() and path.suffix == ".ckpt") or (
+            path.is_dir() and (is_run_dir(path) or bool(find_runs(path)))
+        ):
+            for ckpt in resolve_checkpoints(path, str(cfg.checkpoint)):
+                info = run_info(ckpt)
+                spec = DataSpec.of(info.cfg.data)
+                meta = {"discriminator": info.discriminator, "seed": info.seed}
+                sources.append(Source(info.label, "checkpoint", spec, meta, ckpt))
+        elif path.is_dir() and any(path.glob("*.png")):
+            sources.append(Source(str(path), "png", default_data, path=path))
+        else:
+            raise UserError(
+                f"do not know how to score {item!r}: give a .ckpt, a training run folder, a "
+                "sweep folder, an .npz of images, a folder of .png files, or real:train / "
+                "real:test."
+            )
+    return sources
+
+
+@torch.no_grad()
+def generated_batches(
+    generator: nn.Module, n: int, batch_size: int, seed: int, device: str = "cpu"
+) -> list[Tensor]:
+    """``n`` uint8 images of ``generator``, the noise drawn batch by batch from one seeded
+    torch.Generator exactly as :class:`capsgan.metrics.SampleQualityCallback` draws it, so
+    a checkpoint rescored with the run's seed and count sees the training callback's z."""
+    rng = torch.Generator().manual_seed(seed)
+    batches, remaining = [], n
+    while remaining > 0:
+        size = min(batch_size, remaining)
+        z = torch.randn(size, generator.latent_dim, generator=rng).to(device)
+        batches.append(to_uint8(generator(z)).cpu())
+        remaining -= size
+    return batches
+
+
+def source_images(source: Source, cfg: DictConfig, root: str) -> list[Tensor]:
+    """The source's images as uint8 batches, after every shape / range / size check."""
+    n = cfg.num_samples
+    if source.kind == "checkpoint":
+        if n is None:
+            raise ConfigError(
+                "num_samples=null means 'all images of a file', but a checkpoint makes as "
+                "many as asked: set num_samples (10000 for reportable numbers)."
+            )
+        assert source.path is not None
+        generator, _ = load_generator(source.path, device=cfg.device)
+        return generated_batches(generator, int(n), int(cfg.batch_size), int(cfg.seed), cfg.device)
+    if source.kind == "real":
+        images, _ = real_images(source.data, root, source.info["split"], n)
+        return list(images.split(int(cfg.batch_size)))
+    assert source.path is not None
+    if source.kind == "npz":
+        array = load_npz(source.path, cfg.npz_key)
+        what = f"{source.path.name} (array of shape {array.shape}, {array.dtype})"
+    else:
+        array = load_png_folder(source.path, source.data.channels)
+        what = f"the PNGs of {str(source.path)!r}"
+    array = _check_shape(array, source.data.shape, what)
+    if n is not None and len(array) < n:
+        raise UserError(
+            f"{what} holds {len(array)} images but num_samples={n}: set num_samples="
+            f"{len(array)} (or null: all of them). Compare FIDs only at equal sample "
+            "counts: FID is biased upwards for smaller samples."
+        )
+    value_range = cfg.value_range
+    if OmegaConf.is_list(value_range):
+        value_range = tuple(value_range)
+    images = to_uint8_images(array[:n] if n is not None else array, what, value_range)
+    return list(images.split(int(cfg.batch_size)))
+
+
+class Scorer:
+    """One :class:`SampleQuality` per (data set, real split), real statistics added once."""
+
+    def __init__(self, cfg: DictConfig, root: str) -> None:
+        self.cfg, self.root = cfg, root
+        self.quality: dict[tuple[DataSpec, str], tuple[SampleQuality, int]] = {}
+
+    def classifier(self, spec: DataSpec) -> nn.Module:
+        if self.cfg.classifier_path:
+            model = load_classifier(self.cfg.classifier_path)
+        else:
+            model = load_or_train(spec.name, self.root, self.cfg.classifier_dir)
+        if model.input_shape != spec.shape:
+            raise ConfigError(
+                f"the classifier takes images of shape {model.input_shape} but the "
+                f"{spec.name} images are {spec.shape}; set classifier_path=null to use the "
+                "data set's own classifier."
+            )
+        return model
+
+    def _quality(self, spec: DataSpec) -> tuple[SampleQuality, int]:
+        key = (spec, str(self.cfg.real_split))
+        if key not in self.quality:
+            quality = SampleQuality(
+                self.classifier(spec),
+                kid_subset_size=int(self.cfg.kid_subset_size),
+                mode_threshold=float(self.cfg.mode_threshold),
+            ).to(self.cfg.device)
+            real_n = self.cfg.real_samples
+            images, _ = real_images(spec, self.root, self.cfg.real_split, real_n)
+            for batch in images.split(int(self.cfg.batch_size)):
+                quality.update(batch.to(self.cfg.device), real=True)
+            self.quality[key] = (quality, len(images))
+        return self.quality[key]
+
+    def score(self, source: Source) -> dict[str, Any]:
+        start = time.perf_counter()
+        quality, num_real = self._quality(source.data)
+        num_fake = 0
+        for batch in source_images(source, self.cfg, self.root):
+            quality.update(batch.to(self.cfg.device), real=False)
+            num_fake += len(batch)
+        if num_fake < 2 or num_fake <= quality.precision_recall.k:
+            raise UserError(
+                f"{source.name}: {num_fake} image(s) are too few to score; FID needs at "
+                "least 2 and precision / recall more than pr k=3 (use a few hundred for a "
+                "quick check, 10000 for reportable numbers)."
+            )
+        values = quality.compute(total_real=num_real, total_fake=num_fake)
+        quality.reset()
+        row: dict[str, Any] = {
+            "source": source.name,
+            "kind": source.kind,
+            **source.info,
+            "data": source.data.name,
+            "real_split": str(self.cfg.real_split),
+            "num_real": num_real,
+            "num_samples": num_fake,
+        }
+        row.update({k: float(values[k]) for k in RESULT_KEYS})
+        row["modes"] = int(row["modes"])
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        return row
+
+
+def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Score every source of ``cfg`` (conf/evaluate.yaml); return one row per source."""
+    for key in ("num_samples", "real_samples"):
+        if cfg[key] is not None and int(cfg[key]) < 2:
+            raise ConfigError(f"{key}={cfg[key]} is too small: FID needs at least 2 images.")
+    if cfg.real_split not in SPLITS:
+        raise ConfigError(f"real_split={cfg.real_split!r}; use train or test.")
+    root = str(cfg.data.root)
+    sources = expand_sources(cfg, DataSpec.of(cfg.data))
+    scorer = Scorer(cfg, root)
+    rows = []
+    for source in sources:
+        log.info("scoring %s ...", source.name)
+        rows.append(scorer.score(source))
+    return rows
+
+
+def bracket_lists(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """``key=a,b`` -> ``key=[a,b]`` for the list-valued ``keys`` of a script without -m.
+
+    Hydra reads an unbracketed comma list as a sweep and refuses it outside ``-m``; the
+    evaluation scripts never sweep, so ``n_labels=100,1000`` means the list.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in keys and "," in value and value[:1] not in "[{'\"":
+            arg = f"{key}=[{value}]"
+        out.append(arg)
+    return out
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def json_safe(value: Any) -> Any:
+    """NaN / inf -> strings, so the file is strict JSON; OmegaConf containers -> plain."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(payload: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(payload), indent=2) + "\n")
+    return path
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on the terminal (plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    Console(width=max(80, sum(widths) + 3 * len(columns) + 1)).print(table)
+
+
+def evaluation_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    columns = ["source", "n", "FID", "KID", "IS", "precision", "recall", "modes", "mode KL"]
+    body = [
+        [
+            r["source"],
+            str(r["num_samples"]),
+            f"{r['fid']:.2f}",
+            f"{r['kid']:.4f}",
+            f"{r['is']:.2f}",
+            f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            str(r["modes"]),
+            f"{r['mode_kl']:.4f}",
+        ]
+        for r in rows
+    ]
+    return columns, body
+
+
+def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
+    """``src/evaluate.py``: score, print the table, write the JSON; return rows and path."""
+    rows = evaluate(cfg)
+    split = rows[0]["real_split"] if rows else cfg.real_split
+    title = f"Sample quality against the real {split} split ({rows[0]['num_real']} images)"
+    print_table(title, *evaluation_table(rows))
+    settings = {
+        k: cfg[k] for k in ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
+    }
+    path = write_json({"settings": settings, "results": rows}, cfg.out)
+    log.info("wrote %s", path)
+    return rows, path

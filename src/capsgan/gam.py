@@ -1,0 +1,288 @@
+"""The Generative Adversarial Metric (Im et al. 2016) as Jaiswal et al. (2018) use it.
+
+Two trained GANs M_a = (G_a, D_a) and M_b = (G_b, D_b) *battle*: each discriminator judges
+the real test images and the other GAN's samples. With err the classification error rate
+(a real image called fake, a generated one called real; "real" means the discriminator's
+probability of real, :func:`capsgan.losses.probability_real` of its own ``score_kind``,
+is at least 0.5):
+
+    r_test    = err(D_a on x_test)   / err(D_b on x_test)
+    r_samples = err(D_a on G_b(z))   / err(D_b on G_a(z))
+
+The test ratio checks that neither discriminator is simply better at telling real test
+images apart (over-fitted or weaker); only when it is close to 1 does the sample ratio
+decide: r_samples < 1 means D_a sees through G_b's samples more often than D_b sees
+through G_a's, so M_a wins; r_samples > 1, M_b wins. Im et al. call every other outcome a
+tie; here "undecided" (r_test not ~ 1) is kept apart from "tie" (r_samples ~ 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from capsgan.errors import ConfigError, UserError
+from capsgan.evaluation import (
+    DataSpec,
+    load_discriminator,
+    print_table,
+    real_images,
+    resolve_checkpoints,
+    run_info,
+    write_json,
+)
+from capsgan.generation import load_generator
+from capsgan.losses import probability_real
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Contender:
+    """One GAN of a battle: its two networks and the discriminator's score kind."""
+
+    label: str
+    generator: nn.Module
+    discriminator: nn.Module
+
+    @property
+    def score_kind(self) -> str:
+        return self.discriminator.score_kind
+
+
+def use_batch_statistics(module: nn.Module) -> nn.Module:
+    """Normalise with each batch's own statistics, as in training, not the running ones.
+
+    A GAN discriminator's BatchNorm sees batches of only real or only generated images in
+    training, while its running statistics average the two kinds; in inference mode it
+    therefore judges images under statistics it never trained with. In training mode with
+    momentum 0 it normalises each (homogeneous) batch by itself and its running
+    statistics stay untouched. Modules without BatchNorm are unaffected.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.train()
+            layer.momentum = 0.0
+    return module
+
+
+def load_contender(
+    path: str | Path, checkpoint: str = "last", batch_stats: bool = False
+) -> tuple[Contender, DataSpec]:
+    """A run folder or a checkpoint -> its generator and discriminator (CPU, eval mode)."""
+    ckpts = resolve_checkpoints(path, checkpoint)
+    if len(ckpts) != 1:
+        raise UserError(
+            f"{str(path)!r} is a sweep folder with {len(ckpts)} runs; a battle needs one GAN "
+            "per side: pass a run folder or a checkpoint (lists a=[...] b=[...] battle pairwise)."
+        )
+    info = run_info(ckpts[0])
+    generator, _ = load_generator(info.ckpt, info.config_path)
+    discriminator = load_discriminator(info)
+    if batch_stats:
+        use_batch_statistics(discriminator)
+    return Contender(info.label, generator, discriminator), DataSpec.of(info.cfg.data)
+
+
+@torch.no_grad()
+def called_real(discriminator: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Per image, whether ``discriminator`` calls it real: a bool tensor (N,)."""
+    kind = discriminator.score_kind
+    out = [
+        probability_real(discriminator(batch).float(), kind) >= 0.5
+        for batch in images.split(batch_size)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def samples(generator: nn.Module, n: int, seed: int, batch_size: int = 500) -> Tensor:
+    """``n`` images in [-1, 1] from seeded noise."""
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator.latent_dim, generator=rng)
+    return torch.cat([generator(chunk) for chunk in z.split(batch_size)])
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator; 1 when both are 0 (equally error-free), inf when only the
+    denominator is."""
+    if denominator == 0:
+        return 1.0 if numerator == 0 else math.inf
+    return numerator / denominator
+
+
+def log_ratio_se(p1: float, n1: int, p2: float, n2: int) -> float:
+    """Delta-method standard error of log(p1 / p2) for two binomial error rates."""
+    if p1 <= 0 or p2 <= 0:
+        return math.inf
+    return math.sqrt((1 - p1) / (n1 * p1) + (1 - p2) / (n2 * p2))
+
+
+@dataclass
+class Battle:
+    a: str
+    b: str
+    err_a_test: float
+    err_b_test: float
+    err_a_on_b: float  # D_a on G_b's samples: share called real
+    err_b_on_a: float  # D_b on G_a's samples
+    r_test: float
+    r_samples: float
+    r_test_ci95: tuple[float, float]
+    r_samples_ci95: tuple[float, float]
+    winner: str  # "a", "b", "tie" or "undecided"
+    reason: str
+    num_test: int
+    num_samples: int
+    tolerance: float
+
+    @property
+    def winner_label(self) -> str:
+        return {"a": self.a, "b": self.b}.get(self.winner, self.winner)
+
+
+def verdict(r_test: float, r_samples: float, tolerance: float) -> tuple[str, str]:
+    """Im et al.'s rule: the sample ratio decides only if |r_test - 1| <= tolerance."""
+    if not abs(r_test - 1.0) <= tolerance:
+        return "undecided", (
+            f"r_test = {r_test:.3f} is not within 1 +- {tolerance}: one discriminator "
+            "classifies the real test images better, so the sample ratio is not compared"
+        )
+    if abs(r_samples - 1.0) <= 1e-12:
+        return "tie", "r_test ~ 1 and r_samples = 1"
+    if r_samples < 1.0:
+        return "a", "r_test ~ 1 and r_samples < 1: D_a errs less on G_b than D_b on G_a"
+    return "b", "r_test ~ 1 and r_samples > 1: D_b errs less on G_a than D_a on G_b"
+
+
+def _ci(value: float, se: float) -> tuple[float, float]:
+    if not math.isfinite(se) or not math.isfinite(value) or value <= 0:
+        return (math.nan, math.nan)
+    return (value * math.exp(-1.96 * se), value * math.exp(1.96 * se))
+
+
+def battle(
+    a: Contender,
+    b: Contender,
+    test_images: Tensor,
+    num_samples: int = 10_000,
+    seed: int = 0,
+    tolerance: float = 0.1,
+    batch_size: int = 500,
+) -> Battle:
+    """Swap the discriminators of ``a`` and ``b``; ``test_images`` in [-1, 1] (N, C, H, W).
+
+    Both generators draw their samples from the same seeded noise.
+    """
+    n_test = len(test_images)
+    err_a_test = 1.0 - called_real(a.discriminator, test_images, batch_size).double().mean().item()
+    err_b_test = 1.0 - called_real(b.discriminator, test_images, batch_size).double().mean().item()
+    fake_a = samples(a.generator, num_samples, seed, batch_size)
+    fake_b = samples(b.generator, num_samples, seed, batch_size)
+    err_a_on_b = called_real(a.discriminator, fake_b, batch_size).double().mean().item()
+    err_b_on_a = called_real(b.discriminator, fake_a, batch_size).double().mean().item()
+    r_test = ratio(err_a_test, err_b_test)
+    r_samples = ratio(err_a_on_b, err_b_on_a)
+    winner, reason = verdict(r_test, r_samples, tolerance)
+    se_test = log_ratio_se(err_a_test, n_test, err_b_test, n_test)
+    se_samples = log_ratio_se(err_a_on_b, num_samples, err_b_on_a, num_samples)
+    return Battle(
+        a=a.label,
+        b=b.label,
+        err_a_test=err_a_test,
+        err_b_test=err_b_test,
+        err_a_on_b=err_a_on_b,
+        err_b_on_a=err_b_on_a,
+        r_test=r_test,
+        r_samples=r_samples,
+        r_test_ci95=_ci(r_test, se_test),
+        r_samples_ci95=_ci(r_samples, se_samples),
+        winner=winner,
+        reason=reason,
+        num_test=n_test,
+        num_samples=num_samples,
+        tolerance=tolerance,
+    )
+
+
+def _paths(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if OmegaConf.is_list(value) else [str(value)]
+
+
+def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
+    """``src/battle.py`` (conf/battle.yaml): battle a[i] against b[i], print, write JSON."""
+    side_a, side_b = _paths(cfg.a), _paths(cfg.b)
+    if not side_a or not side_b:
+        raise ConfigError(
+            "a battle needs two GANs: pass a=<run folder or .ckpt> b=<run folder or .ckpt> "
+            "(or equally long lists a=[...] b=[...], battled pairwise)."
+        )
+    if len(side_a) != len(side_b):
+        raise ConfigError(
+            f"a has {len(side_a)} entries and b has {len(side_b)}; the lists are battled "
+            "pairwise (a[0] vs b[0], ...), so give them the same length."
+        )
+    if not 0 <= float(cfg.tolerance) < 1:
+        raise ConfigError(f"tolerance={cfg.tolerance}; use a value in [0, 1), e.g. 0.1.")
+    torch.set_grad_enabled(False)
+    results: list[Battle] = []
+    test_cache: dict[tuple[DataSpec, int | None], Tensor] = {}
+    for path_a, path_b in zip(side_a, side_b, strict=True):
+        a, spec_a = load_contender(path_a, str(cfg.checkpoint), bool(cfg.batch_stats))
+        b, spec_b = load_contender(path_b, str(cfg.checkpoint), bool(cfg.batch_stats))
+        if spec_a != spec_b:
+            raise UserError(
+                f"{a.label} was trained on {spec_a.name} {spec_a.shape} and {b.label} on "
+                f"{spec_b.name} {spec_b.shape}; a battle needs two GANs of the same data set."
+            )
+        key = (spec_a, cfg.test_samples)
+        if key not in test_cache:
+            images, _ = real_images(spec_a, str(cfg.data_root), "test", cfg.test_samples)
+            test_cache[key] = images.float() / 127.5 - 1.0
+        log.info("battle: %s vs %s", a.label, b.label)
+        results.append(
+            battle(
+                a,
+                b,
+                test_cache[key],
+                num_samples=int(cfg.num_samples),
+                seed=int(cfg.seed),
+                tolerance=float(cfg.tolerance),
+                batch_size=int(cfg.batch_size),
+            )
+        )
+    columns = ["a", "b", "err D_a test", "err D_b test", "r_test", "err D_a(G_b)",
+               "err D_b(G_a)", "r_samples", "winner"]  # fmt: skip
+    body = [
+        [
+            r.a,
+            r.b,
+            f"{r.err_a_test:.4f}",
+            f"{r.err_b_test:.4f}",
+            f"{r.r_test:.3f}",
+            f"{r.err_a_on_b:.4f}",
+            f"{r.err_b_on_a:.4f}",
+            f"{r.r_samples:.3f}",
+            r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {r.winner_label}",
+        ]
+        for r in results
+    ]
+    print_table(
+        f"GAM battles (Im et al. 2016): winner by r_samples when |r_test - 1| <= {cfg.tolerance}",
+        columns,
+        body,
+    )
+    settings = {k: cfg[k] for k in ("checkpoint", "num_samples", "test_samples", "seed",
+                                     "tolerance", "batch_stats")}  # fmt: skip
+    path = write_json({"settings": settings, "battles": [asdict(r) for r in results]}, cfg.out)
+    log.info("wrote %s", path)
+    return results, path

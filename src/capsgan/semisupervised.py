@@ -1,0 +1,391 @@
+"""Semi-supervised classification with a trained GAN's discriminator as feature extractor.
+
+The protocol (docs/evaluation.md says where it stands against Jaiswal et al. 2018): the GAN
+was trained on the unlabelled training images; n of them get their labels (class-balanced,
+n / K per class, drawn by ``seed``); a multinomial logistic regression is fitted on the
+frozen discriminator's features of those n images, its L2 strength chosen by k-fold cross
+validation on the same n images (nothing else is labelled); the test error is measured on
+the real test split. This is the discriminator-feature protocol of Radford et al. (2016,
+DCGAN, section 5.1) with a linear classifier.
+
+Controls, fitted the same way on the same n labelled images:
+
+* ``pixels``: the raw pixels, i.e. the classifier trained on the n labels alone;
+* ``untrained``: the same discriminator architecture with its initial (random) weights,
+  which separates what the GAN training taught the discriminator from what its
+  architecture gives for free.
+
+The features are what the discriminator's score head reads (found without looking at the
+model's class: the input of the last ``nn.Linear`` the forward pass runs, else the output
+of its last top-level block, e.g. the routed output capsules of a ``length`` head), or the
+output of the submodule named by ``feature_layer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from capsgan.errors import ConfigError, UserError
+from capsgan.evaluation import (
+    DataSpec,
+    RunInfo,
+    load_discriminator,
+    print_table,
+    real_images,
+    resolve_checkpoints,
+    run_info,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+# -- features ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def discriminator_features(
+    discriminator: nn.Module, images: Tensor, layer: str | None = None, batch_size: int = 500
+) -> Tensor:
+    """Features (N, F) of images in [-1, 1]: the input of the last ``nn.Linear`` the
+    forward runs (the score head's input), else the output of the last top-level child
+    module to run; or, with ``layer``, the output of that named submodule. Flattened."""
+    if layer:
+        try:
+            target = discriminator.get_submodule(layer)
+        except AttributeError as err:
+            names = [n for n, _ in discriminator.named_children()]
+            raise ConfigError(
+                f"the discriminator has no submodule {layer!r} (feature_layer); its top-level "
+                f"ones are {names} (dotted names reach deeper, e.g. 'head.0')."
+            ) from err
+    children = {id(m) for m in discriminator.children()}
+    captured: dict[str, Tensor] = {}
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if layer:
+            if module is target:
+                captured["x"] = (output[0] if isinstance(output, tuple) else output).clone()
+        elif isinstance(module, nn.Linear):
+            captured["linear"] = args[0].clone()
+        elif id(module) in children and isinstance(output, Tensor):
+            captured["child"] = output.clone()
+
+    handles = [m.register_forward_hook(hook) for m in discriminator.modules()]
+    out = []
+    try:
+        for batch in images.split(batch_size):
+            captured.clear()
+            discriminator(batch)
+            found = captured.get("x") if layer else captured.get("linear", captured.get("child"))
+            if found is None:
+                raise UserError(
+                    "found no features in the discriminator's forward pass (no nn.Linear and "
+                    "no top-level block returning a tensor); name a submodule with "
+                    "feature_layer=<name>."
+                )
+            out.append(found.flatten(1).float())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.cat(out)
+
+
+# -- labelled subsets and the linear classifier --------------------------------------------
+
+
+def balanced_subset(labels: Tensor, n: int, seed: int) -> Tensor:
+    """Indices of ``n`` examples, ``n // K`` per class (the remainder spread over random
+    classes), drawn with ``seed``; sorted."""
+    classes = torch.unique(labels)
+    k = len(classes)
+    if n < k:
+        raise ConfigError(f"n_labels={n} is fewer than the {k} classes; use at least {k}.")
+    rng = torch.Generator().manual_seed(seed)
+    per_class = torch.full((k,), n // k, dtype=torch.long)
+    per_class[torch.randperm(k, generator=rng)[: n % k]] += 1
+    chosen = []
+    for c, m in zip(classes, per_class.tolist(), strict=True):
+        pool = torch.nonzero(labels == c).squeeze(1)
+        if m > len(pool):
+            raise ConfigError(
+                f"n_labels={n} asks for {m} images of class {int(c)}, which has {len(pool)}."
+            )
+        chosen.append(pool[torch.randperm(len(pool), generator=rng)[:m]])
+    return torch.cat(chosen).sort().values
+
+
+def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
+    """Zero mean, unit variance per feature by the training rows' statistics (constant
+    features are only centred)."""
+    mean, std = train.mean(0), train.std(0)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def fit_logistic(x: Tensor, y: Tensor, classes: int, l2: float, max_iter: int = 200) -> nn.Linear:
+    """Multinomial logistic regression, mean cross-entropy + l2 * ||W||^2, full-batch
+    L-BFGS from zero weights (deterministic)."""
+    model = nn.Linear(x.shape[1], classes).double()
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    x, y = x.double(), y.long()
+    opt = torch.optim.LBFGS(
+        model.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y) + l2 * model.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return model
+
+
+@torch.no_grad()
+def error_rate(model: nn.Linear, x: Tensor, y: Tensor) -> float:
+    return (model(x.double()).argmax(1) != y).double().mean().item()
+
+
+def cv_folds(n: int, folds: int, seed: int) -> list[Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(perm.chunk(folds))
+
+
+def choose_l2(
+    x: Tensor, y: Tensor, classes: int, grid: list[float], folds: int, seed: int, max_iter: int
+) -> tuple[float, float]:
+    """The L2 strength of ``grid`` with the lowest k-fold CV error on (x, y) (ties: the
+    stronger); returns it and its CV error."""
+    best: tuple[float, float] | None = None
+    parts = cv_folds(len(x), folds, seed)
+    for l2 in sorted(grid, reverse=True):
+        wrong = 0.0
+        for i, held in enumerate(parts):
+            train = torch.cat([p for j, p in enumerate(parts) if j != i])
+            model = fit_logistic(x[train], y[train], classes, l2, max_iter)
+            wrong += error_rate(model, x[held], y[held]) * len(held)
+        cv = wrong / len(x)
+        if best is None or cv < best[1]:
+            best = (l2, cv)
+    assert best is not None
+    return best
+
+
+def row_space(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Both sets in coordinates of the span of the training rows, when that is smaller
+    than the feature space (n labelled images, D > n features).
+
+    An L2-penalised linear model's optimal weights lie in the span of its training rows
+    (representer theorem), and every CV fold's rows lie in the span of all n rows, so
+    fitting in these n coordinates (orthonormal: the penalty is unchanged) gives the same
+    classifiers as fitting in D, at n / D of the cost (100 / 6272 for the CNN's features).
+    """
+    n, d = train_x.shape
+    if d <= n:
+        return train_x, test_x
+    gram = (train_x @ train_x.T).double()  # (n, n)
+    eigvals, eigvecs = torch.linalg.eigh(gram)
+    keep = eigvals > eigvals.max() * 1e-10
+    eigvals, eigvecs = eigvals[keep], eigvecs[:, keep]  # (r,), (n, r)
+    basis = (eigvecs / eigvals.sqrt()).T.float() @ train_x  # (r, D), orthonormal rows
+    return (eigvecs * eigvals.sqrt()).float(), test_x @ basis.T
+
+
+def linear_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    classes: int,
+    grid: list[float],
+    folds: int,
+    seed: int,
+    max_iter: int = 200,
+) -> dict[str, float]:
+    """Standardise by the labelled rows' statistics, pick L2 by k-fold CV on the labelled
+    rows, refit on all of them, return the test error (and the L2, the CV error)."""
+    train_x, test_x = row_space(*standardize(train_x, test_x))
+    l2, cv_error = choose_l2(train_x, train_y, classes, grid, folds, seed, max_iter)
+    model = fit_logistic(train_x, train_y, classes, l2, max_iter)
+    return {"test_error": error_rate(model, test_x, test_y), "l2": l2, "cv_error": cv_error}
+
+
+# -- the experiment ---------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if OmegaConf.is_list(value) else [value]
+
+
+def seed_list(value: Any) -> list[int]:
+    """``seeds=3`` -> [0, 1, 2]; a list is taken as the seeds themselves."""
+    if OmegaConf.is_list(value):
+        return [int(s) for s in value]
+    if int(value) < 1:
+        raise ConfigError(f"seeds={value}; give a count >= 1 or a list of seeds.")
+    return list(range(int(value)))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
+    """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
+    paths = [str(p) for p in _as_list(cfg.run)]
+    if not paths:
+        raise ConfigError(
+            "pass run=<run folder | checkpoint | sweep folder> (or a list run=[a,b]) of the "
+            "trained GANs whose discriminators give the features."
+        )
+    n_labels = [int(n) for n in _as_list(cfg.n_labels)]
+    if not n_labels:
+        raise ConfigError("n_labels is empty; e.g. n_labels=[100,1000].")
+    seeds = seed_list(cfg.seeds)
+    grid = [float(v) for v in cfg.l2_grid]
+    folds = int(cfg.cv_folds)
+    if folds < 2:
+        raise ConfigError(f"cv_folds={folds}; use at least 2.")
+    infos: list[RunInfo] = [
+        run_info(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
+    ]
+    specs = {DataSpec.of(i.cfg.data) for i in infos}
+    if len(specs) != 1:
+        raise UserError(
+            f"the runs were trained on different data sets ({sorted(s.name for s in specs)}); "
+            "compare runs of one data set at a time."
+        )
+    (spec,) = specs
+    root = str(cfg.data_root)
+    torch.set_grad_enabled(False)
+    train_u8, train_labels = real_images(spec, root, "train")
+    test_u8, test_labels = real_images(spec, root, "test", cfg.test_samples)
+    classes = int(train_labels.max()) + 1
+    for n in n_labels:
+        if n * (folds - 1) // folds < classes:
+            raise ConfigError(
+                f"n_labels={n} with cv_folds={folds} leaves fewer training images per fold "
+                f"than the {classes} classes; use more labels or fewer folds."
+            )
+    subsets = {(n, s): balanced_subset(train_labels, n, s) for n in n_labels for s in seeds}
+    used = torch.unique(torch.cat(list(subsets.values())))  # every labelled image, once
+    position = torch.full((len(train_labels),), -1, dtype=torch.long)
+    position[used] = torch.arange(len(used))
+    train_x = train_u8[used].float() / 127.5 - 1.0
+    test_x = test_u8.float() / 127.5 - 1.0
+    batch = int(cfg.batch_size)
+    layer = cfg.feature_layer or None
+
+    extractors: list[tuple[str, str, str, Any]] = []  # (method, discriminator, run, features)
+    if cfg.pixels:
+        extractors.append(("pixels", "-", "-", lambda x: x.flatten(1)))
+    for info in infos:
+        trained = load_discriminator(info)
+        extractors.append(
+            ("trained_D", info.discriminator, info.label,
+             lambda x, d=trained: discriminator_features(d, x, layer, batch))
+        )  # fmt: skip
+        if cfg.untrained:
+            fresh = load_discriminator(info, weights=False)
+            extractors.append(
+                ("untrained_D", info.discriminator, info.label,
+                 lambda x, d=fresh: discriminator_features(d, x, layer, batch))
+            )  # fmt: skip
+
+    rows: list[dict[str, Any]] = []
+    for method, disc, label, features in extractors:
+        start = time.perf_counter()
+        labelled, test_features = features(train_x), features(test_x)
+        log.info("%s %s: %d features per image", method, label, labelled.shape[1])
+        for (n, seed), idx in subsets.items():
+            result = linear_probe(
+                labelled[position[idx]],
+                train_labels[idx],
+                test_features,
+                test_labels,
+                classes,
+                grid,
+                folds,
+                seed,
+                int(cfg.max_iter),
+            )
+            rows.append({"method": method, "discriminator": disc, "run": label,
+                         "n_labels": n, "seed": seed, "feature_dim": labelled.shape[1],
+                         **result})  # fmt: skip
+            log.info("  n=%d seed=%d: test error %.4f (l2 %g)", n, seed,
+                     result["test_error"], result["l2"])  # fmt: skip
+        log.info("  %.1f s", time.perf_counter() - start)
+        del labelled, test_features
+
+    summary = summarize(rows, n_labels)
+    columns = ["features", "runs", *(f"n={n}: test error %" for n in n_labels)]
+    body = [
+        [s["features"], str(s["runs"]),
+         *(_pm(s[f"n={n}"]) for n in n_labels)]
+        for s in summary
+    ]  # fmt: skip
+    print_table(
+        f"Semi-supervised {spec.name}: linear classifier on n labelled images, test error "
+        f"on {len(test_labels)} test images (mean +- sd over runs x {len(seeds)} label draws)",
+        columns,
+        body,
+    )
+    keys = ("checkpoint", "n_labels", "seeds", "test_samples", "feature_layer", "l2_grid",
+            "cv_folds", "max_iter")  # fmt: skip
+    settings = {k: cfg[k] for k in keys}
+    path = write_json({"settings": settings, "summary": summary, "results": rows}, cfg.out)
+    log.info("wrote %s", path)
+    return rows, path
+
+
+def _pm(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "-"
+    mean, sd = 100 * stats["mean"], 100 * stats["sd"]
+    return f"{mean:.2f}" if math.isnan(sd) else f"{mean:.2f} +- {sd:.2f}"
+
+
+def summarize(rows: list[dict[str, Any]], n_labels: list[int]) -> list[dict[str, Any]]:
+    """Mean and sample sd of the test error per (method, discriminator) and n."""
+    groups: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    runs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        key = (r["method"], r["discriminator"])
+        groups[key][r["n_labels"]].append(r["test_error"])
+        runs[key].add(r["run"])
+    names = {"pixels": "pixels (n labels alone)", "trained_D": "{} GAN's D",
+             "untrained_D": "{} D, untrained"}  # fmt: skip
+    out = []
+    for (method, disc), by_n in groups.items():
+        entry: dict[str, Any] = {
+            "features": names[method].format(disc),
+            "method": method,
+            "discriminator": disc,
+            "runs": len(runs[(method, disc)]) if method != "pixels" else 0,
+        }
+        for n in n_labels:
+            values = by_n.get(n, [])
+            if values:
+                mean, sd = mean_std(values)
+                entry[f"n={n}"] = {"mean": mean, "sd": sd, "count": len(values)}
+        out.append(entry)
+    return out

@@ -1,0 +1,31 @@
+"""Score anything with the training metrics: ``python src/evaluate.py source=<...>``.
+
+A thin script over :func:`capsgan.evaluation.run_evaluate`; the keys are documented in
+``conf/evaluate.yaml`` and docs/evaluation.md. A :class:`capsgan.errors.UserError` is
+printed as one paragraph (``HYDRA_FULL_ERROR=1`` shows the traceback), exit code 2.
+"""
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from capsgan.errors import UserError
+from capsgan.evaluation import bracket_lists, run_evaluate
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_evaluate(cfg)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = bracket_lists(sys.argv[1:], ("source",))
+    main()

@@ -1,0 +1,34 @@
+"""Semi-supervised classification on a GAN's discriminator features:
+``python src/semisupervised.py run=<run> n_labels=100,1000 seeds=3``.
+
+A thin script over :func:`capsgan.semisupervised.run_semisupervised`; the keys are in
+``conf/semisupervised.yaml``, the protocol in docs/evaluation.md. A
+:class:`capsgan.errors.UserError` is printed as one paragraph (``HYDRA_FULL_ERROR=1``
+shows the traceback), exit code 2.
+"""
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from capsgan.errors import UserError
+from capsgan.evaluation import bracket_lists
+from capsgan.semisupervised import run_semisupervised
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="semisupervised")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_semisupervised(cfg)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = bracket_lists(sys.argv[1:], ("run", "n_labels", "seeds", "l2_grid"))
+    main()
