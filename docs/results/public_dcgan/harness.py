@@ -33,15 +33,43 @@ import torch.nn.functional as F
 import torchvision.utils
 
 
+def to_28(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 32, 32) in [-1, 1] -> (N, 28, 28) uint8, as the classifier takes them."""
+    x = F.interpolate(x, size=28, mode="bilinear", antialias=True, align_corners=False)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]
+
+
+def write_real_roundtrip(out: Path, n: int) -> None:
+    """Real training images through the script's own transform (PIL resize to 32), then
+    back to 28 like the samples: the best score a perfect generator of it could get."""
+    import torchvision.transforms as T
+    from torchvision.datasets import MNIST
+
+    data = MNIST(os.environ.get("DATA_DIR", "./data"), train=True, download=False)
+    transform = T.Compose([T.Resize(32), T.ToTensor(), T.Normalize([0.5], [0.5])])
+    images = torch.stack([transform(data[i][0]) for i in range(n)])  # (n, 1, 32, 32)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "real_roundtrip.npz", images=to_28(images).numpy())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--script", required=True, help="path of the public dcgan.py")
     parser.add_argument("--out", required=True, help="folder for the samples and its files")
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--real-roundtrip",
+        action="store_true",
+        help="instead: write the first --num-samples real training images after the same "
+        "28 -> 32 -> 28 resizing as real_roundtrip.npz (their floor), and exit",
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the script's own flags")
     opts = parser.parse_args()
     out = Path(opts.out).resolve()
+    if opts.real_roundtrip:
+        write_real_roundtrip(out, opts.num_samples)
+        return
     script = Path(opts.script).resolve()
     data = Path(os.environ.get("DATA_DIR", "./data")).resolve()
     # the script reads MNIST from ../../data/mnist relative to where it runs
@@ -69,9 +97,7 @@ def main() -> None:
         with torch.no_grad():
             for start in range(0, opts.num_samples, 500):
                 n = min(500, opts.num_samples - start)
-                x = generator(torch.randn(n, latent, generator=rng))  # (n, 1, 32, 32) in [-1, 1]
-                x = F.interpolate(x, size=28, mode="bilinear", antialias=True, align_corners=False)
-                images.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0])
+                images.append(to_28(generator(torch.randn(n, latent, generator=rng))))
         generator.train(was_training)
         np.savez_compressed(out / f"samples_{done:06d}.npz", images=torch.cat(images).numpy())
         print(f"[harness] {opts.num_samples} samples after {done} batches", flush=True)
