@@ -5,13 +5,15 @@ Is the project's `cnn` arm a strong DCGAN, or a straw man? This runs Erik Linder
 PyTorch GAN collection) as it is published -- its code is executed from a clone, never
 copied here -- and, every time that script saves its own sample grid (every
 `--sample_interval` batches), draws `--num-samples` images from its generator and writes
-them as `<out>/samples_<batches>.npz` (uint8, N x 28 x 28), for `src/evaluate.py` or
-`score()` below to measure with the project's classifier FID.
+them as `<out>/samples_<batches>_<mode>.npz` (uint8, N x 28 x 28) for `src/evaluate.py`
+to measure with the project's classifier FID.
 
 The script trains 32x32 images (MNIST resized); the samples are resized back to 28x28
 (bilinear, antialiased) for the classifier, and the real-data floor is measured on real
 images that took the same 28 -> 32 -> 28 round trip, so the resize does not count against
-it. Its generator is sampled in eval mode (BatchNorm running statistics), as ours is.
+it. Its generator is sampled twice: in eval mode (BatchNorm running statistics), as ours
+is, and in train mode (batch statistics), as the script draws its own sample grids; the
+BatchNorm state is restored afterwards, so the snapshots do not change its training.
 
     git clone https://github.com/eriklindernoren/PyTorch-GAN /tmp/PyTorch-GAN
     DATA_DIR=<folder holding MNIST/raw> python docs/results/public_dcgan/harness.py \
@@ -22,6 +24,7 @@ it. Its generator is sampled in eval mode (BatchNorm running statistics), as our
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import runpy
 import sys
@@ -91,15 +94,19 @@ def main() -> None:
         generator, latent = caller["generator"], caller["opt"].latent_dim
         done = caller["batches_done"]
         was_training = generator.training
-        generator.eval()
-        rng = torch.Generator().manual_seed(0)
-        images = []
-        with torch.no_grad():
-            for start in range(0, opts.num_samples, 500):
-                n = min(500, opts.num_samples - start)
-                images.append(to_28(generator(torch.randn(n, latent, generator=rng))))
+        saved = copy.deepcopy(generator.state_dict())  # train mode moves BatchNorm's stats
+        for mode in ("eval", "train"):
+            generator.train(mode == "train")
+            rng = torch.Generator().manual_seed(0)
+            images = []
+            with torch.no_grad():
+                for start in range(0, opts.num_samples, 500):
+                    n = min(500, opts.num_samples - start)
+                    images.append(to_28(generator(torch.randn(n, latent, generator=rng))))
+            generator.load_state_dict(saved)
+            name = f"samples_{done:06d}_{mode}.npz"
+            np.savez_compressed(out / name, images=torch.cat(images).numpy())
         generator.train(was_training)
-        np.savez_compressed(out / f"samples_{done:06d}.npz", images=torch.cat(images).numpy())
         print(f"[harness] {opts.num_samples} samples after {done} batches", flush=True)
 
     torchvision.utils.save_image = save_image_and_snapshot
