@@ -55,6 +55,22 @@ def write_real_roundtrip(out: Path, n: int) -> None:
     np.savez_compressed(out / "real_roundtrip.npz", images=to_28(images).numpy())
 
 
+def write_ours_roundtrip(out: Path, checkpoints: list[str], n: int) -> None:
+    """Our generators' samples (noise as the training callback draws it), upsampled to 32
+    the way the script resizes its data, then back to 28: the same distortion as theirs."""
+    from capsgan.evaluation import generated_batches
+    from capsgan.generation import load_generator
+
+    out.mkdir(parents=True, exist_ok=True)
+    for ckpt in map(Path, checkpoints):
+        generator, _ = load_generator(ckpt)
+        with torch.no_grad():
+            images = torch.cat(generated_batches(generator, n, 500, seed=0))  # uint8 (n,1,28,28)
+            x = F.interpolate(images.float() / 127.5 - 1, size=32, mode="bilinear", antialias=True)
+        run = ckpt.parent.parent.name
+        np.savez_compressed(out / f"ours_{run}_{ckpt.stem}.npz", images=to_28(x).numpy())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--script", required=True, help="path of the public dcgan.py")
@@ -67,11 +83,21 @@ def main() -> None:
         help="instead: write the first --num-samples real training images after the same "
         "28 -> 32 -> 28 resizing as real_roundtrip.npz (their floor), and exit",
     )
+    parser.add_argument(
+        "--ours",
+        nargs="+",
+        metavar="CKPT",
+        help="instead: write --num-samples images of each of our checkpoints after the same "
+        "28 -> 32 -> 28 round trip as ours_<run>_<checkpoint>.npz (like for like), and exit",
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the script's own flags")
     opts = parser.parse_args()
     out = Path(opts.out).resolve()
     if opts.real_roundtrip:
         write_real_roundtrip(out, opts.num_samples)
+        return
+    if opts.ours:
+        write_ours_roundtrip(out, opts.ours, opts.num_samples)
         return
     script = Path(opts.script).resolve()
     data = Path(os.environ.get("DATA_DIR", "./data")).resolve()
