@@ -222,13 +222,13 @@ def test_evaluate_script_writes_json_and_reports_errors(
     script = str(ROOT / "src" / "evaluate.py")
     ok = subprocess.run(
         [sys.executable, script, f"source={tmp_path / 's.npz'}", "num_samples=null", *common],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "FID" in ok.stdout and json.loads((tmp_path / "o.json").read_text())["results"]
     bad = subprocess.run(
         [sys.executable, script, f"source={tmp_path / 's.npz'}", "num_samples=50", *common],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "holds 20 images but num_samples=50" in bad.stderr
@@ -373,16 +373,17 @@ def test_trained_gan_against_an_untrained_one(tiny_data_dir, toy_run, tmp_path) 
 
 def test_battle_script_and_its_errors(tiny_data_dir, toy_run, tmp_path) -> None:
     script = str(ROOT / "src" / "battle.py")
-    common = [f"data_root={tiny_data_dir}", "num_samples=50", f"out={tmp_path / 'b.json'}"]
+    common = [f"data_root={tiny_data_dir}", "num_samples=40", "test_samples=40",
+              f"out={tmp_path / 'b.json'}"]  # fmt: skip
     ok = subprocess.run(
         [sys.executable, script, f"a={toy_run},{toy_run}", f"b={toy_run},{toy_run}", *common],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert len(json.loads((tmp_path / "b.json").read_text())["battles"]) == 2
     bad = subprocess.run(
         [sys.executable, script, f"a={toy_run}", f"b={toy_run},{toy_run}", *common],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert bad.returncode == 2 and "same length" in bad.stderr
 
@@ -447,7 +448,7 @@ def test_semisupervised_script_accepts_comma_lists(tiny_data_dir, toy_run, tmp_p
         [sys.executable, str(ROOT / "src" / "semisupervised.py"), f"run={toy_run}",
          "n_labels=20,30", "seeds=1", "cv_folds=2", "test_samples=60", "untrained=false",
          "max_iter=30", f"data_root={tiny_data_dir}", f"out={tmp_path / 's.json'}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "n=30: test error %" in result.stdout
