@@ -8,6 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from capsgan import cli
 from capsgan.training import run
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -15,6 +16,7 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    cli.prepare_process()  # again here: joblib / submitit run jobs in other processes
     return run(cfg)
 
 
@@ -24,4 +26,5 @@ if __name__ == "__main__":
     if any(a in MULTIRUN_FLAGS for a in sys.argv[2:]):
         flags = [a for a in sys.argv[1:] if a in MULTIRUN_FLAGS]
         sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in MULTIRUN_FLAGS]
+    cli.setup(sys.argv[1:])
     main()

@@ -6,6 +6,7 @@ data=mnist``. A thin script over :mod:`capsgan.classifier`; settings in
 import hydra
 from omegaconf import DictConfig
 
+from capsgan import cli
 from capsgan.classifier import resolve_classifier_dir, train_and_save
 from capsgan.config import validate_classifier_config
 from capsgan.errors import user_errors
@@ -13,6 +14,7 @@ from capsgan.errors import user_errors
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
 def main(cfg: DictConfig) -> float:
+    cli.quiet_library_noise()  # Lightning messages a user cannot act on
     with user_errors():  # one paragraph, exit 2, no traceback (HYDRA_FULL_ERROR=1 shows it)
         return fit(cfg)
 

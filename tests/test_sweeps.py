@@ -104,7 +104,7 @@ def assert_ok_jobs(sweep: Path, n: int) -> list[dict[str, str]]:
         job = sweep / r["dir"]
         assert (job / ".hydra" / "config.yaml").exists()
         assert (job / "checkpoints" / "last.ckpt").exists()
-        assert float(r["best val/d_loss"]) > 0 and r["epoch"] == "0"
+        assert float(r["best val/d_loss"]) > 0 and r["epoch"] == "1"  # epochs count from 1
     assert (sweep / "summary.md").read_text().count("| ok |") == n
     return rows
 

@@ -220,7 +220,8 @@ def test_two_job_multirun_writes_two_runs(tiny_data_dir: Path, tmp_path: Path) -
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job in ("0", "1"):
-        assert len(list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))) == 1
+        # in tensorboard/<run name>/ (capsgan.loggers): lr=0.0001 and lr=0.0002
+        assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 1
         assert (sweep / job / ".hydra" / "config.yaml").exists()
         assert (sweep / job / "checkpoints" / "last.ckpt").exists()
     lrs = [(sweep / j / ".hydra" / "overrides.yaml").read_text() for j in ("0", "1")]

@@ -12,6 +12,7 @@ and the file or command-line override that fixes it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -31,6 +32,7 @@ from capsgan.models.capsule_discriminator import primary_grid_size
 from capsgan.models.image_convs import transposed_size
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
+LATEST = "latest"  # the newest run's last.ckpt, in its folder (capsgan.cli.resume_dir)
 
 
 # -- the typed rules --------------------------------------------------------------------
@@ -469,6 +471,8 @@ def resolve_ckpt_path(
     """
     if ckpt_path in (None, ""):
         return None
+    if str(ckpt_path) == LATEST:  # hydra.run.dir is already that run's folder (conf/train.yaml)
+        return _resolve_latest(output_dir)
     if str(ckpt_path) == LAST:
         path = Path(output_dir) / "checkpoints" / "last.ckpt"
         if not path.is_file() and missing_ok:
@@ -489,6 +493,19 @@ def resolve_ckpt_path(
             "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt, or ckpt_path=last together "
             "with hydra.run.dir=<that run's folder>, or ckpt_path=null to start from scratch."
         )
+    return str(path)
+
+
+def _resolve_latest(output_dir: str | Path) -> str:
+    path = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(
+            "ckpt_path=latest resumes the newest run folder under paths.log_dir (outputs/ by "
+            "default) that has checkpoints/last.ckpt, in that folder; there is none. Resume a "
+            "given file with ckpt_path=<run>/checkpoints/last.ckpt, or start from scratch with "
+            "ckpt_path=null. In a sweep (-m) give each job its own ckpt_path."
+        )
+    logging.getLogger(__name__).info("ckpt_path=latest: resuming %s", path)
     return str(path)
 
 

@@ -69,7 +69,7 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> tupl
             f"{name} was not found in {str(raw)!r} and {how}. Either run once with internet "
             f"access so torchvision can download it, or copy the four uncompressed IDX files "
             f"({', '.join(IDX_FILES)}) into {str(raw)!r}, or point DATA_DIR at a folder that "
-            f"already has {cls.__name__}/raw/ (for example DATA_DIR=../shared/data)."
+            f"already has {cls.__name__}/raw/ (run with DATA_DIR=<that folder>)."
         ) from err
     return ds.data, ds.targets
 
@@ -235,7 +235,9 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        # Lightning's overfit_batches (debug=overfit) repeats the first batches: no shuffle
+        overfit = self.trainer is not None and bool(self.trainer.overfit_batches)
+        return self._loader(self.train_set, shuffle=not overfit)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

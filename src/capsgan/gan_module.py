@@ -92,6 +92,11 @@ class GAN(L.LightningModule):
         if compile:
             generator.compile()
             discriminator.compile()
+        else:
+            # Lightning's model summary runs this once through forward(*it), so its FLOPs
+            # column counts both networks for one image (a compiled network would compile
+            # for batch size 1 first: no summary input then).
+            self.example_input_array = (torch.zeros(1, latent_dim), True)
         # Divergence watch: per network (D, G), the generator step at which its loss was
         # first non-finite (-1: never). It stays on the device and is read only every
         # log_every_n_steps batches and before every checkpoint, so the GPU never waits for
@@ -99,8 +104,10 @@ class GAN(L.LightningModule):
         self._first_nonfinite: Tensor | None = None
         self._epoch_sums: dict[str, tuple[Tensor, int]] = {}  # key -> (sum, batches)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.generator(z)
+    def forward(self, z: Tensor, score: bool = False) -> Tensor:
+        """Images G(z); with ``score``, the discriminator's scores D(G(z)) of them."""
+        images = self.generator(z)
+        return self.discriminator(images) if score else images
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
@@ -254,7 +261,7 @@ class GAN(L.LightningModule):
     def check_finite(self, state_dict: dict[str, Tensor] | None = None) -> None:
         """Raise :class:`DivergenceError` if a loss (or a weight in ``state_dict``) went
         non-finite; the message names the network and the generator step."""
-        epoch = self.trainer.current_epoch if self._trainer is not None else 0
+        epoch = self.trainer.current_epoch + 1 if self._trainer is not None else 1  # from 1
         advice = (
             "The run was stopped; no checkpoint was written after that step, so the newest "
             "file in the run's checkpoints/ folder is the last good one. To train stably, "

@@ -103,7 +103,8 @@ def spawn_ddp_in_multirun(cfg: DictConfig) -> None:
 
 
 def best_scalar(run_dir: str | Path, tag: str, mode: str = "min") -> tuple[float, int] | None:
-    """The best value of scalar ``tag`` in a run's TensorBoard events, and its epoch.
+    """The best value of scalar ``tag`` in a run's TensorBoard events, and its epoch
+    (Lightning's ``epoch`` scalar: 0 is the first epoch).
 
     Lightning logs an ``epoch`` scalar at every step it logs metrics at, which gives the
     epoch of each value. Returns None when the run logged no finite value of ``tag``.
@@ -352,6 +353,7 @@ def _value(row: dict[str, Any], key: str) -> str:
 
 def _table(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], list[list[Any]]]:
     keys = swept_keys(rows)
+    # "epoch" counts from 1, as the training log does (best_scalar's epochs count from 0)
     header = ["job", *keys, "status", "error", f"best {metric}", "epoch", "wall_s", "dir"]
     body = [
         [
@@ -360,7 +362,7 @@ def _table(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], list
             r["status"],
             r["error"] or "",
             "" if r["best"] is None else f"{r['best']:.4g}",
-            "" if r["best_epoch"] is None else r["best_epoch"],
+            "" if r["best_epoch"] is None or r["best_epoch"] < 0 else r["best_epoch"] + 1,
             "" if r["wall_s"] is None else r["wall_s"],
             r["dir"],
         ]

@@ -14,11 +14,9 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
+from omegaconf import DictConfig
 
 from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
@@ -31,6 +29,7 @@ from capsgan.errors import (
     storage_error,
 )
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
+from capsgan.loggers import check_logger_packages, flat_hparams, log_hparams, name_run
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
 from capsgan.sweep import in_multirun, raise_if_sweep_stopping, spawn_ddp_in_multirun
 
@@ -42,52 +41,6 @@ def instantiate_list(section: DictConfig | None) -> list[Any]:
     if not section:
         return []
     return [hydra.utils.instantiate(c) for c in section.values() if c and "_target_" in c]
-
-
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config flattened to ``a/b/c`` keys for TensorBoard's HPARAMS tab."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():  # _target_ kept: it tells cnn from capsule runs
-                walk(v, f"{prefix}/{k}" if prefix else str(k))
-        elif isinstance(node, list):
-            out[prefix] = str(node)
-        else:
-            out[prefix] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    skip = ("hydra", "paths", "callbacks", "logger", "module")  # module/* repeats top-level keys
-    return {k: v for k, v in out.items() if not k.startswith(skip)}
-
-
-HPARAM_METRICS = (
-    "val/fid", "val/kid", "val/is", "val/modes", "val/mode_kl",
-    "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc",
-)  # fmt: skip
-
-
-def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
-    """Record the run's hyperparameters for TensorBoard's HPARAMS tab.
-
-    The tab lists a run only if its hparams summary names metric tags; it then reads those
-    tags' values from the run's own scalars. Lightning's ``log_hyperparams(params,
-    metrics)`` would also write a fake value of each metric at step 0, so the summary is
-    written directly, naming the metrics without logging any value.
-    """
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.hparams.update(params)  # also saved to hparams.yaml
-            sanitized = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                         for k, v in params.items()}  # fmt: skip
-            writer = logger.experiment._get_file_writer()
-            if writer is None:  # a DDP rank other than 0 has a dummy experiment: no events
-                continue
-            for summary in hparams(sanitized, dict.fromkeys(HPARAM_METRICS, 0.0)):
-                writer.add_summary(summary)
-        else:
-            logger.log_hyperparams(params)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -187,6 +140,7 @@ def _instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
 
 def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     validate_config(cfg)  # before anything is read or built: a bad sweep job fails in seconds
+    check_logger_packages(cfg)  # logger=wandb without wandb: the pip line, now
     # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
@@ -206,6 +160,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
         # Missing or corrupt data fails here, before the loggers write an event file that
         # would list a run with no steps (fit() calls it again; reading MNIST took 0.15 s here).
         datamodule.prepare_data()
+    name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
     trainer = build_trainer(cfg)
     started = check_before_training(cfg, trainer, datamodule)  # metrics, checkpoints, data size
     log_hparams(trainer, flat_hparams(cfg))
@@ -215,6 +170,8 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
         # batches from a fresh shuffle (the batches are i.i.d. draws of the data set).
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
         warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
+        if ckpt_path:  # a resume writes into its own checkpoints/ folder again, as it should
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException as err:
@@ -236,7 +193,7 @@ def _stopped(trainer: L.Trainer, output_dir: str) -> RunInterruptedError:
     where = f"saved {str(saved)!r}" if saved else "saved no checkpoint (none was due yet)"
     message = (
         f"stopped by {how} at generator step {trainer.global_step} (epoch "
-        f"{trainer.current_epoch}); {where}. Resume with the same overrides plus: "
+        f"{trainer.current_epoch + 1}); {where}. Resume with the same overrides plus: "
         f"hydra.run.dir={output_dir} ckpt_path=last"
     )
     return RunInterruptedError(message, 130 if how == "Ctrl-C" else 128 + signal.SIGTERM)

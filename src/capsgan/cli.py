@@ -1,0 +1,117 @@
+"""What the entry points (``src/train.py``, ``src/train_classifier.py``, ``src/bench.py``)
+set up before Hydra runs: narrow filters for library messages a user cannot act on, the
+``ckpt_path=latest`` resolver, and a plain message when an optional plugin is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+LATEST = "latest"
+
+
+class _DropLightningTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... litlogger / litmodels"), which it
+    logs on every Trainer it builds; every other record of the logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+_TIP_FILTER = _DropLightningTips()
+
+
+def quiet_library_noise() -> None:
+    """Silence, at their source, the library messages that are not the user's business.
+
+    * Lightning's ``_pytree.py`` (2.6) uses torch's deprecated ``LeafSpec`` (torch 2.10+),
+      a ``FutureWarning`` on the first Trainer of every process; the fix is Lightning's.
+    * Lightning's "💡 Tip:" lines advertising its cloud loggers, on every Trainer.
+
+    Each filter matches one message from one module; nothing else is hidden. Idempotent.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    # rank_zero_info logs through this logger (lightning_utilities' rank_zero module is
+    # pointed at it by lightning.pytorch; fabric's is the same mechanism)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _TIP_FILTER not in logger.filters:
+            logger.addFilter(_TIP_FILTER)
+
+
+# -- ckpt_path=latest ------------------------------------------------------------------
+
+
+def latest_run(log_dir: str | Path) -> Path | None:
+    """The run folder under ``log_dir`` whose ``checkpoints/last.ckpt`` is the newest."""
+    found = [p for p in Path(log_dir).rglob("checkpoints/last.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime).parent.parent if found else None
+
+
+def resume_dir(ckpt_path: object, log_dir: str, default: str) -> str:
+    """``hydra.run.dir`` of ``src/train.py``: with ``ckpt_path=latest`` the newest run's
+    folder (so the resumed run continues its curves and checkpoints there), else
+    ``default``."""
+    if str(ckpt_path) != LATEST:
+        return default
+    found = latest_run(log_dir)
+    return str(found) if found is not None else default
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("capsgan.resume_dir"):
+        OmegaConf.register_new_resolver("capsgan.resume_dir", resume_dir)
+
+
+# -- optional plugins -----------------------------------------------------------------
+
+OPTIONAL_PLUGINS = {  # command-line prefix -> (plugin module, what to install)
+    "hparams_search=": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'"),
+    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'"),
+}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a missing parent package
+        return False
+
+
+def check_optional_plugins(argv: Sequence[str]) -> None:
+    """Exit with code 2 and the install line when the command needs a plugin that is not
+    installed (Hydra would say only that it cannot find ``hydra/sweeper/optuna``)."""
+    for arg in argv:
+        for prefix, (module, install) in OPTIONAL_PLUGINS.items():
+            if arg.startswith(prefix) and not _importable(module):
+                print(
+                    f"Error: `{arg}` needs the Optuna sweeper, an optional extra that is not "
+                    f"installed here. Install it with `{install}` (the README's dev install "
+                    "includes it).",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
+
+
+def prepare_process() -> None:
+    """The filters and resolvers, in this process (an entry point, or a sweep's worker)."""
+    quiet_library_noise()
+    register_resolvers()
+
+
+def setup(argv: Sequence[str]) -> None:
+    """Everything an entry point needs before ``@hydra.main`` runs."""
+    prepare_process()
+    check_optional_plugins(argv)

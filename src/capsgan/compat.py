@@ -1,0 +1,210 @@
+"""Every private (underscored or undocumented) Lightning / PyTorch / Hydra / TensorBoard API
+this code relies on, in one place, with the versions it was checked on.
+
+Checked on: torch 2.14.1, lightning 2.6.6, hydra-core 1.3.8, tensorboard 2.21.0 (the
+versions ``pyproject.toml`` pins below: ``torch<2.15``, ``lightning<2.7``). To adopt
+torch 2.15 or Lightning 2.7, install them, run ``pytest tests/test_everyday.py -k
+private_api`` (it probes each entry on the installed versions) and then the whole suite,
+fix what an entry's ``breaks`` names, update ``CHECKED_ON`` and move the pin.
+
+Use a private API only where no public one does the job, and add it here in the same
+commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CHECKED_ON = {
+    "torch": "2.14.1",
+    "lightning": "2.6.6",
+    "hydra-core": "1.3.8",
+    "tensorboard": "2.21.0",
+}
+
+
+@dataclass(frozen=True)
+class PrivateAPI:
+    name: str  # the attribute or behaviour, as the code uses it
+    used_in: str  # where
+    why: str  # what it gives that no public API does
+    breaks: str  # what goes wrong when it changes
+    probe: Callable[[], bool]  # True while the API is there (tests/test_everyday.py)
+
+
+def _trainer():
+    import lightning as L
+
+    from capsgan.cli import quiet_library_noise
+
+    quiet_library_noise()
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+
+
+def _batches_that_stepped() -> bool:
+    return isinstance(_trainer().fit_loop.epoch_loop._batches_that_stepped, int)
+
+
+def _is_last_batch() -> bool:
+    return hasattr(_trainer().fit_loop.epoch_loop.batch_progress, "is_last_batch")
+
+
+def _should_update_logs() -> bool:
+    return hasattr(type(_trainer()._logger_connector), "should_update_logs")
+
+
+def _optimizer_step_hooks() -> bool:
+    import torch
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    opt = LightningOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+    return callable(opt._on_before_step) and callable(opt._on_after_step)
+
+
+def _summary_writer_file_writer() -> bool:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return callable(getattr(SummaryWriter, "_get_file_writer", None))
+
+
+def _logger_experiment_attr() -> bool:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir="unused")._experiment is None
+
+
+def _finalize_in_handler() -> bool:
+    import inspect
+
+    from lightning.pytorch.trainer import call
+
+    source = inspect.getsource(call._call_and_handle_interrupt)
+    return "except BaseException" in source and "_interrupt(trainer, exception)" in source
+
+
+def _job_return_value() -> bool:
+    from hydra.core.utils import JobReturn
+
+    return "_return_value" in JobReturn.__dataclass_fields__
+
+
+def _rich_train_description() -> bool:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return callable(getattr(RichProgressBar, "_get_train_description", None))
+
+
+def _model_checkpoint_every_n_epochs() -> bool:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(every_n_epochs=2)._every_n_epochs == 2
+
+
+def _rank_zero_logger() -> bool:
+    import lightning.pytorch  # noqa: F401  (points rank_zero's logger at its own)
+    import lightning_utilities.core.rank_zero as rank_zero
+
+    return rank_zero.log.name.endswith("utilities.rank_zero")
+
+
+def _pytree_module() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lightning.pytorch.utilities._pytree") is not None
+
+
+PRIVATE_APIS = (
+    PrivateAPI(
+        "Trainer.fit_loop.epoch_loop._batches_that_stepped",
+        "callbacks.SampleGrid, checkpointing.ResumableRun, diagnostics",
+        "the step Lightning's loggers write scalars at (the x axis of TensorBoard)",
+        "sample grids / restart markers at the wrong step (tests: test_everyday, "
+        "test_reliability resume)",
+        _batches_that_stepped,
+    ),
+    PrivateAPI(
+        "Trainer.fit_loop.epoch_loop.batch_progress.is_last_batch",
+        "gan_module.GAN.on_train_batch_end, benchmark (batch_progress.total)",
+        "the last batch of an epoch, for the divergence check before the epoch's checkpoint",
+        "AttributeError at every batch end",
+        _is_last_batch,
+    ),
+    PrivateAPI(
+        "Trainer._logger_connector.should_update_logs",
+        "gan_module.GAN._logger_writes_this_batch",
+        "whether the logger writes this batch's step values (skips self.log otherwise)",
+        "falls back to logging every batch (slower, same results)",
+        _should_update_logs,
+    ),
+    PrivateAPI(
+        "LightningOptimizer._on_before_step / _on_after_step",
+        "gan_module.GAN._step",
+        "keeps the discriminator's optimizer steps out of trainer.global_step",
+        "global_step counts two steps per batch; max_steps / checkpoint intervals halve",
+        _optimizer_step_hooks,
+    ),
+    PrivateAPI(
+        "torch SummaryWriter._get_file_writer()",
+        "loggers.log_hparams, loggers.TensorBoardLogger",
+        "writes the HPARAMS summaries without a fake metric value at step 0",
+        "no HPARAMS tab (AttributeError at start-up)",
+        _summary_writer_file_writer,
+    ),
+    PrivateAPI(
+        "Lightning Logger._experiment (None until first use)",
+        "loggers.TensorBoardLogger.finalize",
+        "ends the HPARAMS session only when an event file was opened",
+        "an empty event file, or no session status",
+        _logger_experiment_attr,
+    ),
+    PrivateAPI(
+        "Lightning calls Logger.finalize('failed') inside its `except BaseException` handler",
+        "loggers.TensorBoardLogger.finalize (reads sys.exc_info())",
+        "tells a crash (HPARAMS status FAILURE) from SIGTERM / Ctrl-C (status left unknown)",
+        "an interrupted run reads FAILURE, or a crashed one unknown",
+        _finalize_in_handler,
+    ),
+    PrivateAPI(
+        "RichProgressBar._get_train_description(current_epoch)",
+        "callbacks.ProgressBar",
+        "the bar's 'Epoch N/M' text, counted from 1 as everywhere else",
+        "the bar counts from 0 again (nothing else changes)",
+        _rich_train_description,
+    ),
+    PrivateAPI(
+        "ModelCheckpoint._every_n_epochs",
+        "preflight",
+        "the checkpoint interval as Lightning normalised it",
+        "a wrong start-up check",
+        _model_checkpoint_every_n_epochs,
+    ),
+    PrivateAPI(
+        "logger 'lightning.pytorch.utilities.rank_zero' (lightning_utilities' rank_zero.log)",
+        "cli.quiet_library_noise",
+        "the logger Lightning's '💡 Tip:' lines go through, to drop just those",
+        "the tips print again (nothing else changes)",
+        _rank_zero_logger,
+    ),
+    PrivateAPI(
+        "module lightning.pytorch.utilities._pytree (its LeafSpec FutureWarning)",
+        "cli.quiet_library_noise",
+        "the module the filtered deprecation warning comes from",
+        "the warning prints again if the module is renamed without the fix (harmless)",
+        _pytree_module,
+    ),
+    PrivateAPI(
+        "hydra JobReturn._return_value",
+        "sweep.SweepSummary.on_job_end",
+        "a failed job's exception without re-raising it (.return_value raises)",
+        "failed sweep jobs end the sweep instead of being recorded",
+        _job_return_value,
+    ),
+)

@@ -1,0 +1,346 @@
+"""What a run shows in TensorBoard: its name in the run selector, its HPARAMS row, and
+whether that row says the run succeeded.
+
+* **Run names.** TensorBoard names a run by its folder, so the events go to
+  ``<run>/tensorboard/<run name>/``, where the name is what tells the run apart: in a
+  sweep the overrides that vary between its jobs (``discriminator=cnn,seed=1``), in a
+  single run the overrides typed on the command line, led by the discriminator
+  (``discriminator=capsule_small,lr=0.0001``). ``run_name=<name>`` sets it by hand. A
+  resumed run keeps the name its folder already has.
+* **HPARAMS.** The resolved config, without per-run paths (``trainer/default_root_dir``,
+  ``data/root``, ``ckpt_path``, ...), led by the config-group choices and the keys typed
+  on the command line, so the columns that differ come first. ``val/fid_best`` (the
+  lowest FID so far) is logged beside ``val/fid``, so the tab shows the best and the
+  last value.
+* **Status.** The session's end (``SUCCESS`` or ``FAILURE``) is written when the run
+  ends, not at its start: a running run reads "unknown", a crashed or diverged one
+  "failure", and a run stopped by SIGTERM / Ctrl-C stays "unknown" until the resumed run
+  ends it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from torch.utils.tensorboard.summary import hparams
+
+from capsgan.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Per-run paths and switches that do not change the results: not hyperparameters, and not
+# part of a run's name.
+NOT_HPARAMS = (
+    "trainer/default_root_dir",
+    "trainer/plugins",
+    "data/root",
+    "data/download",
+    "ckpt_path",
+    "run_name",
+    "metrics/classifier_dir",
+    "metrics/classifier_path",
+)
+NOT_IN_NAME = (
+    "ckpt_path",
+    "run_name",
+    "threads",
+    "paths.",
+    "hydra.",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "trainer.enable_progress_bar",
+    "trainer.accelerator",
+    "trainer.devices",
+    "metrics.classifier_dir",
+    "metrics.classifier_path",
+)
+CHOSEN_GROUPS = ("data", "generator", "discriminator", "experiment", "debug", "logger")
+BEST_FID = "val/fid_best"
+HPARAM_METRICS = (
+    "val/fid", BEST_FID, "val/kid", "val/is", "val/modes", "val/mode_kl",
+    "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc",
+)  # fmt: skip
+
+
+# -- run names ------------------------------------------------------------------------
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _hydra() -> DictConfig | None:
+    try:
+        return HydraConfig.get()
+    except ValueError:  # composed outside @hydra.main
+        return None
+
+
+def swept_keys(hydra_cfg: Any) -> set[str]:
+    """The keys a multirun varies: its sweep overrides (read back from the sweep's
+    ``multirun.yaml``) and the keys of ``hydra.sweeper.params`` (Optuna, presets)."""
+    keys = {str(k) for k in (OmegaConf.select(hydra_cfg, "sweeper.params") or {})}
+    multirun = Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml"
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        task = OmegaConf.load(multirun).hydra.overrides.task
+        parsed = OverridesParser.create().parse_overrides(list(task))
+        keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
+    except Exception:  # no multirun.yaml (another sweeper) or an unparsable line
+        pass
+    return keys
+
+
+def auto_run_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
+    """The name of the run in TensorBoard's run selector (see the module docstring)."""
+    hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
+    if hydra_cfg is None:
+        return ""
+    existing = _existing_name(cfg)
+    if existing is not None:
+        return existing
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    parts: list[str] = []
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        varying = swept_keys(hydra_cfg)
+        parts = [o.lstrip("+") for o in overrides if _key(o) in varying]
+    if not parts:
+        parts = [o.lstrip("+") for o in overrides if not _key(o).startswith(NOT_IN_NAME)]
+        choice = hydra_cfg.runtime.choices.get("discriminator")
+        if choice and not any(_key(o) == "discriminator" for o in parts):
+            parts.insert(0, f"discriminator={choice}")
+    name = ",".join(_short(p) for p in parts).replace("/", "_").replace(os.sep, "_")
+    return name if len(name) <= 120 else name[:119] + "…"
+
+
+def _short(override: str) -> str:
+    """``lr=5.6115164153345e-05`` (an Optuna trial's value) as ``lr=5.612e-05``."""
+    key, _, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    if len(value) <= 8 or not math.isfinite(number):
+        return override
+    return f"{key}={number:.4g}"
+
+
+def _existing_name(cfg: DictConfig) -> str | None:
+    """On a resume, the name the run folder's events already use."""
+    if not cfg.get("ckpt_path"):
+        return None
+    folder = Path(str(cfg.paths.output_dir)) / "tensorboard"
+    if any(folder.glob("events.out.tfevents.*")):
+        return ""  # events straight in tensorboard/ (runs from before named runs)
+    named = [p.parent for p in folder.glob("*/events.out.tfevents.*")]
+    return max(named, key=lambda p: p.stat().st_mtime).name if named else None
+
+
+def name_run(cfg: DictConfig) -> None:
+    """Fill ``cfg.run_name`` (null: :func:`auto_run_name`) before the loggers are built."""
+    if cfg.get("run_name") or "run_name" not in cfg:
+        return
+    with open_dict(cfg):
+        cfg.run_name = auto_run_name(cfg)
+
+
+def event_dirs(run_dir: str | Path) -> list[Path]:
+    """The folders holding a run's TensorBoard event files: ``<run>/tensorboard/<name>/``
+    (``<run>/tensorboard/`` for runs from before named runs)."""
+    return sorted({p.parent for p in Path(run_dir).glob("tensorboard/**/events.out.tfevents.*")})
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """The run folders (each holding ``tensorboard/`` with event files, at any depth of
+    named runs) in or below ``root``."""
+    runs = set()
+    for events in Path(root).rglob("events.out.tfevents.*"):
+        folder = next((p for p in events.parents if p.name == "tensorboard"), None)
+        if folder is not None:
+            runs.add(folder.parent)
+    return sorted(runs)
+
+
+# -- HPARAMS --------------------------------------------------------------------------
+
+
+def flat_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> dict[str, Any]:
+    """The resolved config flattened to ``a/b/c`` keys for TensorBoard's HPARAMS tab:
+    first the overrides typed for this run and the config-group choices, then the rest."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():  # _target_ kept: it tells cnn from capsule runs
+                walk(v, f"{prefix}/{k}" if prefix else str(k))
+        elif isinstance(node, list):
+            out[prefix] = str(node)
+        else:
+            out[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    skip = ("hydra", "paths", "callbacks", "logger", "module")  # module/* repeats top-level keys
+    rest = {
+        k: v for k, v in out.items() if not k.startswith(skip) and not k.startswith(NOT_HPARAMS)
+    }
+    hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
+    if hydra_cfg is None:
+        return rest
+    choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items() if "/" not in str(k)}
+    lead: dict[str, Any] = {}
+    for override in hydra_cfg.overrides.task:
+        key = _key(str(override))
+        if key in choices and choices[key] is not None:
+            lead[key] = choices[key]
+        elif key.replace(".", "/") in rest:
+            lead[key.replace(".", "/")] = rest[key.replace(".", "/")]
+    for group in CHOSEN_GROUPS:
+        if choices.get(group) is not None and group not in lead:
+            lead[group] = choices[group]
+    return {**lead, **{k: v for k, v in rest.items() if k not in lead}}
+
+
+def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
+    """Record the run's hyperparameters for TensorBoard's HPARAMS tab (and the other
+    loggers' ``log_hyperparams``).
+
+    The tab lists a run only if its hparams summary names metric tags; it then reads those
+    tags' values from the run's own scalars. Lightning's ``log_hyperparams(params,
+    metrics)`` would also write a fake value of each metric at step 0 and mark the session
+    successful at once, so the experiment and session-start summaries are written
+    directly, and the session's end by :class:`TensorBoardLogger` when the run ends.
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, _LightningTensorBoardLogger):
+            logger.hparams.update(params)  # also saved to hparams.yaml
+            sanitized = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                         for k, v in params.items()}  # fmt: skip
+            writer = logger.experiment._get_file_writer()
+            if writer is None:  # a DDP rank other than 0 has a dummy experiment: no events
+                continue
+            experiment, start, _end = hparams(sanitized, dict.fromkeys(HPARAM_METRICS, 0.0))
+            writer.add_summary(experiment)
+            writer.add_summary(start)
+            if isinstance(logger, TensorBoardLogger):
+                logger.session_started = True
+        else:
+            logger.log_hyperparams(params)
+
+
+class TensorBoardLogger(_LightningTensorBoardLogger):
+    """Lightning's TensorBoard logger, plus the HPARAMS session's end status and the
+    running best ``val/fid`` (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session_started = False
+        self._best_fid: float | None = None
+        self._created = time.time()  # event files older than this are earlier sessions'
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        fid = metrics.get("val/fid")
+        if fid is not None and math.isfinite(float(fid)):
+            if self._best_fid is None:
+                self._best_fid = self._previous_best(step)
+            self._best_fid = min(float(fid), self._best_fid)
+            metrics = {**metrics, BEST_FID: self._best_fid}
+        super().log_metrics(metrics, step)
+
+    def _previous_best(self, step: int | None) -> float:
+        """The lowest ``val/fid`` this folder's earlier sessions logged before ``step``
+        (a resumed run continues their best; ``inf`` for a fresh run)."""
+        best = math.inf
+        previous = [p for p in Path(self.log_dir).glob("events.out.tfevents.*")
+                    if p.stat().st_mtime < self._created]  # fmt: skip
+        if not previous:
+            return best
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        for path in previous:
+            events = EventAccumulator(str(path), size_guidance={"scalars": 0})
+            events.Reload()
+            if "val/fid" in events.Tags()["scalars"]:
+                before = [e for e in events.Scalars("val/fid") if step is None or e.step < step]
+                best = min([best, *(e.value for e in before if math.isfinite(e.value))])
+        return best
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self.session_started and self._experiment is not None and status != "finished":
+            # Lightning calls finalize("failed") from inside its exception handler, so the
+            # exception is sys.exc_info()'s: SIGTERM / Ctrl-C leave the status unknown (the
+            # resumed run ends the session), anything else is a failure.
+            error = sys.exc_info()[1]
+            if status == "success":
+                self._end_session(api_pb2.STATUS_SUCCESS)
+            elif not isinstance(error, (SIGTERMException, KeyboardInterrupt)):
+                self._end_session(api_pb2.STATUS_FAILURE)
+        super().finalize(status)
+
+    def _end_session(self, status: int) -> None:
+        writer = self.experiment._get_file_writer()
+        if writer is not None:
+            writer.add_summary(session_end_summary(status))
+        self.session_started = False
+
+
+def session_end_summary(status: int) -> Summary:
+    """The HPARAMS plugin's session-end summary with ``status`` (as torch's ``hparams()``
+    writes it, which always says STATUS_SUCCESS)."""
+    end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
+    content = plugin_data_pb2.HParamsPluginData(
+        session_end_info=end, version=metadata.PLUGIN_DATA_VERSION
+    )
+    plugin = SummaryMetadata.PluginData(
+        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+    )
+    return Summary(
+        value=[
+            Summary.Value(
+                tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin)
+            )
+        ]
+    )
+
+
+# -- optional logger packages ---------------------------------------------------------
+
+LOGGER_PACKAGES = {  # logger class -> (module to import, pip line)
+    "WandbLogger": ("wandb", "pip install wandb"),
+    "MLFlowLogger": ("mlflow", "pip install mlflow"),
+    "CometLogger": ("comet_ml", "pip install comet-ml"),
+    "NeptuneLogger": ("neptune", "pip install neptune"),
+}
+
+
+def check_logger_packages(cfg: DictConfig) -> None:
+    """Raise a :class:`ConfigError` with the ``pip install`` line when a configured
+    logger's package is missing (before any data is read or model built)."""
+    for name, node in (cfg.get("logger") or {}).items():
+        target = str((node or {}).get("_target_", ""))
+        need = LOGGER_PACKAGES.get(target.rsplit(".", 1)[-1])
+        if need and importlib.util.find_spec(need[0]) is None:
+            raise ConfigError(
+                f"the {name} logger ({target}) needs the {need[0]!r} package, which is not "
+                f"installed here. Install it with `{need[1]}`, or pick a logger that needs "
+                "nothing more: logger=tensorboard (default), logger=csv or logger=many."
+            )

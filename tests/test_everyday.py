@@ -1,0 +1,420 @@
+"""Everyday use (issue 16): quiet runs, honest HPARAMS, run names, the debug presets,
+ckpt_path=latest, the CSV / W&B / MLflow loggers, --help, the slow-epoch warning, and the
+private APIs the code relies on."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import ClassVar
+
+import lightning as L
+import pytest
+from omegaconf import OmegaConf, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+from capsgan import cli
+from capsgan.compat import PRIVATE_APIS
+from capsgan.errors import ConfigError
+from capsgan.loggers import auto_run_name, event_dirs, find_runs, flat_hparams
+from capsgan.training import train
+from tests.conftest import ROOT, TINY_OVERRIDES, compose_train_cfg
+
+SHORT = ("trainer.limit_train_batches=3", "trainer.limit_val_batches=1")
+
+
+def events_of(run: Path) -> EventAccumulator:
+    (folder,) = event_dirs(run)
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def session_status(run: Path) -> int | None:
+    """The HPARAMS session's end status in a run's events (None: no end written)."""
+    content = events_of(run).PluginTagToContent("hparams")
+    if "_hparams_/session_end_info" not in content:
+        return None
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+    return data.session_end_info.status
+
+
+# -- warnings and messages --------------------------------------------------------------
+
+
+def test_train_cli_prints_no_library_noise_and_real_flops(tiny_data_dir: Path, tmp_path: Path):
+    """The whole output of a first run (which also trains the classifier): no Lightning tip,
+    no deprecation warning, FLOPs counted, and the classifier's reason, place and time."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "discriminator=cnn",
+        "debug=limit",
+        *[o for o in TINY_OVERRIDES if "enable_progress_bar" not in o],
+        "trainer.limit_train_batches=5",
+        f"metrics.classifier_dir={tmp_path / 'classifiers'}",  # a first run: none cached
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "DATA_DIR": str(tiny_data_dir), "COLUMNS": "200"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for noise in ("Tip:", "Warning", "warn(", "deprecated", "Total FLOPs: 0 "):
+        assert noise not in out, (noise, out[-3000:])
+    assert "Total FLOPs" in out
+    assert "training it now" in out and str(tmp_path / "classifiers") in out
+    assert "82 s" in out and "train_classifier.py data=mnist" in out
+
+
+def test_warning_filters_match_only_their_message_and_module() -> None:
+    cli.quiet_library_noise()
+    message = "`isinstance(treespec, LeafSpec)` is deprecated, use ..."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.quiet_library_noise()  # after simplefilter, as in a process that starts fresh
+        for module in ("lightning.pytorch.utilities._pytree", "mycode"):
+            warnings.warn_explicit(message, FutureWarning, "x.py", 1, module=module)
+        warnings.warn_explicit("other", FutureWarning, "x.py", 1, module=module)
+    assert [(str(w.message)[:10], w.filename) for w in caught] == [
+        (message[:10], "x.py"),
+        ("other", "x.py"),
+    ]
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    lightning_log.addHandler(handler)
+    try:
+        lightning_log.warning("💡 Tip: For seamless cloud logging ...")
+        lightning_log.warning("GPU available: False")
+    finally:
+        lightning_log.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["GPU available: False"]
+
+
+def test_slow_epoch_is_announced_once_and_training_goes_on(make_cfg, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="capsgan")
+    cfg = make_cfg(
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=1",
+        "callbacks.epoch_time_warning.threshold_minutes=1e-6",
+    )
+    train(cfg)
+    slow = [r.getMessage() for r in caplog.records if "This run is slow here" in r.getMessage()]
+    assert len(slow) == 1
+    assert "one epoch of 6 batches" in slow[0] and "2 epochs" in slow[0]
+    assert "discriminator=capsule_small" in slow[0] and "trainer.precision=bf16-mixed" in slow[0]
+    assert "trainer.limit_train_batches=" in slow[0] and "Training goes on" in slow[0]
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "epoch_001.ckpt").exists()
+
+
+def test_optuna_search_without_its_extra_names_the_install_line(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "_importable", lambda module: False)
+    with pytest.raises(SystemExit) as stop:
+        cli.check_optional_plugins(["lr=1e-4", "hparams_search=capsule_optuna"])
+    assert stop.value.code == 2
+    assert "pip install -e '.[optuna]'" in capsys.readouterr().err
+    cli.check_optional_plugins(["lr=1e-4"])  # nothing optional asked for: no exit
+
+
+def test_help_lists_every_config_group_and_the_conveniences() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for line in (
+        "debug: fdr, limit, overfit, profiler",
+        "logger: csv, many, mlflow, tensorboard, wandb",
+        "discriminator: capsule, capsule_small, cnn, cnn_matched",
+        "hydra/launcher",
+        "ckpt_path=latest",
+    ):
+        assert line in proc.stdout, line
+
+
+# -- TensorBoard: HPARAMS status, keys, metrics, run names, image steps -----------------
+
+
+class StatusProbe(L.Callback):
+    """Reads the HPARAMS session status back from the event file in the middle of the run;
+    raises at batch ``crash_at`` when set."""
+
+    seen: ClassVar[list[int | None]] = []  # every probe's readings, in order
+
+    def __init__(self, crash_at: int | None = None) -> None:
+        self.crash_at = crash_at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        trainer.logger.experiment.flush()
+        StatusProbe.seen.append(session_status(Path(trainer.default_root_dir)))
+        if batch_idx == self.crash_at:
+            raise RuntimeError("injected crash")
+
+
+def _with_probe(cfg, crash_at=None):
+    with open_dict(cfg):
+        cfg.callbacks.status_probe = {
+            "_target_": "tests.test_everyday.StatusProbe",
+            "crash_at": crash_at,
+        }
+    return cfg
+
+
+def test_hparams_status_is_unknown_while_running_then_success(make_cfg) -> None:
+    StatusProbe.seen = []
+    cfg = _with_probe(make_cfg("trainer.max_epochs=2", *SHORT))
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert len(StatusProbe.seen) == 6 and set(StatusProbe.seen) == {None}  # none while running
+    assert session_status(run) == api_pb2.STATUS_SUCCESS
+
+
+def test_hparams_status_after_a_crash_is_failure(make_cfg) -> None:
+    cfg = _with_probe(make_cfg(*SHORT), crash_at=1)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg)
+    assert session_status(Path(cfg.paths.output_dir)) == api_pb2.STATUS_FAILURE
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_hparams_status_after_sigterm_or_ctrl_c_stays_unknown(make_cfg, signum: str) -> None:
+    from capsgan.training import RunInterruptedError
+
+    cfg = make_cfg(
+        "trainer.limit_train_batches=6",
+        "+callbacks.signal._target_=tests.test_reliability.SendSignal",
+        "+callbacks.signal.at_step=2",
+        f"+callbacks.signal.signum={int(getattr(signal, signum))}",
+    )
+    with pytest.raises(RunInterruptedError):
+        train(cfg)
+    assert session_status(Path(cfg.paths.output_dir)) is None  # the resumed run ends it
+
+
+def test_hparams_leave_out_paths_and_include_the_best_fid(make_cfg) -> None:
+    cfg = make_cfg("trainer.max_epochs=3", *SHORT)
+    train(cfg)
+    acc = events_of(Path(cfg.paths.output_dir))
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    keys = set(start.session_start_info.hparams)
+    assert "lr" in keys and "discriminator/_target_" in keys
+    for path_key in ("trainer/default_root_dir", "data/root", "ckpt_path", "trainer/plugins"):
+        assert path_key not in keys
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    assert "val/fid_best" in {m.name.tag for m in experiment.experiment.metric_infos}
+    fid = [e.value for e in acc.Scalars("val/fid")]
+    best = [e.value for e in acc.Scalars("val/fid_best")]
+    assert len(fid) == 3 and best == pytest.approx([min(fid[: i + 1]) for i in range(3)])
+
+
+def fake_hydra(tmp_path: Path, overrides: list[str], mode: str, sweep: list[str] | None = None):
+    from hydra.types import RunMode
+
+    sweep_dir = tmp_path / "sweep"
+    if sweep is not None:
+        sweep_dir.mkdir(exist_ok=True)
+        OmegaConf.save({"hydra": {"overrides": {"task": sweep}}}, sweep_dir / "multirun.yaml")
+    hc = OmegaConf.create(
+        {
+            "overrides": {"task": overrides},
+            "sweep": {"dir": str(sweep_dir), "params": None},
+            "sweeper": {"params": None},
+            "runtime": {
+                "choices": {
+                    "data": "mnist",
+                    "generator": "dcgan",
+                    "discriminator": "capsule_small",
+                    "hydra/launcher": "basic",
+                }
+            },
+        }
+    )
+    hc.mode = RunMode.MULTIRUN if mode == "multirun" else RunMode.RUN
+    return hc
+
+
+def test_hparams_lead_with_the_chosen_and_overridden_keys(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(["discriminator=capsule_small", "lr=1e-4", "paths.output_dir=/x"])
+    hc = fake_hydra(tmp_path, ["discriminator=capsule_small", "lr=1e-4"], "run")
+    keys = list(flat_hparams(cfg, hc))
+    assert keys[:4] == ["discriminator", "lr", "data", "generator"]
+    assert keys.index("channels_last") > keys.index("lr")
+
+
+def test_run_names_say_what_sets_a_run_apart(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(["paths.output_dir=" + str(tmp_path / "run")])
+    sweep = ["discriminator=cnn,capsule_small", "seed=1,2", "trainer.max_epochs=3"]
+    job = ["discriminator=cnn", "seed=2", "trainer.max_epochs=3"]
+    assert auto_run_name(cfg, fake_hydra(tmp_path, job, "multirun", sweep)) == (
+        "discriminator=cnn,seed=2"
+    )
+    single = ["lr=1e-4", "threads=1", "data.root=/somewhere", "+trainer.max_time=00:01:00:00"]
+    assert auto_run_name(cfg, fake_hydra(tmp_path, single, "run")) == (
+        "discriminator=capsule_small,lr=1e-4,trainer.max_time=00:01:00:00"
+    )
+    trial = ["lr=5.6115164153345e-05", "instance_noise=0.2598528437324805", "seed=3"]
+    optuna = fake_hydra(tmp_path, trial, "multirun", [])
+    optuna.sweeper.params = {"lr": "tag(log, interval(1e-5, 1e-3))", "instance_noise": "x"}
+    assert auto_run_name(cfg, optuna) == "lr=5.612e-05,instance_noise=0.2599"
+    # a resumed run keeps the name its folder's events already have
+    (tmp_path / "run" / "tensorboard" / "first_name").mkdir(parents=True)
+    (tmp_path / "run" / "tensorboard" / "first_name" / "events.out.tfevents.1").write_bytes(b"")
+    with open_dict(cfg):
+        cfg.ckpt_path = "last"
+    assert auto_run_name(cfg, fake_hydra(tmp_path, [*single, "ckpt_path=last"], "run")) == (
+        "first_name"
+    )
+
+
+def test_two_job_sweep_names_its_tensorboard_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "discriminator=cnn,capsule_small",
+        *TINY_OVERRIDES,
+        *SHORT,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "DATA_DIR": str(tiny_data_dir)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {p.name for job in ("0", "1") for p in event_dirs(sweep / job)}
+    assert names == {"discriminator=cnn", "discriminator=capsule_small"}
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "1"]  # epochs count from 1
+
+
+def test_fixed_noise_image_is_at_its_epochs_scalar_step(make_cfg) -> None:
+    cfg = make_cfg("trainer.max_epochs=2", *SHORT)
+    train(cfg)
+    acc = events_of(Path(cfg.paths.output_dir))
+    image_steps = [e.step for e in acc.Images("samples/fixed_noise")]
+    assert image_steps == [e.step for e in acc.Scalars("epoch/d_loss")]
+    assert image_steps == [e.step for e in acc.Scalars("val/fid")] == [2, 5]
+
+
+# -- loggers -------------------------------------------------------------------------------
+
+
+def test_csv_logger_writes_a_row_per_logged_step(make_cfg) -> None:
+    cfg = make_cfg("logger=csv", "trainer.max_epochs=2", *SHORT)
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+    assert [r["train/d_loss"] for r in rows if r["train/d_loss"]] and len(rows) >= 6
+    epochs = [r for r in rows if r["epoch/d_loss"]]
+    assert [r["epoch"] for r in epochs] == ["0", "1"]
+    assert len([r for r in rows if r["val/fid"]]) == 2
+    assert "lr: 0.0002" in (run / "csv" / "hparams.yaml").read_text()
+    assert not (run / "tensorboard").exists()
+
+
+def test_many_logs_to_tensorboard_and_csv(make_cfg) -> None:
+    cfg = make_cfg("logger=many", *SHORT)
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "csv" / "metrics.csv").exists() and event_dirs(run)
+
+
+@pytest.mark.parametrize(("logger", "package"), [("wandb", "wandb"), ("mlflow", "mlflow")])
+def test_a_logger_whose_package_is_missing_fails_at_start_with_the_pip_line(
+    make_cfg, logger: str, package: str, monkeypatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a)
+    )
+    cfg = make_cfg(f"logger={logger}")
+    with pytest.raises(ConfigError, match=f"pip install {package}"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+# -- debug presets and ckpt_path=latest --------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit", "profiler"])
+def test_debug_presets_compose_and_run(make_cfg, preset: str, recwarn) -> None:
+    cli.quiet_library_noise()  # as the entry points do
+    extra = ["trainer.max_epochs=5"] if preset == "overfit" else []
+    cfg = make_cfg(f"debug={preset}", *extra)
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    if preset == "profiler":
+        assert (run / "fit-profile.txt").exists()
+    if preset == "limit":
+        assert (run / "checkpoints" / "last.ckpt").exists()
+    if preset == "overfit":
+        assert cfg.trainer.overfit_batches == 4
+    messages = [
+        str(w.message) for w in recwarn if "does not have many workers" not in str(w.message)
+    ]
+    assert not messages, messages
+
+
+def test_ckpt_path_latest_resumes_the_newest_run_in_its_folder(make_cfg, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    older, newest = log_dir / "2026-01-01" / "09-00-00", log_dir / "2026-01-02" / "10-00-00"
+    for folder, epochs in ((older, 1), (newest, 1)):
+        cfg = make_cfg(f"trainer.max_epochs={epochs}", *SHORT)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(folder)
+        train(cfg)
+    cli.register_resolvers()
+    composed = compose_train_cfg_with_hydra(["ckpt_path=latest", f"paths.log_dir={log_dir}"])
+    assert composed.hydra.run.dir == str(newest)
+    fresh = compose_train_cfg_with_hydra([f"paths.log_dir={tmp_path / 'empty'}"])
+    assert "empty" in fresh.hydra.run.dir and fresh.hydra.run.dir != str(newest)
+
+    cfg = make_cfg("trainer.max_epochs=3", *SHORT, "ckpt_path=latest")
+    with open_dict(cfg):
+        cfg.paths.output_dir = composed.hydra.run.dir
+    train(cfg)
+    assert (newest / "checkpoints" / "epoch_002.ckpt").exists()
+    assert not (older / "checkpoints" / "epoch_001.ckpt").exists()
+    # one TensorBoard run continued: val/fid_best carries the first session's best on
+    acc = events_of(newest)
+    fid = [e.value for e in acc.Scalars("val/fid")]
+    assert len(fid) == 3 and len(list(event_dirs(newest)[0].glob("events.*"))) == 2
+    assert [e.value for e in acc.Scalars("val/fid_best")] == pytest.approx(
+        [min(fid[: i + 1]) for i in range(3)]
+    )
+    assert find_runs(tmp_path / "outputs") == [older, newest]
+
+    cfg = make_cfg("ckpt_path=latest")  # a folder with no last.ckpt: says what latest means
+    with pytest.raises(ConfigError, match="ckpt_path=latest resumes the newest run"):
+        train(cfg)
+
+
+def compose_train_cfg_with_hydra(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+# -- private APIs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", PRIVATE_APIS, ids=lambda a: a.name[:60])
+def test_private_api_is_still_there(api) -> None:
+    """Each private Lightning / PyTorch / Hydra API in capsgan.compat exists on the
+    installed versions (the check to run before moving an upper pin)."""
+    assert api.probe(), f"{api.name} changed: {api.breaks} (used in {api.used_in})"
