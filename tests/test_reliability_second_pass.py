@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from capsgan import checkpointing
 from capsgan.classifier import DigitClassifier, load_classifier, load_or_train, save_classifier
@@ -373,14 +373,12 @@ def test_full_disk_names_the_file_and_keeps_the_old_checkpoint(fast_cfg, monkeyp
 
 
 def test_user_errors_boundary_turns_a_full_disk_into_one_paragraph(capsys) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        with user_errors():
-            raise OSError(errno.ENOSPC, "No space left on device", "/data/out/samples.png")
+    with pytest.raises(SystemExit) as exit_, user_errors():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/samples.png")
     assert exit_.value.code == 2
     assert "'/data/out/samples.png'" in capsys.readouterr().err
-    with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as bad input
-        with user_errors():
-            raise ZeroDivisionError
+    with pytest.raises(ZeroDivisionError), user_errors():  # a bug is not bad input
+        raise ZeroDivisionError
 
 
 def test_corrupt_cached_classifier_and_wrong_classifier_file(tmp_path: Path) -> None:

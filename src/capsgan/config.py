@@ -70,6 +70,7 @@ def limit_or_unlimited(v: int) -> bool:
 
 def count_or_fraction(minimum: int) -> Callable[[Any], bool]:
     """Lightning's ``limit_*_batches``: an int >= minimum (batches) or a float fraction."""
+
     def check(v: float) -> bool:
         if isinstance(v, int):
             return v >= minimum
@@ -105,59 +106,176 @@ COMMON_RULES = (
     Rule("channels_last", "bool", meaning="NHWC memory format"),
     Rule("ckpt_path", "str", meaning="a checkpoint to resume from, or last", nullable=True),
     Rule("optimized_metric", "str", meaning="the metric returned to a sweeper", nullable=True),
-    Rule("trainer.max_epochs", "int", limit_or_unlimited,
-         "-1 (no limit) or >= 1 (0 would train nothing)", "the epoch limit", True, 20),
-    Rule("trainer.max_steps", "int", limit_or_unlimited,
-         "-1 (no limit) or >= 1 (0 would train nothing)", "the generator-step limit", example=-1),
-    Rule("trainer.limit_train_batches", "float", count_or_fraction(1),
-         "an integer >= 1 (batches) or a fraction in (0, 1] (0 would train nothing)",
-         "the training batches per epoch", True),
-    Rule("trainer.limit_val_batches", "float", count_or_fraction(0),
-         "an integer >= 0 (batches) or a fraction in [0, 1]", "the validation batches", True),
-    Rule("trainer.check_val_every_n_epoch", "int", at_least(1), ">= 1", "the validation interval",
-         True),
-    Rule("trainer.num_sanity_val_steps", "int", at_least(-1), ">= -1", "the sanity-check batches",
-         True),
+    Rule(
+        "trainer.max_epochs",
+        "int",
+        limit_or_unlimited,
+        "-1 (no limit) or >= 1 (0 would train nothing)",
+        "the epoch limit",
+        True,
+        20,
+    ),
+    Rule(
+        "trainer.max_steps",
+        "int",
+        limit_or_unlimited,
+        "-1 (no limit) or >= 1 (0 would train nothing)",
+        "the generator-step limit",
+        example=-1,
+    ),
+    Rule(
+        "trainer.limit_train_batches",
+        "float",
+        count_or_fraction(1),
+        "an integer >= 1 (batches) or a fraction in (0, 1] (0 would train nothing)",
+        "the training batches per epoch",
+        True,
+    ),
+    Rule(
+        "trainer.limit_val_batches",
+        "float",
+        count_or_fraction(0),
+        "an integer >= 0 (batches) or a fraction in [0, 1]",
+        "the validation batches",
+        True,
+    ),
+    Rule(
+        "trainer.check_val_every_n_epoch",
+        "int",
+        at_least(1),
+        ">= 1",
+        "the validation interval",
+        True,
+    ),
+    Rule(
+        "trainer.num_sanity_val_steps",
+        "int",
+        at_least(-1),
+        ">= -1",
+        "the sanity-check batches",
+        True,
+    ),
     Rule("trainer.log_every_n_steps", "int", at_least(1), ">= 1", "the logging interval"),
-    Rule("trainer.gradient_clip_val", "float", lambda v: False,
-         "null: the GAN steps its optimizers itself, so clip with the top-level gradient_clip_val",
-         "Lightning's automatic clipping", True, "null"),
-    Rule("trainer.accumulate_grad_batches", "int", lambda v: v == 1,
-         "1: the GAN steps its optimizers itself (raise data.batch_size instead)",
-         "Lightning's gradient accumulation", example=1),
-    Rule("trainer.deterministic", "any", lambda v: v in (True, False, "warn"),
-         "true, false or warn", "torch's deterministic algorithms", True, "warn"),
-    Rule("trainer.fast_dev_run", "any", lambda v: isinstance(v, int) and v >= 0,
-         "false, true or a number of batches >= 1", "Lightning's smoke-test mode", example="false"),
-    Rule("callbacks.model_checkpoint.every_n_epochs", "int", at_least(0), ">= 0",
-         "the epochs between epoch checkpoints (0: none)", True),
-    Rule("callbacks.model_checkpoint.save_top_k", "int", at_least(-1), ">= -1",
-         "how many epoch checkpoints to keep (-1: all)"),
-    Rule("callbacks.model_checkpoint.mode", "str", lambda v: v in ("min", "max"), "min or max",
-         "whether a lower or higher monitored value is better"),
-    Rule("callbacks.model_checkpoint.monitor", "str", meaning="the metric ranking checkpoints",
-         nullable=True),
-    Rule("callbacks.last_checkpoint.every_n_train_steps", "int", at_least(0), ">= 0",
-         "the generator steps between mid-epoch saves of last.ckpt (0: none)", True, 200),
-    Rule("callbacks.sample_grid.every_n_epochs", "int", at_least(1), ">= 1",
-         "the epochs between sample grids", example=1),
+    Rule(
+        "trainer.gradient_clip_val",
+        "float",
+        lambda v: False,
+        "null: the GAN steps its optimizers itself, so clip with the top-level gradient_clip_val",
+        "Lightning's automatic clipping",
+        True,
+        "null",
+    ),
+    Rule(
+        "trainer.accumulate_grad_batches",
+        "int",
+        lambda v: v == 1,
+        "1: the GAN steps its optimizers itself (raise data.batch_size instead)",
+        "Lightning's gradient accumulation",
+        example=1,
+    ),
+    Rule(
+        "trainer.deterministic",
+        "any",
+        lambda v: v in (True, False, "warn"),
+        "true, false or warn",
+        "torch's deterministic algorithms",
+        True,
+        "warn",
+    ),
+    Rule(
+        "trainer.fast_dev_run",
+        "any",
+        lambda v: isinstance(v, int) and v >= 0,
+        "false, true or a number of batches >= 1",
+        "Lightning's smoke-test mode",
+        example="false",
+    ),
+    Rule(
+        "callbacks.model_checkpoint.every_n_epochs",
+        "int",
+        at_least(0),
+        ">= 0",
+        "the epochs between epoch checkpoints (0: none)",
+        True,
+    ),
+    Rule(
+        "callbacks.model_checkpoint.save_top_k",
+        "int",
+        at_least(-1),
+        ">= -1",
+        "how many epoch checkpoints to keep (-1: all)",
+    ),
+    Rule(
+        "callbacks.model_checkpoint.mode",
+        "str",
+        lambda v: v in ("min", "max"),
+        "min or max",
+        "whether a lower or higher monitored value is better",
+    ),
+    Rule(
+        "callbacks.model_checkpoint.monitor",
+        "str",
+        meaning="the metric ranking checkpoints",
+        nullable=True,
+    ),
+    Rule(
+        "callbacks.last_checkpoint.every_n_train_steps",
+        "int",
+        at_least(0),
+        ">= 0",
+        "the generator steps between mid-epoch saves of last.ckpt (0: none)",
+        True,
+        200,
+    ),
+    Rule(
+        "callbacks.sample_grid.every_n_epochs",
+        "int",
+        at_least(1),
+        ">= 1",
+        "the epochs between sample grids",
+        example=1,
+    ),
     Rule("callbacks.sample_grid.nrow", "int", at_least(1), ">= 1", "images per grid row"),
-    Rule("callbacks.sample_grid.every_n_steps", "int", at_least(1), ">= 1",
-         "the generator steps between step grids", True),
+    Rule(
+        "callbacks.sample_grid.every_n_steps",
+        "int",
+        at_least(1),
+        ">= 1",
+        "the generator steps between step grids",
+        True,
+    ),
 )
 
 # Only when the sample_quality callback is on (its values are interpolated from metrics.*).
 METRICS_RULES = (
-    Rule("metrics.num_samples", "int", at_least(4), ">= 4 (FID needs 2 images, precision and "
-         "recall more than k=3)", "generated images per quality evaluation", example=10000),
+    Rule(
+        "metrics.num_samples",
+        "int",
+        at_least(4),
+        ">= 4 (FID needs 2 images, precision and recall more than k=3)",
+        "generated images per quality evaluation",
+        example=10000,
+    ),
     Rule("metrics.batch_size", "int", at_least(1), ">= 1", "images per metric batch", example=500),
     Rule("metrics.kid_subset_size", "int", at_least(2), ">= 2", "KID's subset size", example=1000),
-    Rule("metrics.mode_threshold", "float", at_least(0), ">= 0", "the mode-coverage threshold",
-         example=0.1),
+    Rule(
+        "metrics.mode_threshold",
+        "float",
+        at_least(0),
+        ">= 0",
+        "the mode-coverage threshold",
+        example=0.1,
+    ),
     Rule("metrics.classifier_path", "str", meaning="the classifier .pt file", nullable=True),
     Rule("metrics.classifier_dir", "str", meaning="the classifier cache folder", nullable=True),
-    Rule("callbacks.sample_quality.every_n_epochs", "int", at_least(1), ">= 1",
-         "the epochs between quality evaluations", example=1),
+    Rule(
+        "callbacks.sample_quality.every_n_epochs",
+        "int",
+        at_least(1),
+        ">= 1",
+        "the epochs between quality evaluations",
+        example=1,
+    ),
     Rule("callbacks.sample_quality.kid_subsets", "int", at_least(1), ">= 1", "KID's subsets"),
     Rule("callbacks.sample_quality.is_splits", "int", at_least(1), ">= 1", "IS's splits"),
 )
@@ -564,8 +682,15 @@ GENERATE_RULES = _file_rules(
     ("ckpt_path", "str", lambda v: True, "", "a GAN checkpoint", True),
     ("config_path", "str", lambda v: True, "", "the run's config.yaml", True),
     ("out_dir", "str", lambda v: True, "", "where the pictures go", True),
-    ("strip_epochs", "any", _strip_epochs_ok, "a count >= 1 or a list of epochs >= 0",
-     "the epochs on the learning-process strip", False, 8),
+    (
+        "strip_epochs",
+        "any",
+        _strip_epochs_ok,
+        "a count >= 1 or a list of epochs >= 0",
+        "the epochs on the learning-process strip",
+        False,
+        8,
+    ),
     ("learning_frame_ms", "int", at_least(1), ">= 1", "ms per learning-process frame", False, 200),
     ("seed", "int", lambda v: True, "", "the seed of the latent points"),
     ("num_samples", "int", at_least(1), ">= 1", "images in samples.png", False, 64),
@@ -586,8 +711,15 @@ CLASSIFIER_RULES = _file_rules(
     ("weight_decay", "float", at_least(0), ">= 0", "AdamW's weight decay", False, "1e-4"),
     ("hidden", "int", at_least(1), ">= 1", "the feature size", False, 128),
     ("dropout", "float", in_unit_interval, "in [0, 1)", "the dropout rate", False, 0.25),
-    ("accelerator", "str", lambda v: v in ("auto", "cpu", "gpu", "cuda", "mps"),
-     "auto, cpu or gpu", "where to train", False, "auto"),
+    (
+        "accelerator",
+        "str",
+        lambda v: v in ("auto", "cpu", "gpu", "cuda", "mps"),
+        "auto, cpu or gpu",
+        "where to train",
+        False,
+        "auto",
+    ),
 )
 
 BENCH_RULES = _file_rules(
@@ -615,8 +747,10 @@ def _int_list(cfg: DictConfig, key: str, minimum: int, yaml: str) -> list[str]:
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return []
-    if not OmegaConf.is_list(value) or not value or not all(
-        _is_kind(v, "int") and v >= minimum for v in value
+    if (
+        not OmegaConf.is_list(value)
+        or not value
+        or not all(_is_kind(v, "int") and v >= minimum for v in value)
     ):
         return [
             f"`{key}` must be a non-empty list of integers >= {minimum}, but it is "
@@ -683,7 +817,9 @@ def validate_classifier_config(cfg: DictConfig) -> None:
 def validate_bench_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/bench.yaml`` config, its training keys included."""
     yaml = "conf/bench.yaml"
-    problems = rule_problems(cfg, [*BENCH_RULES, *(r for r in COMMON_RULES if r.key != "data.batch_size")])
+    problems = rule_problems(
+        cfg, [*BENCH_RULES, *(r for r in COMMON_RULES if r.key != "data.batch_size")]
+    )
     problems += _int_list(cfg, "routing_iterations", 1, yaml)
     problems += _int_list(cfg, "scaling.batch_sizes", 1, yaml)
     presets = set(cfg.get("presets") or {})
@@ -697,7 +833,9 @@ def validate_bench_config(cfg: DictConfig) -> None:
     for key in ("scaling.discriminator", "baseline.discriminator"):
         value = OmegaConf.select(cfg, key, default=None)
         if isinstance(value, str) and value not in presets:
-            problems.append(f"`{key}`={value!r} must be one of {sorted(presets)}. {where(key, None, yaml)}")
+            problems.append(
+                f"`{key}`={value!r} must be one of {sorted(presets)}. {where(key, None, yaml)}"
+            )
     if not problems:
         problems += _device_problem(str(cfg.device), "device", yaml)
         reason = unwritable_reason(Path(str(cfg.output)).parent)

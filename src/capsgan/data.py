@@ -108,7 +108,10 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
     present = [p for p in files if p.exists()]
     if not raw.is_dir() or (download and len(present) < len(files)):
         return None
-    fix = "delete it and let torchvision download it again (data.download=true), or copy an intact file there"
+    fix = (
+        "delete it and let torchvision download it again (data.download=true), or copy an "
+        "intact file there"
+    )
     for path in files:
         if not path.exists():
             if not present and not download:
@@ -120,7 +123,9 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
             )
         problem = idx_problem(path)
         if problem:
-            return f"the data file {str(path)!r} is corrupt or truncated: {problem}. To fix it, {fix}."
+            return (
+                f"the data file {str(path)!r} is corrupt or truncated: {problem}. To fix it, {fix}."
+            )
     return None
 
 

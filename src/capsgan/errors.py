@@ -7,6 +7,7 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -74,10 +75,8 @@ def storage_error(err: BaseException, path: str | Path | None = None) -> Storage
     folder = Path(target).parent if target else None
     free = ""
     if folder is not None and os_err.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
+        with contextlib.suppress(OSError):  # the free space is a courtesy
             free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free there now)"
-        except OSError:
-            pass
     fix = (
         "free some space (old runs' checkpoints/ folders are the largest files) or point the "
         "run at another disk with hydra.run.dir=<folder>"

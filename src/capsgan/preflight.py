@@ -38,13 +38,14 @@ class TrainingStarted(L.Callback):
         self.batches += 1
 
 
-def check_before_training(
-    cfg: DictConfig, trainer: L.Trainer, datamodule: Any
-) -> TrainingStarted:
+def check_before_training(cfg: DictConfig, trainer: L.Trainer, datamodule: Any) -> TrainingStarted:
     """Raise one :class:`ConfigError` for every problem the first epoch would hit; return
     the :class:`TrainingStarted` counter, added to the trainer's callbacks."""
     datamodule.setup("fit")  # the in-memory tensors; fit() finds them loaded
-    problems = [*_trains_nothing(cfg, trainer, datamodule), *_metric_problems(cfg, trainer, datamodule)]
+    problems = [
+        *_trains_nothing(cfg, trainer, datamodule),
+        *_metric_problems(cfg, trainer, datamodule),
+    ]
     if trainer.world_size > 1:  # spawned DDP ranks load their own copy: do not pickle this one
         datamodule.train_set = datamodule.val_set = None
     raise_problems(problems)
@@ -88,7 +89,11 @@ def _checkpoint_keys(cfg: DictConfig) -> dict[str, str]:
     """``{monitor: callbacks.<name>}`` of the configured ModelCheckpoints."""
     names = {}
     for name, node in (cfg.get("callbacks") or {}).items():
-        if node and str(node.get("_target_", "")).endswith("ModelCheckpoint") and node.get("monitor"):
+        if (
+            node
+            and str(node.get("_target_", "")).endswith("ModelCheckpoint")
+            and node.get("monitor")
+        ):
             names[str(node.monitor)] = f"callbacks.{name}"
     return names
 

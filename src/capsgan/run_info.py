@@ -112,7 +112,9 @@ def end_session(output_dir: str | Path, status: str, message: str | None = None,
     try:
         _write(output_dir, info)
     except OSError as err:
-        print(f"(could not record the run's end in {output_dir}/{FILENAME}: {err})", file=sys.stderr)
+        print(
+            f"(could not record the run's end in {output_dir}/{FILENAME}: {err})", file=sys.stderr
+        )
 
 
 def last_session(output_dir: str | Path) -> dict[str, Any] | None:
