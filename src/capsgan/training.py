@@ -181,7 +181,9 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
             if refusal is None:
                 raise
             raise refusal from err
-    if not started.batches:
+    # Under a spawning strategy (DDP in a multirun) the batches are counted in the spawned
+    # processes; the metrics they logged are what comes back to this one.
+    if not started.batches and not trainer.callback_metrics:
         raise nothing_trained(cfg, trainer, ckpt_path)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
