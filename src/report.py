@@ -8,10 +8,8 @@ folder given (the common parent of several, or ``--out``); see docs/results.md a
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-from capsgan.errors import UserError
+from capsgan.errors import user_errors
 from capsgan.report import write_report
 
 
@@ -36,13 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         help="skip measuring the real-data FID floor (it needs DATA_DIR and the classifier)",
     )
     args = parser.parse_args(argv)
-    try:
+    with user_errors():  # one Error: paragraph and exit 2, a full disk included
         report = write_report(args.paths, args.out, args.baseline, args.levels, not args.no_floor)
-    except UserError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"wrote {report}")
 
 

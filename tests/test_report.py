@@ -188,8 +188,21 @@ def test_failed_jobs_are_listed_and_the_good_ones_reported(synthetic_sweep: Path
     (synthetic_sweep / "5" / ".hydra").mkdir(parents=True)  # failed before any event
     (synthetic_sweep / "5" / "job.json").write_text(json.dumps({"status": "failed"}))
     text = write_report([synthetic_sweep], measure_floor_fid=False).read_text()
-    assert "Left out (their jobs did not finish): `4` (failed), `5` (failed)." in text
+    assert "Left out (did not finish, or logged no val/fid): `4` (failed); `5` (failed)." in text
     assert "4 runs in 2 arms" in text
+
+
+def test_interrupted_killed_and_crashed_runs_are_named_with_how_they_ended(
+    synthetic_sweep: Path,
+) -> None:
+    fake_run(synthetic_sweep / "4", "cnn", 3, [90], 1.0, status="interrupted")
+    fake_run(synthetic_sweep / "5", "cnn", 4, [90], 1.0, status="running")  # nobody holds it
+    single = fake_run(synthetic_sweep / "6", "cnn", 5, [90], 1.0)
+    session = {"status": "crashed", "message": "RuntimeError: boom\nmore"}
+    (single / "run_info.json").write_text(json.dumps({"sessions": [session]}))
+    text = write_report([synthetic_sweep], measure_floor_fid=False).read_text()
+    assert "`4` (interrupted); `5` (killed); `6` (crashed: RuntimeError: boom)." in text
+    assert "hydra.sweep.dir=<sweep> ckpt_path=last" in text
 
 
 def test_all_failed_sweep_says_so(tmp_path: Path) -> None:
@@ -229,7 +242,7 @@ def test_run_folders_one_by_one_and_errors(synthetic_sweep: Path, tmp_path: Path
     with pytest.raises(UserError, match="not a folder"):
         write_report([tmp_path / "missing"])
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(UserError, match=r"cannot write the report into .*--out"):
+    with pytest.raises(UserError, match=r"cannot be written into .*a file, not a folder.*--out"):
         write_report([synthetic_sweep], out_dir=tmp_path / "a_file" / "report")
 
 
@@ -293,6 +306,12 @@ def test_report_cli_error_is_one_paragraph(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: ") and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "report.py"), str(tmp_path), "--out", "/proc/x"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cannot be written into '/proc/x'" in proc.stderr
 
 
 def test_stop_on_plateau_ends_a_real_run(make_cfg) -> None:
@@ -320,3 +339,14 @@ def test_convergence_preset_sweeps_three_arms_over_three_seeds() -> None:
     assert params == {"seed": "1,2,3", "discriminator": "cnn,cnn_matched,capsule_small"}
     assert cfg.trainer.val_check_interval == cfg.callbacks.sample_grid.every_n_steps
     assert cfg.data.train_subset is None and cfg.data.val_subset is None  # full MNIST
+
+
+def test_sweep_summary_shows_final_beside_best_and_flags_a_collapse(synthetic_sweep) -> None:
+    from capsgan.sweep import metric_summary
+
+    collapsed = metric_summary(synthetic_sweep / "3", "val/fid")  # 80, 60, 58, 200
+    assert (collapsed["best"], collapsed["best_step"], collapsed["final"]) == (58, 300, 200)
+    assert collapsed["flag"] == f"final 200 is {200 / 58:.2f}x the best"
+    steady = metric_summary(synthetic_sweep / "0", "val/fid")  # 100, 60, 40, 30
+    assert (steady["best"], steady["final"], steady["flag"]) == (30, 30, None)
+    assert metric_summary(synthetic_sweep / "0", "val/kid")["best"] is None  # never logged

@@ -34,6 +34,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from capsgan.config import unwritable_reason
 from capsgan.convergence import (
     DEFAULT_TOLERANCE,
     DEFAULT_WINDOW,
@@ -46,6 +47,9 @@ from capsgan.convergence import (
     t_interval,
 )
 from capsgan.errors import UserError
+from capsgan.locks import folder_in_use
+from capsgan.loggers import event_dirs
+from capsgan.loggers import find_runs as logged_runs
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,8 @@ COLLAPSE_FID_FACTOR = 1.5
 LAST_EVALS = 3  # the stability window: FID spread over a run's last evaluations
 CURVES = (("D loss", "d_loss"), ("G loss", "g_loss"), ("D accuracy", "d_acc"))
 NA = "-"  # a table cell without a value
-FAILED_STATUSES = ("failed", "running", "interrupted")
+# The statuses of sweep jobs (job.json) and runs (run_info.json) that did not finish
+FAILED_STATUSES = ("failed", "running", "killed", "interrupted", "crashed", "diverged")
 
 
 @dataclass
@@ -86,7 +91,8 @@ class Run:
     overrides: list[str]  # what was typed (or swept) for this run
     cfg: DictConfig | None
     scalars: dict[str, Series]
-    status: str | None = None  # a sweep job's recorded status (job.json), if any
+    status: str | None = None  # how the run ended (job.json / run_info.json), if recorded
+    error: str | None = None
     arm: str = ""
 
     @property
@@ -105,17 +111,26 @@ class Run:
 
 
 def is_run(folder: Path) -> bool:
-    return any((folder / "tensorboard").glob("events.out.tfevents.*"))
+    return bool(event_dirs(folder))
 
 
-def _job_status(folder: Path) -> str | None:
-    record = folder / "job.json"
-    if not record.is_file():
-        return None
-    try:
-        return str(json.loads(record.read_text()).get("status"))
-    except (OSError, ValueError):
-        return None
+def _job_status(folder: Path) -> tuple[str | None, str | None]:
+    """How a run ended, and the first line of its error: a sweep job's ``job.json``, else
+    the last session of ``run_info.json`` (None: no record). A "running" record in a folder
+    no live process holds is a run that was killed."""
+    status = error = None
+    for name, key in (("job.json", "error"), ("run_info.json", "message")):
+        try:
+            record = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if name == "run_info.json":
+            record = (record.get("sessions") or [{}])[-1]
+        status, error = record.get("status"), record.get(key)
+        break
+    if status == "running" and not folder_in_use(folder):
+        status = "killed"
+    return (None if status is None else str(status)), error
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -132,8 +147,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if is_run(path) or (path / "job.json").is_file():
             found.append(path)
             continue
-        below = {p.parent.parent for p in path.rglob("tensorboard/events.out.tfevents.*")}
-        below |= {p.parent for p in path.rglob("job.json")}
+        below = set(logged_runs(path)) | {p.parent for p in path.rglob("job.json")}
         found += sorted(
             below, key=lambda p: (len(p.parts), [int(s) if s.isdigit() else s for s in p.parts])
         )
@@ -147,24 +161,32 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def read_scalars(folder: Path, steps_per_unit: int = 1) -> dict[str, Series]:
-    """Every scalar tag under ``folder``'s event files; steps divided by ``steps_per_unit``
-    (the batches per generator step) and times in seconds since the first event."""
+def read_scalars(run_dir: str | Path, steps_per_unit: int = 1) -> dict[str, Series]:
+    """Every scalar tag of a run (all its TensorBoard event folders), in time order; steps
+    divided by ``steps_per_unit`` (the batches per generator step), times in seconds since
+    the run's first event. The project's one reader of TensorBoard events."""
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-    acc.Reload()
-    try:
-        start = acc.FirstEventTimestamp()
-    except ValueError:  # no events at all
-        return {}
+    events: dict[str, list[tuple[float, int, float]]] = {}
+    start = math.inf
+    for folder in event_dirs(run_dir):
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        try:
+            start = min(start, acc.FirstEventTimestamp())
+        except ValueError:  # a folder without events
+            continue
+        for tag in acc.Tags()["scalars"]:
+            events.setdefault(tag, []).extend(
+                (e.wall_time, e.step, e.value) for e in acc.Scalars(tag)
+            )
     scalars: dict[str, Series] = {}
-    for tag in acc.Tags()["scalars"]:
+    for tag, items in events.items():
         series = scalars[tag] = Series()
-        for event in acc.Scalars(tag):
+        for wall, step, value in sorted(items):
             # Lightning writes an event at the count of batches *before* the current one
-            series.steps.append((event.step + 1) // steps_per_unit)
-            series.seconds.append(event.wall_time - start)
-            series.values.append(float(event.value))
+            series.steps.append((step + 1) // steps_per_unit)
+            series.seconds.append(wall - start)
+            series.values.append(float(value))
     return scalars
 
 
@@ -185,9 +207,10 @@ def load_run(folder: str | Path, root: Path | None = None) -> Run:
         }
         overrides = [str(o) for o in OmegaConf.select(hydra_cfg, "hydra.overrides.task") or []]
     d_steps = OmegaConf.select(cfg, "d_steps_per_g") if cfg is not None else None
-    scalars = read_scalars(folder / "tensorboard", int(d_steps or 1)) if is_run(folder) else {}
+    scalars = read_scalars(folder, int(d_steps or 1))
     name = str(folder.relative_to(root)) if root and folder.is_relative_to(root) else folder.name
-    return Run(folder, name or folder.name, choices, overrides, cfg, scalars, _job_status(folder))
+    status, error = _job_status(folder)
+    return Run(folder, name or folder.name, choices, overrides, cfg, scalars, status, error)
 
 
 def assign_arms(runs: Sequence[Run]) -> None:
@@ -441,6 +464,14 @@ def measure_floor(runs: Sequence[Run]) -> tuple[float | None, str]:
 # -- formatting --------------------------------------------------------------------------------
 
 
+def describe_end(run: Run) -> str:
+    """A run's status and the first line of its error, for the lists of left-out runs."""
+    if run.status is None or run.status in ("ok", "completed"):
+        return "no val/fid logged"
+    first = (run.error or "").strip().splitlines()[:1]
+    return f"{run.status}: {first[0][:120]}" if first else run.status
+
+
 def fmt(value: float | int | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return NA if value is None else str(value)
@@ -626,8 +657,11 @@ def render(
         "",
     ]
     if excluded:
-        lines += ["Left out (their jobs did not finish): " + ", ".join(
-            f"`{r.name}` ({r.status})" for r in excluded) + ".", ""]  # fmt: skip
+        lines += ["Left out (did not finish, or logged no val/fid): " + "; ".join(
+            f"`{r.name}` ({describe_end(r)})" for r in excluded) + ".", ""]  # fmt: skip
+        if any(r.status == "interrupted" for r in excluded):
+            lines += ["Interrupted sweep jobs resume with `python src/train.py -m <the sweep's "
+                      "overrides> hydra.sweep.dir=<sweep> ckpt_path=last`.", ""]  # fmt: skip
 
     lines += ["## Per arm", ""]
     head = ["arm", "runs", "best FID", "final FID"]
@@ -774,27 +808,26 @@ def write_report(
 
     ``out_dir`` defaults to the single folder given, or to the common parent of several.
     """
-    folders = find_runs(paths)
     given = [Path(p).resolve() for p in paths]
     out = Path(out_dir or os.path.commonpath(given))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".report_write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
+    reason = unwritable_reason(out)
+    if reason:
         raise UserError(
-            f"cannot write the report into {str(out)!r} ({err.strerror or err}); pass --out "
-            "<a folder you can write to>."
-        ) from err
+            f"the report cannot be written into {str(out)!r}: {reason}. Pass --out <a folder "
+            "you can write to>."
+        )
+    folders = find_runs(paths)
+    out.mkdir(parents=True, exist_ok=True)
     loaded = [load_run(f, root=out.resolve()) for f in folders]
     excluded = [r for r in loaded if r.status in FAILED_STATUSES or not r.series(FID).values]
     runs = [r for r in loaded if r not in excluded]
     if not runs:
-        listing = ", ".join(f"{r.name} ({r.status or 'no val/fid logged'})" for r in loaded)
+        listing = "; ".join(f"`{r.name}` ({describe_end(r)})" for r in loaded)
         raise UserError(
-            f"none of the {len(loaded)} runs found has a finished job with val/fid: {listing}. "
-            "See each job's train.log for why it failed."
+            f"none of the {len(loaded)} runs found has a finished job with val/fid: they "
+            f"failed or were interrupted ({listing}). See each run's train.log (and the "
+            "sweep's summary.md); resume an interrupted sweep with `python src/train.py -m "
+            "<its overrides> hydra.sweep.dir=<sweep> ckpt_path=last`."
         )
     check_comparable(runs)
     assign_arms(runs)

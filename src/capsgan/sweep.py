@@ -102,31 +102,49 @@ def spawn_ddp_in_multirun(cfg: DictConfig) -> None:
     log.info("multirun: DDP ranks are spawned from the job (re-running -m would start new sweeps)")
 
 
-def best_scalar(run_dir: str | Path, tag: str, mode: str = "min") -> tuple[float, int] | None:
-    """The best value of scalar ``tag`` in a run's TensorBoard events, and its epoch
-    (Lightning's ``epoch`` scalar: 0 is the first epoch).
+def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str, Any]:
+    """Best and final value of scalar ``tag`` in a run's TensorBoard events, the epoch (from
+    1) and generator step of each, and a warning when the run ended far from its best.
 
-    Lightning logs an ``epoch`` scalar at every step it logs metrics at, which gives the
-    epoch of each value. Returns None when the run logged no finite value of ``tag``.
+    A run can fall apart after its best evaluation (e.g. FID 324 -> 636 while the best
+    stays 324), so the summary shows the final value beside the best and ``flag`` says why
+    a run looks collapsed: a final value worse than the best by the report's factor
+    (``capsgan.report.COLLAPSE_FID_FACTOR``), or fewer than ``COLLAPSE_MODES`` classes
+    covered at the end. Empty values when the run logged no finite ``tag``.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from capsgan.report import COLLAPSE_FID_FACTOR, COLLAPSE_MODES, read_scalars
 
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # "No path found after ..."
-    best: tuple[float, int] | None = None
-    for folder in sorted({p.parent for p in Path(run_dir).rglob("events.out.tfevents.*")}):
-        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-        events.Reload()
-        tags = events.Tags()["scalars"]
-        if tag not in tags:
-            continue
-        epochs = {e.step: int(e.value) for e in events.Scalars("epoch")} if "epoch" in tags else {}
-        for e in events.Scalars(tag):
-            if not math.isfinite(e.value):
-                continue
-            better = best is None or (e.value < best[0] if mode == "min" else e.value > best[0])
-            if better:
-                best = (e.value, epochs.get(e.step, -1))
-    return best
+    out: dict[str, Any] = dict.fromkeys(
+        ("best", "best_epoch", "best_step", "final", "final_step", "flag")
+    )
+    scalars = read_scalars(run_dir)
+    series = scalars.get(tag)
+    finite = [i for i, v in enumerate(series.values) if math.isfinite(v)] if series else []
+    if not finite:
+        return out
+    pick = min if mode == "min" else max
+    best = pick(finite, key=series.values.__getitem__)
+    epoch_series = scalars.get("epoch")
+    epochs = dict(zip(epoch_series.steps, epoch_series.values, strict=True)) if epoch_series else {}
+    epoch = epochs.get(series.steps[best])
+    out.update(
+        best=series.values[best],
+        best_epoch=None if epoch is None else int(epoch) + 1,
+        best_step=series.steps[best],
+        final=series.values[-1],
+        final_step=series.steps[-1],
+    )
+    flags = []
+    ratio = out["final"] / out["best"] if out["best"] else 1.0
+    if not math.isfinite(out["final"]):
+        flags.append("final value not finite")
+    elif (ratio > COLLAPSE_FID_FACTOR) if mode == "min" else (ratio < 1 / COLLAPSE_FID_FACTOR):
+        flags.append(f"final {out['final']:.4g} is {ratio:.2f}x the best")
+    modes = scalars.get("val/modes")
+    if modes and modes.values and modes.values[-1] < COLLAPSE_MODES:
+        flags.append(f"{modes.values[-1]:.0f} of 10 modes at the end")
+    out["flag"] = "; ".join(flags) or None
+    return out
 
 
 def raise_if_sweep_stopping() -> None:
@@ -312,8 +330,7 @@ class SweepSummary(Callback):
         for record in sweep_dir.rglob(JOB_RECORD):
             row = json.loads(record.read_text())
             row["dir"] = str(record.parent.relative_to(sweep_dir))
-            best = best_scalar(record.parent, self.metric, self.mode)
-            row["best"], row["best_epoch"] = best if best else (None, None)
+            row.update(metric_summary(record.parent, self.metric, self.mode))
             rows.append(row)
         return sorted(rows, key=lambda r: r["job"])
 
@@ -322,7 +339,9 @@ def resume_command(sweep_dir: Path, argv: Sequence[str] | None = None) -> str:
     """The command line that resumes the sweep this process runs: the same arguments with
     ``hydra.sweep.dir=<sweep_dir> ckpt_path=last`` (replacing any given before)."""
     argv = list(sys.argv if argv is None else argv)
-    keep = [a for a in argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))]
+    keep = [
+        a for a in argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))
+    ]
     if not any(a in ("-m", "--multirun") for a in keep):
         keep.insert(0, "-m")
     args = [*keep, f"hydra.sweep.dir={sweep_dir}", "ckpt_path=last"]
@@ -353,16 +372,19 @@ def _value(row: dict[str, Any], key: str) -> str:
 
 def _table(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], list[list[Any]]]:
     keys = swept_keys(rows)
-    # "epoch" counts from 1, as the training log does (best_scalar's epochs count from 0)
-    header = ["job", *keys, "status", "error", f"best {metric}", "epoch", "wall_s", "dir"]
+    header = ["job", *keys, "status", "error", f"best {metric}", "epoch", "step",
+              f"final {metric}", "warning", "wall_s", "dir"]  # fmt: skip
     body = [
         [
             r["job"],
             *(_value(r, k) for k in keys),
             r["status"],
             r["error"] or "",
-            "" if r["best"] is None else f"{r['best']:.4g}",
-            "" if r["best_epoch"] is None or r["best_epoch"] < 0 else r["best_epoch"] + 1,
+            "" if r.get("best") is None else f"{r['best']:.4g}",
+            "" if r.get("best_epoch") is None else r["best_epoch"],  # counts from 1
+            "" if r.get("best_step") is None else r["best_step"],
+            "" if r.get("final") is None else f"{r['final']:.4g}",
+            r.get("flag") or "",
             "" if r["wall_s"] is None else r["wall_s"],
             r["dir"],
         ]
