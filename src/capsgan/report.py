@@ -208,7 +208,8 @@ def load_run(folder: str | Path, root: Path | None = None) -> Run:
         overrides = [str(o) for o in OmegaConf.select(hydra_cfg, "hydra.overrides.task") or []]
     d_steps = OmegaConf.select(cfg, "d_steps_per_g") if cfg is not None else None
     scalars = read_scalars(folder, int(d_steps or 1))
-    name = str(folder.relative_to(root)) if root and folder.is_relative_to(root) else folder.name
+    name = str(folder.relative_to(root)) if root and folder.is_relative_to(root) else ""
+    name = "" if name == "." else name  # the one run given
     status, error = _job_status(folder)
     return Run(folder, name or folder.name, choices, overrides, cfg, scalars, status, error)
 
@@ -818,7 +819,8 @@ def write_report(
         )
     folders = find_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = [load_run(f, root=out.resolve()) for f in folders]
+    common = Path(os.path.commonpath(given))  # runs are named by their path below it
+    loaded = [load_run(f, root=common if common.is_dir() else None) for f in folders]
     excluded = [r for r in loaded if r.status in FAILED_STATUSES or not r.series(FID).values]
     runs = [r for r in loaded if r not in excluded]
     if not runs:
