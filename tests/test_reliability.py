@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from capsgan.checkpointing import AtomicCheckpointIO
 from capsgan.config import check_output_dir, resolve_ckpt_path, validate_config
 from capsgan.errors import ConfigError, DataError, DivergenceError
+from capsgan.loggers import event_dirs
 from capsgan.training import RunInterruptedError, train
 from tests.conftest import ROOT, TINY_CAPSULES, TINY_OVERRIDES, make_idx_root
 
@@ -60,7 +61,8 @@ def run_info(run: Path) -> dict:
 
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) of a TensorBoard tag, as TensorBoard shows it (orphans purged)."""
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    (folder,) = event_dirs(run)  # one TensorBoard run: tensorboard/<run name>/
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
@@ -400,7 +402,8 @@ def test_sigkill_mid_epoch_then_resume_continues_the_curves(
     assert {int(s["step"]) for s in opt_d["state"].values()} == {24}
     steps = [s for s, _ in scalars(run, "train/d_loss")]
     assert steps == list(range(24)), steps  # no gap, no duplicate
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    (events,) = event_dirs(run)  # the resumed session writes into the same TensorBoard run
+    assert len(list(events.glob("events.out.tfevents.*"))) == 2
     sessions = json.loads((run / "run_info.json").read_text())["sessions"]
     assert [s["status"] for s in sessions] == ["running", "completed"]  # the kill left "running"
     assert sessions[1]["resumed_from"] == "last"

@@ -350,3 +350,20 @@ def test_sweep_summary_shows_final_beside_best_and_flags_a_collapse(synthetic_sw
     steady = metric_summary(synthetic_sweep / "0", "val/fid")  # 100, 60, 40, 30
     assert (steady["best"], steady["final"], steady["flag"]) == (30, 30, None)
     assert metric_summary(synthetic_sweep / "0", "val/kid")["best"] is None  # never logged
+
+
+def test_time_between_the_sessions_of_a_resumed_run_is_not_training_time(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from capsgan.report import session_pauses
+
+    sessions = [
+        {"started": "2026-11-25T08:00:00+00:00", "ended": "2026-11-25T08:30:00+00:00"},
+        {"started": "2026-11-25T10:00:00+00:00", "ended": "2026-11-25T10:20:00+00:00"},
+        {"started": "2026-11-25T10:20:00+00:00", "ended": None},  # still running: no pause
+    ]
+    (tmp_path / "run_info.json").write_text(json.dumps({"sessions": sessions}))
+    ((begin, end),) = session_pauses(tmp_path)
+    assert end - begin == 90 * 60
+    assert begin == datetime.fromisoformat("2026-11-25T08:30:00+00:00").timestamp()
+    assert session_pauses(tmp_path / "missing") == []

@@ -21,6 +21,7 @@ is one the baseline actually reaches, and "never" means a run was slower than th
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ import os
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +163,13 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def read_scalars(run_dir: str | Path, steps_per_unit: int = 1) -> dict[str, Series]:
+def read_scalars(
+    run_dir: str | Path, steps_per_unit: int = 1, pauses: Sequence[tuple[float, float]] = ()
+) -> dict[str, Series]:
     """Every scalar tag of a run (all its TensorBoard event folders), in time order; steps
     divided by ``steps_per_unit`` (the batches per generator step), times in seconds since
-    the run's first event. The project's one reader of TensorBoard events."""
+    the run's first event, less the ``pauses`` (POSIX (from, to) times between the sessions
+    of a resumed run) before each event. The project's one reader of TensorBoard events."""
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
     events: dict[str, list[tuple[float, int, float]]] = {}
     start = math.inf
@@ -185,9 +190,29 @@ def read_scalars(run_dir: str | Path, steps_per_unit: int = 1) -> dict[str, Seri
         for wall, step, value in sorted(items):
             # Lightning writes an event at the count of batches *before* the current one
             series.steps.append((step + 1) // steps_per_unit)
-            series.seconds.append(wall - start)
+            paused = sum(max(0.0, min(wall, end) - begin) for begin, end in pauses)
+            series.seconds.append(wall - start - paused)
             series.values.append(float(value))
     return scalars
+
+
+def session_pauses(folder: Path) -> list[tuple[float, float]]:
+    """The times between the sessions of a resumed run (``run_info.json``), which are not
+    training time: a run stopped and resumed an hour later did not train for that hour."""
+    try:
+        sessions = json.loads((folder / "run_info.json").read_text()).get("sessions") or []
+        times = [
+            (datetime.fromisoformat(s["started"]).timestamp(), s.get("ended")) for s in sessions
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    pauses = []
+    for (_, ended), (started, _) in itertools.pairwise(times):
+        if ended:
+            end = datetime.fromisoformat(ended).timestamp()
+            if started > end:
+                pauses.append((end, started))
+    return pauses
 
 
 def load_run(folder: str | Path, root: Path | None = None) -> Run:
@@ -207,7 +232,7 @@ def load_run(folder: str | Path, root: Path | None = None) -> Run:
         }
         overrides = [str(o) for o in OmegaConf.select(hydra_cfg, "hydra.overrides.task") or []]
     d_steps = OmegaConf.select(cfg, "d_steps_per_g") if cfg is not None else None
-    scalars = read_scalars(folder, int(d_steps or 1))
+    scalars = read_scalars(folder, int(d_steps or 1), session_pauses(folder))
     name = str(folder.relative_to(root)) if root and folder.is_relative_to(root) else ""
     name = "" if name == "." else name  # the one run given
     status, error = _job_status(folder)
@@ -405,9 +430,13 @@ def level_ratios(arm: Arm, baseline: Arm, level: float) -> tuple[PairedRatio, Pa
     )
 
 
+STEP_SLACK = 2  # a resumed run may log its evaluations a step or two off the others'
+
+
 def value_at_step(summary: RunSummary, step: int) -> float | None:
+    """The FID evaluated at ``step`` (within :data:`STEP_SLACK` generator steps)."""
     for s, v in zip(summary.fid.steps, summary.fid.values, strict=True):
-        if s == step:
+        if abs(s - step) <= STEP_SLACK:
             return v
     return None
 
@@ -425,6 +454,7 @@ def common_steps(arms: Sequence[Arm], count: int = 6) -> list[int]:
         union[min(len(union) - 1, round(i * (len(union) - 1) / (count - 1)))] for i in range(count)
     }
     picks |= {max(steps) for steps in per_arm if steps}
+    picks |= min(per_arm, key=max)  # every evaluation of the shortest arm (a 30-minute run)
     return sorted(picks)
 
 
