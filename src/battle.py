@@ -5,26 +5,20 @@ the rule in docs/evaluation.md. A :class:`capsgan.errors.UserError` is printed a
 paragraph (``HYDRA_FULL_ERROR=1`` shows the traceback), exit code 2.
 """
 
-import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from capsgan.errors import UserError
+from capsgan.errors import user_errors
 from capsgan.evaluation import bracket_lists
 from capsgan.gam import run_battle
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="battle")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors():  # one Error: paragraph, exit 2
         run_battle(cfg)
-    except UserError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
