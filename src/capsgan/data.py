@@ -1,17 +1,23 @@
-"""MNIST-family data sets held in memory as one tensor, scaled to [-1, 1].
+"""MNIST, Fashion-MNIST and CIFAR-10 held in memory as one tensor, scaled to [-1, 1].
 
-torchvision reads (and, when online, downloads) the IDX files; after that the whole split
-lives in one float tensor and a batch is one fancy-index into it, so the training loop
-never touches PIL or per-sample Python.
+torchvision reads (and, when online, downloads) the files: the IDX files of the MNIST
+family, the pickled batches of CIFAR-10; after that the whole split lives in one float
+tensor and a batch is one fancy-index into it, so the training loop never touches PIL or
+per-sample Python.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import pickle
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -19,15 +25,93 @@ from torchvision import datasets
 
 from capsgan.errors import DataError
 
-DATASETS: dict[str, type[datasets.MNIST]] = {
-    "mnist": datasets.MNIST,
-    "fashion_mnist": datasets.FashionMNIST,
-}
 IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
+)
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_FILES = (*CIFAR_TRAIN_FILES, "test_batch", "batches.meta")
+
+
+class CIFAR10Copy(datasets.CIFAR10):
+    """torchvision's CIFAR-10, reading a copy in its on-disk format whatever its checksums.
+
+    torchvision refuses a ``cifar-10-batches-py/`` whose files' MD5 differ from the
+    official ones (a re-pickled copy, a subset, the test suite's synthetic batches). This
+    class reads such a copy with a warning instead; the structure and shapes are checked
+    by :func:`load_split` (clear error when corrupt). A download is unchanged: torchvision
+    verifies the archive's MD5 before extracting it, and only downloads when files are
+    missing.
+    """
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        files = [*self.train_list, *self.test_list, [self.meta["filename"], self.meta["md5"]]]
+        if not all((folder / name).is_file() for name, _ in files):
+            return False  # torchvision downloads (download=True) or says "not found"
+        differ = [name for name, md5 in files if _md5(folder / name) != md5]
+        if differ:
+            warnings.warn(
+                f"the CIFAR-10 files {', '.join(differ)} in {str(folder)!r} are not the "
+                "official ones (their MD5 checksums differ); reading them anyway. FIDs "
+                "against this copy are not comparable with runs on the official data set.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return True
+
+    def _load_meta(self) -> None:
+        # torchvision's own checks the official MD5 again; the structure is checked here
+        with (Path(self.root) / self.base_folder / self.meta["filename"]).open("rb") as f:
+            self.classes = list(pickle.load(f, encoding="latin1")[self.meta["key"]])
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+_MD5_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def _md5(path: Path) -> str:
+    """The file's MD5, computed once per (path, size, mtime) in a process."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _MD5_MEMO:
+        with path.open("rb") as f:
+            _MD5_MEMO[key] = hashlib.file_digest(f, "md5").hexdigest()
+    return _MD5_MEMO[key]
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """What :func:`load_split` knows of a data set: torchvision's class, the folder below
+    the data root that holds its files, their names, and the images' native shape."""
+
+    cls: type[datasets.VisionDataset]
+    folder: str
+    files: tuple[str, ...]
+    kind: str  # what the files are, for the "not found" message
+    channels: int
+    image_size: int
+
+
+DATASETS: dict[str, DataSet] = {
+    "mnist": DataSet(datasets.MNIST, "MNIST/raw", IDX_FILES, "uncompressed IDX files", 1, 28),
+    "fashion_mnist": DataSet(
+        datasets.FashionMNIST, "FashionMNIST/raw", IDX_FILES, "uncompressed IDX files", 1, 28
+    ),
+    "cifar10": DataSet(
+        CIFAR10Copy,
+        "cifar-10-batches-py",
+        CIFAR_FILES,
+        "files of CIFAR-10's python version (cifar-10-python.tar.gz, extracted)",
+        3,
+        32,
+    ),
+}
+CORRUPT_FIX = (
+    "delete it and let torchvision download it again (data.download=true), or copy an "
+    "intact file there"
 )
 
 
@@ -37,29 +121,27 @@ def default_data_dir() -> str:
 
 
 def load_split(name: str, root: str | Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-    """Read one split as (images uint8 (N, H, W), labels int64 (N,)), with clear errors."""
+    """Read one split as (images uint8 (N, H, W) or (N, C, H, W), labels int64 (N,)), with
+    clear errors."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; data.name must be one of {sorted(DATASETS)}")
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DataError(
             f"the data root {str(root)!r} is a file, not a folder. Set DATA_DIR (or data.root) "
-            "to a folder; torchvision keeps each data set in <root>/<DatasetName>/raw/."
+            "to a folder; torchvision keeps each data set in its own folder below it "
+            "(MNIST/raw/, cifar-10-batches-py/, ...)."
         )
-    cls = DATASETS[name]
-    raw = root / cls.__name__ / "raw"
-    bad = _bad_idx_file(raw, train, download)
+    spec = DATASETS[name]
+    raw = root / spec.folder
+    cifar = spec.cls is CIFAR10Copy
+    bad = _bad_cifar_file(raw, download) if cifar else _bad_idx_file(raw, train, download)
     if bad:
         raise DataError(bad)
     try:
-        ds = cls(str(root), train=train, download=download)
-    except (AssertionError, ValueError, IndexError) as err:
-        raise DataError(
-            f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err!r}). Delete "
-            f"them and let torchvision download them again, or copy intact files there."
-        ) from err
+        ds = spec.cls(str(root), train=train, download=download)
     except (RuntimeError, OSError) as err:
-        if "shape" in str(err) or "invalid" in str(err):  # torch's view() on a short file
+        if not cifar and ("shape" in str(err) or "invalid" in str(err)):  # torch's view()
             raise DataError(
                 f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err}). Delete "
                 "them and let torchvision download them again, or copy intact files there."
@@ -67,11 +149,92 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> tupl
         how = "the download failed" if download else "download is off (data.download=false)"
         raise DataError(
             f"{name} was not found in {str(raw)!r} and {how}. Either run once with internet "
-            f"access so torchvision can download it, or copy the four uncompressed IDX files "
-            f"({', '.join(IDX_FILES)}) into {str(raw)!r}, or point DATA_DIR at a folder that "
-            f"already has {cls.__name__}/raw/ (run with DATA_DIR=<that folder>)."
+            f"access so torchvision can download it, or copy the {len(spec.files)} "
+            f"{spec.kind} ({', '.join(spec.files)}) into {str(raw)!r}, or point DATA_DIR at "
+            f"a folder that already has {spec.folder}/ (run with DATA_DIR=<that folder>)."
         ) from err
+    except Exception as err:  # a damaged pickle raises almost any exception
+        if cifar:
+            raise DataError(_cifar_corrupt(raw, train, repr(err))) from err
+        if not isinstance(err, (AssertionError, ValueError, IndexError)):
+            raise
+        raise DataError(
+            f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err!r}). Delete "
+            f"them and let torchvision download them again, or copy intact files there."
+        ) from err
+    if cifar:  # (N, 32, 32, 3) HWC numpy -> (N, 3, 32, 32)
+        images, labels = torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets)
+        if len(labels) != len(images) or not bool(((labels >= 0) & (labels < 10)).all()):
+            raise DataError(_cifar_corrupt(raw, train, f"{len(images)} images, labels wrong"))
+        return images, labels
     return ds.data, ds.targets
+
+
+def cifar_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a CIFAR-10 batch (or ``batches.meta``) as torchvision reads it."""
+    try:
+        with path.open("rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # as torchvision reads it
+    except Exception as err:  # truncated or not a pickle: EOFError, UnpicklingError, ...
+        return f"it cannot be unpickled ({type(err).__name__}: {err})"
+    if not isinstance(entry, dict):
+        return f"it holds a {type(entry).__name__}, not a dict"
+    if path.name == "batches.meta":
+        return None if "label_names" in entry else "it has no 'label_names' entry"
+    data, labels = entry.get("data"), entry.get("labels")
+    if data is None or labels is None:
+        return (
+            f"it has no 'data' and 'labels' entries (its keys: {sorted(map(repr, entry))[:6]}; "
+            "the official files' keys are Python 2 strings)"
+        )
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        return f"its 'data' is {_describe_array(data)}, not a uint8 array (N, 3072)"
+    if data.shape[1] != 3 * 32 * 32:
+        return f"its 'data' has shape {data.shape}, not (N, 3072) (N images of 3x32x32)"
+    if len(labels) != len(data):
+        return f"it has {len(data)} images but {len(labels)} labels"
+    if any(not 0 <= int(y) < 10 for y in labels):
+        return "its labels are not all classes 0..9"
+    return None
+
+
+def _describe_array(x: object) -> str:
+    if isinstance(x, np.ndarray):
+        return f"a {x.dtype} array of shape {x.shape}"
+    return f"a {type(x).__name__}"
+
+
+def _cifar_corrupt(folder: Path, train: bool, err: str) -> str:
+    """The message for a CIFAR-10 split torchvision could not read: the first bad file."""
+    names = [*(CIFAR_TRAIN_FILES if train else ("test_batch",)), "batches.meta"]
+    for name in names:
+        problem = cifar_file_problem(folder / name)
+        if problem:
+            return (
+                f"the data file {str(folder / name)!r} is corrupt or truncated: {problem}. "
+                f"To fix it, {CORRUPT_FIX}."
+            )
+    return (
+        f"the CIFAR-10 files in {str(folder)!r} could not be read ({err}). Delete the folder "
+        "and let torchvision download it again (data.download=true), or copy intact files there."
+    )
+
+
+def _bad_cifar_file(folder: Path, download: bool) -> str | None:
+    """A message naming the CIFAR-10 files that are missing while others are there, or None
+    (nothing there, or torchvision may still download: its own paths and messages)."""
+    present = [name for name in CIFAR_FILES if (folder / name).is_file()]
+    if not present or download:
+        return None
+    missing = [name for name in CIFAR_FILES if name not in present]
+    if missing:
+        return (
+            f"the data files {', '.join(missing)} are missing from {str(folder)!r} (the other "
+            f"files are there). Copy them there (all {len(CIFAR_FILES)} files: "
+            f"{', '.join(CIFAR_FILES)}), or set data.download=true to let torchvision fetch "
+            "what is missing."
+        )
+    return None
 
 
 IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
@@ -108,10 +271,7 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
     present = [p for p in files if p.exists()]
     if not raw.is_dir() or (download and len(present) < len(files)):
         return None
-    fix = (
-        "delete it and let torchvision download it again (data.download=true), or copy an "
-        "intact file there"
-    )
+    fix = CORRUPT_FIX
     for path in files:
         if not path.exists():
             if not present and not download:
@@ -166,17 +326,20 @@ class InMemoryDataset(Dataset):
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Train and validation loaders for MNIST or Fashion-MNIST.
+    """Train and validation loaders for MNIST, Fashion-MNIST or CIFAR-10.
 
     The validation split is the data set's official test split (10 000 images), which
     the GAN never trains on; the quality metrics compare generated images against it.
 
     Args:
-        name: ``mnist`` or ``fashion_mnist``.
-        root: data root holding ``<DatasetName>/raw/``; defaults to ``$DATA_DIR``.
+        name: ``mnist``, ``fashion_mnist`` or ``cifar10``.
+        root: data root holding ``<DatasetName>/raw/`` (``cifar-10-batches-py/`` for
+            CIFAR-10); defaults to ``$DATA_DIR``.
         batch_size: images per batch (real images; the D step adds as many fakes).
         channels, image_size: the image shape the models are built for; checked
-            against the files when they are loaded.
+            against the files when they are loaded. None: the data set's own (1x28x28
+            for the MNIST family, 3x32x32 for CIFAR-10), for callers that know only
+            the name (the classifier cache, the report's real-data floor).
         train_subset, val_subset: use only the first N images (None: all).
         download: let torchvision download missing files.
         num_workers: DataLoader workers; 0 is fastest for an in-memory tensor.
@@ -187,8 +350,8 @@ class ImageDataModule(L.LightningDataModule):
         name: str = "mnist",
         root: str | None = None,
         batch_size: int = 64,
-        channels: int = 1,
-        image_size: int = 28,
+        channels: int | None = None,
+        image_size: int | None = None,
         train_subset: int | None = None,
         val_subset: int | None = None,
         download: bool = True,
@@ -198,7 +361,9 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         self.name, self.root = name, root or default_data_dir()
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.channels, self.image_size = channels, image_size
+        native = DATASETS.get(name)  # None: unknown, load_split says so
+        self.channels = channels or (native.channels if native else 1)
+        self.image_size = image_size or (native.image_size if native else 28)
         self.train_subset, self.val_subset = train_subset, val_subset
         self.download = download
         self.train_set: InMemoryDataset | None = None
