@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from capsgan.benchmark import BroadcastRouting, run_benchmark
 from capsgan.models import RoutingCapsules, squash
-from capsgan.training import train
+from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR
 
 CASE_KEYS = {
@@ -98,10 +98,8 @@ def test_public_code_baseline_computes_our_routing(iterations: int) -> None:
 
 def test_channels_last_switch_trains_with_nhwc_weights(make_cfg) -> None:
     cfg = make_cfg("channels_last=true", "trainer.max_steps=3")
-    module = hydra.utils.instantiate(
-        cfg.module,
-        generator=hydra.utils.instantiate(cfg.generator),
-        discriminator=hydra.utils.instantiate(cfg.discriminator),
+    module = build_gan(
+        cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
     )
     convs = [p for p in module.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)

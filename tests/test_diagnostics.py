@@ -26,7 +26,7 @@ from capsgan.models import (
     squash,
     supports_capsule_trace,
 )
-from capsgan.training import instantiate_list, train
+from capsgan.training import build_gan, instantiate_list, train
 from tests.conftest import TINY_CAPSULES
 
 QUIET = ("~callbacks.sample_quality", "callbacks.model_checkpoint.monitor=null")
@@ -133,9 +133,7 @@ def test_longest_share_and_statistics_shapes() -> None:
 def test_measure_leaves_the_training_rng_and_modes_alone(make_cfg) -> None:
     cfg = make_cfg()
     gen = hydra.utils.instantiate(cfg.generator)
-    module = hydra.utils.instantiate(
-        cfg.module, generator=gen, discriminator=hydra.utils.instantiate(cfg.discriminator)
-    )
+    module = build_gan(cfg, gen, hydra.utils.instantiate(cfg.discriminator))
     module.train()
     real = torch.rand(4, 1, 28, 28) * 2 - 1
     state = torch.get_rng_state()

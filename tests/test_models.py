@@ -7,7 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from capsgan.models import CapsuleDiscriminator, RoutingCapsules, dynamic_routing, squash
+from capsgan.losses import discriminator_loss, probability_real
+from capsgan.models import (
+    CapsuleDiscriminator,
+    CNNDiscriminator,
+    Generator,
+    RoutingCapsules,
+    ScoreKind,
+    dynamic_routing,
+    score_kind,
+    squash,
+)
 from capsgan.models.image_convs import ImageConv2d, ImageConvTranspose2d
 from tests.conftest import compose_train_cfg
 
@@ -48,7 +58,18 @@ def test_capsule_preset_has_paper_sizes() -> None:
 def test_length_head_scores_are_capsule_lengths() -> None:
     disc = CapsuleDiscriminator(conv_channels=8, primary_maps=2, out_dim=4, head="length")
     score = disc(torch.randn(4, 1, 28, 28))
-    assert disc.score_kind == "length" and ((score >= 0) & (score < 1)).all()
+    assert disc.score_kind is ScoreKind.LENGTH and ((score >= 0) & (score < 1)).all()
+
+
+def test_an_unknown_score_kind_is_refused_not_trained_with_another_loss() -> None:
+    score = torch.rand(4)
+    for call in (lambda: discriminator_loss(score, score, "wasserstein"),
+                 lambda: probability_real(score, "wasserstein")):  # fmt: skip
+        with pytest.raises(ValueError, match="wasserstein"):
+            call()
+    with pytest.raises(TypeError, match=r"score_kind=None.*ScoreKind\.LOGIT"):
+        score_kind(nn.Linear(2, 1))  # declares nothing
+    assert score_kind(CNNDiscriminator()) is ScoreKind.LOGIT
 
 
 def test_squash_maps_lengths_into_unit_interval_and_keeps_direction() -> None:
@@ -116,10 +137,39 @@ def test_routing_gradient_reaches_predictions_only_through_last_iteration() -> N
     torch.testing.assert_close(u_hat.grad, u_leaf.grad)
 
 
-@pytest.mark.parametrize("bad", [{"out_capsules": 1}, {"conv_kernel": 21}, {"head": "softmax"}])
-def test_capsule_discriminator_rejects_bad_sizes(bad: dict) -> None:
-    with pytest.raises(ValueError):
-        CapsuleDiscriminator(**bad)
+@pytest.mark.parametrize(
+    ("model", "bad"),
+    [
+        (CapsuleDiscriminator, {"out_capsules": 1}),
+        (CapsuleDiscriminator, {"conv_kernel": 21}),
+        (CapsuleDiscriminator, {"head": "softmax"}),
+        (CapsuleDiscriminator, {"routing_iterations": 0}),
+        (CapsuleDiscriminator, {"primary_maps": 0}),
+        (CNNDiscriminator, {"channels": [8] * 5}),
+        (CNNDiscriminator, {"channels": []}),
+        (CNNDiscriminator, {"negative_slope": -1.0}),
+    ],
+)
+def test_discriminators_reject_bad_sizes_naming_the_argument(model, bad: dict) -> None:
+    # start-up turns the argument's name into the config key (capsgan.config.build_models)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        model(**bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"init_size": 0}, "init_size"),
+        ({"blocks": []}, "blocks"),
+        ({"blocks": [{"channels": 1, "kernel": 0, "stride": 2}]}, r"blocks\[0\].kernel"),
+    ],
+)
+def test_generator_rejects_bad_sizes_naming_the_argument(bad: dict, named: str) -> None:
+    args = {"latent_dim": 8, "init_channels": 4, "init_size": 7,
+            "blocks": [{"channels": 1, "kernel": 4, "stride": 2, "padding": 1}]}  # fmt: skip
+    with pytest.raises(ValueError, match=named):
+        Generator(**{**args, **bad})
 
 
 IMAGE_CONV_CASES = [

@@ -20,7 +20,7 @@ from capsgan.checkpointing import AtomicCheckpointIO
 from capsgan.config import check_output_dir, resolve_ckpt_path, validate_config
 from capsgan.errors import ConfigError, DataError, DivergenceError
 from capsgan.loggers import event_dirs
-from capsgan.training import RunInterruptedError, train
+from capsgan.training import RunInterruptedError, build_gan, train
 from tests.conftest import ROOT, TINY_CAPSULES, TINY_OVERRIDES, make_idx_root
 
 # No FID network, no per-epoch validation sweep: these tests are about the plumbing.
@@ -81,16 +81,19 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
         (["data.batch_size=1.5"], ["data.batch_size", "an integer"]),
         (["latent_dim=0"], ["latent_dim", ">= 1"]),
         (["d_steps_per_g=0"], ["d_steps_per_g", ">= 1"]),
-        (["data.name=cifar10"], ["data.name", "cifar10", "mnist", "fashion_mnist"]),
+        (["data.name=svhn"], ["data.name", "svhn", "mnist", "fashion_mnist"]),
         (["discriminator.conv_kernel=25"], ["do not fit", "28x28", "primary_kernel"]),
         (["discriminator=cnn", "discriminator.channels=[8,8,8,8,8]"], ["stride-2 blocks"]),
         (["generator.init_size=8"], ["generator makes images of shape (1, 32, 32)", "(1, 28, 28)"]),
         (["data.train_subset=8"], ["train_subset", "batch_size"]),
         (["label_smoothing=1.0"], ["label_smoothing", "[0, 1)"]),
         (
-            ["discriminator=cnn", "discriminator.routing_iterations=3"],
-            ["routing_iterations`=3", "capsule discriminators only", "-m discriminator=cnn"],
+            ["discriminator=cnn", "+discriminator.routing_iterations=3"],
+            ["`discriminator.routing_iterations`", "no such setting", "remove the override"],
         ),
+        (["discriminator.out_capsules=1"], ["`discriminator.out_capsules`", ">= 2", "routing"]),
+        (["discriminator.out_capsules=abc"], ["`discriminator.out_capsules`", "an integer"]),
+        (["betas=[0.5]"], ["`betas`", "two numbers"]),
     ],
 )
 def test_bad_config_values_are_named_with_a_fix(fast_cfg, overrides, words) -> None:
@@ -116,12 +119,17 @@ def test_several_problems_are_reported_together(fast_cfg) -> None:
     assert "`lr`" in str(err.value) and "latent_dim" in str(err.value)
 
 
-def test_config_error_stops_before_data_or_models(fast_cfg, tmp_path: Path, monkeypatch) -> None:
-    def boom(*args, **kwargs):
-        raise AssertionError("data or a model was built before validation")
+@pytest.mark.parametrize("bad", ["lr=-1", "discriminator.routing_iterations=0"])
+def test_config_error_stops_before_data(fast_cfg, tmp_path: Path, monkeypatch, bad) -> None:
+    instantiate = hydra.utils.instantiate
 
-    monkeypatch.setattr(hydra.utils, "instantiate", boom)
-    cfg = fast_cfg("discriminator.routing_iterations=0")
+    def models_only(config, *args, **kwargs):  # the models are built to check them, not data
+        if "DataModule" in str(config.get("_target_")):
+            raise AssertionError("data was built before validation")
+        return instantiate(config, *args, **kwargs)
+
+    monkeypatch.setattr(hydra.utils, "instantiate", models_only)
+    cfg = fast_cfg(bad)
     with pytest.raises(ConfigError):
         train(cfg)
     run = Path(cfg.paths.output_dir)
@@ -179,10 +187,8 @@ def test_corrupt_checkpoint_file(fast_cfg, tmp_path: Path) -> None:
 
 def test_checkpoint_from_another_architecture(fast_cfg, tmp_path: Path) -> None:
     cfg = fast_cfg("discriminator=cnn")
-    module = hydra.utils.instantiate(
-        cfg.module,
-        generator=hydra.utils.instantiate(cfg.generator),
-        discriminator=hydra.utils.instantiate(cfg.discriminator),
+    module = build_gan(
+        cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
     )
     ckpt = tmp_path / "cnn.ckpt"
     torch.save({"state_dict": module.state_dict()}, ckpt)
@@ -291,10 +297,8 @@ def test_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(fast_cfg)
     assert all(
         torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point()
     )
-    module = hydra.utils.instantiate(
-        cfg.module,
-        generator=hydra.utils.instantiate(cfg.generator),
-        discriminator=hydra.utils.instantiate(cfg.discriminator),
+    module = build_gan(
+        cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
     )
     module.load_state_dict(last["state_dict"])
     assert run_info(run)["status"] == "diverged"
@@ -304,10 +308,8 @@ def test_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(fast_cfg)
 def test_a_nan_is_never_saved_even_between_checks(fast_cfg) -> None:
     """The GPU path reads the flag only every few batches; a save in between still refuses."""
     cfg = fast_cfg()
-    module = hydra.utils.instantiate(
-        cfg.module,
-        generator=hydra.utils.instantiate(cfg.generator),
-        discriminator=hydra.utils.instantiate(cfg.discriminator),
+    module = build_gan(
+        cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
     )
     module._watch_losses(torch.tensor(0.5), torch.tensor(float("inf")), step=11)
     with pytest.raises(DivergenceError, match=r"generator loss .* generator step 11"):

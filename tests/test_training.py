@@ -13,7 +13,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
-from capsgan.training import train
+from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
 
 GROUPS = {
@@ -50,7 +50,7 @@ def build(make_cfg, *overrides: str):
     cfg = make_cfg(*overrides)
     gen = hydra.utils.instantiate(cfg.generator)
     disc = hydra.utils.instantiate(cfg.discriminator)
-    return cfg, hydra.utils.instantiate(cfg.module, generator=gen, discriminator=disc)
+    return cfg, build_gan(cfg, gen, disc)
 
 
 @pytest.mark.parametrize("discriminator", ["cnn", "capsule_small"])

@@ -1,35 +1,46 @@
 """Start-up validation of the composed config: every bad value is reported before any
-data is read or any model is built, so a sweep fails its bad jobs in seconds.
+data is read, so a sweep fails its bad jobs in seconds.
 
-Hydra's structured configs would type-check the values but cannot say *why* a value is
-wrong (a capsule kernel that leaves no primary-capsule grid, a generator whose output is
-not the data's image shape), and they would force one fixed schema on groups that differ
-per option (``discriminator=cnn`` vs ``discriminator=capsule``). So the schema is a table
-of typed rules per key, checked here, plus the cross-key checks. Each problem becomes one
-paragraph of a :class:`~capsgan.errors.ConfigError`: the key, the value, what it must be,
-and the file or command-line override that fixes it.
+Two kinds of rule, each stated once:
+
+* the models' rules live in their constructors. :func:`build_models` builds the generator
+  and the discriminator first (they are cheap) and turns a constructor's ``ValueError`` /
+  ``TypeError`` into a :class:`~capsgan.errors.ConfigError` naming the key
+  (``discriminator.out_capsules``); the values' types are checked against the
+  constructor's annotations. A new model gets its checks by writing them in its
+  constructor; nothing here knows a model.
+* the keys no constructor owns (the training hyperparameters, data, trainer, callbacks,
+  output folder, checkpoint) are a table of typed rules, plus a few cross-key checks.
+
+Each problem becomes one paragraph: the key, the value, what it must be, and the file or
+command-line override that fixes it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
-import sys
+import re
 import tempfile
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from capsgan.data import DATASETS
 from capsgan.errors import ConfigError
-from capsgan.models.capsule_discriminator import primary_grid_size
-from capsgan.models.image_convs import transposed_size
+from capsgan.models.interface import score_kind
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 LATEST = "latest"  # the newest run's last.ckpt, in its folder (capsgan.cli.resume_dir)
@@ -90,7 +101,7 @@ COMMON_RULES = (
     Rule("instance_noise", "float", at_least(0), ">= 0", "the std of the instance noise"),
     Rule("instance_noise_anneal_steps", "int", at_least(0), ">= 0", "the noise annealing steps"),
     Rule("gradient_clip_val", "float", positive, "> 0", "the gradient-norm clip", nullable=True),
-    Rule("module.num_fixed_samples", "int", at_least(1), ">= 1", "the sample-grid size"),
+    Rule("num_fixed_samples", "int", at_least(1), ">= 1", "the sample-grid size"),
     Rule("data.name", "str", DATASETS.__contains__, f"one of {sorted(DATASETS)}", example="mnist"),
     Rule("data.batch_size", "int", at_least(1), ">= 1", "real images per batch", example=64),
     Rule("data.channels", "int", at_least(1), ">= 1", "the image channels"),
@@ -280,34 +291,6 @@ METRICS_RULES = (
     Rule("callbacks.sample_quality.is_splits", "int", at_least(1), ">= 1", "IS's splits"),
 )
 
-CAPSULE_RULES = (
-    *(
-        Rule(f"discriminator.{key}", "int", at_least(n), f">= {n}", meaning, example=ex)
-        for key, n, meaning, ex in (
-            ("conv_channels", 1, "the channels of the first convolution", 256),
-            ("conv_kernel", 1, "the kernel of the first convolution", 9),
-            ("primary_maps", 1, "the primary-capsule maps", 32),
-            ("primary_dim", 1, "the primary-capsule size", 8),
-            ("primary_kernel", 1, "the primary-capsule kernel", 9),
-            ("primary_stride", 1, "the primary-capsule stride", 2),
-            ("out_capsules", 2, "the output capsules (one capsule makes routing a no-op)", 10),
-            ("out_dim", 1, "the output-capsule size", 16),
-            ("routing_iterations", 1, "the routing-by-agreement iterations", 3),
-            ("head_hidden", 1, "the hidden units of the fc head", 512),
-        )
-    ),
-    Rule("discriminator.routing_weight_std", "float", positive, "> 0", "the routing init", True),
-    Rule("discriminator.head", "str", lambda v: v in ("fc", "length"), "'fc' or 'length'"),
-)
-
-CNN_RULES = (Rule("discriminator.negative_slope", "float", at_least(0), ">= 0", "LeakyReLU slope"),)
-
-GENERATOR_RULES = (
-    Rule("generator.init_channels", "int", at_least(1), ">= 1", "the first feature map's channels"),
-    Rule("generator.init_size", "int", at_least(1), ">= 1", "the first feature map's side"),
-)
-
-
 # -- where a key is set, for the "how to fix" part --------------------------------------
 
 
@@ -395,92 +378,6 @@ def raise_problems(problems: list[str]) -> None:
         raise ConfigError(f"the config has {len(problems)} problems:\n\n" + "\n\n".join(problems))
 
 
-def _target(cfg: DictConfig, group: str) -> str:
-    return str(OmegaConf.select(cfg, f"{group}._target_", default="") or "")
-
-
-def generator_output_shape(gen: DictConfig) -> tuple[int, int, int]:
-    """The image shape a ``capsgan.models.Generator`` config makes, without building it."""
-    size = int(gen.init_size)
-    for block in gen.blocks:
-        size = transposed_size(
-            size,
-            int(block.kernel),
-            int(block.stride),
-            int(block.get("padding", 0)),
-            int(block.get("output_padding", 0)),
-        )
-    return int(gen.blocks[-1].channels), size, size
-
-
-def _generator_problems(cfg: DictConfig) -> Iterator[str]:
-    if not _target(cfg, "generator").endswith("models.Generator"):
-        return
-    gen = cfg.generator
-    blocks = gen.get("blocks")
-    if not blocks:
-        yield (
-            "`generator.blocks` is empty: the generator needs at least one up-sampling block "
-            f"(channels, kernel, stride, padding, output_padding). {where('generator.blocks')}"
-        )
-        return
-    for i, block in enumerate(blocks):
-        for field in ("channels", "kernel", "stride"):
-            value = block.get(field)
-            if not _is_kind(value, "int") or value < 1:
-                key = f"generator.blocks[{i}].{field}"
-                yield f"`{key}` must be an integer >= 1, but it is {describe(value)}. {where(key)}"
-                return
-    data_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    out_shape = generator_output_shape(gen)
-    if out_shape != data_shape:
-        yield (
-            f"the generator makes images of shape {out_shape} (channels, height, width) but the "
-            f"{cfg.data.name} images are {data_shape}. Pick a generator preset made for this data "
-            "set (generator=dcgan or generator=seed for 28x28) or change the last block's "
-            f"stride/padding/output_padding in {yaml_file('generator.blocks')}."
-        )
-
-
-def _capsule_problems(cfg: DictConfig) -> Iterator[str]:
-    d = cfg.discriminator
-    grid = primary_grid_size(cfg.data.image_size, d.conv_kernel, d.primary_kernel, d.primary_stride)
-    if grid < 1:
-        yield (
-            f"the capsule sizes do not fit a {cfg.data.image_size}x{cfg.data.image_size} image: "
-            f"discriminator.conv_kernel={d.conv_kernel} then primary_kernel={d.primary_kernel} "
-            f"with primary_stride={d.primary_stride} leave no primary-capsule grid (each unpadded "
-            "convolution shrinks the image by kernel-1). Use smaller kernels, e.g. "
-            "discriminator.conv_kernel=9 discriminator.primary_kernel=9 for 28x28 images. "
-            f"{where('discriminator.conv_kernel')}"
-        )
-
-
-def _cnn_problems(cfg: DictConfig) -> Iterator[str]:
-    routing = cfg.discriminator.get("routing_iterations")
-    if routing is not None:
-        yield (
-            f"`discriminator.routing_iterations`={routing} applies to capsule discriminators "
-            "only: the cnn discriminator does not route, and running it once per routing value "
-            "would repeat the same job. Sweep the two separately, e.g. `-m "
-            "discriminator=capsule_small discriminator.routing_iterations=1,3` and `-m "
-            "discriminator=cnn`; or, in a sweep over both, keep the cnn jobs' "
-            "routing_iterations null."
-        )
-    channels = cfg.discriminator.get("channels")
-    if not channels or not all(_is_kind(c, "int") and c >= 1 for c in channels):
-        yield (
-            "`discriminator.channels` must be a non-empty list of integers >= 1, but it is "
-            f"{channels!r}. {where('discriminator.channels', '[64,128]')}"
-        )
-    elif cfg.data.image_size // 2 ** len(channels) < 1:
-        yield (
-            f"`discriminator.channels` has {len(channels)} stride-2 blocks, which shrink a "
-            f"{cfg.data.image_size}px image to nothing; use at most "
-            f"{int(math.log2(cfg.data.image_size))} blocks. {where('discriminator.channels')}"
-        )
-
-
 def _subset_problems(cfg: DictConfig) -> Iterator[str]:
     subset, batch = cfg.data.get("train_subset"), cfg.data.batch_size
     if subset is not None and subset < batch:
@@ -492,33 +389,24 @@ def _subset_problems(cfg: DictConfig) -> Iterator[str]:
 
 
 def config_problems(cfg: DictConfig) -> list[str]:
-    """Every problem of ``cfg`` as one paragraph each; empty if the config is usable."""
+    """Every problem of the keys no model owns, one paragraph each; empty if they are usable."""
     rules = list(COMMON_RULES)
-    disc = _target(cfg, "discriminator")
-    if disc.endswith("CapsuleDiscriminator"):
-        rules += CAPSULE_RULES
-    elif disc.endswith("CNNDiscriminator"):
-        rules += CNN_RULES
-    if _target(cfg, "generator").endswith("models.Generator"):
-        rules += GENERATOR_RULES
     if OmegaConf.select(cfg, "callbacks.sample_quality", default=None):
         rules += METRICS_RULES
     problems = rule_problems(cfg, rules)
-    betas = OmegaConf.select(cfg, "module.betas")
+    betas = OmegaConf.select(cfg, "betas")
     if betas is not None and (
-        len(betas) != 2 or not all(_is_kind(b, "float") and 0 <= b < 1 for b in betas)
+        not OmegaConf.is_list(betas)
+        or len(betas) != 2
+        or not all(_is_kind(b, "float") and 0 <= b < 1 for b in betas)
     ):
+        shown = list(betas) if OmegaConf.is_list(betas) else betas
         problems.append(
-            f"`module.betas` (Adam's betas) must be two numbers in [0, 1), but it is "
-            f"{list(betas)!r}. {where('module.betas', '[0.5,0.999]')}"
+            f"`betas` (Adam's betas) must be two numbers in [0, 1), but it is "
+            f"{shown!r}. {where('betas', '[0.5,0.999]')}"
         )
     if problems:  # the cross-key checks below assume the single keys are sane
         return problems
-    problems += _generator_problems(cfg)
-    if disc.endswith("CapsuleDiscriminator"):
-        problems += _capsule_problems(cfg)
-    elif disc.endswith("CNNDiscriminator"):
-        problems += _cnn_problems(cfg)
     problems += _subset_problems(cfg)
     problems += _metrics_problems(cfg)
     return problems
@@ -536,9 +424,117 @@ def _metrics_problems(cfg: DictConfig) -> Iterator[str]:
         )
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise one :class:`ConfigError` listing every problem of ``cfg`` (a paragraph each)."""
+# -- the models: their constructors' rules --------------------------------------------
+
+
+def _annotated_kind(hint: Any) -> tuple[str, bool] | None:
+    """A constructor argument's annotation as a rule kind and nullability, for the plain
+    types (``int``, ``float | None``, ...); None for the rest (lists, mappings...)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    nullable = len(args) < len(typing.get_args(hint))
+    plain = args[0] if nullable and len(args) == 1 else hint
+    kind = {int: "int", float: "float", str: "str", bool: "bool"}.get(plain)
+    return (kind, nullable) if kind else None
+
+
+def _argument_problems(cfg: DictConfig, group: str) -> list[str]:
+    """The values of ``cfg[group]`` whose type is not the constructor's annotation."""
+    module, _, name = str(cfg[group].get("_target_", "")).rpartition(".")
+    try:
+        hints = typing.get_type_hints(getattr(importlib.import_module(module), name).__init__)
+    except Exception:  # a _target_ that cannot be imported is reported when it is built
+        return []
+    problems = []
+    for arg, hint in hints.items():
+        kind = _annotated_kind(hint)
+        if kind and arg in cfg[group]:
+            rule = Rule(f"{group}.{arg}", kind[0], nullable=kind[1])
+            problems += [p for p in [check_rule(cfg, rule)] if p]
+    return problems
+
+
+def _named_key(message: str, group: str, names: Iterable[str]) -> str | None:
+    """The key of ``group`` that a constructor's message names first, by its argument name
+    (``blocks[1].kernel`` as such)."""
+    found = [
+        (m.start(), m.group())
+        for name in names
+        if (m := re.search(rf"(?<![\w.]){re.escape(name)}(\[\d+\](\.\w+)?)?(?!\w)", message))
+    ]
+    return f"{group}.{min(found)[1]}" if found else None
+
+
+def _build(cfg: DictConfig, group: str) -> Any:
+    """``cfg[group]`` instantiated; its constructor's refusal as a :class:`ConfigError`."""
+    raise_problems(_argument_problems(cfg, group))
+    try:
+        return hydra.utils.instantiate(cfg[group])
+    except InstantiationException as err:
+        reason = err.__cause__ or err
+        yaml = yaml_file(f"{group}.x")
+        if not isinstance(reason, (ValueError, TypeError)):  # e.g. a _target_ not found
+            raise ConfigError(
+                f"the {group} could not be built from the {group}.* settings: "
+                f"{type(reason).__name__}: {reason}. Check the {group}.* overrides and {yaml}."
+            ) from err
+        message = str(reason)
+        key = _named_key(message, group, [str(k) for k in cfg[group] if not str(k).startswith("_")])
+        if "unexpected keyword argument" in message:
+            fix = f"The {group} has no such setting: remove the override (or the key in {yaml})."
+        else:
+            fix = where(key) if key else f"Check the {group}.* overrides and {yaml}."
+        what = f"`{key}`" if key else f"its {group}.* settings"
+        raise ConfigError(f"the {group} refused {what}: {message}. {fix}") from err
+
+
+def build_models(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
+    """The generator and discriminator of ``cfg``, each refusing bad settings in its
+    constructor (as a :class:`ConfigError` naming the key); then checked together on two
+    images: the generator must make the data's image shape, the discriminator must score
+    them with a (B,) score of a kind the losses handle. Cheap: no data is read."""
+    generator, discriminator = _build(cfg, "generator"), _build(cfg, "discriminator")
+    try:
+        kind = score_kind(discriminator)
+    except TypeError as err:
+        raise ConfigError(f"{err}. {where('discriminator._target_')}") from err
+    data_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    modes = generator.training, discriminator.training
+    generator.eval(), discriminator.eval()  # no BatchNorm statistics or power iteration moved
+    try:
+        with torch.no_grad():
+            images = generator(torch.zeros(2, cfg.latent_dim))
+            if tuple(images.shape[1:]) != data_shape:
+                raise ConfigError(
+                    f"the generator makes images of shape {tuple(images.shape[1:])} (channels, "
+                    f"height, width) but the {cfg.data.name} images are {data_shape}. Pick a "
+                    "generator preset made for this image size (conf/generator/) or change its "
+                    f"sizes (the last block's stride/padding/output_padding) in "
+                    f"{yaml_file('generator.x')}."
+                )
+            try:
+                score = discriminator(images)
+            except (RuntimeError, ValueError) as err:
+                raise ConfigError(
+                    f"the discriminator cannot score {data_shape} images: {err}. Check its "
+                    f"image_channels / image_size against data.* in {yaml_file('discriminator.x')}."
+                ) from err
+    finally:
+        generator.train(modes[0]), discriminator.train(modes[1])
+    if tuple(score.shape) != (2,):
+        raise ConfigError(
+            f"the discriminator ({kind.value} score) returned shape {tuple(score.shape)} for 2 "
+            "images; it must return one score per image, shape (B,). See docs/extending.md."
+        )
+    return generator, discriminator
+
+
+def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
+    """Raise one :class:`ConfigError` listing every problem of the keys no model owns, else
+    build the models (from ``cfg.seed``, so their first weights are the run's) and return
+    ``(generator, discriminator)``; a model's refusal is a :class:`ConfigError` too."""
     raise_problems(config_problems(cfg))
+    torch.manual_seed(cfg.seed)
+    return build_models(cfg)
 
 
 # -- paths: the output folder and the checkpoint to resume from ------------------------
@@ -636,20 +632,15 @@ class OutputDirCheck(Callback):
     """
 
     def _check(self, folder: str, key: str, hold: bool = False) -> None:
-        from capsgan.errors import UserError
+        from capsgan.errors import user_errors
         from capsgan.locks import hold_run_folder
 
-        try:
+        with user_errors():
             check_output_dir(folder, key)
             # a single run holds its folder from here, before Hydra rewrites .hydra/ in it
             # (released when the process ends; train() takes the same hold again)
             if hold and all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK")):
                 hold_run_folder(folder)
-        except UserError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"Error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(str(config.hydra.run.dir), "hydra.run.dir", hold=True)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from capsgan.errors import DivergenceError
 from capsgan.losses import discriminator_loss, generator_loss, probability_real
+from capsgan.models.interface import score_kind
 
 
 def _skip_step_count() -> None:
@@ -42,8 +43,8 @@ class GAN(L.LightningModule):
 
     Args:
         generator: maps z (B, latent_dim) to images (B, C, H, W) in [-1, 1].
-        discriminator: maps images to a (B,) score; its ``score_kind`` attribute
-            (``"logit"`` or ``"length"``) picks the loss.
+        discriminator: maps images to a (B,) score; its ``score_kind`` (a
+            ``ScoreKind``: logit or capsule length) picks the loss.
         latent_dim: size of z.
         lr: Adam learning rate of both networks unless ``lr_g`` / ``lr_d`` is set.
         betas: Adam betas; DCGAN's (0.5, 0.999) by default.
@@ -83,7 +84,7 @@ class GAN(L.LightningModule):
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
-        self.score_kind: str = discriminator.score_kind
+        self.score_kind = score_kind(discriminator)  # an undeclared kind raises here
         # A buffer, so it is saved in checkpoints: a resumed run keeps drawing the same grid.
         self.register_buffer("fixed_z", torch.randn(num_fixed_samples, latent_dim))
         if channels_last:

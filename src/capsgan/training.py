@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-import os
 import signal
-import sys
 import warnings
 from typing import Any
 
@@ -16,7 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
@@ -27,7 +27,9 @@ from capsgan.errors import (
     RunInterruptedError,
     UserError,
     storage_error,
+    user_errors,
 )
+from capsgan.gan_module import GAN
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
 from capsgan.loggers import check_logger_packages, flat_hparams, log_hparams, name_run
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
@@ -125,10 +127,24 @@ def _how_it_ended(err: BaseException) -> tuple[str, str]:
     return "crashed", f"{type(err).__name__}: {err} (an unexpected error: see the traceback)"
 
 
-def _instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+def build_gan(cfg: DictConfig, generator: nn.Module, discriminator: nn.Module) -> GAN:
+    """The GAN module of ``cfg``: its hyperparameters are the top-level keys of the same
+    names (``lr``, ``betas``, ``d_steps_per_g``...), the one name each value has, read
+    here, by validation, in HPARAMS, by the report and by the sweepers."""
+    names = inspect.signature(GAN).parameters.keys() - {"generator", "discriminator"}
+    # plain lists, not OmegaConf containers, in the saved hyperparameters: torch.load(
+    # weights_only=True), Lightning's default on resume, refuses the latter
+    values = {k: cfg[k] for k in names if k in cfg}
+    hparams = {
+        k: OmegaConf.to_object(v) if OmegaConf.is_config(v) else v for k, v in values.items()
+    }
+    return GAN(generator, discriminator, **hparams)
+
+
+def _instantiate(cfg: DictConfig, group: str) -> Any:
     """``hydra.utils.instantiate(cfg[group])``; a constructor's refusal as a ConfigError."""
     try:
-        return hydra.utils.instantiate(cfg[group], **kwargs)
+        return hydra.utils.instantiate(cfg[group])
     except InstantiationException as err:
         reason = err.__cause__ or err
         raise ConfigError(
@@ -139,20 +155,16 @@ def _instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
 
 
 def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
-    validate_config(cfg)  # before anything is read or built: a bad sweep job fails in seconds
+    # The values, then the models (their constructors' rules), before any data is read: a
+    # bad sweep job fails in seconds.
+    generator, discriminator = validate_config(cfg)
     check_logger_packages(cfg)  # logger=wandb without wandb: the pip line, now
     # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True)
     datamodule = _instantiate(cfg, "data")
-    generator = _instantiate(cfg, "generator")
-    discriminator = _instantiate(cfg, "discriminator")
-    # _convert_="all": plain lists in the saved hyperparameters, not OmegaConf containers,
-    # which torch.load(weights_only=True) (Lightning's default on resume) refuses
-    module = _instantiate(
-        cfg, "module", generator=generator, discriminator=discriminator, _convert_="all"
-    )
+    module = build_gan(cfg, generator, discriminator)
     if ckpt is not None:
         check_compatible(ckpt, module, ckpt_path)
         del ckpt  # Lightning reads the file again in fit()
@@ -213,19 +225,10 @@ def run(cfg: DictConfig) -> float | None:
     if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
         torch.set_num_threads(threads)  # a bad value is reported by validate_config
     spawn_ddp_in_multirun(cfg)
-    try:
+    # in a multirun the sweep records a failed or interrupted job and goes on
+    with user_errors(reraise=in_multirun()):
         raise_if_sweep_stopping()  # a stopped sweep's queued jobs end at once
         metrics = train(cfg)
-    except UserError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or in_multirun():
-            raise
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(3 if isinstance(err, DivergenceError) else 2)
-    except RunInterruptedError as err:
-        if in_multirun():  # the sweep records the job as interrupted and prints the resume
-            raise
-        print(str(err), file=sys.stderr)
-        sys.exit(err.exit_code)
     metric = cfg.get("optimized_metric")
     if metric and metric in metrics:
         log.info("%s = %.4f", metric, metrics[metric])

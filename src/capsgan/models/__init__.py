@@ -5,7 +5,13 @@ from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules, dynamic_ro
 from capsgan.models.cnn_discriminator import CNNDiscriminator
 from capsgan.models.generator import Generator
 from capsgan.models.image_convs import ImageConv2d, ImageConvTranspose2d
-from capsgan.models.interface import CapsuleTrace, CapsuleTracing, supports_capsule_trace
+from capsgan.models.interface import (
+    CapsuleTrace,
+    CapsuleTracing,
+    ScoreKind,
+    score_kind,
+    supports_capsule_trace,
+)
 
 __all__ = [
     "CNNDiscriminator",
@@ -17,7 +23,9 @@ __all__ = [
     "ImageConvTranspose2d",
     "PrimaryCapsules",
     "RoutingCapsules",
+    "ScoreKind",
     "dynamic_routing",
+    "score_kind",
     "squash",
     "supports_capsule_trace",
 ]

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules
 from capsgan.models.image_convs import ImageConv2d
-from capsgan.models.interface import CapsuleTrace
+from capsgan.models.interface import CapsuleTrace, ScoreKind
 
 
 def primary_grid_size(
@@ -54,6 +54,18 @@ class CapsuleDiscriminator(nn.Module):
         head_hidden: int = 512,
     ) -> None:
         super().__init__()
+        sizes = {
+            "conv_channels": conv_channels, "conv_kernel": conv_kernel,
+            "primary_maps": primary_maps, "primary_dim": primary_dim,
+            "primary_kernel": primary_kernel, "primary_stride": primary_stride,
+            "out_dim": out_dim, "routing_iterations": routing_iterations,
+            "head_hidden": head_hidden,
+        }  # fmt: skip
+        for name, value in sizes.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if routing_weight_std is not None and not routing_weight_std > 0:
+            raise ValueError(f"routing_weight_std must be > 0 or None, got {routing_weight_std}")
         if head not in ("fc", "length"):
             raise ValueError(f"head must be 'fc' or 'length', got {head!r}")
         if out_capsules < 2:
@@ -64,12 +76,14 @@ class CapsuleDiscriminator(nn.Module):
         grid = primary_grid_size(image_size, conv_kernel, primary_kernel, primary_stride)
         if grid < 1:
             raise ValueError(
-                f"capsule sizes do not fit a {image_size}x{image_size} image: conv_kernel="
-                f"{conv_kernel}, primary_kernel={primary_kernel}, primary_stride={primary_stride} "
-                "leave no primary-capsule grid; use smaller kernels"
+                f"conv_kernel={conv_kernel} then primary_kernel={primary_kernel} with "
+                f"primary_stride={primary_stride}: the capsule sizes do not fit a {image_size}x"
+                f"{image_size} image, they leave no primary-capsule grid (each unpadded "
+                "convolution shrinks the image by kernel-1); use smaller kernels, e.g. "
+                "conv_kernel=9 primary_kernel=9 for 28x28 images"
             )
         self.head_kind = head
-        self.score_kind = "logit" if head == "fc" else "length"
+        self.score_kind = ScoreKind.LOGIT if head == "fc" else ScoreKind.LENGTH
         self.conv = nn.Sequential(
             ImageConv2d(image_channels, conv_channels, conv_kernel), nn.ReLU(inplace=True)
         )

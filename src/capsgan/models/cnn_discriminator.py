@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from capsgan.models.image_convs import ImageConv2d
+from capsgan.models.interface import ScoreKind
 
 
 class CNNDiscriminator(nn.Module):
     """Stride-2 conv blocks (4x4, padding 1) then a linear layer to a (B,) logit."""
 
-    score_kind = "logit"
+    score_kind = ScoreKind.LOGIT
 
     def __init__(
         self,
@@ -25,16 +26,17 @@ class CNNDiscriminator(nn.Module):
         image_size: int = 28,
         channels: Sequence[int] = (64, 128),
         negative_slope: float = 0.2,
-        routing_iterations: None = None,
     ) -> None:
-        # routing_iterations exists so that `-m discriminator=cnn,capsule
-        # discriminator.routing_iterations=...` composes for every preset; a CNN does not
-        # route, so any value is refused (the config check says so before we get here).
-        if routing_iterations is not None:
-            raise ValueError(
-                "the CNN discriminator has no routing; routing_iterations must be None"
-            )
         super().__init__()
+        if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
+            raise ValueError(f"channels must be a non-empty list of integers >= 1, got {channels}")
+        if image_size // 2 ** len(channels) < 1:
+            raise ValueError(
+                f"channels has {len(channels)} stride-2 blocks, which shrink a {image_size}px "
+                f"image to nothing; use at most {image_size.bit_length() - 1} blocks"
+            )
+        if negative_slope < 0:
+            raise ValueError(f"negative_slope must be >= 0, got {negative_slope}")
         layers: list[nn.Module] = []
         in_ch, size = image_channels, image_size
         for i, out_ch in enumerate(channels):
@@ -44,8 +46,6 @@ class CNNDiscriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(out_ch))
             layers.append(nn.LeakyReLU(negative_slope, inplace=True))
             in_ch, size = out_ch, size // 2  # 28 -> 14 -> 7 for MNIST
-        if size < 1:
-            raise ValueError(f"{len(channels)} stride-2 blocks shrink a {image_size}px image to 0")
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_ch * size * size, 1)
         self.apply(dcgan_init)

@@ -43,8 +43,20 @@ class Generator(nn.Module):
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if init_channels < 1 or init_size < 1:
+            raise ValueError(
+                f"init_channels and init_size must be >= 1, got {init_channels}, {init_size}"
+            )
         if not blocks:
-            raise ValueError("the generator needs at least one up-sampling block")
+            raise ValueError(
+                "blocks is empty: the generator needs at least one up-sampling block "
+                "(channels, kernel, stride, padding, output_padding)"
+            )
+        for i, block in enumerate(blocks):
+            for field in ("channels", "kernel", "stride"):
+                value = block.get(field)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"blocks[{i}].{field} must be an integer >= 1, got {value!r}")
         self.latent_dim = latent_dim
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, init_channels, init_size, bias=False),

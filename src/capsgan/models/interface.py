@@ -1,11 +1,23 @@
 """What a model declares to the rest of the framework, beyond its ``forward``.
 
 Code outside ``capsgan.models`` never tests a model's class name, ``_target_`` or preset
-name; it asks the model through the optional hooks defined here, by the hook's presence.
-A new discriminator opts in by defining the method; one that does not is left out of
-whatever the hook feeds, silently.
+name; it asks the model through what is defined here (docs/extending.md walks through it).
 
-Optional hooks of a discriminator:
+A generator maps z (B, latent_dim) to images (B, C, H, W) in [-1, 1]; its constructor takes
+``latent_dim``. A discriminator maps images (B, C, H, W) to a score (B,) and declares:
+
+``score_kind: ScoreKind``
+    What the score is, and so which loss trains it (:mod:`capsgan.losses`): a real/fake
+    logit, or a capsule length in [0, 1). A kind the losses do not handle is refused at
+    start-up, never silently trained with another loss.
+
+Both take their sizes as constructor arguments and refuse bad ones there, with a
+``ValueError`` / ``TypeError`` whose message names the argument: start-up builds the
+models before any data is read and shows that message as the config key to fix
+(``discriminator.out_capsules``).
+
+Optional hooks of a discriminator, used by their presence (one that lacks a hook is left out
+of whatever the hook feeds, silently):
 
 ``capsule_trace(x) -> CapsuleTrace``
     A discriminator that routes capsules returns, for a batch of images, its routed
@@ -19,9 +31,32 @@ Optional hooks of a discriminator:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from torch import Tensor
+from torch import Tensor, nn
+
+
+class ScoreKind(StrEnum):
+    """What a discriminator's (B,) score is; the losses handle each kind or refuse it."""
+
+    LOGIT = "logit"  # any real number, sigmoid(score) = P(real); binary cross-entropy
+    LENGTH = "length"  # a capsule's length in [0, 1) = P(real); the margin loss
+
+
+def score_kind(discriminator: nn.Module) -> ScoreKind:
+    """The :class:`ScoreKind` ``discriminator`` declares; a ``TypeError`` naming the valid
+    kinds when it declares none or another."""
+    declared = getattr(discriminator, "score_kind", None)
+    try:
+        return ScoreKind(declared)
+    except ValueError:
+        kinds = ", ".join(f"ScoreKind.{k.name} ({k.value!r})" for k in ScoreKind)
+        raise TypeError(
+            f"the discriminator {type(discriminator).__name__} declares score_kind="
+            f"{declared!r}; a discriminator must set score_kind to one of {kinds}, the score "
+            "kinds capsgan.losses can train (see docs/extending.md)"
+        ) from None
 
 
 @dataclass(frozen=True)
