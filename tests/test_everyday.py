@@ -120,7 +120,7 @@ def test_slow_epoch_is_announced_once_and_training_goes_on(make_cfg, caplog) -> 
 def test_optuna_search_without_its_extra_names_the_install_line(monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "_importable", lambda module: False)
     with pytest.raises(SystemExit) as stop:
-        cli.check_optional_plugins(["lr=1e-4", "hparams_search=capsule_optuna"])
+        cli.setup(["lr=1e-4", "hparams_search=capsule_optuna"])
     assert stop.value.code == 2
     assert "pip install -e '.[optuna]'" in capsys.readouterr().err
     cli.check_optional_plugins(["lr=1e-4"])  # nothing optional asked for: no exit

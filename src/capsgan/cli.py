@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from capsgan.errors import ConfigError, user_errors
 
 LATEST = "latest"
 
@@ -91,18 +92,16 @@ def _importable(module: str) -> bool:
 
 
 def check_optional_plugins(argv: Sequence[str]) -> None:
-    """Exit with code 2 and the install line when the command needs a plugin that is not
+    """A ConfigError with the install line when the command needs a plugin that is not
     installed (Hydra would say only that it cannot find ``hydra/sweeper/optuna``)."""
     for arg in argv:
         for prefix, (module, install) in OPTIONAL_PLUGINS.items():
             if arg.startswith(prefix) and not _importable(module):
-                print(
-                    f"Error: `{arg}` needs the Optuna sweeper, an optional extra that is not "
+                raise ConfigError(
+                    f"`{arg}` needs the Optuna sweeper, an optional extra that is not "
                     f"installed here. Install it with `{install}` (the README's dev install "
-                    "includes it).",
-                    file=sys.stderr,
+                    "includes it)."
                 )
-                sys.exit(2)
 
 
 def prepare_process() -> None:
@@ -114,4 +113,5 @@ def prepare_process() -> None:
 def setup(argv: Sequence[str]) -> None:
     """Everything an entry point needs before ``@hydra.main`` runs."""
     prepare_process()
-    check_optional_plugins(argv)
+    with user_errors():  # one Error: paragraph, exit 2
+        check_optional_plugins(argv)

@@ -102,20 +102,28 @@ def exit_code(err: UserError) -> int:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """The boundary of an entry point: a :class:`UserError` (or a storage failure) is
+def user_errors(reraise: bool = False) -> Iterator[None]:
+    """The boundary of every entry point: a :class:`UserError` (or a storage failure) is
     printed as one ``Error:`` paragraph on stderr and ends the process with exit code 2
-    (3 for divergence); ``HYDRA_FULL_ERROR=1`` keeps the traceback instead."""
+    (3 for divergence); ``HYDRA_FULL_ERROR=1`` keeps the traceback instead. A stopped run
+    (:class:`RunInterruptedError`) prints its resume line and exits with its own code.
+    ``reraise``: let all of them through (a multirun's job: Hydra records the failure and
+    the sweep goes on)."""
     try:
         yield
     except UserError as err:
-        if full_error():
+        if reraise or full_error():
             raise
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(exit_code(err))
+    except RunInterruptedError as err:
+        if reraise:
+            raise
+        print(str(err), file=sys.stderr)
+        sys.exit(err.exit_code)
     except OSError as err:
         converted = storage_error(err)
-        if converted is None or full_error():
+        if converted is None or reraise or full_error():
             raise
         print(f"Error: {converted}", file=sys.stderr)
         sys.exit(2)
