@@ -1,5 +1,7 @@
-"""Lightning callbacks: the fixed-noise sample grid of every epoch (and, optionally, of
-every N generator steps), and a warning when the first batches predict a very long epoch."""
+"""Lightning callbacks: the GAN's step / epoch logging and divergence guard (which
+:class:`capsgan.gan_module.GAN` brings along itself), the fixed-noise sample grid of every
+epoch (and, optionally, of every N generator steps), and a warning when the first batches
+predict a very long epoch."""
 
 from __future__ import annotations
 
@@ -7,14 +9,145 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+from torchmetrics.aggregation import MeanMetric
 from torchvision.utils import make_grid, save_image
 
+from capsgan import compat
+from capsgan.errors import DivergenceError
+
 log = logging.getLogger(__name__)
+
+
+class TrainingLog(L.Callback):
+    """Logs the statistics ``GAN.training_step`` returns: ``train/<key>`` step values,
+    ``epoch/<key>`` means, and ``d_loss`` / ``d_acc`` on the progress bar.
+
+    Logging is kept off the per-batch path: each ``log`` call costs Lightning a fraction
+    of a millisecond of Python, which with 15 calls a batch was ~10 % of a ``cnn`` step on
+    the CPU (docs/performance.md). Step values are logged only on the batches Lightning's
+    logger writes (every ``log_every_n_steps`` batches, counted over the whole run); the
+    epoch means are accumulated on the device (torchmetrics ``MeanMetric``, no sync) and
+    logged once an epoch. Training batches are equal-sized (the loader drops the last
+    partial one), so the mean over batches is the mean over images; under DDP the means
+    are over every rank's batches.
+    """
+
+    def __init__(self) -> None:
+        self._means: dict[str, MeanMetric] = {}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:  # fmt: skip
+        stats: dict[str, Tensor] = outputs
+        for key, value in stats.items():
+            if key not in self._means:  # NaN checks would sync with the GPU every batch
+                self._means[key] = MeanMetric(nan_strategy="disable").to(value.device)
+            self._means[key].update(value)
+        if compat.logger_writes_this_batch(trainer):
+            pl_module.log_dict(
+                {f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False
+            )
+        # The progress bar turns its values into Python floats whenever they are logged, a
+        # GPU sync; so they are refreshed as often as the logger writes, not every batch.
+        if (batch_idx + 1) % trainer.log_every_n_steps == 0 or batch_idx == 0:
+            pl_module.log_dict(
+                {"d_loss": stats["d_loss"], "d_acc": stats["d_acc"]},
+                prog_bar=True, on_step=True, on_epoch=False, logger=False,
+            )  # fmt: skip
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        means = {f"epoch/{k}": m.compute() for k, m in self._means.items() if m.update_count}
+        for metric in self._means.values():
+            metric.reset()
+        if means:  # compute() has already reduced over the DDP ranks
+            pl_module.log_dict(means, on_step=False, on_epoch=True)
+
+
+class DivergenceGuard(L.Callback):
+    """Stops training with a :class:`DivergenceError` (exit code 3) naming the network and
+    the generator step at which a loss first became non-finite, and refuses to write a
+    checkpoint holding a non-finite weight.
+
+    The first bad step is recorded on the device, without a sync, and read only every
+    ``log_every_n_steps`` batches, at an epoch's last batch and before every checkpoint, so
+    the GPU never waits for a per-step check (on the CPU it is read every batch; that
+    costs nothing there).
+    """
+
+    NETWORKS = ("discriminator", "generator")
+    ADVICE = (
+        "The run was stopped; no checkpoint was written after that step, so the newest "
+        "file in the run's checkpoints/ folder is the last good one. To train stably, "
+        "lower the learning rate (lr, or lr_d / lr_g for one network), clip gradients "
+        "(gradient_clip_val=1.0), or soften the discriminator (label_smoothing=0.1, "
+        "instance_noise=0.1)."
+    )
+
+    def __init__(self) -> None:
+        self.first_nonfinite: Tensor | None = None  # per network (D, G); -1: never
+        self._step = 0
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._step = trainer.global_step  # generator steps before this batch
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:  # fmt: skip
+        self.watch(outputs["d_loss"], outputs.get("g_loss"), self._step)
+        if (
+            pl_module.device.type == "cpu"
+            or (batch_idx + 1) % trainer.log_every_n_steps == 0
+            or compat.is_last_batch(trainer)
+        ):
+            self.check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # raising here stops the file from being written: a diverged model is never saved
+        self.check(trainer, checkpoint["state_dict"])
+
+    def watch(self, d_loss: Tensor, g_loss: Tensor | None, step: int) -> None:
+        """Record (on the device, without a sync) the first step with a non-finite loss."""
+        d_bad = ~torch.isfinite(d_loss)
+        g_bad = ~torch.isfinite(g_loss) if g_loss is not None else torch.zeros_like(d_bad)
+        bad = torch.stack([d_bad, g_bad])
+        if self.first_nonfinite is None:
+            self.first_nonfinite = torch.full((2,), -1, dtype=torch.long, device=d_loss.device)
+        first = self.first_nonfinite
+        self.first_nonfinite = torch.where(bad & (first < 0), step, first)
+
+    def check(self, trainer: L.Trainer, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Raise :class:`DivergenceError` if a loss (or a weight in ``state_dict``) went
+        non-finite; the message names the network and the generator step."""
+        epoch = trainer.current_epoch + 1  # counted from 1, as the log and progress bar do
+        if self.first_nonfinite is not None:
+            first = self.first_nonfinite.tolist()  # the one sync, every few batches
+            for network, step in zip(self.NETWORKS, first, strict=True):
+                if step >= 0:
+                    raise DivergenceError(
+                        f"training diverged: the {network} loss became NaN or infinite at "
+                        f"generator step {step} (epoch {epoch}). {self.ADVICE}"
+                    )
+        for key, value in (state_dict or {}).items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                network = key.split(".", 1)[0]
+                raise DivergenceError(
+                    f"training diverged: the {network} weight {key!r} holds NaN or infinite "
+                    f"values at generator step {trainer.global_step} (epoch {epoch}). "
+                    f"{self.ADVICE}"
+                )
 
 
 class SampleGrid(L.Callback):
@@ -48,7 +181,7 @@ class SampleGrid(L.Callback):
         self._save(trainer, grid, f"epoch_{epoch:04d}.png")
         # the step of this epoch's scalars: Lightning logs the epoch/ and val/ values at the
         # last batch's step, one below the batch counter (fit_loop.on_advance_end)
-        step = max(trainer.fit_loop.epoch_loop._batches_that_stepped - 1, 0)
+        step = max(compat.logged_step(trainer) - 1, 0)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples/fixed_noise", grid, global_step=step)

@@ -8,13 +8,15 @@ private_api`` (it probes each entry on the installed versions) and then the whol
 fix what an entry's ``breaks`` names, update ``CHECKED_ON`` and move the pin.
 
 Use a private API only where no public one does the job, and add it here in the same
-commit.
+commit. The Lightning trainer internals the training code reads go through the functions
+below, so each sits in one place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 CHECKED_ON = {
     "torch": "2.14.1",
@@ -22,6 +24,45 @@ CHECKED_ON = {
     "hydra-core": "1.3.8",
     "tensorboard": "2.21.0",
 }
+
+
+# -- the trainer internals the training code uses --------------------------------------
+
+
+def logged_step(trainer: Any) -> int:
+    """The step Lightning's loggers write this batch's scalars at (TensorBoard's x axis):
+    batches that stepped an optimizer, over the whole run. ``trainer.global_step`` is
+    generator steps here, which differs with ``d_steps_per_g`` > 1."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def logger_writes_this_batch(trainer: Any) -> bool:
+    """Whether Lightning's logger writes this batch's step values (every
+    ``log_every_n_steps`` batches, counted over the whole run); on other batches
+    ``log(on_step=True)`` would cost time and write nothing. Lightning has no public
+    accessor; without the private one every batch is logged (slower, same results)."""
+    connector = getattr(trainer, "_logger_connector", None)
+    return connector is None or bool(connector.should_update_logs or trainer.fast_dev_run)
+
+
+def is_last_batch(trainer: Any) -> bool:
+    """Whether the batch that just ran is its epoch's last."""
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
+def _no_step_count() -> None:
+    """Replaces a LightningOptimizer's step-progress hooks (see step_without_counting)."""
+
+
+def step_without_counting(optimizer: Any) -> None:
+    """Keep the next ``optimizer.step()`` of a manual-optimization module out of
+    ``trainer.global_step``, which otherwise counts every optimizer's steps (a GAN's
+    discriminator and generator: two a batch). Lightning has no public switch; it installs
+    the hooks again before every ``training_step``, so this lasts one batch."""
+    optimizer._on_before_step = optimizer._on_after_step = _no_step_count
+
+
+# -- the register ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -50,11 +91,11 @@ def _trainer():
 
 
 def _batches_that_stepped() -> bool:
-    return isinstance(_trainer().fit_loop.epoch_loop._batches_that_stepped, int)
+    return isinstance(logged_step(_trainer()), int)
 
 
 def _is_last_batch() -> bool:
-    return hasattr(_trainer().fit_loop.epoch_loop.batch_progress, "is_last_batch")
+    return isinstance(is_last_batch(_trainer()), bool)
 
 
 def _should_update_logs() -> bool:
@@ -124,7 +165,7 @@ def _pytree_module() -> bool:
 PRIVATE_APIS = (
     PrivateAPI(
         "Trainer.fit_loop.epoch_loop._batches_that_stepped",
-        "callbacks.SampleGrid, checkpointing.ResumableRun, diagnostics",
+        "compat.logged_step (callbacks.SampleGrid, checkpointing.ResumableRun, diagnostics)",
         "the step Lightning's loggers write scalars at (the x axis of TensorBoard)",
         "sample grids / restart markers at the wrong step (tests: test_everyday, "
         "test_reliability resume)",
@@ -132,21 +173,21 @@ PRIVATE_APIS = (
     ),
     PrivateAPI(
         "Trainer.fit_loop.epoch_loop.batch_progress.is_last_batch",
-        "gan_module.GAN.on_train_batch_end, benchmark (batch_progress.total)",
+        "compat.is_last_batch (callbacks.DivergenceGuard)",
         "the last batch of an epoch, for the divergence check before the epoch's checkpoint",
         "AttributeError at every batch end",
         _is_last_batch,
     ),
     PrivateAPI(
         "Trainer._logger_connector.should_update_logs",
-        "gan_module.GAN._logger_writes_this_batch",
+        "compat.logger_writes_this_batch (callbacks.TrainingLog)",
         "whether the logger writes this batch's step values (skips self.log otherwise)",
         "falls back to logging every batch (slower, same results)",
         _should_update_logs,
     ),
     PrivateAPI(
         "LightningOptimizer._on_before_step / _on_after_step",
-        "gan_module.GAN._step",
+        "compat.step_without_counting (gan_module.GAN.discriminator_step)",
         "keeps the discriminator's optimizer steps out of trainer.global_step",
         "global_step counts two steps per batch; max_steps / checkpoint intervals halve",
         _optimizer_step_hooks,

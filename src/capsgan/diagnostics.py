@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.nn import functional as F
 
+from capsgan import compat
 from capsgan.models.interface import CapsuleTrace, supports_capsule_trace
 
 # numpy's bin rule, not TensorBoard's default exponential buckets, which put all the
@@ -130,7 +131,7 @@ class CapsuleDiagnostics(L.Callback):
         if real is None or not writers:
             return
         stats = self.measure(pl_module, real)
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the scalars' x axis
+        step = compat.logged_step(trainer)  # the scalars' x axis
         title = f"epoch {trainer.current_epoch}, step {step}"
         for writer in writers:
             write(writer, stats, step, title)
