@@ -19,13 +19,11 @@ curves that continue across a resume, and the checks that a checkpoint can be re
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
+from capsgan import compat
+from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
 from capsgan.generation import find_run_config
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temp file in the target's folder, fsync, then ``os.replace``.
+    """``torch.save`` through :func:`capsgan.atomic_write.write_atomically`.
 
     A reader (or a resumed run) therefore sees either the previous complete file or the
     new complete file under the checkpoint's name, never a partial one. Remote paths
@@ -58,18 +58,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; keep the usual mode
-            os.replace(tmp, path)
+            write_atomically(path, lambda f: torch.save(checkpoint, f))
         except BaseException as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             converted = storage_error(err, path)
             if converted is None and isinstance(err, RuntimeError) and "write" in str(err):
                 # torch's zip writer reports a failed write without the OS error behind it
@@ -77,12 +68,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if converted is not None:  # a full disk: one paragraph naming the file
                 raise converted from err
             raise
-        with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
 
 def _write_errno(folder: Path) -> int:
@@ -91,12 +76,6 @@ def _write_errno(folder: Path) -> int:
         return errno.ENOSPC if shutil.disk_usage(folder).free < 2**20 else errno.EIO
     except OSError:
         return errno.EIO
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class ResumableRun(L.Callback):
@@ -158,7 +137,7 @@ class ResumableRun(L.Callback):
         if self._marked_restart or trainer.ckpt_path is None:
             return
         self._marked_restart = True
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the x axis of our scalars
+        step = compat.logged_step(trainer)  # the x axis of our scalars
         for logger in trainer.loggers:
             writer = logger.experiment
             if not isinstance(writer, SummaryWriter):

@@ -15,7 +15,6 @@ plus ``<dir>/<name>.json`` (test accuracy, training time), where ``<dir>`` is
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from capsgan.atomic_write import write_atomically, write_json_atomically
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError
 from capsgan.locks import classifier_lock
@@ -193,13 +193,10 @@ def save_classifier(model: DigitClassifier, directory: str | Path, name: str, in
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     path = weights_path(directory, name)
-    # write-then-rename: runs training the same classifier at once never read half a file
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"spec": asdict(model.spec), "state_dict": model.state_dict()}, tmp)
-    tmp.replace(path)
-    tmp = info_path(directory, name).with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(info_path(directory, name))
+    # runs training the same classifier at once never read half a file
+    state = {"spec": asdict(model.spec), "state_dict": model.state_dict()}
+    write_atomically(path, lambda f: torch.save(state, f))
+    write_json_atomically(info_path(directory, name), info)
     return path
 
 

@@ -22,7 +22,6 @@ the reference set chosen by split), with this project's classifier as the featur
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -37,10 +36,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor, nn
 
+from capsgan.atomic_write import write_json_atomically
 from capsgan.classifier import load_classifier, load_or_train
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError, UserError
-from capsgan.generation import find_run_config, load_generator
+from capsgan.generation import find_run_config, load_generator, network_weights
 from capsgan.metrics import SampleQuality, to_uint8
 
 log = logging.getLogger(__name__)
@@ -162,16 +162,7 @@ def load_discriminator(info: RunInfo, weights: bool = True) -> nn.Module:
     torch.manual_seed(int(info.seed or 0))
     discriminator = hydra.utils.instantiate(info.cfg.discriminator)
     if weights:
-        checkpoint = torch.load(info.ckpt, map_location="cpu", weights_only=False)
-        state = checkpoint.get("state_dict", {})
-        prefix = "discriminator."
-        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if not own:
-            raise UserError(
-                f"{str(info.ckpt)!r} holds no discriminator weights (no 'discriminator.*' "
-                "keys); it is not a checkpoint of capsgan's GAN module."
-            )
-        discriminator.load_state_dict(own)
+        discriminator.load_state_dict(network_weights(info.ckpt, "discriminator")[0])
     return discriminator.eval().requires_grad_(False)
 
 
@@ -574,10 +565,8 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json(payload: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(payload), indent=2) + "\n")
-    return path
+    write_json_atomically(path, json_safe(payload))
+    return Path(path)
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:

@@ -97,6 +97,25 @@ def load_generator(
             f"({type(err).__name__}: {str(err)[:200]}). Pass config_path= the config of the "
             "run that wrote the checkpoint."
         ) from err
+    weights, state = network_weights(ckpt_path, "generator")
+    try:
+        generator.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"the generator weights in {str(ckpt_path)!r} do not fit the generator described "
+            f"by {str(config_path)!r} ({err}). Pass config_path= the config of the run that "
+            "wrote this checkpoint."
+        ) from err
+    return generator.to(device).eval(), state.get("fixed_z")
+
+
+def network_weights(
+    ckpt_path: str | Path, network: str
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The weights of one network (``generator`` / ``discriminator``) of a checkpoint of
+    :class:`capsgan.gan_module.GAN`, keyed as the network's own ``state_dict``, and the
+    checkpoint's whole ``state_dict``; a one-paragraph error for a file that is not one."""
+    ckpt_path = Path(ckpt_path)
     try:
         # A Lightning checkpoint also pickles hyperparameters (OmegaConf containers), which
         # torch's weights_only loader refuses; the file is the user's own training output.
@@ -108,21 +127,14 @@ def load_generator(
             f"of the run: {_other_checkpoints(ckpt_path)}"
         ) from err
     state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
-    weights = {k[len("generator.") :]: v for k, v in state.items() if k.startswith("generator.")}
+    prefix = f"{network}."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise UserError(
-            f"{str(ckpt_path)!r} holds no generator weights (no 'generator.*' keys in its "
+            f"{str(ckpt_path)!r} holds no {network} weights (no '{prefix}*' keys in its "
             "state_dict); it is not a checkpoint of capsgan's GAN module."
         )
-    try:
-        generator.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ConfigError(
-            f"the generator weights in {str(ckpt_path)!r} do not fit the generator described "
-            f"by {str(config_path)!r} ({err}). Pass config_path= the config of the run that "
-            "wrote this checkpoint."
-        ) from err
-    return generator.to(device).eval(), state.get("fixed_z")
+    return weights, state
 
 
 def _other_checkpoints(ckpt_path: Path) -> str:

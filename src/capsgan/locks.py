@@ -22,6 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from capsgan.atomic_write import TEMP_GLOB
 from capsgan.errors import RunLockedError
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,10 @@ def _holder(folder: str | Path) -> str:
 
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete the half-written files a killed run left in ``folder``: the checkpoints'
-    ``.<name>.<random>.tmp`` and ``run_info.json.tmp``. Call it only while holding the
-    folder, so no live writer's file is taken."""
+    and ``run_info.json``'s ``.<name>.<random>.tmp`` (:mod:`capsgan.atomic_write`). Call it
+    only while holding the folder, so no live writer's file is taken."""
     folder = Path(folder)
-    stale = [*(folder / "checkpoints").glob(".*.tmp"), *folder.glob("*.json.tmp")]
+    stale = [*(folder / "checkpoints").glob(TEMP_GLOB), *folder.glob(TEMP_GLOB)]
     for path in stale:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -133,7 +134,7 @@ def classifier_lock(weights: Path) -> Iterator[None]:
         yield
         return
     try:
-        for tmp in weights.parent.glob(f"{weights.stem}.tmp*"):  # a killed trainer's leftovers
+        for tmp in weights.parent.glob(f".{weights.stem}.*.tmp"):  # a killed trainer's leftovers
             with contextlib.suppress(OSError):
                 tmp.unlink()
         yield

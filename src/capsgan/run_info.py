@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from capsgan.atomic_write import write_json_atomically
+
 FILENAME = "run_info.json"
 PACKAGES = (
     "capsgan",
@@ -132,8 +134,4 @@ def _read(output_dir: str | Path) -> dict[str, Any]:
 
 
 def _write(output_dir: str | Path, info: dict[str, Any]) -> None:
-    path = Path(output_dir) / FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json_atomically(Path(output_dir) / FILENAME, info)

@@ -50,6 +50,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from capsgan.atomic_write import write_json_atomically
 from capsgan.errors import RunInterruptedError, UserError
 
 log = logging.getLogger(__name__)
@@ -169,12 +170,6 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)  # atomic: the summary never reads half a record
-
-
 class SweepSummary(Callback):
     """Writes ``job.json`` per job and ``summary.csv`` / ``summary.md`` per multirun.
 
@@ -251,7 +246,7 @@ class SweepSummary(Callback):
             self._worker_handlers = {s: signal.signal(s, _job_signal_handler) for s in STOP_SIGNALS}
         out = config.hydra.runtime.output_dir
         self._started[out] = time.time()
-        _write_json(Path(out) / JOB_RECORD, self._record(config, "running", None, None))
+        write_json_atomically(Path(out) / JOB_RECORD, self._record(config, "running", None, None))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
@@ -278,7 +273,7 @@ class SweepSummary(Callback):
                 job_return.status = JobStatus.COMPLETED
                 job_return.return_value = None
         status = "interrupted" if interrupted else "failed" if error else "ok"
-        _write_json(Path(out) / JOB_RECORD, self._record(config, status, error, wall))
+        write_json_atomically(Path(out) / JOB_RECORD, self._record(config, status, error, wall))
 
     @staticmethod
     def _record(config: DictConfig, status: str, error: str | None, wall: float | None) -> dict:

@@ -1,0 +1,61 @@
+"""Files that are never seen half-written: the one write-then-rename of the package.
+
+A file is written to ``.<name>.<random>.tmp`` in its own folder, flushed to the disk, and
+renamed over the target (``os.replace``, atomic on POSIX and Windows), so a reader, a
+resumed run or a second process sees the previous complete file or the new one, never a
+partial one. A killed writer leaves only a ``.*.tmp`` file, which
+:func:`capsgan.locks.remove_stale_temp_files` removes at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+TEMP_GLOB = ".*.tmp"  # the temporary files' names, for clean-up
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it and rename it to
+    ``path``. On any error the temporary file is removed and the error raised; the old
+    ``path``, if any, is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; keep the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def write_json_atomically(path: str | Path, data: Any) -> None:
+    """``data`` as indented JSON (anything JSON cannot hold as its ``str``)."""
+    write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
