@@ -1,25 +1,31 @@
-"""The benchmark's quick mode and the GPU speed switches, run on the CPU.
+"""The benchmark's quick mode, its plain-PyTorch reference step, and the GPU speed
+switches, run on the CPU.
 
 Speed itself is never asserted: that is the benchmark's job. These tests check that the
-benchmark runs and reports sane figures, that its public-code baseline computes the same
-function as our routing layer, and that the switches train.
+benchmark runs and reports sane figures, that its reference step (the denominator of the
+overhead ratio) computes exactly the module's step, that its public-code baseline computes
+the same function as our routing layer, and that the switches do what they say.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import hydra
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from capsgan.benchmark import BroadcastRouting, run_benchmark
+from capsgan.benchmark import BroadcastRouting, ReferenceStep, run_benchmark
+from capsgan.errors import ConfigError
 from capsgan.models import RoutingCapsules, squash
 from capsgan.training import build_gan, train
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, TINY_CAPSULES
 
 CASE_KEYS = {
     "discriminator", "routing_iterations", "batch_size", "steps_per_repeat",
@@ -66,15 +72,11 @@ def test_quick_benchmark_writes_a_complete_json(tiny_data_dir: Path, tmp_path: P
         assert ("routing_share" in case) == (case["routing_iterations"] is not None)
     assert [r["batch_size"] for r in result["scaling"]["rows"]] == [8, 16]
     assert result["baseline"]["outputs_match"] is True
-    assert set(result["baseline"]) >= {"ours_ms", "baseline_ms", "speedup", "trunk_ms",
-                                       "trunk_share", "speedup_bound_free_routing"}  # fmt: skip
-    assert (
-        result["targets"]["baseline_speedup"]["bound_free_routing"]
-        == (result["baseline"]["speedup_bound_free_routing"])
-    )
+    assert set(result["baseline"]) >= {"routing_layer_ours_ms", "routing_layer_baseline_ms",
+                                       "routing_layer_speedup"}  # fmt: skip
     assert set(result["targets"]) == {
-        "overhead_ratio_min", "capsule_flops_ratio_min", "baseline_speedup",
-        "routing_share_at_3_max", "data_images_per_s",
+        "overhead_ratio_min", "capsule_flops_ratio_min", "routing_share_at_3_max",
+        "data_images_per_s",
     }  # fmt: skip
     figures = numbers({k: v for k, v in result.items() if k != "meta"})
     assert len(figures) > 50
@@ -96,25 +98,150 @@ def test_public_code_baseline_computes_our_routing(iterations: int) -> None:
     torch.testing.assert_close(u2.grad, u1.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_channels_last_switch_trains_with_nhwc_weights(make_cfg) -> None:
-    cfg = make_cfg("channels_last=true", "trainer.max_steps=3")
+class LayerProbe(L.Callback):
+    """Test probe: during training, records for every convolution and linear layer of both
+    networks its output's dtype, whether its input is NHWC, and whether it runs compiled.
+    Class-level lists, since ``train(cfg)`` builds the callback from the config."""
+
+    dtypes: ClassVar[list[torch.dtype]] = []
+    nhwc_inputs: ClassVar[list[bool]] = []
+    compiling: ClassVar[list[bool]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for cls in (LayerProbe.dtypes, LayerProbe.nhwc_inputs, LayerProbe.compiling):
+            cls.clear()
+        for net in (pl_module.generator, pl_module.discriminator):
+            for layer in net.modules():
+                if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+                    layer.register_forward_hook(self._record)
+
+    @staticmethod
+    def _record(layer, args, output) -> None:
+        LayerProbe.dtypes.append(output.dtype)
+        LayerProbe.compiling.append(torch.compiler.is_compiling())
+        if args[0].dim() == 4:
+            LayerProbe.nhwc_inputs.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+
+PROBE = "+callbacks.layer_probe._target_=tests.test_bench.LayerProbe"
+
+
+def test_channels_last_switch_trains_with_nhwc_weights_and_inputs(make_cfg) -> None:
+    cfg = make_cfg("channels_last=true", "discriminator=cnn", "trainer.max_steps=2", PROBE)
     module = build_gan(
         cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
     )
     convs = [p for p in module.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
-    images = module.prepare_images(torch.randn(2, 1, 28, 28))
-    assert images.is_contiguous(memory_format=torch.channels_last)
-    assert math.isfinite(train(cfg)["train/d_loss"])
+    train(cfg)
+    # every convolution of both networks saw NHWC input (a (1, C, 1, 1) map is both)
+    assert LayerProbe.nhwc_inputs and all(LayerProbe.nhwc_inputs)
+    train(make_cfg("discriminator=cnn", "trainer.max_steps=2", PROBE))
+    assert not all(LayerProbe.nhwc_inputs)  # the probe can tell: NCHW without the switch
 
 
-def test_bf16_mixed_precision_trains_on_cpu(make_cfg) -> None:
-    metrics = train(make_cfg("trainer.precision=bf16-mixed", "trainer.max_steps=3"))
-    assert math.isfinite(metrics["train/d_loss"]) and math.isfinite(metrics["train/g_loss"])
+def test_bf16_mixed_precision_runs_the_layers_in_bf16(make_cfg) -> None:
+    metrics = train(make_cfg("trainer.precision=bf16-mixed", "trainer.max_steps=2", PROBE))
+    assert LayerProbe.dtypes and set(LayerProbe.dtypes) == {torch.bfloat16}
+    assert "train/d_loss" in metrics
+    train(make_cfg("trainer.max_steps=2", PROBE))
+    assert set(LayerProbe.dtypes) == {torch.float32}
 
 
 @pytest.mark.slow
-def test_compile_switch_trains(make_cfg) -> None:
+def test_compile_switch_runs_the_networks_compiled(make_cfg) -> None:
     """torch.compile on the CPU needs a C++ compiler; the first steps take ~a minute."""
-    metrics = train(make_cfg("compile=true", "discriminator=cnn", "trainer.max_steps=2"))
-    assert math.isfinite(metrics["train/d_loss"])
+    train(make_cfg("compile=true", "discriminator=cnn", "trainer.max_steps=2", PROBE))
+    assert LayerProbe.compiling and all(LayerProbe.compiling)
+
+
+# -- the reference step is the module's step ------------------------------------------
+
+# Every option ReferenceStep accepts, each set so that it changes the numbers: a clip
+# value that bites, noise annealed within the run, a G step every other batch.
+REFERENCE_CASES = {
+    "defaults": ["discriminator=cnn"],
+    "options": [
+        "discriminator=cnn", "label_smoothing=0.2", "instance_noise=0.3",
+        "instance_noise_anneal_steps=2", "gradient_clip_val=0.05", "d_steps_per_g=2",
+        "lr_g=1e-3", "lr_d=5e-4", "betas=[0.8,0.99]",
+    ],
+    "length_head_bf16_channels_last": [
+        *(f"discriminator.{k}={v}" for k, v in TINY_CAPSULES.items()), "discriminator.head=length",
+        "trainer.precision=bf16-mixed", "channels_last=true", "label_smoothing=0.1",
+    ],
+}  # fmt: skip
+
+
+class RecordSteps(L.Callback):
+    """Seeds the RNG right before the first batch and records each batch's losses."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.losses = seed, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            torch.manual_seed(self.seed)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append((outputs["d_loss"], outputs.get("g_loss")))
+
+
+def module_and_reference(cfg, batches: int = 4, seed: int = 7):
+    """The initial weights; (module, losses) after ``batches`` Lightning batches; and the
+    same for ReferenceStep on a copy of the module taken before training, same images."""
+    torch.manual_seed(0)
+    module = build_gan(
+        cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
+    )
+    twin = copy.deepcopy(module)
+    before = copy.deepcopy(module.state_dict())
+    images = torch.rand(batches * 4, 1, 28, 28) * 2 - 1
+    data = torch.utils.data.TensorDataset(images, torch.zeros(len(images), dtype=torch.long))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    recorder = RecordSteps(seed)
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, precision=cfg.trainer.precision,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=1, callbacks=[recorder],
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=loader)
+    step, reference_losses = ReferenceStep(twin, str(cfg.trainer.precision)), []
+    real_batches = [real for real, _ in loader]
+    torch.manual_seed(seed)
+    for batch_idx, real in enumerate(real_batches):
+        reference_losses.append(step(batch_idx, real))
+    return before, (module, recorder.losses), (twin, reference_losses)
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES)
+def test_reference_step_gives_the_modules_losses_and_weights(make_cfg, case: str) -> None:
+    cfg = make_cfg(*REFERENCE_CASES[case])
+    before, (module, losses), (twin, reference) = module_and_reference(cfg)
+    assert len(losses) == len(reference) == 4
+    g_steps = [g is not None for _, g in losses]
+    assert g_steps == [g is not None for _, g in reference]
+    assert sum(g_steps) == (2 if "d_steps_per_g=2" in REFERENCE_CASES[case] else 4)
+    for (d, g), (d_ref, g_ref) in zip(losses, reference, strict=True):
+        torch.testing.assert_close(d_ref, d)
+        if g is not None:
+            torch.testing.assert_close(g_ref, g)
+    state, state_ref = module.state_dict(), twin.state_dict()
+    assert state.keys() == state_ref.keys()
+    for key in state:
+        torch.testing.assert_close(state_ref[key], state[key], msg=lambda m, k=key: f"{k}: {m}")
+    trained = [k for k, v in before.items() if not torch.equal(v, state[k])]
+    assert any(k.startswith("generator.") for k in trained)  # both networks were trained
+    assert any(k.startswith("discriminator.") for k in trained)
+
+
+def test_reference_step_refuses_what_it_does_not_cover(make_cfg) -> None:
+    cfg = make_cfg("discriminator=cnn")
+    module = build_gan(
+        cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
+    )
+    with pytest.raises(ConfigError, match=r"does not cover precision '16-mixed'"):
+        ReferenceStep(module, "16-mixed")
+    module.hparams["feature_matching"] = 1.0  # an option added to GAN but not to the reference
+    with pytest.raises(ConfigError, match=r"does not cover feature_matching.*test_bench"):
+        ReferenceStep(module, "32-true")
