@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -42,6 +43,35 @@ def make_idx_root(root: Path, n_train: int = 320, n_test: int = 160) -> Path:
             write_idx(raw / f"{split}-images-idx3-ubyte", images)
             write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures(
+    "one_thread")``): tiny models gain nothing from threads, and on a small shared CPU two
+    threads per process contend and can run 10x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_toy_run(folder: Path, data_root: Path, *overrides: str) -> Path:
+    """Train a toy CNN GAN (no quality metrics) into ``folder`` and save its config where
+    Hydra would (``.hydra/config.yaml``): a run folder for the commands that read one."""
+    cfg = compose_train_cfg(
+        [*TINY_OVERRIDES, "discriminator=cnn", "trainer.limit_val_batches=1",
+         "~callbacks.sample_quality", "callbacks.model_checkpoint.monitor=null", *overrides]
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(folder)
+        cfg.data.root = str(data_root)
+    from capsgan.training import train  # imported late: conftest stays light
+
+    train(cfg)
+    (folder / ".hydra").mkdir()
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    return folder
 
 
 @pytest.fixture(scope="session")

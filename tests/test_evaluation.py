@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor, nn
 
@@ -43,41 +43,18 @@ from capsgan.semisupervised import (
     run_semisupervised,
     standardize,
 )
-from capsgan.training import train
-from tests.conftest import CONF_DIR, ROOT, TINY_OVERRIDES, compose_train_cfg
+from tests.conftest import CONF_DIR, ROOT, train_toy_run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def toy_run(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-epoch toy CNN GAN run folder with its .hydra config, inside a sweep folder."""
-    cfg = compose_train_cfg(
-        [
-            *TINY_OVERRIDES,
-            "discriminator=cnn",
-            "trainer.max_epochs=2",
-            "trainer.limit_train_batches=3",
-            "trainer.limit_val_batches=1",
-            "~callbacks.sample_quality",
-            "~callbacks.capsule_diagnostics",
-            "callbacks.model_checkpoint.monitor=null",
-        ]
-    )
-    run = tmp_path_factory.mktemp("sweep") / "0"
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)
-        cfg.data.root = str(tiny_data_dir)
-    train(cfg)
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    return run
+    return train_toy_run(
+        tmp_path_factory.mktemp("sweep") / "0", tiny_data_dir, "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3", "~callbacks.capsule_diagnostics",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from PIL import Image
 
 from capsgan.errors import ConfigError, UserError
@@ -23,8 +23,7 @@ from capsgan.generation import (
     run_generate,
     slerp,
 )
-from capsgan.training import train
-from tests.conftest import CONF_DIR, ROOT, TINY_OVERRIDES, compose_train_cfg
+from tests.conftest import CONF_DIR, ROOT, train_toy_run
 
 EPOCHS = 3
 GRID = 8 * (28 + 2) + 2  # the 64 fixed-noise samples, 8 per row, make_grid's 2-pixel padding
@@ -38,25 +37,10 @@ def side(n: int) -> int:
 @pytest.fixture(scope="module")
 def trained_run(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-epoch toy run folder (CNN discriminator, no quality metrics) with its .hydra config."""
-    cfg = compose_train_cfg(
-        [
-            *TINY_OVERRIDES,
-            "discriminator=cnn",
-            f"trainer.max_epochs={EPOCHS}",
-            "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=1",
-            "~callbacks.sample_quality",
-            "callbacks.model_checkpoint.monitor=null",
-        ]
-    )
-    run = tmp_path_factory.mktemp("gen") / "run"
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)
-        cfg.data.root = str(tiny_data_dir)
-    train(cfg)
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # what Hydra writes for a real run
-    return run
+    return train_toy_run(
+        tmp_path_factory.mktemp("gen") / "run", tiny_data_dir, f"trainer.max_epochs={EPOCHS}",
+        "trainer.limit_train_batches=2",
+    )  # fmt: skip
 
 
 def generate_cfg(*overrides: str) -> DictConfig:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import lightning as L
@@ -16,6 +17,7 @@ import torch
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from capsgan.callbacks import DivergenceGuard
 from capsgan.checkpointing import AtomicCheckpointIO
 from capsgan.config import check_output_dir, resolve_ckpt_path, validate_config
 from capsgan.errors import ConfigError, DataError, DivergenceError
@@ -32,13 +34,7 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a small shared CPU, more threads contend and run 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -311,14 +307,17 @@ def test_a_nan_is_never_saved_even_between_checks(fast_cfg) -> None:
     module = build_gan(
         cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)
     )
-    module._watch_losses(torch.tensor(0.5), torch.tensor(float("inf")), step=11)
+    guard = next(c for c in module.configure_callbacks() if isinstance(c, DivergenceGuard))
+    trainer = SimpleNamespace(current_epoch=0, global_step=12)
+    guard.watch(torch.tensor(0.5), torch.tensor(float("inf")), step=11)
     with pytest.raises(DivergenceError, match=r"generator loss .* generator step 11"):
-        module.on_save_checkpoint({"state_dict": module.state_dict()})
-    module._first_nonfinite = None
+        guard.on_save_checkpoint(trainer, module, {"state_dict": module.state_dict()})
+    guard.first_nonfinite = None
     state = module.state_dict()
+    guard.on_save_checkpoint(trainer, module, {"state_dict": state})  # all finite: no error
     state["generator.net.0.weight"][0, 0, 0, 0] = float("nan")
     with pytest.raises(DivergenceError, match=r"generator weight 'generator\.net\.0\.weight'"):
-        module.on_save_checkpoint({"state_dict": state})
+        guard.on_save_checkpoint(trainer, module, {"state_dict": state})
 
 
 # -- faults: atomic checkpoints, SIGTERM, Ctrl-C, SIGKILL -----------------------------------------

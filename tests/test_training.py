@@ -8,18 +8,21 @@ import sys
 from pathlib import Path
 
 import hydra
+import lightning as L
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
+from capsgan import gan_module
+from capsgan.losses import discriminator_loss
 from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
 
-GROUPS = {
-    "data": ["mnist", "fashion_mnist"],
-    "generator": ["dcgan", "seed"],
-    "discriminator": ["cnn", "capsule", "capsule_small"],
+GROUPS = {  # every option of these groups: composed and built below
+    "data": ["mnist", "fashion_mnist", "cifar10"],
+    "generator": ["dcgan", "seed", "dcgan32", "capsule"],
+    "discriminator": ["cnn", "capsule", "capsule_small", "cnn_matched", "cnn32", "capsule32"],
 }
 
 
@@ -30,20 +33,27 @@ def test_every_config_option_composes_and_instantiates(make_cfg, group: str, opt
     assert type(obj).__name__ == cfg[group]["_target_"].rsplit(".", 1)[1]
 
 
-def test_every_yaml_in_conf_is_a_listed_option() -> None:
-    on_disk = {(p.parent.name, p.stem) for p in CONF_DIR.glob("*/*.yaml")}
+def test_every_model_and_data_yaml_is_a_listed_option() -> None:
+    """So that the test above composes and builds every one of them."""
+    on_disk = {(group, p.stem) for group in GROUPS for p in (CONF_DIR / group).glob("*.yaml")}
     listed = {(g, o) for g, opts in GROUPS.items() for o in opts}
-    assert listed <= on_disk
-    assert {g for g, _ in on_disk} >= {
-        "data",
-        "generator",
-        "discriminator",
-        "trainer",
-        "logger",
-        "callbacks",
-        "paths",
-        "hydra",
-    }
+    assert on_disk == listed, (
+        f"add to GROUPS: {sorted(on_disk - listed)}; remove from GROUPS: {sorted(listed - on_disk)}"
+    )
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    assert groups >= {"data", "generator", "discriminator", "trainer", "logger", "callbacks",
+                      "paths", "hydra"}  # fmt: skip
+
+
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu"}
+
+
+def image_batches(batches: int, batch_size: int = 8) -> torch.utils.data.DataLoader:
+    """``batches`` batches of random images in [-1, 1] with labels, in a fixed order."""
+    images = torch.rand(batches * batch_size, 1, 28, 28) * 2 - 1
+    labels = torch.zeros(len(images), dtype=torch.long)
+    data = torch.utils.data.TensorDataset(images, labels)
+    return torch.utils.data.DataLoader(data, batch_size=batch_size)
 
 
 def build(make_cfg, *overrides: str):
@@ -67,6 +77,11 @@ def test_fast_dev_run_trains_both_networks(make_cfg, discriminator: str) -> None
         "train/d_acc_fake",
     ):
         assert key in metrics and torch.isfinite(torch.tensor(metrics[key])), key
+    for key in ("train/d_acc", "train/d_x", "train/d_g_z", "train/d_acc_real"):
+        assert 0 <= metrics[key] <= 1, key  # probabilities and accuracies
+    assert metrics["train/d_acc"] == pytest.approx(
+        (metrics["train/d_acc_real"] + metrics["train/d_acc_fake"]) / 2
+    )
 
 
 def test_length_head_trains_with_the_margin_loss(make_cfg) -> None:
@@ -105,16 +120,51 @@ def test_each_optimizer_steps_only_its_own_network(make_cfg) -> None:
     assert trainer.global_step == 2
 
 
-def test_label_smoothing_and_instance_noise_run(make_cfg) -> None:
-    cfg = make_cfg(
-        "label_smoothing=0.1",
-        "instance_noise=0.5",
-        "instance_noise_anneal_steps=4",
-        "trainer.limit_train_batches=4",
-        "trainer.limit_val_batches=1",
-    )
-    metrics = train(cfg)
-    assert torch.isfinite(torch.tensor(metrics["train/d_loss"]))
+def test_label_smoothing_sets_the_real_target_of_the_d_loss(make_cfg, monkeypatch) -> None:
+    targets = []
+
+    def recording_loss(score_real, score_fake, kind, real_target=1.0):
+        targets.append(real_target)
+        return discriminator_loss(score_real, score_fake, kind, real_target)
+
+    monkeypatch.setattr(gan_module, "discriminator_loss", recording_loss)
+    _, module = build(make_cfg, "discriminator=cnn", "label_smoothing=0.1")
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, **QUIET)
+    trainer.fit(module, train_dataloaders=image_batches(2))
+    assert targets == [pytest.approx(0.9)] * 2
+
+
+class DiscriminatorInputs(L.Callback):
+    """Records each batch's clean images and every image batch the discriminator sees."""
+
+    def __init__(self) -> None:
+        self.clean, self.seen = [], []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.discriminator.register_forward_pre_hook(
+            lambda _, args: self.seen.append(args[0].detach().clone())
+        )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.clean.append(batch[0])
+
+
+def test_instance_noise_is_added_to_d_inputs_with_the_annealed_std(make_cfg) -> None:
+    """D's first input of each batch is the real batch plus noise of std 0.4 at generator
+    step 0, annealed over 4 generator steps: 0.3, 0.2, 0.1; without noise it is the batch."""
+    stds = {}
+    for sigma in (0.4, 0.0):
+        noise = (f"instance_noise={sigma}", "instance_noise_anneal_steps=4")
+        _, module = build(make_cfg, "discriminator=cnn", *noise)
+        probe = DiscriminatorInputs()
+        trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False,
+                            callbacks=[probe], **QUIET)  # fmt: skip
+        trainer.fit(module, train_dataloaders=image_batches(4, batch_size=64))
+        # per batch: D(real), D(fake) in the D step, D(G(z)) in the G step
+        assert len(probe.seen) == 3 * len(probe.clean) == 12
+        stds[sigma] = [(probe.seen[3 * i] - c).std().item() for i, c in enumerate(probe.clean)]
+    assert stds[0.4] == pytest.approx([0.4, 0.3, 0.2, 0.1], rel=0.05)
+    assert stds[0.0] == [0.0] * 4
 
 
 def test_instance_noise_anneals_linearly_to_zero(make_cfg) -> None:
