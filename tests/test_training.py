@@ -22,8 +22,9 @@ from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
 GROUPS = {  # every option of these groups: composed and built below
     "data": ["mnist", "fashion_mnist", "cifar10"],
     "generator": ["dcgan", "seed", "dcgan32", "capsule"],
-    "discriminator": ["cnn", "capsule", "capsule_small", "cnn_matched", "cnn32", "capsule32"],
-}
+    "discriminator": ["cnn", "cnn_matched", "cnn_sn", "cnn32", "capsule", "capsule_small",
+                      "capsule32"],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
