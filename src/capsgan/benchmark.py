@@ -247,9 +247,11 @@ class ReferenceStep:
     weights against the module for every covered option.
     """
 
-    def __init__(self, module: GAN, precision: str) -> None:
+    def __init__(
+        self, module: GAN, precision: str, data: Iterator[tuple[int, Tensor]] | None = None
+    ) -> None:
         self.check_covers(set(module.hparams), precision)
-        self.module, self.precision = module, precision
+        self.module, self.precision, self.data = module, precision, data
         self.opt_g, self.opt_d = module.configure_optimizers()
         self.generator_steps = 0  # the module's global_step
 
@@ -315,15 +317,9 @@ class ReferenceStep:
         self.generator_steps += 1
         return d_loss.detach(), g_loss.detach()
 
-
-class BareLoop:
-    """:class:`ReferenceStep` over the data module's batches."""
-
-    def __init__(self, module: GAN, data: Iterator[tuple[int, Tensor]], precision: str) -> None:
-        self.step_fn, self.data = ReferenceStep(module, precision), data
-
     def step(self) -> None:
-        self.step_fn(*next(self.data))
+        """One batch of ``data`` (batch index, images)."""
+        self(*next(self.data))
 
     def steps(self, n: int) -> Callable[[], None]:
         def run() -> None:
@@ -366,7 +362,7 @@ class StepClock(L.Callback):
         self._start = time.perf_counter()
 
 
-def steps_per_repeat(loop: BareLoop, device: torch.device, cfg: DictConfig) -> int:
+def steps_per_repeat(loop: ReferenceStep, device: torch.device, cfg: DictConfig) -> int:
     """Warm up, then pick enough steps per repeat to last ``min_repeat_seconds``.
 
     One cnn step takes milliseconds and one capsule step seconds: a fixed count would
@@ -421,7 +417,7 @@ def lightning_seconds(
     return clock.lightning[: cfg.repeats], clock.bare
 
 
-def step_flops(loop: BareLoop) -> int:
+def step_flops(loop: ReferenceStep) -> int:
     """FLOPs of one GAN step of ``loop`` (forward and backward of both updates)."""
     with FlopCounterMode(display=False) as counter:
         loop.step()
@@ -505,7 +501,7 @@ def measure_case(
     tag = name if iterations is None else f"{name}_r{iterations}"
 
     bare_module = build_module(cfg, name, iterations).to(device)
-    loop = BareLoop(bare_module, batches(dm, device), precision)
+    loop = ReferenceStep(bare_module, precision, batches(dm, device))
     steps = steps_per_repeat(loop, device, cfg)
     flops = step_flops(loop)
 
@@ -548,7 +544,7 @@ def measure_scaling(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         memory.reset()
         dm = build_datamodule(cfg, batch_size)
         module = build_module(cfg, cfg.scaling.discriminator, cfg.scaling.routing_iterations)
-        loop = BareLoop(module.to(device), batches(dm, device), precision)
+        loop = ReferenceStep(module.to(device), precision, batches(dm, device))
         steps = steps_per_repeat(loop, device, cfg)
         seconds = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)
         rows.append({

@@ -77,9 +77,9 @@ class DivergenceGuard(L.Callback):
     checkpoint holding a non-finite weight.
 
     The first bad step is recorded on the device, without a sync, and read only every
-    ``log_every_n_steps`` batches, at an epoch's last batch and before every checkpoint, so
-    the GPU never waits for a per-step check (on the CPU it is read every batch; that
-    costs nothing there).
+    ``log_every_n_steps`` batches, at an epoch's end and before every checkpoint, so the
+    GPU never waits for a per-step check (on the CPU it is read every batch; that costs
+    nothing there).
     """
 
     NETWORKS = ("discriminator", "generator")
@@ -93,24 +93,18 @@ class DivergenceGuard(L.Callback):
 
     def __init__(self) -> None:
         self.first_nonfinite: Tensor | None = None  # per network (D, G); -1: never
-        self._step = 0
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._step = trainer.global_step  # generator steps before this batch
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
         batch_idx: int,
     ) -> None:  # fmt: skip
-        self.watch(outputs["d_loss"], outputs.get("g_loss"), self._step)
-        if (
-            pl_module.device.type == "cpu"
-            or (batch_idx + 1) % trainer.log_every_n_steps == 0
-            or compat.is_last_batch(trainer)
-        ):
+        g_loss = outputs.get("g_loss")  # present when G stepped: one step fewer before it
+        self.watch(outputs["d_loss"], g_loss, trainer.global_step - (g_loss is not None))
+        if pl_module.device.type == "cpu" or (batch_idx + 1) % trainer.log_every_n_steps == 0:
             self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

@@ -45,11 +45,6 @@ def logger_writes_this_batch(trainer: Any) -> bool:
     return connector is None or bool(connector.should_update_logs or trainer.fast_dev_run)
 
 
-def is_last_batch(trainer: Any) -> bool:
-    """Whether the batch that just ran is its epoch's last."""
-    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-
-
 def _no_step_count() -> None:
     """Replaces a LightningOptimizer's step-progress hooks (see step_without_counting)."""
 
@@ -92,10 +87,6 @@ def _trainer():
 
 def _batches_that_stepped() -> bool:
     return isinstance(logged_step(_trainer()), int)
-
-
-def _is_last_batch() -> bool:
-    return isinstance(is_last_batch(_trainer()), bool)
 
 
 def _should_update_logs() -> bool:
@@ -170,13 +161,6 @@ PRIVATE_APIS = (
         "sample grids / restart markers at the wrong step (tests: test_everyday, "
         "test_reliability resume)",
         _batches_that_stepped,
-    ),
-    PrivateAPI(
-        "Trainer.fit_loop.epoch_loop.batch_progress.is_last_batch",
-        "compat.is_last_batch (callbacks.DivergenceGuard)",
-        "the last batch of an epoch, for the divergence check before the epoch's checkpoint",
-        "AttributeError at every batch end",
-        _is_last_batch,
     ),
     PrivateAPI(
         "Trainer._logger_connector.should_update_logs",
