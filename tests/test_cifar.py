@@ -156,3 +156,65 @@ def test_official_checksums_pass_without_a_warning(cifar_root: Path, monkeypatch
         warnings.simplefilter("error")
         images, _ = load_split("cifar10", cifar_root, train=False, download=False)
     assert len(images) == 96
+
+
+def test_the_rgb_classifier_is_a_resnet_that_learns_the_synthetic_classes(cifar_root: Path) -> None:
+    """The FID classifier for RGB: residual blocks, trained and cached like the digit one,
+    and reloaded from its file to the same outputs."""
+    from capsgan.classifier import fit_classifier, load_classifier, save_classifier
+
+    dm = ImageDataModule(name="cifar10", root=str(cifar_root), batch_size=32, download=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, info = fit_classifier(dm, epochs=4, accelerator="cpu")
+    assert info["spec"]["arch"] == "resnet" and info["spec"]["in_channels"] == 3
+    assert any(type(m).__name__ == "ResidualBlock" for m in model.modules())
+    assert info["test_accuracy"] >= 0.5  # 10 colour patterns: chance is 0.1
+    path = save_classifier(model, cifar_root / "classifiers", "cifar10", info)
+    again = load_classifier(path)
+    x = dm.val_set.images[:8]
+    assert again.input_shape == (3, 32, 32)
+    torch.testing.assert_close(again(x), model(x))
+
+
+def test_two_epochs_log_the_metrics_and_report_on_the_synthetic_copy(tmp_path: Path, monkeypatch):
+    """experiment=cifar10 end to end: two short epochs with the sample-quality metrics (their
+    classifier trained on first use, on the synthetic copy), RGB sample grids, a report."""
+    from omegaconf import OmegaConf, open_dict
+    from PIL import Image
+
+    from capsgan.report import write_report
+    from capsgan.training import train
+    from tests.conftest import TINY_OVERRIDES, compose_train_cfg
+
+    root = make_cifar_root(tmp_path / "data")
+    monkeypatch.setenv("DATA_DIR", str(root))  # the report's real-data floor reads it
+    run = tmp_path / "sweep" / "0"
+    cfg = compose_train_cfg(
+        [*TINY_OVERRIDES, "experiment=cifar10", "trainer.max_epochs=2",
+         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+         "trainer.num_sanity_val_steps=0"]
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+        cfg.data.root = str(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the synthetic copy's checksums
+        metrics = train(cfg)
+    for key in ("val/fid", "val/kid", "val/is", "train/g_loss"):
+        assert key in metrics and np.isfinite(metrics[key]), key
+    cached = root / "classifiers" / "cifar10.pt"
+    assert cached.is_file() and '"arch": "resnet"' in cached.with_suffix(".json").read_text()
+    grids = sorted((run / "samples").glob("epoch_*.png"))
+    assert len(grids) == 2 and Image.open(grids[-1]).mode == "RGB"
+    # what a sweep job leaves for the report: its config and its Hydra choices
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    choices = {"discriminator": "cnn32", "generator": "dcgan32", "data": "cifar10"}
+    OmegaConf.save({"hydra": {"runtime": {"choices": choices}}}, run / ".hydra" / "hydra.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = write_report([tmp_path / "sweep"], baseline="cnn32")
+    text = report.read_text()
+    assert "cnn32" in text and "classifier" in text
+    assert "not measured" not in text.split("floor", 1)[-1].splitlines()[0]  # the RGB floor

@@ -52,23 +52,79 @@ class ClassifierSpec:
     hidden: int = 128
     num_classes: int = 10
     dropout: float = 0.25
+    arch: str = "digit"  # "digit" (grey digits/clothes) or "resnet" (RGB); files before it: digit
+
+
+def default_arch(in_channels: int) -> str:
+    """The reference classifier's trunk for images of ``in_channels``: the digit CNN for
+    grey images (the cached MNIST / Fashion-MNIST classifiers), residual blocks for RGB."""
+    return "resnet" if in_channels == 3 else "digit"
+
+
+class ResidualBlock(nn.Module):
+    """He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), the basic
+    block: conv3x3(stride)-BN-ReLU-conv3x3-BN plus the input (through a 1x1 stride conv
+    when the shape changes), then ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and in_ch == out_ch
+            else nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.skip(x))  # (B, out_ch, H / stride, W / stride)
+
+
+def residual_trunk(in_channels: int, channels: Sequence[int]) -> list[nn.Module]:
+    """conv3x3 stem (16 channels), a stride-2 :class:`ResidualBlock` per entry of
+    ``channels``, global average pooling: (B, C, H, W) -> (B, channels[-1], 1, 1)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+    ]
+    for in_ch, out_ch in zip([16, *channels[:-1]], channels, strict=True):
+        layers.append(ResidualBlock(in_ch, out_ch, stride=2))
+    return [*layers, nn.AdaptiveAvgPool2d(1)]
 
 
 class DigitClassifier(nn.Module):
-    """A small VGG-style CNN: [conv3x3-BN-ReLU-maxpool] per entry of ``channels``, then
-    fc(hidden)-ReLU (the features) -> dropout -> fc(num_classes) (the logits).
+    """The reference classifier. ``arch="digit"``, a small VGG-style CNN: [conv3x3-BN-ReLU-
+    maxpool] per entry of ``channels``, then fc(hidden)-ReLU (the features) -> dropout ->
+    fc(num_classes) (the logits).
 
     With the default (32, 64) channels: 1x28x28 -> 32x14x14 -> 64x7x7 -> 128 -> 10,
     about 4 M multiply-adds per image, so it trains to 99 % on MNIST in minutes on a CPU.
     Inputs are images in [-1, 1] like the GAN's.
+
+    ``arch="resnet"`` (RGB, CIFAR-10) has a residual trunk instead: conv3x3 stem (16
+    channels), one :class:`ResidualBlock` of stride 2 per entry of ``channels``, global
+    average pooling, then the same fc(hidden) features and head. With (32, 64):
+    3x32x32 -> 16x32x32 -> 32x16x16 -> 64x8x8 -> 64 -> 128 -> 10, about 8 M multiply-adds.
     """
 
     def __init__(self, spec: ClassifierSpec | None = None) -> None:
         super().__init__()
         self.spec = spec = spec or ClassifierSpec()
+        if spec.arch not in ("digit", "resnet"):
+            raise ValueError(f"classifier arch must be 'digit' or 'resnet', got {spec.arch!r}")
         layers: list[nn.Module] = []
         in_ch, size = spec.in_channels, spec.image_size
-        for ch in spec.channels:
+        if spec.arch == "resnet":
+            layers, in_ch, size = residual_trunk(in_ch, spec.channels), spec.channels[-1], 1
+        for ch in spec.channels if spec.arch == "digit" else ():
             layers += [
                 nn.Conv2d(in_ch, ch, 3, padding=1, bias=False),
                 nn.BatchNorm2d(ch),
@@ -262,6 +318,7 @@ def fit_classifier(
     hidden: int = 128,
     dropout: float = 0.25,
     seed: int = 0,
+    arch: str | None = None,
     accelerator: str = "auto",
     enable_progress_bar: bool = False,
 ) -> tuple[DigitClassifier, dict[str, Any]]:
@@ -282,6 +339,7 @@ def fit_classifier(
         hidden=hidden,
         num_classes=int(datamodule.train_set.labels.max()) + 1,
         dropout=dropout,
+        arch=arch or default_arch(datamodule.channels),  # RGB: residual blocks
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
