@@ -459,8 +459,9 @@ def traced_routing(disc: nn.Module, x: Tensor) -> tuple[RoutingCapsules, Tensor]
 
 def routing_share(
     disc: nn.Module, x: Tensor, device: torch.device, cfg: DictConfig, precision: str
-) -> float:
-    """Seconds of the routing layer's forward+backward over the whole discriminator's.
+) -> tuple[float, int]:
+    """Seconds of the routing layer's forward+backward over the whole discriminator's, and
+    the layer's routing iterations.
 
     "Routing" is all of :class:`RoutingCapsules`: the prediction vectors and the
     routing-by-agreement iterations, with the gradients both need, at the shapes the
@@ -472,7 +473,7 @@ def routing_share(
         {"d": fwd_bwd(disc, x, precision), "r": fwd_bwd(layer, u, precision)},
         device, cfg.warmup, cfg.repeats,
     )  # fmt: skip
-    return t["r"] / t["d"]
+    return t["r"] / t["d"], layer.iterations
 
 
 # -- the benchmark --------------------------------------------------------------------
@@ -524,7 +525,8 @@ def measure_case(
     result["achieved_flops_per_s"] = flops * steps / bare
     if supports_capsule_trace(bare_module.discriminator):
         _, real = next(loop.data)
-        result["routing_share"] = routing_share(
+        # the iterations as the discriminator reports them, whatever its config calls them
+        result["routing_share"], result["routing_iterations"] = routing_share(
             bare_module.discriminator, real, device, cfg, precision
         )
     result["peak_memory_mb"] = memory.read_mb()
