@@ -18,7 +18,6 @@ from capsgan.models import (
     score_kind,
     squash,
 )
-from capsgan.models.image_convs import ImageConv2d, ImageConvTranspose2d
 from tests.conftest import compose_train_cfg
 
 
@@ -170,84 +169,6 @@ def test_generator_rejects_bad_sizes_naming_the_argument(bad: dict, named: str) 
             "blocks": [{"channels": 1, "kernel": 4, "stride": 2, "padding": 1}]}  # fmt: skip
     with pytest.raises(ValueError, match=named):
         Generator(**{**args, **bad})
-
-
-IMAGE_CONV_CASES = [
-    (ImageConv2d, nn.Conv2d, {"in_channels": 1, "out_channels": 8, "kernel_size": 9}, 28),
-    (ImageConv2d, nn.Conv2d,
-     {"in_channels": 3, "out_channels": 8, "kernel_size": 4, "stride": 2, "padding": 1}, 28),
-    (ImageConvTranspose2d, nn.ConvTranspose2d,
-     {"in_channels": 16, "out_channels": 1, "kernel_size": 4, "stride": 2, "padding": 1}, 14),
-    (ImageConvTranspose2d, nn.ConvTranspose2d,
-     {"in_channels": 16, "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1,
-      "output_padding": 1}, 7),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("ours", "library", "kwargs", "side"), IMAGE_CONV_CASES)
-def test_image_convs_match_the_library_convolution(ours, library, kwargs, side) -> None:
-    """The matmul + fold path gives the library's outputs and all three gradients."""
-    torch.manual_seed(0)
-    layer, reference = ours(**kwargs), library(**kwargs)
-    reference.load_state_dict(layer.state_dict())  # same parameter names: checkpoints load
-    x = torch.randn(4, kwargs["in_channels"], side, side, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    y, y_ref = layer(x), reference(x_ref)
-    grad = torch.randn_like(y)
-    y.backward(grad)
-    y_ref.backward(grad)
-    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
-
-
-def test_image_convs_sit_at_the_image_ends_of_every_network() -> None:
-    for preset in ("dcgan", "seed"):
-        gen = hydra.utils.instantiate(compose_train_cfg([f"generator={preset}"]).generator)
-        assert isinstance(gen.net[-2], ImageConvTranspose2d)  # then tanh
-        assert sum(isinstance(m, ImageConvTranspose2d) for m in gen.modules()) == 1
-    for preset in ("cnn", "capsule_small"):
-        cfg = compose_train_cfg([f"discriminator={preset}"])
-        disc = hydra.utils.instantiate(cfg.discriminator)
-        convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d)]
-        assert isinstance(convs[0], ImageConv2d)
-        assert not any(isinstance(m, ImageConv2d) for m in convs[1:])
-
-
-def test_image_convs_refuse_what_fold_does_not_cover() -> None:
-    with pytest.raises(ValueError, match="groups=1"):
-        ImageConv2d(2, 4, 3, groups=2)
-    with pytest.raises(ValueError, match="dilation=1"):
-        ImageConvTranspose2d(4, 1, 3, dilation=2)
-
-
-@pytest.mark.parametrize(("ours", "library", "kwargs", "side"), IMAGE_CONV_CASES[::2])
-def test_image_convs_follow_bf16_autocast(ours, library, kwargs, side) -> None:
-    """Under CPU bf16 autocast: bf16 outputs and fp32 gradients, as close to the fp32 result
-    as the library's own bf16 convolution is."""
-    torch.manual_seed(0)
-    layer, reference = ours(**kwargs), library(**kwargs)
-    reference.load_state_dict(layer.state_dict())
-    x = torch.randn(4, kwargs["in_channels"], side, side)
-    x32 = x.clone().requires_grad_(True)
-    exact = reference(x32)  # fp32, no autocast: the truth both are compared with
-    grad = torch.randn_like(exact)
-    exact.backward(grad)
-    truth = (x32.grad, reference.weight.grad.clone())
-    errors = {}
-    for name, net in (("ours", layer), ("library", reference)):
-        net.zero_grad(set_to_none=True)
-        xi = x.clone().requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = net(xi)
-        assert y.dtype == torch.bfloat16
-        y.backward(grad.bfloat16())
-        assert xi.grad.dtype == net.weight.grad.dtype == torch.float32
-        got = (xi.grad, net.weight.grad)
-        errors[name] = [(g - t).abs().max().item() for g, t in zip(got, truth, strict=True)]
-    for ours_err, library_err in zip(errors["ours"], errors["library"], strict=True):
-        assert ours_err <= 2 * library_err + 1e-3, errors
 
 
 def test_cnn_matched_has_capsule_smalls_flops_within_15_percent() -> None:

@@ -15,6 +15,10 @@ The decision rule of the issue: keep image_convs only if B/A >= 1.10 on an idle 
     python docs/performance/image_convs_ab.py --bf16                # under bf16 autocast
     python docs/performance/image_convs_ab.py --alternations 3 --steps 2 --warmup 1   # smoke
 
+``models/image_convs.py`` was deleted after this script was committed: run the script from
+that commit, d018723, where the layers still exist (docs/performance.md says how); B/A >= 1.10
+on an idle machine would justify restoring them.
+
 Writes ``--out`` (default ``image_convs_ab.json`` in the current folder) with every step time.
 Run it on an idle machine; ``DATA_DIR`` is not needed (the real batch is random, data loading
 is not part of the comparison).

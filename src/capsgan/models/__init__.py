@@ -4,7 +4,6 @@ from capsgan.models.capsule_discriminator import CapsuleDiscriminator
 from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules, dynamic_routing, squash
 from capsgan.models.cnn_discriminator import CNNDiscriminator
 from capsgan.models.generator import Generator
-from capsgan.models.image_convs import ImageConv2d, ImageConvTranspose2d
 from capsgan.models.interface import (
     CapsuleTrace,
     CapsuleTracing,
@@ -12,6 +11,7 @@ from capsgan.models.interface import (
     score_kind,
     supports_capsule_trace,
 )
+from capsgan.models.sn_discriminator import SNDiscriminator
 
 __all__ = [
     "CNNDiscriminator",
@@ -19,10 +19,9 @@ __all__ = [
     "CapsuleTrace",
     "CapsuleTracing",
     "Generator",
-    "ImageConv2d",
-    "ImageConvTranspose2d",
     "PrimaryCapsules",
     "RoutingCapsules",
+    "SNDiscriminator",
     "ScoreKind",
     "dynamic_routing",
     "score_kind",

@@ -19,7 +19,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules
-from capsgan.models.image_convs import ImageConv2d
 from capsgan.models.interface import CapsuleTrace, ScoreKind
 
 
@@ -85,7 +84,7 @@ class CapsuleDiscriminator(nn.Module):
         self.head_kind = head
         self.score_kind = ScoreKind.LOGIT if head == "fc" else ScoreKind.LENGTH
         self.conv = nn.Sequential(
-            ImageConv2d(image_channels, conv_channels, conv_kernel), nn.ReLU(inplace=True)
+            nn.Conv2d(image_channels, conv_channels, conv_kernel), nn.ReLU(inplace=True)
         )
         self.primary = PrimaryCapsules(
             conv_channels, primary_maps, primary_dim, primary_kernel, primary_stride

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from capsgan.models.image_convs import ImageConv2d
 from capsgan.models.interface import ScoreKind
 
 
@@ -40,8 +39,7 @@ class CNNDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         in_ch, size = image_channels, image_size
         for i, out_ch in enumerate(channels):
-            conv = ImageConv2d if i == 0 else nn.Conv2d  # the first reads the image
-            layers.append(conv(in_ch, out_ch, 4, stride=2, padding=1, bias=i == 0))
+            layers.append(nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=i == 0))
             if i > 0:
                 layers.append(nn.BatchNorm2d(out_ch))
             layers.append(nn.LeakyReLU(negative_slope, inplace=True))

@@ -18,7 +18,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from capsgan.models.cnn_discriminator import dcgan_init
-from capsgan.models.image_convs import ImageConvTranspose2d, transposed_size
 
 
 class Generator(nn.Module):
@@ -68,13 +67,15 @@ class Generator(nn.Module):
             last = i == len(blocks) - 1
             pad, out_pad = int(block.get("padding", 0)), int(block.get("output_padding", 0))
             kernel, stride = int(block["kernel"]), int(block["stride"])
-            conv = ImageConvTranspose2d if last else nn.ConvTranspose2d  # last writes the image
             layers.append(
-                conv(channels, block["channels"], kernel, stride, pad, out_pad, bias=last)
+                nn.ConvTranspose2d(
+                    channels, block["channels"], kernel, stride, pad, out_pad, bias=last
+                )
             )
             layers += [nn.Tanh()] if last else [nn.BatchNorm2d(block["channels"]), nn.ReLU(True)]
-            channels, size = block["channels"], transposed_size(size, kernel, stride, pad, out_pad)
-        self.output_shape = (channels, size, size)  # checked against the data at start-up
+            # nn.ConvTranspose2d's output side (dilation 1)
+            channels, size = block["channels"], (size - 1) * stride - 2 * pad + kernel + out_pad
+        self.output_shape = (channels, size, size)
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
