@@ -1,0 +1,158 @@
+"""A new model is one class and one YAML (issue 12; docs/extending.md).
+
+The discriminator below lives in this test module and its YAML in a temporary config folder
+added through Hydra's search path, not in ``conf/``. With no other edit it must validate
+(its constructor's rule shown as the config key), train, appear in a two-arm report with
+its ratio to ``cnn``, and run in the benchmark's quick mode. ``discriminator=cnn_sn`` is
+the real preset added the same way (one model file, one YAML).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+from torch import Tensor, nn
+
+from capsgan.benchmark import run_benchmark
+from capsgan.config import validate_config
+from capsgan.errors import ConfigError
+from capsgan.models import ScoreKind
+from capsgan.report import write_report
+from capsgan.training import train
+from tests.conftest import CONF_DIR, ROOT, TINY_OVERRIDES, compose_train_cfg
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class MLPDiscriminator(nn.Module):
+    """A two-layer perceptron on the flattened image: the smallest possible discriminator."""
+
+    score_kind = ScoreKind.LOGIT
+
+    def __init__(self, image_channels: int, image_size: int, hidden: int = 32) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.net = nn.Sequential(
+            nn.Flatten(),  # (B, C * S * S)
+            nn.Linear(image_channels * image_size * image_size, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(1)  # (B,)
+
+
+YAML = """\
+_target_: tests.test_extending.MLPDiscriminator
+image_channels: ${data.channels}
+image_size: ${data.image_size}
+hidden: 32
+"""
+
+
+@pytest.fixture(scope="module")
+def search_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The Hydra override that adds a config folder holding discriminator/mlp.yaml."""
+    folder = tmp_path_factory.mktemp("more_conf")
+    (folder / "discriminator").mkdir()
+    (folder / "discriminator" / "mlp.yaml").write_text(YAML)
+    return f"hydra.searchpath=[file://{folder}]"
+
+
+def test_a_new_discriminator_validates_and_trains(search_path, make_cfg) -> None:
+    _, disc = validate_config(make_cfg(search_path, "discriminator=mlp"))
+    assert isinstance(disc, MLPDiscriminator)
+    with pytest.raises(ConfigError) as err:  # its constructor's rule, as the key to fix
+        validate_config(make_cfg(search_path, "discriminator=mlp", "discriminator.hidden=0"))
+    assert "`discriminator.hidden`" in str(err.value) and "hidden must be >= 1" in str(err.value)
+    with pytest.raises(ConfigError, match=r"`discriminator.hidden` must be an integer"):
+        validate_config(make_cfg(search_path, "discriminator=mlp", "discriminator.hidden=wide"))
+    cfg = make_cfg(search_path, "discriminator=mlp", "trainer.fast_dev_run=1")
+    train(cfg)
+    info = json.loads((Path(cfg.paths.output_dir) / "run_info.json").read_text())
+    assert info["sessions"][-1]["status"] == "completed"
+
+
+def test_a_new_discriminator_is_reported_against_cnn(search_path, tiny_data_dir, tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    for job, arm in enumerate(("cnn", "mlp")):
+        cfg = compose_train_cfg(
+            [*TINY_OVERRIDES, search_path, f"discriminator={arm}", "seed=1",
+             "trainer.max_steps=4", "trainer.val_check_interval=2",
+             "trainer.limit_val_batches=1", "callbacks.model_checkpoint.filename='s{step}'"]
+        )  # fmt: skip
+        run = sweep / str(job)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run)
+            cfg.data.root = str(tiny_data_dir)
+        train(cfg)
+        (run / ".hydra").mkdir()
+        OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+        choices = {"hydra": {"runtime": {"choices": {"discriminator": arm}}}}
+        OmegaConf.save(choices, run / ".hydra" / "hydra.yaml")
+    text = write_report([sweep], measure_floor_fid=False).read_text()
+    ratios = text.split("## Paired ratios to the baseline (cnn)", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"^\| mlp \|", ratios, re.MULTILINE), ratios
+
+
+def test_a_new_discriminator_runs_in_the_quick_benchmark(search_path, tiny_data_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(
+            "bench",
+            [search_path, "+discriminator@presets.mlp=mlp", "discriminators=[mlp]", "quick=true",
+             f"data.root={tiny_data_dir}", "data.download=false", f"paths.output_dir={tmp_path}",
+             f"output={out}", "device=cpu", "trainer.enable_progress_bar=false"],
+        )  # fmt: skip
+    run_benchmark(cfg)
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["discriminator"] == "mlp" and case["routing_iterations"] is None
+    assert case["overhead_ratio"] > 0 and case["flops_per_step"] > 0
+
+
+def test_cnn_sn_is_a_preset_like_any_other(make_cfg) -> None:
+    _, disc = validate_config(make_cfg("discriminator=cnn_sn"))
+    assert disc.score_kind is ScoreKind.LOGIT
+    weights = [p for name, p in disc.named_parameters() if "original" in name]
+    assert len(weights) == 4 + 1 + 1  # two convolutions per width, the last conv, the linear
+
+
+def test_no_model_is_known_by_name_outside_models() -> None:
+    """Models are known by what they declare: no class, _target_ or preset name tests."""
+    pattern = re.compile(
+        r"CapsuleDiscriminator|CNNDiscriminator|SNDiscriminator|models\.Generator"
+        r"|(startswith|endswith)\(\"(capsule|cnn)|endswith\(\"\w*(Discriminator|Generator)"
+    )
+    hits = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in (ROOT / "src").rglob("*.py")
+        if "models" not in path.relative_to(ROOT / "src").parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not hits, hits
+
+
+def test_spectral_norm_keeps_every_weight_at_norm_one() -> None:
+    from capsgan.models import SNDiscriminator
+
+    torch.manual_seed(0)
+    disc = SNDiscriminator(channels=[8, 16])
+    for _ in range(3):  # training-mode forwards refine the power-iteration estimate
+        disc(torch.randn(4, 1, 28, 28))
+    layers = [m for m in disc.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 6
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        assert abs(float(sigma) - 1.0) < 0.05, (layer, float(sigma))
+    disc.classifier.parametrizations.weight.original.data.mul_(10.0)  # the raw weight grows,
+    sigma = torch.linalg.matrix_norm(disc.classifier.weight.detach(), ord=2)  # the used one not
+    assert abs(float(sigma) - 1.0) < 0.05
