@@ -27,15 +27,7 @@ class CNNDiscriminator(nn.Module):
         negative_slope: float = 0.2,
     ) -> None:
         super().__init__()
-        if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty list of integers >= 1, got {channels}")
-        if image_size // 2 ** len(channels) < 1:
-            raise ValueError(
-                f"channels has {len(channels)} stride-2 blocks, which shrink a {image_size}px "
-                f"image to nothing; use at most {image_size.bit_length() - 1} blocks"
-            )
-        if negative_slope < 0:
-            raise ValueError(f"negative_slope must be >= 0, got {negative_slope}")
+        check_stride2_blocks(image_size, channels, negative_slope)
         layers: list[nn.Module] = []
         in_ch, size = image_channels, image_size
         for i, out_ch in enumerate(channels):
@@ -51,6 +43,20 @@ class CNNDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.features(x)  # (B, channels[-1], S / 2^n, S / 2^n)
         return self.classifier(h.flatten(1)).squeeze(1)  # (B,)
+
+
+def check_stride2_blocks(image_size: int, channels: Sequence[int], negative_slope: float) -> None:
+    """A ``ValueError`` naming the argument unless ``channels`` (one stride-2 block per
+    entry, LeakyReLU(``negative_slope``) after each) fits an ``image_size`` image."""
+    if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
+        raise ValueError(f"channels must be a non-empty list of integers >= 1, got {channels}")
+    if image_size // 2 ** len(channels) < 1:
+        raise ValueError(
+            f"channels has {len(channels)} stride-2 blocks, which shrink a {image_size}px "
+            f"image to nothing; use at most {image_size.bit_length() - 1} blocks"
+        )
+    if negative_slope < 0:
+        raise ValueError(f"negative_slope must be >= 0, got {negative_slope}")
 
 
 def dcgan_init(module: nn.Module) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from capsgan.models.cnn_discriminator import check_stride2_blocks
 from capsgan.models.interface import ScoreKind
 
 
@@ -33,15 +34,7 @@ class SNDiscriminator(nn.Module):
         negative_slope: float = 0.1,
     ) -> None:
         super().__init__()
-        if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty list of integers >= 1, got {channels}")
-        if image_size // 2 ** len(channels) < 1:
-            raise ValueError(
-                f"channels has {len(channels)} stride-2 blocks, which shrink a {image_size}px "
-                f"image to nothing; use at most {image_size.bit_length() - 1} blocks"
-            )
-        if negative_slope < 0:
-            raise ValueError(f"negative_slope must be >= 0, got {negative_slope}")
+        check_stride2_blocks(image_size, channels, negative_slope)
         layers: list[nn.Module] = []
         in_ch, size = image_channels, image_size
         for width in channels:
