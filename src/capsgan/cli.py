@@ -55,20 +55,14 @@ def quiet_library_noise() -> None:
 # -- ckpt_path=latest ------------------------------------------------------------------
 
 
-def latest_run(log_dir: str | Path) -> Path | None:
-    """The run folder under ``log_dir`` whose ``checkpoints/last.ckpt`` is the newest."""
-    found = [p for p in Path(log_dir).rglob("checkpoints/last.ckpt") if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime).parent.parent if found else None
-
-
 def resume_dir(ckpt_path: object, log_dir: str, default: str) -> str:
-    """``hydra.run.dir`` of ``src/train.py``: with ``ckpt_path=latest`` the newest run's
-    folder (so the resumed run continues its curves and checkpoints there), else
-    ``default``."""
+    """``hydra.run.dir`` of ``src/train.py``: with ``ckpt_path=latest`` the folder of the
+    run under ``log_dir`` whose ``checkpoints/last.ckpt`` is the newest (so the resumed run
+    continues its curves and checkpoints there), else ``default``."""
     if str(ckpt_path) != LATEST:
         return default
-    found = latest_run(log_dir)
-    return str(found) if found is not None else default
+    found = [p for p in Path(log_dir).rglob("checkpoints/last.ckpt") if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime).parent.parent) if found else default
 
 
 def register_resolvers() -> None:

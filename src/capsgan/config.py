@@ -38,12 +38,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from capsgan.cli import LATEST  # the newest run's last.ckpt, in its folder (cli.resume_dir)
 from capsgan.data import DATASETS
-from capsgan.errors import ConfigError
+from capsgan.errors import ConfigError, user_errors
+from capsgan.locks import hold_run_folder
 from capsgan.models.interface import score_kind
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
-LATEST = "latest"  # the newest run's last.ckpt, in its folder (capsgan.cli.resume_dir)
 
 
 # -- the typed rules --------------------------------------------------------------------
@@ -71,6 +72,11 @@ def at_least(n: int) -> Callable[[Any], bool]:
     return lambda v: v >= n
 
 
+def minimum(key: str, n: int, meaning: str, nullable: bool = False, example: Any = None) -> Rule:
+    """An integer rule: ``key`` must be >= ``n``."""
+    return Rule(key, "int", at_least(n), f">= {n}", meaning, nullable, example)
+
+
 def in_unit_interval(v: float) -> bool:
     return 0 <= v < 1
 
@@ -90,47 +96,40 @@ def count_or_fraction(minimum: int) -> Callable[[Any], bool]:
     return check
 
 
+UNLIMITED = "-1 (no limit) or >= 1 (0 would train nothing)"
 COMMON_RULES = (
     Rule("seed", "int", meaning="the random seed of the run"),
-    Rule("latent_dim", "int", at_least(1), ">= 1", "the size of the noise vector z", example=64),
+    minimum("latent_dim", 1, "the size of the noise vector z", example=64),
     Rule("lr", "float", positive, "> 0", "the Adam learning rate of both networks", example="2e-4"),
     Rule("lr_g", "float", positive, "> 0", "the generator's learning rate", nullable=True),
     Rule("lr_d", "float", positive, "> 0", "the discriminator's learning rate", nullable=True),
-    Rule("d_steps_per_g", "int", at_least(1), ">= 1", "D steps per G step", example=1),
+    minimum("d_steps_per_g", 1, "D steps per G step", example=1),
     Rule("label_smoothing", "float", in_unit_interval, "in [0, 1)", "one-sided label smoothing"),
     Rule("instance_noise", "float", at_least(0), ">= 0", "the std of the instance noise"),
-    Rule("instance_noise_anneal_steps", "int", at_least(0), ">= 0", "the noise annealing steps"),
+    minimum("instance_noise_anneal_steps", 0, "the noise annealing steps"),
     Rule("gradient_clip_val", "float", positive, "> 0", "the gradient-norm clip", nullable=True),
-    Rule("num_fixed_samples", "int", at_least(1), ">= 1", "the sample-grid size"),
+    minimum("num_fixed_samples", 1, "the sample-grid size"),
     Rule("data.name", "str", DATASETS.__contains__, f"one of {sorted(DATASETS)}", example="mnist"),
-    Rule("data.batch_size", "int", at_least(1), ">= 1", "real images per batch", example=64),
-    Rule("data.channels", "int", at_least(1), ">= 1", "the image channels"),
-    Rule("data.image_size", "int", at_least(1), ">= 1", "the image side in pixels"),
-    Rule("data.train_subset", "int", at_least(1), ">= 1", "the training images used", True),
-    Rule("data.val_subset", "int", at_least(1), ">= 1", "the validation images used", True),
-    Rule("data.num_workers", "int", at_least(0), ">= 0", "the DataLoader workers"),
+    minimum("data.batch_size", 1, "real images per batch", example=64),
+    minimum("data.channels", 1, "the image channels"),
+    minimum("data.image_size", 1, "the image side in pixels"),
+    minimum("data.train_subset", 1, "the training images used", True),
+    minimum("data.val_subset", 1, "the validation images used", True),
+    minimum("data.num_workers", 0, "the DataLoader workers"),
     Rule("data.download", "bool", meaning="whether torchvision may download the data"),
     Rule("data.pin_memory", "bool", meaning="whether batches go to pinned memory"),
     Rule("data.root", "str", meaning="the folder holding <DatasetName>/raw/"),
-    Rule("threads", "int", at_least(1), ">= 1", "torch CPU threads of the run", True, 2),
+    minimum("threads", 1, "torch CPU threads of the run", True, 2),
     Rule("compile", "bool", meaning="torch.compile both networks"),
     Rule("channels_last", "bool", meaning="NHWC memory format"),
     Rule("ckpt_path", "str", meaning="a checkpoint to resume from, or last", nullable=True),
     Rule("optimized_metric", "str", meaning="the metric returned to a sweeper", nullable=True),
-    Rule(
-        "trainer.max_epochs",
-        "int",
-        limit_or_unlimited,
-        "-1 (no limit) or >= 1 (0 would train nothing)",
-        "the epoch limit",
-        True,
-        20,
-    ),
+    Rule("trainer.max_epochs", "int", limit_or_unlimited, UNLIMITED, "the epoch limit", True, 20),
     Rule(
         "trainer.max_steps",
         "int",
         limit_or_unlimited,
-        "-1 (no limit) or >= 1 (0 would train nothing)",
+        UNLIMITED,
         "the generator-step limit",
         example=-1,
     ),
@@ -150,23 +149,9 @@ COMMON_RULES = (
         "the validation batches",
         True,
     ),
-    Rule(
-        "trainer.check_val_every_n_epoch",
-        "int",
-        at_least(1),
-        ">= 1",
-        "the validation interval",
-        True,
-    ),
-    Rule(
-        "trainer.num_sanity_val_steps",
-        "int",
-        at_least(-1),
-        ">= -1",
-        "the sanity-check batches",
-        True,
-    ),
-    Rule("trainer.log_every_n_steps", "int", at_least(1), ">= 1", "the logging interval"),
+    minimum("trainer.check_val_every_n_epoch", 1, "the validation interval", True),
+    minimum("trainer.num_sanity_val_steps", -1, "the sanity-check batches", True),
+    minimum("trainer.log_every_n_steps", 1, "the logging interval"),
     Rule(
         "trainer.gradient_clip_val",
         "float",
@@ -201,20 +186,14 @@ COMMON_RULES = (
         "Lightning's smoke-test mode",
         example="false",
     ),
-    Rule(
+    minimum(
         "callbacks.model_checkpoint.every_n_epochs",
-        "int",
-        at_least(0),
-        ">= 0",
+        0,
         "the epochs between epoch checkpoints (0: none)",
         True,
     ),
-    Rule(
-        "callbacks.model_checkpoint.save_top_k",
-        "int",
-        at_least(-1),
-        ">= -1",
-        "how many epoch checkpoints to keep (-1: all)",
+    minimum(
+        "callbacks.model_checkpoint.save_top_k", -1, "how many epoch checkpoints to keep (-1: all)"
     ),
     Rule(
         "callbacks.model_checkpoint.mode",
@@ -229,31 +208,19 @@ COMMON_RULES = (
         meaning="the metric ranking checkpoints",
         nullable=True,
     ),
-    Rule(
+    minimum(
         "callbacks.last_checkpoint.every_n_train_steps",
-        "int",
-        at_least(0),
-        ">= 0",
+        0,
         "the generator steps between mid-epoch saves of last.ckpt (0: none)",
         True,
         200,
     ),
-    Rule(
-        "callbacks.sample_grid.every_n_epochs",
-        "int",
-        at_least(1),
-        ">= 1",
-        "the epochs between sample grids",
-        example=1,
+    minimum(
+        "callbacks.sample_grid.every_n_epochs", 1, "the epochs between sample grids", example=1
     ),
-    Rule("callbacks.sample_grid.nrow", "int", at_least(1), ">= 1", "images per grid row"),
-    Rule(
-        "callbacks.sample_grid.every_n_steps",
-        "int",
-        at_least(1),
-        ">= 1",
-        "the generator steps between step grids",
-        True,
+    minimum("callbacks.sample_grid.nrow", 1, "images per grid row"),
+    minimum(
+        "callbacks.sample_grid.every_n_steps", 1, "the generator steps between step grids", True
     ),
 )
 
@@ -267,8 +234,8 @@ METRICS_RULES = (
         "generated images per quality evaluation",
         example=10000,
     ),
-    Rule("metrics.batch_size", "int", at_least(1), ">= 1", "images per metric batch", example=500),
-    Rule("metrics.kid_subset_size", "int", at_least(2), ">= 2", "KID's subset size", example=1000),
+    minimum("metrics.batch_size", 1, "images per metric batch", example=500),
+    minimum("metrics.kid_subset_size", 2, "KID's subset size", example=1000),
     Rule(
         "metrics.mode_threshold",
         "float",
@@ -279,34 +246,26 @@ METRICS_RULES = (
     ),
     Rule("metrics.classifier_path", "str", meaning="the classifier .pt file", nullable=True),
     Rule("metrics.classifier_dir", "str", meaning="the classifier cache folder", nullable=True),
-    Rule(
+    minimum(
         "callbacks.sample_quality.every_n_epochs",
-        "int",
-        at_least(1),
-        ">= 1",
+        1,
         "the epochs between quality evaluations",
         example=1,
     ),
-    Rule("callbacks.sample_quality.kid_subsets", "int", at_least(1), ">= 1", "KID's subsets"),
-    Rule("callbacks.sample_quality.is_splits", "int", at_least(1), ">= 1", "IS's splits"),
+    minimum("callbacks.sample_quality.kid_subsets", 1, "KID's subsets"),
+    minimum("callbacks.sample_quality.is_splits", 1, "IS's splits"),
 )
 
 # -- where a key is set, for the "how to fix" part --------------------------------------
-
-
-def _choices() -> dict[str, str]:
-    """The picked option of each config group (``data: mnist``), when Hydra is running."""
-    try:
-        return dict(HydraConfig.get().runtime.choices)
-    except ValueError:  # composed outside @hydra.main (tests, notebooks)
-        return {}
 
 
 def yaml_file(key: str) -> str:
     """The YAML file that sets ``key``: conf/<group>/<picked option>.yaml or conf/train.yaml."""
     group = key.split(".", 1)[0]
     if group in ("data", "generator", "discriminator", "trainer", "callbacks", "paths"):
-        return f"conf/{group}/{_choices().get(group, '<option>')}.yaml"
+        # the picked option (``data: mnist``); none when composed outside @hydra.main (tests)
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+        return f"conf/{group}/{choices.get(group, '<option>')}.yaml"
     return "conf/train.yaml"
 
 
@@ -464,15 +423,18 @@ def _named_key(message: str, group: str, names: Iterable[str]) -> str | None:
     return f"{group}.{min(found)[1]}" if found else None
 
 
-def _build(cfg: DictConfig, group: str) -> Any:
-    """``cfg[group]`` instantiated; its constructor's refusal as a :class:`ConfigError`."""
-    raise_problems(_argument_problems(cfg, group))
+def instantiate(cfg: DictConfig, group: str, model: bool = True) -> Any:
+    """``cfg[group]`` instantiated, a failure as a :class:`ConfigError`. A ``model``'s
+    arguments are type-checked first, and its constructor's refusal (``ValueError`` /
+    ``TypeError``) names the key."""
+    if model:
+        raise_problems(_argument_problems(cfg, group))
     try:
         return hydra.utils.instantiate(cfg[group])
     except InstantiationException as err:
         reason = err.__cause__ or err
         yaml = yaml_file(f"{group}.x")
-        if not isinstance(reason, (ValueError, TypeError)):  # e.g. a _target_ not found
+        if not model or not isinstance(reason, (ValueError, TypeError)):  # a _target_ not found
             raise ConfigError(
                 f"the {group} could not be built from the {group}.* settings: "
                 f"{type(reason).__name__}: {reason}. Check the {group}.* overrides and {yaml}."
@@ -492,7 +454,7 @@ def build_models(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
     constructor (as a :class:`ConfigError` naming the key); then checked together on two
     images: the generator must make the data's image shape, the discriminator must score
     them with a (B,) score of a kind the losses handle. Cheap: no data is read."""
-    generator, discriminator = _build(cfg, "generator"), _build(cfg, "discriminator")
+    generator, discriminator = instantiate(cfg, "generator"), instantiate(cfg, "discriminator")
     try:
         kind = score_kind(discriminator)
     except TypeError as err:
@@ -632,9 +594,6 @@ class OutputDirCheck(Callback):
     """
 
     def _check(self, folder: str, key: str, hold: bool = False) -> None:
-        from capsgan.errors import user_errors
-        from capsgan.locks import hold_run_folder
-
         with user_errors():
             check_output_dir(folder, key)
             # a single run holds its folder from here, before Hydra rewrites .hydra/ in it
@@ -752,8 +711,6 @@ def _int_list(cfg: DictConfig, key: str, minimum: int, yaml: str) -> list[str]:
 
 
 def _device_problem(device: str, key: str, yaml: str) -> list[str]:
-    import torch
-
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         return [
             f"`{key}`={device} but this machine has no usable CUDA GPU (torch "
@@ -767,8 +724,7 @@ def validate_generate_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/generate.yaml`` config, as one :class:`ConfigError`."""
     yaml = "conf/generate.yaml"
     problems = rule_problems(cfg, GENERATE_RULES)
-    if problems:
-        raise_problems(problems)
+    raise_problems(problems)  # the checks below need sane values
     if cfg.run_dir and not Path(str(cfg.run_dir)).is_dir():
         problems.append(
             f"`run_dir`={str(cfg.run_dir)!r} is not a folder. Pass a training run's folder "

@@ -20,7 +20,7 @@ from torch import nn
 
 from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
-from capsgan.config import LAST, check_output_dir, resolve_ckpt_path, validate_config, yaml_file
+from capsgan.config import LAST, check_output_dir, instantiate, resolve_ckpt_path, validate_config
 from capsgan.errors import (
     ConfigError,
     DivergenceError,
@@ -61,13 +61,6 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         ) from err
 
 
-def _hydra_overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # composed outside @hydra.main
-        return []
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the GAN described by ``cfg``; return the trainer's final metrics as floats.
 
@@ -97,7 +90,8 @@ def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, flo
             return dict(done.get("metrics") or {})
     if rank_zero:
         remove_stale_temp_files(output_dir)  # a killed run's half-written checkpoint
-        run_info.start_session(output_dir, _hydra_overrides(), cfg.get("ckpt_path"))
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        run_info.start_session(output_dir, overrides, cfg.get("ckpt_path"))
     try:
         metrics = _fit(cfg, output_dir)
     except BaseException as err:
@@ -141,19 +135,6 @@ def build_gan(cfg: DictConfig, generator: nn.Module, discriminator: nn.Module) -
     return GAN(generator, discriminator, **hparams)
 
 
-def _instantiate(cfg: DictConfig, group: str) -> Any:
-    """``hydra.utils.instantiate(cfg[group])``; a constructor's refusal as a ConfigError."""
-    try:
-        return hydra.utils.instantiate(cfg[group])
-    except InstantiationException as err:
-        reason = err.__cause__ or err
-        raise ConfigError(
-            f"the {group} could not be built from the {group}.* settings: "
-            f"{type(reason).__name__}: {reason}. Check the {group}.* overrides and "
-            f"{yaml_file(f'{group}.x')}."
-        ) from err
-
-
 def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     # The values, then the models (their constructors' rules), before any data is read: a
     # bad sweep job fails in seconds.
@@ -163,7 +144,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = _instantiate(cfg, "data")
+    datamodule = instantiate(cfg, "data", model=False)
     module = build_gan(cfg, generator, discriminator)
     if ckpt is not None:
         check_compatible(ckpt, module, ckpt_path)
