@@ -41,13 +41,12 @@ from capsgan.classifier import load_classifier, load_or_train
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError, UserError
 from capsgan.generation import find_run_config, load_generator, network_weights
-from capsgan.metrics import SampleQuality, to_uint8
+from capsgan.metrics import RESULT_KEYS, SampleQuality, to_uint8
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 REAL_PREFIX = "real:"
-RESULT_KEYS = ("fid", "kid", "is", "precision", "recall", "modes", "mode_kl")
 
 
 # -- runs and checkpoints ---------------------------------------------------------------
@@ -283,12 +282,7 @@ def load_png_folder(path: Path, channels: int) -> np.ndarray:
                         f"{str(file)!r} is a colour image but the data set is grey; save "
                         "the samples as grey PNGs (mode L)."
                     )
-                img = img.convert("L")
-            elif channels == 1:
-                img = img.convert("L")
-            else:
-                img = img.convert("RGB")
-            array = np.asarray(img)
+            array = np.asarray(img.convert("L" if channels == 1 else "RGB"))
         sizes.add(array.shape[:2])
         arrays.append(array)
     if len(sizes) > 1:
@@ -359,13 +353,12 @@ class Source:
 
 def expand_sources(cfg: DictConfig, default_data: DataSpec) -> list[Source]:
     """``cfg.source`` (a path or a list of them) -> the sources to score, in order."""
-    given = cfg.source
-    if given is None or (OmegaConf.is_list(given) and len(given) == 0):
+    paths = [str(p) for p in as_list(cfg.source)]
+    if not paths:
         raise ConfigError(
             "nothing to score: pass source=<checkpoint | run folder | sweep folder | .npz | "
             "folder of PNGs | real:train | real:test> (or a list: source=[a,b])."
         )
-    paths = [str(p) for p in given] if OmegaConf.is_list(given) else [str(given)]
     sources: list[Source] = []
     for item in paths:
         if item.startswith(REAL_PREFIX):
@@ -479,8 +472,7 @@ class Scorer:
                 kid_subset_size=int(self.cfg.kid_subset_size),
                 mode_threshold=float(self.cfg.mode_threshold),
             ).to(self.cfg.device)
-            real_n = self.cfg.real_samples
-            images, _ = real_images(spec, self.root, self.cfg.real_split, real_n)
+            images, _ = real_images(spec, self.root, self.cfg.real_split, self.cfg.real_samples)
             for batch in images.split(int(self.cfg.batch_size)):
                 quality.update(batch.to(self.cfg.device), real=True)
             self.quality[key] = (quality, len(images))
@@ -531,6 +523,13 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         log.info("scoring %s ...", source.name)
         rows.append(scorer.score(source))
     return rows
+
+
+def as_list(value: Any) -> list[Any]:
+    """A key that takes one item or a list of them (null: none), as a list."""
+    if value is None:
+        return []
+    return list(value) if OmegaConf.is_list(value) else [value]
 
 
 def bracket_lists(argv: list[str], keys: tuple[str, ...]) -> list[str]:

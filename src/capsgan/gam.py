@@ -22,15 +22,15 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from capsgan.errors import ConfigError, UserError
 from capsgan.evaluation import (
     DataSpec,
+    as_list,
     load_discriminator,
     print_table,
     real_images,
@@ -46,15 +46,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Contender:
-    """One GAN of a battle: its two networks and the discriminator's score kind."""
+    """One GAN of a battle: its label and its two networks."""
 
     label: str
     generator: nn.Module
     discriminator: nn.Module
-
-    @property
-    def score_kind(self) -> str:
-        return self.discriminator.score_kind
 
 
 def use_batch_statistics(module: nn.Module) -> nn.Module:
@@ -212,15 +208,9 @@ def battle(
     )
 
 
-def _paths(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value] if OmegaConf.is_list(value) else [str(value)]
-
-
 def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     """``src/battle.py`` (conf/battle.yaml): battle a[i] against b[i], print, write JSON."""
-    side_a, side_b = _paths(cfg.a), _paths(cfg.b)
+    side_a, side_b = [str(v) for v in as_list(cfg.a)], [str(v) for v in as_list(cfg.b)]
     if not side_a or not side_b:
         raise ConfigError(
             "a battle needs two GANs: pass a=<run folder or .ckpt> b=<run folder or .ckpt> "

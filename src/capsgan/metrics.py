@@ -43,15 +43,8 @@ from capsgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = (
-    "val/fid",
-    "val/kid",
-    "val/is",
-    "val/precision",
-    "val/recall",
-    "val/modes",
-    "val/mode_kl",
-)
+RESULT_KEYS = ("fid", "kid", "is", "precision", "recall", "modes", "mode_kl")  # compute()'s
+METRIC_KEYS = tuple(f"val/{k}" for k in RESULT_KEYS)  # as the callback logs them
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -324,13 +317,7 @@ class SampleQuality(nn.Module):
 
     def reset(self) -> None:
         """Forget the generated images; the real statistics stay."""
-        for metric in (
-            self.fid,
-            self.kid,
-            self.inception_score,
-            self.modes,
-            self.precision_recall,
-        ):
+        for metric in self.children():  # fid, kid, inception_score, modes, precision_recall
             metric.reset()
         self.num_fake = 0
 
@@ -422,11 +409,6 @@ class SampleQualityCallback(L.Callback):
             )
         self.quality = SampleQuality(classifier, **self.metric_kwargs)
 
-    def _shard(self, total: int, trainer: L.Trainer) -> int:
-        """This process's share of ``total`` images."""
-        world, rank = trainer.world_size, trainer.global_rank
-        return total // world + (rank < total % world)
-
     @torch.no_grad()
     def _add_real(self, trainer: L.Trainer, device: torch.device) -> None:
         assert self.quality is not None
@@ -442,7 +424,8 @@ class SampleQualityCallback(L.Callback):
         was_training = generator.training
         generator.eval()
         rng = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        remaining = self._shard(self.num_samples, trainer)
+        world, rank = trainer.world_size, trainer.global_rank  # this process's share:
+        remaining = self.num_samples // world + (rank < self.num_samples % world)
         while remaining > 0:
             n = min(self.batch_size, remaining)
             z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)

@@ -27,6 +27,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from capsgan.errors import ConfigError, UserError
 from capsgan.evaluation import (
     DataSpec,
     RunInfo,
+    as_list,
     load_discriminator,
     print_table,
     real_images,
@@ -227,12 +229,6 @@ def linear_probe(
 # -- the experiment ---------------------------------------------------------------------------
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if OmegaConf.is_list(value) else [value]
-
-
 def seed_list(value: Any) -> list[int]:
     """``seeds=3`` -> [0, 1, 2]; a list is taken as the seeds themselves."""
     if OmegaConf.is_list(value):
@@ -251,13 +247,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
-    paths = [str(p) for p in _as_list(cfg.run)]
+    paths = [str(p) for p in as_list(cfg.run)]
     if not paths:
         raise ConfigError(
             "pass run=<run folder | checkpoint | sweep folder> (or a list run=[a,b]) of the "
             "trained GANs whose discriminators give the features."
         )
-    n_labels = [int(n) for n in _as_list(cfg.n_labels)]
+    n_labels = [int(n) for n in as_list(cfg.n_labels)]
     if not n_labels:
         raise ConfigError("n_labels is empty; e.g. n_labels=[100,1000].")
     seeds = seed_list(cfg.seeds)
@@ -298,18 +294,12 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     extractors: list[tuple[str, str, str, Any]] = []  # (method, discriminator, run, features)
     if cfg.pixels:
         extractors.append(("pixels", "-", "-", lambda x: x.flatten(1)))
+    kinds = [("trained_D", True), ("untrained_D", False)][: 2 if cfg.untrained else 1]
     for info in infos:
-        trained = load_discriminator(info)
-        extractors.append(
-            ("trained_D", info.discriminator, info.label,
-             lambda x, d=trained: discriminator_features(d, x, layer, batch))
-        )  # fmt: skip
-        if cfg.untrained:
-            fresh = load_discriminator(info, weights=False)
-            extractors.append(
-                ("untrained_D", info.discriminator, info.label,
-                 lambda x, d=fresh: discriminator_features(d, x, layer, batch))
-            )  # fmt: skip
+        for method, weights in kinds:
+            d = load_discriminator(info, weights)
+            features = partial(discriminator_features, d, layer=layer, batch_size=batch)
+            extractors.append((method, info.discriminator, info.label, features))
 
     rows: list[dict[str, Any]] = []
     for method, disc, label, features in extractors:
@@ -317,17 +307,9 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
         labelled, test_features = features(train_x), features(test_x)
         log.info("%s %s: %d features per image", method, label, labelled.shape[1])
         for (n, seed), idx in subsets.items():
-            result = linear_probe(
-                labelled[position[idx]],
-                train_labels[idx],
-                test_features,
-                test_labels,
-                classes,
-                grid,
-                folds,
-                seed,
-                int(cfg.max_iter),
-            )
+            result = linear_probe(labelled[position[idx]], train_labels[idx], test_features,
+                                  test_labels, classes, grid, folds, seed,
+                                  int(cfg.max_iter))  # fmt: skip
             rows.append({"method": method, "discriminator": disc, "run": label,
                          "n_labels": n, "seed": seed, "feature_dim": labelled.shape[1],
                          **result})  # fmt: skip
