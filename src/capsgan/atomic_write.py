@@ -52,10 +52,7 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> No
             os.close(dir_fd)
 
 
-def write_text_atomically(path: str | Path, text: str) -> None:
-    write_atomically(path, lambda f: f.write(text.encode()))
-
-
 def write_json_atomically(path: str | Path, data: Any) -> None:
     """``data`` as indented JSON (anything JSON cannot hold as its ``str``)."""
-    write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))

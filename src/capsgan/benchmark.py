@@ -239,8 +239,8 @@ class ReferenceStep:
     label_smoothing``, instance noise annealed over generator steps, gradient-norm
     clipping), then every ``d_steps_per_g`` batches a generator update with the
     discriminator's weights frozen, under the autocast of the Trainer's precision. It uses
-    the module's networks and helpers (``sample_z``, ``prepare_images``) and Adam
-    optimizers of its own from ``configure_optimizers``; no Lightning code runs.
+    the module's networks and helpers (``sample_z``, ``prepare_images``, ``_discriminate``)
+    and Adam optimizers of its own from ``configure_optimizers``; no Lightning code runs.
 
     A module option or precision this class does not reproduce is refused (ConfigError)
     rather than timed as a different step; ``tests/test_bench.py`` checks the losses and
@@ -278,11 +278,6 @@ class ReferenceStep:
             sigma *= max(0.0, 1.0 - self.generator_steps / anneal)
         return sigma
 
-    def _score(self, images: Tensor, sigma: float) -> Tensor:
-        if sigma > 0:
-            images = images + sigma * torch.randn_like(images)
-        return self.module.discriminator(images)
-
     def _update(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -296,12 +291,13 @@ class ReferenceStep:
         """One batch; returns the detached (d_loss, g_loss), g_loss None without a G step."""
         module, hp = self.module, self.module.hparams
         gen, disc, kind = module.generator, module.discriminator, module.score_kind
+        score = module._discriminate  # the discriminator, on images with instance noise
         real = module.prepare_images(real)
         n, sigma = real.shape[0], self._sigma()
         with autocast(real.device, self.precision):
             with torch.no_grad():
                 fake = gen(module.sample_z(n))
-            score_real, score_fake = self._score(real, sigma), self._score(fake, sigma)
+            score_real, score_fake = score(real, sigma), score(fake, sigma)
             d_loss = discriminator_loss(score_real, score_fake, kind, 1.0 - hp.label_smoothing)
         self._update(self.opt_d, d_loss)
         if (batch_idx + 1) % hp.d_steps_per_g:
@@ -310,7 +306,7 @@ class ReferenceStep:
         for p in frozen:
             p.requires_grad_(False)
         with autocast(real.device, self.precision):
-            g_loss = generator_loss(self._score(gen(module.sample_z(n)), sigma), kind)
+            g_loss = generator_loss(score(gen(module.sample_z(n)), sigma), kind)
         self._update(self.opt_g, g_loss)
         for p in frozen:
             p.requires_grad_(True)
@@ -530,10 +526,8 @@ def measure_case(
             bare_module.discriminator, real, device, cfg, precision
         )
     result["peak_memory_mb"] = memory.read_mb()
-    steps_per_epoch = len(dm.train_dataloader())
-    result["epoch_seconds_estimate"] = (
-        steps_per_epoch * cfg.batch_size / result["lightning_images_per_s"]
-    )
+    epoch_images = len(dm.train_dataloader()) * cfg.batch_size
+    result["epoch_seconds_estimate"] = epoch_images / result["lightning_images_per_s"]
     return result
 
 

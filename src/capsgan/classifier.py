@@ -190,10 +190,6 @@ def weights_path(directory: str | Path, name: str) -> Path:
     return Path(directory) / f"{name}.pt"
 
 
-def info_path(directory: str | Path, name: str) -> Path:
-    return Path(directory) / f"{name}.json"
-
-
 def is_writable_dir(directory: str | Path) -> bool:
     """Whether ``directory`` can be created and written to.
 
@@ -246,13 +242,11 @@ def resolve_classifier_dir(data_root: str | Path, configured: str | Path | None,
 
 def save_classifier(model: DigitClassifier, directory: str | Path, name: str, info: dict) -> Path:
     """Write ``<name>.pt`` (spec + weights) and ``<name>.json`` (``info``); return the .pt."""
-    directory = Path(directory).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = weights_path(directory, name)
+    path = weights_path(Path(directory).expanduser(), name)  # its folder is made if missing
     # runs training the same classifier at once never read half a file
     state = {"spec": asdict(model.spec), "state_dict": model.state_dict()}
     write_atomically(path, lambda f: torch.save(state, f))
-    write_json_atomically(info_path(directory, name), info)
+    write_json_atomically(path.with_suffix(".json"), info)
     return path
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
+from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -238,11 +239,9 @@ def morph(
 
 def epoch_grids(samples_dir: Path) -> dict[int, Path]:
     """``{epoch: path}`` of the fixed-noise grids ``epoch_NNNN.png`` in ``samples_dir``."""
-    found = {}
-    for path in samples_dir.glob("epoch_*.png"):
-        match = SAMPLE_FILE.search(path.name)
-        if match:
-            found[int(match.group(1))] = path
+    found = {
+        int(m[1]): p for p in samples_dir.glob("epoch_*.png") if (m := SAMPLE_FILE.search(p.name))
+    }
     return dict(sorted(found.items()))
 
 
@@ -329,8 +328,6 @@ def default_out_dir(cfg: DictConfig) -> Path:
 
 def run_generate(cfg: DictConfig) -> list[Path]:
     """Everything ``src/generate.py`` writes for ``cfg`` (conf/generate.yaml); returns the files."""
-    from capsgan.config import check_output_dir, validate_generate_config
-
     if not cfg.run_dir and not cfg.ckpt_path:
         raise ConfigError(
             "nothing to do: pass run_dir=<training run folder> for the learning-process GIF "
@@ -342,11 +339,9 @@ def run_generate(cfg: DictConfig) -> list[Path]:
     check_output_dir(out_dir, "out_dir")
     written: list[Path] = []
     if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        strip_epochs = cfg.strip_epochs
-        if OmegaConf.is_list(strip_epochs):
-            strip_epochs = [int(e) for e in strip_epochs]
-        written += learning_process(run_dir, out_dir, strip_epochs, cfg.learning_frame_ms)
+        epochs = cfg.strip_epochs
+        epochs = [int(e) for e in epochs] if OmegaConf.is_list(epochs) else epochs
+        written += learning_process(Path(cfg.run_dir), out_dir, epochs, cfg.learning_frame_ms)
     if cfg.ckpt_path:
         generator, fixed_z = load_generator(cfg.ckpt_path, cfg.config_path, cfg.device)
         gen = torch.Generator().manual_seed(int(cfg.seed))

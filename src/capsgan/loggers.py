@@ -87,10 +87,7 @@ def _key(override: str) -> str:
 
 
 def _hydra() -> DictConfig | None:
-    try:
-        return HydraConfig.get()
-    except ValueError:  # composed outside @hydra.main
-        return None
+    return HydraConfig.get() if HydraConfig.initialized() else None  # None: outside @hydra.main
 
 
 def swept_keys(hydra_cfg: Any) -> set[str]:

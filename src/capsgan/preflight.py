@@ -17,6 +17,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from capsgan.config import raise_problems
@@ -87,15 +88,11 @@ def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
 
 def _checkpoint_keys(cfg: DictConfig) -> dict[str, str]:
     """``{monitor: callbacks.<name>}`` of the configured ModelCheckpoints."""
-    names = {}
-    for name, node in (cfg.get("callbacks") or {}).items():
-        if (
-            node
-            and str(node.get("_target_", "")).endswith("ModelCheckpoint")
-            and node.get("monitor")
-        ):
-            names[str(node.monitor)] = f"callbacks.{name}"
-    return names
+    return {
+        str(node.monitor): f"callbacks.{name}"
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if node and str(node.get("_target_")).endswith("ModelCheckpoint") and node.get("monitor")
+    }
 
 
 def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
@@ -165,8 +162,6 @@ def raised_inside(err: BaseException, package: str) -> bool:
 def lightning_refusal(err: BaseException, started: TrainingStarted) -> ConfigError | None:
     """Lightning's own refusal of a setting as a :class:`ConfigError`, or None when ``err``
     is something else (ours, or raised after training began: a bug, with its traceback)."""
-    from lightning.pytorch.utilities.exceptions import MisconfigurationException
-
     lightning = isinstance(err, MisconfigurationException) or raised_inside(err, "lightning")
     if not lightning or (started.batches and not isinstance(err, MisconfigurationException)):
         return None

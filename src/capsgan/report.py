@@ -445,8 +445,6 @@ def common_steps(arms: Sequence[Arm], count: int = 6) -> list[int]:
     """Evaluation steps to compare all arms at: spread over the steps every arm's longest
     run evaluated, plus the last step of the shortest arm (e.g. a 30-minute run)."""
     per_arm = [set().union(*(set(s.fid.steps) for s in a.runs)) for a in arms if a.runs]
-    if not per_arm:
-        return []
     union = sorted(set().union(*per_arm))
     if not union:
         return []

@@ -67,7 +67,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
+    return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -75,7 +75,6 @@ def machine() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
-    return info
 
 
 def _now() -> str:

@@ -30,6 +30,7 @@ and is skipped if it completed) and exits with 143 (130 for Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -219,11 +220,9 @@ class SweepSummary(Callback):
             pid = job.get("pid")
             here = job.get("host") == socket.gethostname()  # a cluster job's pid means nothing here
             if job.get("status") == "running" and here and pid and pid != os.getpid():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)  # it saves last.ckpt at its batch boundary
                     pids.append(pid)
-                except ProcessLookupError:
-                    pass
         print(
             f"\n{self._stopped_by[0]}: stopping the sweep: {len(pids)} running job(s) save "
             "their checkpoint and stop, queued jobs will not start "
@@ -257,8 +256,7 @@ class SweepSummary(Callback):
         self._worker_handlers = {}
         out = config.hydra.runtime.output_dir
         wall = time.time() - self._started.pop(out, time.time())
-        error = None
-        interrupted = False
+        error, interrupted = None, False
         if job_return.status == JobStatus.FAILED:
             err = job_return._return_value  # the exception; .return_value would raise it
             error = _first_line(err)

@@ -27,9 +27,7 @@ def primary_grid_size(
 ) -> int:
     """Side of the primary-capsule grid (both convolutions are unpadded)."""
     after_conv = image_size - conv_kernel + 1
-    return (
-        (after_conv - primary_kernel) // primary_stride + 1 if after_conv >= primary_kernel else 0
-    )
+    return max(0, (after_conv - primary_kernel) // primary_stride + 1)  # 0: no grid fits
 
 
 class CapsuleDiscriminator(nn.Module):
@@ -103,10 +101,6 @@ class CapsuleDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2, inplace=True),
                 nn.Linear(head_hidden, 1),
             )
-
-    @property
-    def routing_iterations(self) -> int:
-        return self.routing.iterations
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)  # (B, conv_channels, S - k + 1, S - k + 1)
