@@ -1,22 +1,13 @@
 """Training-speed benchmark: what one GAN step costs, and where the time goes.
 
 ``python src/bench.py`` (config ``conf/bench.yaml``) measures in one process, for every
-discriminator preset (and, for the capsule ones, every routing iteration count):
-
-* images/s of a full GAN step (D step on real + fake, G step), (a) through the project's
-  LightningModule driven by a Lightning Trainer with its normal logging, and (b) in a bare
-  PyTorch loop over the same networks, optimizers and in-memory batches; (a)/(b) is the
-  framework's overhead;
-* the step's FLOPs (``torch.utils.flop_counter``) per second of (b), as a share of the
-  dense matmul rate measured in the same process;
-* for a discriminator with the ``capsule_trace`` hook (:mod:`capsgan.models.interface`),
-  the share of its forward+backward that a routing layer of the shapes it reports takes;
-* the data loader's images/s alone, peak memory, batch-size scaling, and our routing
-  layer against the broadcast formulation most public CapsNet code uses.
-
-The bare loop (b) is :class:`ReferenceStep`, a plain-PyTorch copy of the module's step;
-``tests/test_bench.py`` checks that it gives the module's losses and weights for every
-option it accepts, and it refuses the options it does not cover.
+discriminator preset (and routing iteration count): images/s of a full GAN step (a)
+through the project's LightningModule under a Lightning Trainer and (b) in
+:class:`ReferenceStep`, a plain-PyTorch copy of the module's step over the same networks
+and batches; the step's FLOPs against the dense matmul rate; the routing layer's share of
+a capsule discriminator; the data loader alone, peak memory, batch-size scaling, and our
+routing layer against the broadcast formulation of public CapsNet code.
+docs/performance.md says what each figure means.
 
 Every figure is a median over ``repeats`` timed repeats after ``warmup`` untimed steps.
 Timed repeats of two things being compared are interleaved, so that load from other

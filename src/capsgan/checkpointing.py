@@ -1,20 +1,12 @@
 """Checkpoints that survive faults: atomic writes, a save on SIGTERM / Ctrl-C, TensorBoard
 curves that continue across a resume, and the checks that a checkpoint can be resumed from.
 
-* Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary
-  file lives in ``$TMPDIR`` and is then ``shutil.move``d onto the target: when ``$TMPDIR``
-  and the run folder are on different file systems (a cluster's local /tmp and NFS), that
-  move is a copy, and a process killed during the copy leaves a truncated ``last.ckpt``.
-  :class:`AtomicCheckpointIO` writes next to the target, fsyncs, and ``os.replace``s it.
-* Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary and then
-  calls every callback's ``on_exception``; :class:`ResumableRun` saves
-  ``last.ckpt`` there. Ctrl-C is routed through the same path (the first one asks for a
-  stop after the current batch, a second one stops at once without saving), because a
-  ``KeyboardInterrupt`` can land in the middle of an optimizer step.
-* A run killed after its last checkpoint has logged steps the resumed run logs again.
-  :class:`ResumableRun` writes TensorBoard's restart marker (``SessionLog.START``, the
-  event ``SummaryWriter(purge_step=...)`` writes) at the resumed run's first step, so
-  TensorBoard drops the orphaned steps of the killed run: no gap, no duplicate.
+Why each piece is needed (docs/reliability.md, "Checkpoints, kill and resume"): Lightning's
+own save moves a ``$TMPDIR`` file onto the target, a copy across file systems that a kill
+can cut short (:class:`AtomicCheckpointIO`); a ``KeyboardInterrupt`` can land in the middle
+of an optimizer step, so Ctrl-C goes through Lightning's SIGTERM path (:class:`ResumableRun`),
+which also marks a resumed run's first step as a TensorBoard restart, so the killed run's
+orphaned steps are dropped: no gap, no duplicate.
 """
 
 from __future__ import annotations

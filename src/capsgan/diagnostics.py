@@ -3,20 +3,10 @@
 Every validation, :class:`CapsuleDiagnostics` runs one batch of real images (the first
 validation batch) and one of generated images (from a fixed z of its own) through the
 discriminator's ``capsule_trace`` hook (:mod:`capsgan.models.interface`) and logs what the
-routed layer did. A discriminator without the hook (the CNN) is skipped silently; so is a
-run without a TensorBoard logger. ``docs/metrics.md`` ("Capsule diagnostics") shows how to
-read each plot. Tags (``<set>`` is ``real`` or ``fake``, ``<r>`` the routing iteration):
-
-* ``capsules/entropy/<set>/iter<r>`` (scalar) and ``capsules/entropy_hist/<set>/iter<r>``
-  (histogram over images x input capsules): the entropy, in nats, of each input capsule's
-  coupling coefficients over the output capsules in iteration r; log(J) is uniform;
-* ``capsules/length/<set>`` (scalar, mean) and ``capsules/length_hist/<set>`` (histogram
-  over images x output capsules): the output capsules' lengths; with a ``length`` head
-  also ``capsules/score_length_hist/<set>``, the length of the capsule that is the score;
-* ``capsules/longest`` (image): a bar chart, per output capsule, of the share of real and
-  of generated images in which it is the longest;
-* ``capsules/agreement/<set>`` (scalar): the coupling-weighted mean cosine between the
-  prediction vectors and the final output capsules (:func:`routing_agreement`).
+routed layer did under ``capsules/``: coupling entropy per routing iteration, output-capsule
+lengths, the longest capsule, and prediction agreement. A discriminator without the hook
+(the CNN) is skipped silently; so is a run without a TensorBoard logger. docs/metrics.md
+("Capsule diagnostics") lists every tag and shows how to read each plot.
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """Score anything with the training metrics: ``python src/evaluate.py source=...``.
 
-A *source* is one of
-
-* a GAN checkpoint (``.ckpt``) inside its run folder: ``num_samples`` images are generated
-  from a seeded noise batch, drawn exactly as the training callback draws its own;
-* a training run folder (holds ``checkpoints/`` and ``.hydra/config.yaml``): its
-  ``checkpoint`` (``last``, ``best``: the lowest ``val/fid``, or a file name);
-* a sweep folder: every run folder one or two levels below it;
-* an ``.npz`` file of images: uint8 in [0, 255] or float in [-1, 1] / [0, 1] / [0, 255],
-  N x H x W or N x C x H x W;
-* a folder of PNG files, one image each;
-* ``real:train`` / ``real:test``: real images of the data set, e.g. the floor (real
-  training images against the held-out ones).
-
-Every source is scored with :class:`capsgan.metrics.SampleQuality` -- the FID, KID, IS,
-precision / recall and mode coverage of training -- against ``real_samples`` images of the
-chosen real split, whose statistics are computed once per data set and split. The design
-follows PyTorch-StudioGAN's evaluation entry point (two image sets in, every metric out,
-the reference set chosen by split), with this project's classifier as the feature network.
+A *source* (docs/evaluation.md) is a GAN checkpoint, whose ``num_samples`` images come
+from a seeded noise batch drawn exactly as the training callback draws its own; a run or
+sweep folder; an ``.npz`` of images; a folder of PNG files; or ``real:train`` /
+``real:test``. Every source is scored with :class:`capsgan.metrics.SampleQuality` against
+``real_samples`` images of the chosen real split, whose statistics are computed once per
+data set and split. The design follows PyTorch-StudioGAN's evaluation entry point (two
+image sets in, every metric out, the reference set chosen by split), with this project's
+classifier as the feature network.
 """
 
 from __future__ import annotations

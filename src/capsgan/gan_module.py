@@ -2,17 +2,11 @@
 
 Per training batch: one discriminator step on the real batch and an equal number of
 generated images, then (every ``d_steps_per_g`` batches) one generator step with the
-non-saturating loss. Lightning's manual-optimization pitfalls are handled here:
-
-* ``trainer.global_step`` counts every ``optimizer.step()``, so a plain GAN would count
-  two steps per batch. The discriminator's steps are kept out of that count
-  (:func:`capsgan.compat.step_without_counting`), so ``global_step``,
-  ``trainer.max_steps`` and ``ModelCheckpoint(every_n_train_steps=...)`` are in generator
-  steps. TensorBoard's x axis is Lightning's per-batch counter.
-* Gradient clipping goes through ``self.clip_gradients`` (Trainer's
-  ``gradient_clip_val`` is not allowed with manual optimization): ``gradient_clip_val``
-  here.
-* No LR schedulers are configured; one added later must be stepped by hand.
+non-saturating loss. The discriminator's optimizer steps are kept out of
+``trainer.global_step`` (:func:`capsgan.compat.step_without_counting`), so it counts
+generator steps (the README's "Steps and epochs"); gradients are clipped through
+``self.clip_gradients`` (``gradient_clip_val`` here: the Trainer's is refused with manual
+optimization); no LR scheduler is configured, so one added later must be stepped by hand.
 
 What the module needs around the steps comes with it (:meth:`GAN.configure_callbacks`):
 the step and epoch statistics are logged by :class:`capsgan.callbacks.TrainingLog` and

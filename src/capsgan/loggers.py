@@ -1,21 +1,10 @@
 """What a run shows in TensorBoard: its name in the run selector, its HPARAMS row, and
-whether that row says the run succeeded.
+whether that row says the run succeeded (the README's "What TensorBoard shows").
 
-* **Run names.** TensorBoard names a run by its folder, so the events go to
-  ``<run>/tensorboard/<run name>/``, where the name is what tells the run apart: in a
-  sweep the overrides that vary between its jobs (``discriminator=cnn,seed=1``), in a
-  single run the overrides typed on the command line, led by the discriminator
-  (``discriminator=capsule_small,lr=0.0001``). ``run_name=<name>`` sets it by hand. A
-  resumed run keeps the name its folder already has.
-* **HPARAMS.** The resolved config, without per-run paths (``trainer/default_root_dir``,
-  ``data/root``, ``ckpt_path``, ...), led by the config-group choices and the keys typed
-  on the command line, so the columns that differ come first. ``val/fid_best`` (the
-  lowest FID so far) is logged beside ``val/fid``, so the tab shows the best and the
-  last value.
-* **Status.** The session's end (``SUCCESS`` or ``FAILURE``) is written when the run
-  ends, not at its start: a running run reads "unknown", a crashed or diverged one
-  "failure", and a run stopped by SIGTERM / Ctrl-C stays "unknown" until the resumed run
-  ends it.
+A resumed run keeps the name its folder already has. The session's end (``SUCCESS`` or
+``FAILURE``) is written when the run ends, not at its start: a running run reads
+"unknown", and a run stopped by SIGTERM / Ctrl-C stays "unknown" until the resumed run
+ends it.
 """
 
 from __future__ import annotations
@@ -107,7 +96,8 @@ def swept_keys(hydra_cfg: Any) -> set[str]:
 
 
 def auto_run_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
-    """The name of the run in TensorBoard's run selector (see the module docstring)."""
+    """The name of the run in TensorBoard's run selector: in a sweep the overrides that vary
+    between its jobs, in a single run those typed, led by the discriminator choice."""
     hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
     if hydra_cfg is None:
         return ""

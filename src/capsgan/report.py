@@ -1,22 +1,12 @@
 """The comparison report: read runs' TensorBoard events, measure convergence, write report.md.
 
 ``python src/report.py <sweep folders | run folders> [--baseline cnn]`` writes ``report.md``
-and PNG plots (see docs/results.md). Runs are read with TensorBoard's own
-``EventAccumulator``; each run's settings come from the ``.hydra/`` files Hydra writes next
-to ``tensorboard/``.
-
-**Arms.** Runs are grouped by the Hydra choices that differ between them (e.g.
-``discriminator=cnn`` / ``cnn_matched`` / ``capsule_small``); every arm is compared with the
-baseline arm named by ``--baseline``, seed by seed. Nothing here knows a model by name.
-
-**Axes.** The x axis is generator steps (Lightning's batch counter divided by
+and PNG plots; docs/results.md says how to read them and how the quality levels are fixed.
+Each run's settings come from the ``.hydra/`` files Hydra writes next to ``tensorboard/``.
+Runs are grouped into arms by the Hydra choices that differ between them; nothing here
+knows a model by name. The x axis is generator steps (Lightning's batch counter divided by
 ``d_steps_per_g``); wall-clock is seconds since the run's first event, which ``train()``
 writes after reading the data, so evaluation time counts.
-
-**Quality levels.** Unless given with ``--levels``, the levels that runs are timed to are
-fixed by one rule before any arm is compared: the mean, over the baseline's seeds, of the
-best FID the baseline reached within 1/4, 1/2 and all of its generator steps. So every level
-is one the baseline actually reaches, and "never" means a run was slower than that.
 """
 
 from __future__ import annotations
@@ -388,8 +378,8 @@ def pick_baseline(arms: Sequence[Arm], baseline: str) -> Arm:
 
 
 def quality_levels(baseline: Arm, fractions: Sequence[float] = LEVEL_FRACTIONS) -> list[float]:
-    """The baseline's mean best FID within each fraction of its generator steps (see the
-    module docstring): levels the baseline reaches, fixed before the arms are compared."""
+    """The baseline's mean best FID within each fraction of its generator steps (the rule of
+    docs/results.md): levels the baseline reaches, fixed before the arms are compared."""
     levels = []
     for fraction in fractions:
         bests = [

@@ -1,24 +1,15 @@
 """Semi-supervised classification with a trained GAN's discriminator as feature extractor.
 
-The protocol (docs/evaluation.md says where it stands against Jaiswal et al. 2018): the GAN
-was trained on the unlabelled training images; n of them get their labels (class-balanced,
-n / K per class, drawn by ``seed``); a multinomial logistic regression is fitted on the
-frozen discriminator's features of those n images, its L2 strength chosen by k-fold cross
-validation on the same n images (nothing else is labelled); the test error is measured on
-the real test split. This is the discriminator-feature protocol of Radford et al. (2016,
-DCGAN, section 5.1) with a linear classifier.
+The protocol (docs/evaluation.md, with where it stands against Jaiswal et al. 2018): n
+class-balanced labelled training images (drawn by ``seed``); a multinomial logistic
+regression on the frozen discriminator's features of those n images, its L2 strength
+chosen by k-fold cross validation on the same n images; the test error on the real test
+split. This is the discriminator-feature protocol of Radford et al. (2016, DCGAN, section
+5.1) with a linear classifier. Controls fitted the same way: ``pixels`` (the n labels
+alone) and ``untrained`` (the same architecture with its initial weights).
 
-Controls, fitted the same way on the same n labelled images:
-
-* ``pixels``: the raw pixels, i.e. the classifier trained on the n labels alone;
-* ``untrained``: the same discriminator architecture with its initial (random) weights,
-  which separates what the GAN training taught the discriminator from what its
-  architecture gives for free.
-
-The features are what the discriminator's score head reads (found without looking at the
-model's class: the input of the last ``nn.Linear`` the forward pass runs, else the output
-of its last top-level block, e.g. the routed output capsules of a ``length`` head), or the
-output of the submodule named by ``feature_layer``.
+The features are what the discriminator's score head reads, found without looking at the
+model's class (see :func:`discriminator_features`), or the output of ``feature_layer``.
 """
 
 from __future__ import annotations

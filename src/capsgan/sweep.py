@@ -18,14 +18,9 @@ anything but a :class:`~capsgan.errors.UserError`) in the job's log and hands th
 finished job without a value, so the other jobs run, Optuna marks the trial FAIL, and the
 summary is written. The sweep then exits with status 1 if any job failed.
 
-Stopping a sweep (SIGTERM or Ctrl-C to the launching process, e.g. a scheduler's time
-limit) stops its jobs, whatever launcher runs them: the launching process sends SIGTERM
-to every running job (each saves ``last.ckpt`` at its batch boundary, as a single run
-does), marks the sweep as stopping (``<sweep dir>/.stop``) so that queued jobs end at once
-instead of starting, writes the summary with those jobs ``interrupted``, prints the one
-command that resumes the sweep (the same command plus ``hydra.sweep.dir=<sweep dir>
-ckpt_path=last``: each job resumes from its own ``last.ckpt``, starts afresh if it has none,
-and is skipped if it completed) and exits with 143 (130 for Ctrl-C).
+SIGTERM or Ctrl-C to the launching process stops the running jobs (each saves
+``last.ckpt``), keeps the queued ones from starting, writes the summary and prints the
+command that resumes the sweep: docs/reliability.md, "Stopping a sweep".
 """
 
 from __future__ import annotations

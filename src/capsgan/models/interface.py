@@ -2,30 +2,16 @@
 
 Code outside ``capsgan.models`` never tests a model's class name, ``_target_`` or preset
 name; it asks the model through what is defined here (docs/extending.md walks through it).
+A generator maps z (B, latent_dim) to images in [-1, 1]; a discriminator maps images to a
+score (B,) and declares its ``score_kind`` (:class:`ScoreKind`), which picks the loss. Both
+refuse bad sizes in their constructors with a ``ValueError`` / ``TypeError`` naming the
+argument, which start-up shows as the config key to fix.
 
-A generator maps z (B, latent_dim) to images (B, C, H, W) in [-1, 1]; its constructor takes
-``latent_dim``. A discriminator maps images (B, C, H, W) to a score (B,) and declares:
-
-``score_kind: ScoreKind``
-    What the score is, and so which loss trains it (:mod:`capsgan.losses`): a real/fake
-    logit, or a capsule length in [0, 1). A kind the losses do not handle is refused at
-    start-up, never silently trained with another loss.
-
-Both take their sizes as constructor arguments and refuse bad ones there, with a
-``ValueError`` / ``TypeError`` whose message names the argument: start-up builds the
-models before any data is read and shows that message as the config key to fix
-(``discriminator.out_capsules``).
-
-Optional hooks of a discriminator, used by their presence (one that lacks a hook is left out
-of whatever the hook feeds, silently):
-
-``capsule_trace(x) -> CapsuleTrace``
-    A discriminator that routes capsules returns, for a batch of images, its routed
-    layer's internals at every routing iteration (see :class:`CapsuleTrace`). It must give
-    the same ``score`` as ``forward(x)`` and must not change the model's state. Callers
-    that only look (``capsgan.diagnostics.CapsuleDiagnostics``, TensorBoard) wrap it in
-    ``torch.no_grad()``; it keeps the autograd graph otherwise, so a benchmark may time
-    its parts forward and backward. The normal ``forward`` pays nothing for it.
+Optional hook of a discriminator, used by its presence: ``capsule_trace(x) ->
+CapsuleTrace``, its routed layer's internals at every routing iteration. It must give the
+same ``score`` as ``forward(x)`` and not change the model's state; it keeps the autograd
+graph (callers that only look wrap it in ``torch.no_grad()``), so a benchmark may time its
+parts forward and backward. The normal ``forward`` pays nothing for it.
 """
 
 from __future__ import annotations
