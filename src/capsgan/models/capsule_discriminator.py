@@ -102,6 +102,10 @@ class CapsuleDiscriminator(nn.Module):
                 nn.Linear(head_hidden, 1),
             )
 
+    @property
+    def routing_iterations(self) -> int:
+        return self.routing.iterations
+
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)  # (B, conv_channels, S - k + 1, S - k + 1)
         u = self.primary(h)  # (B, in_caps, primary_dim)
