@@ -36,30 +36,14 @@ log = logging.getLogger(__name__)
 # Per-run paths and switches that do not change the results: not hyperparameters, and not
 # part of a run's name.
 NOT_HPARAMS = (
-    "trainer/default_root_dir",
-    "trainer/plugins",
-    "data/root",
-    "data/download",
-    "ckpt_path",
-    "run_name",
-    "metrics/classifier_dir",
-    "metrics/classifier_path",
-)
+    "trainer/default_root_dir", "trainer/plugins", "data/root", "data/download", "ckpt_path",
+    "run_name", "metrics/classifier_dir", "metrics/classifier_path",
+)  # fmt: skip
 NOT_IN_NAME = (
-    "ckpt_path",
-    "run_name",
-    "threads",
-    "paths.",
-    "hydra.",
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "trainer.enable_progress_bar",
-    "trainer.accelerator",
-    "trainer.devices",
-    "metrics.classifier_dir",
-    "metrics.classifier_path",
-)
+    "ckpt_path", "run_name", "threads", "paths.", "hydra.", "data.root", "data.download",
+    "data.num_workers", "trainer.enable_progress_bar", "trainer.accelerator", "trainer.devices",
+    "metrics.classifier_dir", "metrics.classifier_path",
+)  # fmt: skip
 CHOSEN_GROUPS = ("data", "generator", "discriminator", "experiment", "debug", "logger")
 BEST_FID = "val/fid_best"
 HPARAM_METRICS = (
