@@ -107,6 +107,8 @@ class LayerProbe(L.Callback):
     nhwc_inputs: ClassVar[list[bool]] = []
     compiling: ClassVar[list[bool]] = []
 
+    in_batch: ClassVar[bool] = False  # only the training steps count, not the sample grids
+
     def on_train_start(self, trainer, pl_module) -> None:
         for cls in (LayerProbe.dtypes, LayerProbe.nhwc_inputs, LayerProbe.compiling):
             cls.clear()
@@ -115,8 +117,16 @@ class LayerProbe(L.Callback):
                 if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
                     layer.register_forward_hook(self._record)
 
+    def on_train_batch_start(self, *args) -> None:
+        LayerProbe.in_batch = True
+
+    def on_train_batch_end(self, *args) -> None:
+        LayerProbe.in_batch = False
+
     @staticmethod
     def _record(layer, args, output) -> None:
+        if not LayerProbe.in_batch:
+            return
         LayerProbe.dtypes.append(output.dtype)
         LayerProbe.compiling.append(torch.compiler.is_compiling())
         if args[0].dim() == 4:

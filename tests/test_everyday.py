@@ -137,7 +137,9 @@ def test_help_lists_every_config_group_and_the_conveniences() -> None:
     for line in (
         "debug: fdr, limit, overfit, profiler",
         "logger: csv, many, mlflow, tensorboard, wandb",
-        "discriminator: capsule, capsule_small, cnn, cnn_matched",
+        # every preset in conf/discriminator/, in Hydra's (sorted) order
+        "discriminator: "
+        + ", ".join(sorted(p.stem for p in (ROOT / "conf" / "discriminator").glob("*.yaml"))),
         "hydra/launcher",
         "ckpt_path=latest",
     ):
