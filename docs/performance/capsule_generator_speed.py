@@ -70,11 +70,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     result = {
         "meta": {
-            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": args.threads, "batch_size": args.batch_size,
-            "repeats": args.repeats, "warmup": args.warmup, "precision": "32",
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+            "batch_size": args.batch_size,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "precision": "32",
             "load_average_before": load_average(),
-        },  # fmt: skip
+        },
         "seconds": {},
     }
     for name in args.discriminators:
