@@ -364,6 +364,8 @@ def group_arms(summaries: Sequence[RunSummary]) -> list[Arm]:
 
 
 def pick_baseline(arms: Sequence[Arm], baseline: str) -> Arm:
+    if len(arms) == 1:  # runs that differ in no choice: one arm, compared with nothing
+        return arms[0]
     for arm in arms:
         if (
             arm.name == baseline
