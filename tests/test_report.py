@@ -1,4 +1,4 @@
-"""report.py and capsgan.convergence: intervals, paired ratios, levels, plateaus, the report."""
+"""report.py, capsgan.statistics and the plateau rule: intervals, tests, censored costs."""
 
 from __future__ import annotations
 
@@ -12,65 +12,121 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
-from scipy.stats import t as student_t
 from torch.utils.tensorboard import SummaryWriter
 
-from capsgan.convergence import (
-    best_within,
-    first_reaching,
-    flattened_at,
-    paired_ratio,
-    t_interval,
-)
+from capsgan.convergence import flattened_at, plateau_verdict
 from capsgan.errors import UserError
-from capsgan.report import find_runs, load_run, write_report
+from capsgan.report import best_within, find_runs, load_run, write_report
+from capsgan.statistics import (
+    Cost,
+    bootstrap,
+    censored_ratio,
+    cost_to_level,
+    mean_cost,
+    rank_test,
+    ratio_test,
+    smallest_p,
+)
 from capsgan.training import train
 from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES, compose_train_cfg
 
-# -- arithmetic on synthetic series --------------------------------------------------------------
+# -- statistics over seeds, by hand ---------------------------------------------------------------
 
 
-def test_t_interval_by_hand() -> None:
-    iv = t_interval([1.0, 2.0, 3.0])
-    half = student_t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # sd of 1, 2, 3 is 1
-    assert iv.mean == 2.0 and iv.n == 3
-    assert (iv.low, iv.high) == pytest.approx((2.0 - half, 2.0 + half))
-    assert half == pytest.approx(2.484, abs=1e-3)  # t(0.975, 2) = 4.303
-    one = t_interval([5.0, None, math.nan])  # missing and non-finite values are left out
+@pytest.mark.parametrize(
+    ("values", "low_at_least", "high_at_most"),
+    [
+        ([0.98, 0.99, 1.0], 0.98, 1.0),  # precision near 1: a t-interval went past 1
+        ([0.0, 0.01, 0.3], 0.0, 0.3),  # near 0: never below
+        ([100.0, 120.0, 4000.0], 100.0, 4000.0),  # FID with an outlier: never below 0
+        ([-1.5, 2.0, 130.0], -1.5, 130.0),  # KID (an unbiased estimate can be negative)
+    ],
+)
+def test_bootstrap_interval_stays_within_the_values(
+    values: list[float], low_at_least: float, high_at_most: float
+) -> None:
+    est = bootstrap(values)
+    assert est.mean == pytest.approx(sum(values) / 3) and est.n == 3
+    assert low_at_least <= est.low <= est.mean <= est.high <= high_at_most
+    assert bootstrap(values) == est  # a fixed generator: a re-rendered report is identical
+
+
+def test_bootstrap_edge_cases() -> None:
+    assert bootstrap([5.0, 5.0]) == bootstrap([5.0, 5.0]) and bootstrap([5.0, 5.0]).low == 5.0
+    one = bootstrap([5.0, None, math.nan])  # missing and non-finite values are left out
     assert (one.mean, one.low, one.high, one.n) == (5.0, None, None, 1)
-    assert t_interval([]) is None
+    assert bootstrap([]) is None
+    ratio = bootstrap([0.5, 2.0], geometric=True)
+    assert ratio.mean == pytest.approx(1.0) and 0.5 <= ratio.low <= ratio.high <= 2.0
 
 
-def test_paired_ratio_geometric_mean_and_a_seed_that_never_reaches() -> None:
-    # seed 1: 100 vs 200 steps (0.5); seed 2: 300 vs 150 (2.0); seed 3: the arm never reached
-    ratio = paired_ratio({1: 100, 2: 300, 3: None}, {1: 200, 2: 150, 3: 400})
-    assert ratio.ratios == {1: 0.5, 2: 2.0}
-    assert ratio.arm_never == [3] and ratio.baseline_never == [] and ratio.unpaired == []
-    assert ratio.interval.mean == pytest.approx(1.0)  # geometric mean of 0.5 and 2
-    half = student_t.ppf(0.975, 1) * math.log(4) / math.sqrt(2) / math.sqrt(2)
-    assert ratio.interval.low == pytest.approx(math.exp(-half))
-    assert ratio.interval.high == pytest.approx(math.exp(half))
-    other = paired_ratio({1: 10, 4: 5}, {1: None, 2: 7})
-    assert other.ratios == {} and other.interval is None
-    assert other.baseline_never == [1] and other.unpaired == [2, 4]
+def test_rank_test_exact_p_values() -> None:
+    # every permutation counted: 3 vs 3 seeds have C(6, 3) = 20, the extreme ones 2 of them
+    assert rank_test([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1) == smallest_p(3, 3)
+    assert rank_test([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert smallest_p(5, 5) == pytest.approx(2 / 252)
+    assert rank_test([1, 2, 3], [1, 2, 3]) == 1.0 and rank_test([4, 4], [4, 4]) == 1.0
+    # interleaved: ranks 1, 3, 5 vs 2, 4, 6 -> a difference of -1; 8 of 20 are as extreme
+    assert rank_test([1, 3, 5], [2, 4, 6]) == pytest.approx(0.7)
+    assert rank_test([], [1.0]) is None
 
 
-def test_first_reaching_and_best_within() -> None:
+def test_cost_to_level_interpolates_between_evaluations_and_censors() -> None:
+    steps = [468, 936, 1404]
+    # two seeds that cross 300 between the same two evaluations no longer tie at 936
+    a = cost_to_level(steps, [400, 250, 150], 300, 1404)
+    b = cost_to_level(steps, [400, 290, 150], 300, 1404)
+    assert a == Cost(468 + 468 * (400 - 300) / (400 - 250))  # 780
+    assert b == Cost(468 + 468 * 100 / 110) and a.value < b.value < 936
+    assert cost_to_level(steps, [200, 150, 100], 300, 1404) == Cost(468)  # met at the first
+    never = cost_to_level(steps, [400, 350, 320], 300, 1404)
+    assert never == Cost(1404, censored=True)
+    assert cost_to_level(steps, [400, math.nan, 280], 300, 1404) == Cost(1404)  # no line
+
+
+def test_a_seed_that_never_reaches_a_level_is_a_bound_not_a_gap() -> None:
+    # the MNIST audit: two capsule seeds reach the level in the cnn's steps, one never does
+    # within its 4680-step budget while that cnn seed took 3700 steps
+    arm = {1: Cost(1873), 2: Cost(4680, censored=True), 3: Cost(1873)}
+    base = {1: Cost(1873), 2: Cost(3700), 3: Cost(1873)}
+    ratio = censored_ratio(arm, base)
+    assert ratio.per_seed == {1: (1.0, ""), 2: (pytest.approx(4680 / 3700), ">="), 3: (1.0, "")}
+    assert ratio.estimate.bound == ">="
+    assert ratio.estimate.mean == pytest.approx((4680 / 3700) ** (1 / 3))  # not 1.00
+    assert ratio.estimate.high == pytest.approx(4680 / 3700)
+    # dropping seed 2 would have read 1.00 [1.00, 1.00]; the mean cost is a bound as well
+    assert mean_cost(list(arm.values())).bound == ">="
+    assert mean_cost(list(base.values())).bound == ""
+    # a censored cost ranks above every reached one: 3 vs 3 seeds, all of the arm slower
+    slow = {s: Cost(4680, censored=True) for s in (1, 2, 3)}
+    assert ratio_test(slow, {1: Cost(500), 2: Cost(900), 3: Cost(700)}) == pytest.approx(0.1)
+
+
+def test_baseline_censored_and_neither_reached() -> None:
+    ratio = censored_ratio(
+        {1: Cost(500), 2: Cost(900, True)}, {1: Cost(1000, True), 2: Cost(800, True)}
+    )
+    assert ratio.per_seed == {1: (0.5, "<=")} and ratio.neither == [2]
+    assert ratio.estimate.bound == "<="
+    mixed = censored_ratio({1: Cost(900, True), 2: Cost(500)}, {1: Cost(300), 2: Cost(900, True)})
+    assert mixed.estimate.bound == "~"  # bounds both ways: neither direction is known
+    assert censored_ratio({1: Cost(1)}, {2: Cost(1)}).unpaired == [1, 2]
+
+
+def test_best_within() -> None:
     steps, values = [100, 200, 300, 400], [90.0, math.nan, 40.0, 50.0]
-    assert first_reaching(steps, values, 50.0) == 2  # equality counts; NaN never does
-    assert first_reaching(steps, values, 10.0) is None
+    assert best_within(steps, values, 300) == 40.0
     assert best_within(steps, values, 250) == 90.0
-    assert best_within(steps, values, 400) == 40.0
     assert best_within(steps, values, 50) is None
 
 
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ([500, 400, 300, 200, 150, 100], None),  # still falling fast: not flat
-        ([500, 400, 300, 200, 190, 195, 192, 200], 7),  # 190 then nothing 5 % better
-        ([336, 324, 466, 586, 636], 3),  # a collapse flattens it at once
-        ([100, 100, 100], None),  # no value before the window yet
+        ([100, 90, 80, 70, 60], None),  # still improving
+        ([100, 90, 89, 89.5, 88], 4),  # <5 % better for three evaluations
+        ([100, 50, 60, 55, 52], 4),  # oscillating above the best
+        ([100, 98], None),  # too short to judge
     ],
 )
 def test_plateau_rule(values: list[float], expected: int | None) -> None:
@@ -78,9 +134,19 @@ def test_plateau_rule(values: list[float], expected: int | None) -> None:
 
 
 def test_plateau_rule_waits_for_min_evals() -> None:
-    values = [300, 320, 330, 340, 350, 360]
+    values = [100, 99, 99, 99, 99, 99]
     assert flattened_at(values, window=3, tolerance=0.05) == 3
     assert flattened_at(values, window=3, tolerance=0.05, min_evals=6) == 5
+
+
+def test_a_curve_that_rose_above_its_best_is_degraded_not_flattened() -> None:
+    steps = [468 * (i + 1) for i in range(6)]
+    rising = [300, 200, 180, 190, 230, 260]  # best at step 1404, then worse
+    n = flattened_at(rising, window=3, tolerance=0.05)
+    assert n == 5 and plateau_verdict(steps, rising, n) == "degraded after step 1404"
+    flat = [300, 200, 180, 181, 179, 182]
+    n = flattened_at(flat, window=3, tolerance=0.05)
+    assert plateau_verdict(steps, flat, n) == f"flattened at step {steps[n]}"
 
 
 # -- synthetic runs: the report's tables ------------------------------------------------------
@@ -153,34 +219,85 @@ def test_synthetic_sweep_levels_ratios_and_stability(synthetic_sweep: Path) -> N
     report = write_report([synthetic_sweep], measure_floor_fid=False)
     assert report == synthetic_sweep / "report.md"
     text = report.read_text()
+    assert text.startswith("# Comparison report: discriminator\n")
+    assert (
+        "Budget: **400 generator steps for every arm**, evaluated at steps 100, 200, 300, 400"
+        in text
+    )
     # levels: the cnn arm's mean best FID within 1/4, 1/2 and all of its 400 steps
     # (1/4 = step 100: 100 and 100; 1/2 = step 200: 60, 70; all: 30, 20)
     assert "**100.0**, **65.0**, **25.0**" in text
-    per_arm = {row[0]: row for row in report_rows(text, "Per arm")}
-    cnn = per_arm["cnn"]
-    half = student_t.ppf(0.975, 1) * math.sqrt(50) / math.sqrt(2)  # best FIDs 30 and 20
-    assert cnn[2] == f"25.0 [{25 - half:.1f}, {25 + half:.1f}]"
-    assert per_arm["capsule_small"][10] == "1/2"  # collapsed: seed 2 ends at 200 > 1.5 x 58
-    ratios = {(row[0], row[1]): row for row in report_rows(text, "Paired ratios")}
-    # to FID 65: capsule seed 1 at step 100 vs cnn 200 (0.5); seed 2 at 200 vs 300 (2/3)
+    budget = {row[0]: row for row in report_rows(text, "At the budget")}
+    assert budget["cnn"][3] == "25.0 [20.0, 30.0]"  # best FIDs 30, 20: within their range
+    assert budget["capsule_small"][4] == "117.0 [34.0, 200.0]"  # ends at 34 and 200
+    assert budget["capsule_small"][8] == "1/2"  # collapsed: seed 2 ends at 200 > 1.5 x 58
+    tests = {(row[0], row[1]): row for row in report_rows(text, "Against the baseline")}
+    # 2 vs 2 seeds: the smallest possible p is 2 / C(4, 2) = 0.333
+    assert tests[("capsule_small", "FID")][5] == "p = 0.333 (not significant)"
+    assert "smallest possible p is 0.333" in text
+    levels = {row[0]: row for row in report_rows(text, "Generator steps and minutes")}
+    # to 65, interpolated: cnn seed 1 100 -> 60 between steps 100 and 200: 100 + 100 * 35/40
+    # = 187.5; seed 2 70 -> 30 between 200 and 300: 200 + 100 * 5/40 = 212.5
+    assert levels["cnn"][2] == "200 [188, 212] (2/2)"
+    # to 25: cnn seed 1 ends at 30 (censored at its budget, 400), seed 2 at 350 -> a bound
+    assert levels["cnn"][3] == ">= 375 [350, 400] (1/2)"
+    assert levels["capsule_small"][3] == ">= 400 [400, 400] (0/2)"
+    ratios = {(row[0], row[1]): row for row in report_rows(text, "Ratios to the baseline")}
+    # to 65: capsule seed 1 is at 50 by step 100; seed 2 crosses 80 -> 60 at 175;
+    # cnn at 187.5 and 212.5
     steps = ratios[("capsule_small", "65.0")][2]
-    assert steps.startswith(f"{math.sqrt(0.5 * 2 / 3):.2f} [") and "seeds 1: 0.50, 2: 0.67" in steps
-    # wall-clock: capsule 30 s / cnn 20 s (seed 1), 60 s / 30 s (seed 2)
-    assert "seeds 1: 1.50, 2: 2.00" in ratios[("capsule_small", "65.0")][3]
-    assert "arm never reached it: seeds [1, 2]" in ratios[("capsule_small", "25.0")][2]
-    equal = {row[0]: row for row in report_rows(text, "FID at equal generator steps")}
-    assert equal["capsule_small"][1] == f"{65:.1f} [{65 - student_t.ppf(0.975, 1) * 15:.1f}, " \
-        f"{65 + student_t.ppf(0.975, 1) * 15:.1f}]"  # fmt: skip
+    assert f"seeds 1: {100 / 187.5:.2f}, 2: {175 / 212.5:.2f}" in steps
+    # to 25: seed 2 of the arm never got there, cnn seed 2 did at 350: a bound >= 400/350
+    never = ratios[("capsule_small", "25.0")][2]
+    assert never.startswith(f">= {400 / 350:.2f}") and "neither reached it: seeds [1]" in never
+    grid = report_rows(text, "Every evaluation")  # FID first, then precision, recall, modes
+    assert grid[0] == ["100", "100.0 [100.0, 100.0]", "65.0 [50.0, 80.0]"]
+    assert len(grid) == 4 + 3 * (1 + 4)  # FID's 4 steps, then 3 tables with their heads
+    assert "### KID" not in text  # logged by no run
     runs = {row[0]: row for row in report_rows(text, "Runs")}
     assert runs["`3`"][4] == "58.0 (300)" and runs["`3`"][5] == "200.0"
-    assert runs["`3`"][6] == "400"  # window 2: neither 58 nor 200 is 5 % below 60
-    assert runs["`0`"][6] == "-"  # cnn seed 1 still falling
     stability = {row[0]: row for row in report_rows(text, "Stability")}
     assert stability["`3`"][4] == "final FID 200 > 1.5 x best"
+    assert stability["`3`"][5] == "no"  # it trained its whole budget: not stopped early
     # trailing 5-point means 0.6, 0.8, 0.83, 0.8, ...: the peak is the third point (step 150)
-    assert stability["`0`"][5] == "0.83 (150)" and stability["`0`"][6] == "0.50 (0.00)"
+    assert stability["`0`"][6] == "0.83 (150)" and stability["`0`"][7] == "0.50 (0.00)"
     for plot in ("fid.png", "training_curves.png"):
         assert (synthetic_sweep / plot).stat().st_size > 0
+
+
+def test_report_re_renders_from_its_csvs_alone(synthetic_sweep: Path, tmp_path: Path) -> None:
+    first = write_report([synthetic_sweep], out_dir=tmp_path / "a", measure_floor_fid=False)
+    curves = (tmp_path / "a" / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("run,step,seconds,") and "val/fid" in curves[0]
+    # one row per step: the epoch marker at 1, d_acc every 50 (its evaluations at 100..400 too)
+    assert [c.split(",")[1] for c in curves if c.startswith("3,")] == [
+        "1",
+        *map(str, range(50, 401, 50)),
+    ]
+    copy = tmp_path / "b"
+    copy.mkdir()
+    for name in ("curves.csv", "runs.csv"):
+        (copy / name).write_text((tmp_path / "a" / name).read_text())
+    again = write_report([copy], measure_floor_fid=False)
+    assert again == copy / "report.md"
+    strip = lambda t: t.split("## Plots")[0]  # noqa: E731 (the plots' list may differ)
+    assert strip(again.read_text()) == strip(first.read_text())
+
+
+def test_a_stopped_run_that_got_worse_is_degraded(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    fake_run(sweep / "0", "cnn", 1, [300, 200, 180, 190, 230, 260], 1.0)
+    fake_run(sweep / "1", "cnn", 2, [300, 200, 180, 181, 179, 182], 1.0)
+    for job in ("0", "1"):  # both stopped by the plateau rule before a budget of 1000 steps
+        cfg_path = sweep / job / ".hydra" / "config.yaml"
+        cfg = OmegaConf.load(cfg_path)
+        cfg.callbacks.stop_on_plateau = {"window": 3, "tolerance": 0.05, "min_evals": 0}
+        cfg.trainer = {"max_steps": 1000}
+        OmegaConf.save(cfg, cfg_path)
+    text = write_report([sweep], measure_floor_fid=False).read_text()
+    stability = {row[0]: row for row in report_rows(text, "Stability")}
+    assert stability["`0`"][5] == "degraded after step 300"
+    assert stability["`1`"][5] == "flattened at step 600"
 
 
 def test_failed_jobs_are_listed_and_the_good_ones_reported(synthetic_sweep: Path) -> None:
@@ -202,21 +319,54 @@ def test_interrupted_killed_and_crashed_runs_are_named_with_how_they_ended(
     (single / "run_info.json").write_text(json.dumps({"sessions": [session]}))
     text = write_report([synthetic_sweep], measure_floor_fid=False).read_text()
     assert "`4` (interrupted); `5` (killed); `6` (crashed: RuntimeError: boom)." in text
-    assert "hydra.sweep.dir=<sweep> ckpt_path=last" in text
+    assert "run again with the same `hydra.sweep.dir=<sweep>`" in text
+
+
+def test_a_run_still_training_is_reported_with_its_evaluations_so_far(
+    synthetic_sweep: Path,
+) -> None:
+    from capsgan.locks import hold_run_folder, release_run_folder
+
+    live = fake_run(synthetic_sweep / "4", "cnn", 3, [90, 80], 1.0, status="running")
+    session = {"status": "running", "pid": 4242, "started": "2026-12-04T10:00:00+00:00"}
+    (live / "run_info.json").write_text(json.dumps({"sessions": [session]}))
+    hold_run_folder(live)  # a live process trains it
+    try:
+        text = write_report([synthetic_sweep], measure_floor_fid=False).read_text()
+    finally:
+        release_run_folder(live)
+    assert "Still training (reported with its evaluations so far): `4` (pid 4242, started" in text
+    assert "5 runs in 2 arms" in text and "resume" not in text.lower()
 
 
 def test_all_failed_sweep_says_so(tmp_path: Path) -> None:
     fake_run(tmp_path / "s" / "0", "cnn", 1, [90], 1.0, status="failed")
-    with pytest.raises(UserError, match="none of the 1 runs found has a finished job"):
+    with pytest.raises(UserError, match="none of the 1 runs found can be reported"):
         write_report([tmp_path / "s"], measure_floor_fid=False)
 
 
-def test_baseline_is_chosen_on_the_command_line(synthetic_sweep: Path) -> None:
+def test_baseline_is_the_first_arm_unless_chosen(synthetic_sweep: Path) -> None:
+    text = write_report([synthetic_sweep], measure_floor_fid=False).read_text()
+    assert "baseline arm: **cnn**" in text  # job 0's arm: the first value of the sweep
     text = write_report([synthetic_sweep], baseline="capsule_small", measure_floor_fid=False)
-    ratios = report_rows(text.read_text(), "Paired ratios")
+    ratios = report_rows(text.read_text(), "Ratios to the baseline")
     assert {row[0] for row in ratios} == {"cnn"}
-    with pytest.raises(UserError, match=r"no arm is the baseline 'dcgan'.*--baseline"):
+    with pytest.raises(UserError, match=r"no arm is the baseline 'dcgan'.*baseline=<one of them>"):
         write_report([synthetic_sweep], baseline="dcgan", measure_floor_fid=False)
+
+
+def test_arms_that_differ_by_a_swept_key_and_a_generator_sweep_title(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    for job, (lr, seed) in enumerate([("1e-4", 1), ("2e-4", 1), ("1e-4", 2), ("2e-4", 2)]):
+        run = fake_run(sweep / str(job), "cnn", seed, [100, 80 - job], 1.0)
+        hydra = OmegaConf.load(run / ".hydra/hydra.yaml")
+        hydra.hydra.runtime.choices = {"generator": "dcgan", "discriminator": "cnn"}
+        hydra.hydra.overrides.task.append(f"lr={lr}")
+        OmegaConf.save(hydra, run / ".hydra/hydra.yaml")
+    text = write_report([sweep], measure_floor_fid=False).read_text()
+    assert text.startswith("# Comparison report: lr\n")
+    assert "baseline arm: **lr=1e-4**" in text
+    assert {row[0] for row in report_rows(text, "Ratios to the baseline")} == {"lr=2e-4"}
 
 
 def test_runs_that_cannot_be_compared_name_the_setting(synthetic_sweep: Path) -> None:
@@ -233,7 +383,7 @@ def test_run_folders_one_by_one_and_errors(synthetic_sweep: Path, tmp_path: Path
     assert [p.name for p in runs] == ["2", "0"]
     report = write_report(runs, levels=[50.0], measure_floor_fid=False)
     assert report.parent == synthetic_sweep.resolve()  # the common parent
-    assert "**50.0** -- given with --levels" in report.read_text()
+    assert "**50.0** -- given with levels=" in report.read_text()
     run = load_run(synthetic_sweep / "0")
     assert run.series("val/fid").steps == [100, 200, 300, 400]  # generator steps
     (tmp_path / "empty").mkdir()
@@ -242,7 +392,9 @@ def test_run_folders_one_by_one_and_errors(synthetic_sweep: Path, tmp_path: Path
     with pytest.raises(UserError, match="not a folder"):
         write_report([tmp_path / "missing"])
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(UserError, match=r"cannot be written into .*a file, not a folder.*--out"):
+    with pytest.raises(
+        UserError, match=r"cannot be written into .*a file, not a folder.*out=<a folder"
+    ):
         write_report([synthetic_sweep], out_dir=tmp_path / "a_file" / "report")
 
 
@@ -280,17 +432,18 @@ def short_runs(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_report_on_short_training_runs(short_runs: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "report.py"), str(short_runs), "--no-floor",
-         "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "src" / "report.py"), str(short_runs), "floor=false",
+         f"out={tmp_path}"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = (tmp_path / "report.md").read_text()
     runs = {row[1]: row for row in report_rows(text, "Runs")}
     assert runs["cnn"][3] == "6" and runs["capsule_small"][3] == "6"  # generator steps
-    equal = report_rows(text, "FID at equal generator steps")[0]
-    assert len(equal) == 4  # the arm, then steps 2, 4 and 6
-    for plot in ("fid.png", "training_curves.png", "samples.png"):
+    grid = report_rows(text, "Every evaluation")
+    assert [row[0] for row in grid[:3]] == ["2", "4", "6"]  # FID at each evaluation
+    assert len(grid[0]) == 3  # the step, then both arms
+    for plot in ("fid.png", "training_curves.png", "samples.png", "curves.csv", "runs.csv"):
         assert (tmp_path / plot).stat().st_size > 0
     assert sorted(p.name for p in (short_runs / "0" / "samples").glob("step_*")) == [
         "step_000002.png",

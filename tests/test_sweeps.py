@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -31,6 +33,8 @@ TINY = [
     "optimized_metric=val/d_loss",
     "hydra.callbacks.sweep_summary.metric=val/d_loss",
 ]
+
+TINY_CNN = ["discriminator=cnn", *(o for o in TINY if not o.startswith("discriminator"))]
 
 
 def train_py(*args: str, cwd: Path, data_dir: Path, timeout: int = 600):
@@ -405,3 +409,81 @@ def test_a_user_error_in_a_multirun_is_recorded_not_exited(
     assert proc.returncode == 1, proc.stderr[-3000:]
     (row,) = read_summary(sweep)
     assert row["status"] == "failed" and row["error"].startswith("DataError: mnist was not found")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_an_interrupted_sweep_finishes_when_its_command_is_run_again(
+    launcher: str, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable, str(ROOT / "src" / "train.py"), "-m", f"hydra/launcher={launcher}",
+        *TINY_CNN, "trainer.max_epochs=-1", "trainer.max_steps=8,200",  # job 1 runs longer
+        "trainer.limit_train_batches=4", "callbacks.last_checkpoint.every_n_train_steps=4",
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tiny_data_dir),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    # a session end (or a SLURM time limit) while the second job trains
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    done = sweep / "0" / "job.json"
+    while not (
+        done.is_file()
+        and json.loads(done.read_text())["status"] == "ok"
+        and (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
+    ):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    rows = read_summary(sweep)
+    assert [r["status"] for r in rows] == ["ok", "interrupted"], rows
+    finished = {
+        p: (p.stat().st_mtime_ns, p.read_bytes())
+        for p in (sweep / "0").rglob("*")
+        if p.is_file() and p.name not in ("job.json", "train.log") and ".hydra" not in p.parts
+    }
+    config = (sweep / "0" / ".hydra" / "config.yaml").read_bytes()
+
+    # the same command again
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = read_summary(sweep)
+    assert [(r["status"], r["this launch"]) for r in rows] == [
+        ("ok", "skipped"),
+        ("ok", "resumed"),
+    ], rows
+    assert "this launch: 1 skipped, 1 resumed" in again.stdout + again.stderr
+    # the finished job is untouched: its files, its checkpoints, its record of runs
+    for path, (mtime, content) in finished.items():
+        assert (path.stat().st_mtime_ns, path.read_bytes()) == (mtime, content), path
+    assert (sweep / "0" / ".hydra" / "config.yaml").read_bytes() == config
+    assert "finished in an earlier launch of the sweep" in (sweep / "0" / "train.log").read_text()
+    sessions = json.loads((sweep / "1" / "run_info.json").read_text())["sessions"]
+    assert sessions[0]["status"] == "interrupted"
+    assert sessions[1]["resumed_from"] == "last"  # from its last.ckpt, not afresh
+
+
+def test_a_job_folder_holding_another_job_is_left_as_it_was(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    base = ["-m", *TINY_CNN, f"hydra.sweep.dir={sweep}"]
+    assert train_py(*base, "seed=1", cwd=tmp_path, data_dir=tiny_data_dir).returncode == 0
+    config = (sweep / "0" / ".hydra" / "config.yaml").read_bytes()
+    record = json.loads((sweep / "0" / "job.json").read_text())
+    other = train_py(*base, "seed=7", cwd=tmp_path, data_dir=tiny_data_dir)
+    assert other.returncode == 1  # the sweep did not succeed
+    assert "holds another job of an earlier sweep (overrides" in other.stdout + other.stderr
+    assert (sweep / "0" / ".hydra" / "config.yaml").read_bytes() == config  # put back
+    kept = json.loads((sweep / "0" / "job.json").read_text())
+    assert kept["overrides"] == record["overrides"] and kept["status"] == "ok"
+    assert kept["launch"].startswith("refused")

@@ -1,31 +1,44 @@
-"""When has a run converged, and how fast? The definitions the convergence experiment uses
-to stop runs and to report them (``report.py``): the plateau rule, confidence intervals
-over seeds, and paired per-seed ratios.
+"""The opt-in plateau rule (``experiment=convergence``): stop a run once its quality curve
+has stopped improving. Comparisons use equal budgets instead (``experiment=comparison``):
+a rule that stops runs gives the arms different amounts of training.
 
 A quality curve (lower is better, e.g. FID at successive evaluations) has **flattened** at
 evaluation n when its last ``window`` evaluations did not improve on the best value before
 them by more than ``tolerance`` (relative): ``min(v[n-w+1..n]) > (1 - tolerance) *
 min(v[1..n-w])``. With the defaults (3 evaluations, 5 %) a run whose FID still drops 5 %
 within three evaluations is still learning; one that stalls, oscillates or gets worse
-(a collapse) has flattened. ``min_evals`` evaluations are always run first, because the
-first FIDs of a GAN swing widely before they fall.
+(a collapse) has stopped improving. ``min_evals`` evaluations are always run first,
+because the first FIDs of a GAN swing widely before they fall.
+
+A curve that stopped improving is one of two things, and the log and the report say which:
+**flattened** (its latest value is within ``tolerance`` of its best) or **degraded after
+step N** (it rose above its best, reached at step N, by more than ``tolerance``: a GAN
+falling apart, not one that has converged). ``docs/results/plateau_check.py`` replays the
+rule on committed curves and reports every stop after which a run still improved.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import lightning as L
-from scipy.stats import t as student_t
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 3
 DEFAULT_TOLERANCE = 0.05
+
+
+def plateau_verdict(
+    steps: Sequence[int], values: Sequence[float], n: int, tolerance: float = DEFAULT_TOLERANCE
+) -> str:
+    """What the curve did by evaluation ``n`` once the rule fired there: "flattened at step
+    S" or "degraded after step B" (B: the step of its best value so far)."""
+    best = min(range(n + 1), key=lambda i: values[i])
+    if values[n] > (1.0 + tolerance) * values[best]:
+        return f"degraded after step {steps[best]}"
+    return f"flattened at step {steps[n]}"
 
 
 def flattened_at(
@@ -65,111 +78,36 @@ class StopOnPlateau(L.Callback):
         self.monitor, self.window, self.tolerance = monitor, window, tolerance
         self.min_evals = min_evals
         self.values: list[float] = []
+        self.steps: list[int] = []
         self.stopped_at_step: int | None = None
+        self.verdict: str | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         self.values.append(float(trainer.callback_metrics[self.monitor]))
+        self.steps.append(int(trainer.global_step))
         n = flattened_at(self.values, self.window, self.tolerance, self.min_evals)
         if n is not None and self.stopped_at_step is None:
             self.stopped_at_step = trainer.global_step
+            self.verdict = plateau_verdict(self.steps, self.values, n, self.tolerance)
             trainer.should_stop = True
             if trainer.is_global_zero:
                 log.info(
-                    "%s has flattened after %d evaluations (the best of the last %d is within "
-                    "%.0f%% of the best before them): stopping at generator step %d.",
+                    "%s stopped improving after %d evaluations (the best of the last %d is not "
+                    "%.0f%% better than the best before them): %s; stopping at generator step "
+                    "%d.",
                     self.monitor,
                     len(self.values),
                     self.window,
                     100 * self.tolerance,
+                    self.verdict,
                     trainer.global_step,
                 )
 
     def state_dict(self) -> dict:
-        return {"values": self.values}
+        return {"values": self.values, "steps": self.steps}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.values = list(state_dict.get("values", []))
-
-
-# -- measuring convergence over seeds ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean with its two-sided confidence interval (Student's t over ``n`` values);
-    ``low``/``high`` are None for a single value, where no interval exists."""
-
-    mean: float
-    low: float | None
-    high: float | None
-    n: int
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval | None:
-    """Mean and t-interval of ``values`` (seeds are few, so t, not the normal quantile)."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return Interval(mean, None, None, 1)
-    half = student_t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values)
-    half /= math.sqrt(len(values))
-    return Interval(mean, mean - half, mean + half, len(values))
-
-
-def first_reaching(steps: Sequence[int], values: Sequence[float], level: float) -> int | None:
-    """Index of the first evaluation at or below ``level`` (lower is better), else None."""
-    for i, value in enumerate(values):
-        if math.isfinite(value) and value <= level:
-            return i
-    return None
-
-
-def best_within(steps: Sequence[int], values: Sequence[float], max_step: float) -> float | None:
-    """The best (lowest) finite value among evaluations at ``step <= max_step``."""
-    within = [v for s, v in zip(steps, values, strict=True) if s <= max_step and math.isfinite(v)]
-    return min(within, default=None)
-
-
-@dataclass(frozen=True)
-class PairedRatio:
-    """Per-seed ratios ``arm / baseline`` of a cost (e.g. generator steps to a level).
-
-    ``ratios`` holds the seeds where both reached the level; ``interval`` is the geometric
-    mean of those ratios with a t-interval computed on their logarithms (ratios multiply,
-    so their logs are what averages symmetrically). ``arm_never`` / ``baseline_never`` list
-    the seeds where that side never reached it (a censored pair: the arm's ratio is then at
-    least its budget over the baseline's cost, or at most the arm's cost over the baseline's
-    budget) and ``unpaired`` the seeds only one side has.
-    """
-
-    ratios: dict[int, float]
-    interval: Interval | None
-    arm_never: list[int]
-    baseline_never: list[int]
-    unpaired: list[int]
-
-
-def paired_ratio(
-    arm: dict[int, float | None], baseline: dict[int, float | None], confidence: float = 0.95
-) -> PairedRatio:
-    """Pair ``arm`` and ``baseline`` costs by seed (None: never reached) and summarize."""
-    ratios, arm_never, base_never = {}, [], []
-    for seed in sorted(set(arm) & set(baseline)):
-        a, b = arm[seed], baseline[seed]
-        if a is None:
-            arm_never.append(seed)
-        elif b is None:
-            base_never.append(seed)
-        elif b > 0:
-            ratios[seed] = a / b
-    unpaired = sorted(set(arm) ^ set(baseline))
-    interval = None
-    logs = t_interval([math.log(r) for r in ratios.values() if r > 0], confidence)
-    if logs is not None:
-        low, high = (None, None) if logs.low is None else (math.exp(logs.low), math.exp(logs.high))
-        interval = Interval(math.exp(logs.mean), low, high, logs.n)
-    return PairedRatio(ratios, interval, arm_never, base_never, unpaired)
+        self.steps = list(state_dict.get("steps", range(len(self.values))))

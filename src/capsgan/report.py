@@ -1,16 +1,19 @@
-"""The comparison report: read runs' TensorBoard events, measure convergence, write report.md.
+"""The comparison report: read runs, compare arms at equal budgets, write report.md.
 
-``python src/report.py <sweep folders | run folders> [--baseline cnn]`` writes ``report.md``
-and PNG plots; docs/results.md says how to read them and how the quality levels are fixed.
+``python src/report.py <sweep folders | run folders | a report folder> [key=value ...]``
+writes ``report.md``, ``curves.csv`` / ``runs.csv`` (every run's curves, from which the
+report can be re-rendered alone) and PNG plots; docs/results.md says how to read them.
 Each run's settings come from the ``.hydra/`` files Hydra writes next to ``tensorboard/``.
-Runs are grouped into arms by the Hydra choices that differ between them; nothing here
-knows a model by name. The x axis is generator steps (Lightning's batch counter divided by
-``d_steps_per_g``); wall-clock is seconds since the run's first event, which ``train()``
-writes after reading the data, so evaluation time counts.
+Runs are grouped into arms by the Hydra choices (and swept keys) that differ between them;
+nothing here knows a model by name. The x axis is generator steps (Lightning's batch
+counter divided by ``d_steps_per_g``); wall-clock is seconds since the run's first event,
+less the pauses between the sessions of a resumed run. The statistics (intervals, tests,
+censored costs) are :mod:`capsgan.statistics`'.
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import logging
@@ -30,27 +33,38 @@ from capsgan.config import unwritable_reason
 from capsgan.convergence import (
     DEFAULT_TOLERANCE,
     DEFAULT_WINDOW,
-    Interval,
-    PairedRatio,
-    best_within,
-    first_reaching,
     flattened_at,
-    paired_ratio,
-    t_interval,
+    plateau_verdict,
 )
 from capsgan.errors import UserError
 from capsgan.locks import folder_in_use
 from capsgan.loggers import event_dirs
 from capsgan.loggers import find_runs as logged_runs
+from capsgan.statistics import (
+    Cost,
+    Estimate,
+    Ratio,
+    bootstrap,
+    censored_ratio,
+    cost_to_level,
+    mean_cost,
+    rank_test,
+    ratio_test,
+    smallest_p,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
 FID = "val/fid"
-FINAL_METRICS = (  # (column, tag, digits) read at each run's last evaluation
-    ("KID", "val/kid", 2),
-    ("precision", "val/precision", 3),
-    ("recall", "val/recall", 3),
-    ("modes", "val/modes", 1),
+# (column, tag, digits, lower is better): what every evaluation measures (docs/metrics.md)
+METRICS = (
+    ("FID", FID, 1, True),
+    ("KID", "val/kid", 2, True),  # MMD^2 in the classifier's feature space, raw units
+    ("precision", "val/precision", 3, False),
+    ("recall", "val/recall", 3, False),
+    ("modes", "val/modes", 1, False),
+    ("mode KL", "val/mode_kl", 3, True),
 )
 LEVEL_FRACTIONS = (0.25, 0.5, 1.0)
 # A run counts as collapsed when it ends covering fewer than 8 of the 10 classes, or with a
@@ -61,7 +75,20 @@ LAST_EVALS = 3  # the stability window: FID spread over a run's last evaluations
 CURVES = (("D loss", "d_loss"), ("G loss", "g_loss"), ("D accuracy", "d_acc"))
 NA = "-"  # a table cell without a value
 # The statuses of sweep jobs (job.json) and runs (run_info.json) that did not finish
-FAILED_STATUSES = ("failed", "running", "killed", "interrupted", "crashed", "diverged")
+FAILED_STATUSES = ("failed", "killed", "interrupted", "crashed", "diverged")
+RUNNING = "running"  # a run a live process still trains: reported with its evaluations so far
+CURVES_CSV, RUNS_CSV = "curves.csv", "runs.csv"
+# The settings a report needs from a run's config (also what runs.csv keeps of it)
+CONFIG_KEYS = (
+    "seed",
+    "d_steps_per_g",
+    "data.name",
+    "metrics.num_samples",
+    "metrics.classifier_path",
+    "metrics.classifier_dir",
+    "trainer.max_steps",
+    "callbacks.stop_on_plateau",
+)
 
 
 @dataclass
@@ -99,7 +126,7 @@ class Run:
         return self.scalars.get(tag, Series())
 
 
-# -- reading -----------------------------------------------------------------------------------
+# -- reading run folders -------------------------------------------------------------------------
 
 
 def is_run(folder: Path) -> bool:
@@ -109,7 +136,8 @@ def is_run(folder: Path) -> bool:
 def _job_status(folder: Path) -> tuple[str | None, str | None]:
     """How a run ended, and the first line of its error: a sweep job's ``job.json``, else
     the last session of ``run_info.json`` (None: no record). A "running" record in a folder
-    no live process holds is a run that was killed."""
+    no live process holds is a run that was killed; one a live process holds is running,
+    and its error field then names the holder."""
     status = error = None
     for name, key in (("job.json", "error"), ("run_info.json", "message")):
         try:
@@ -120,9 +148,21 @@ def _job_status(folder: Path) -> tuple[str | None, str | None]:
             record = (record.get("sessions") or [{}])[-1]
         status, error = record.get("status"), record.get(key)
         break
-    if status == "running" and not folder_in_use(folder):
-        status = "killed"
+    if status == RUNNING:
+        if not folder_in_use(folder):
+            status = "killed"
+        else:
+            error = _holder(folder)
     return (None if status is None else str(status)), error
+
+
+def _holder(folder: Path) -> str:
+    """ "pid N, started T" of the process training the run, from its run_info.json."""
+    try:
+        last = json.loads((folder / "run_info.json").read_text())["sessions"][-1]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "held by a live process"
+    return f"pid {last.get('pid', '?')}, started {last.get('started', '?')}"
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -134,7 +174,8 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if not path.is_dir():
             raise UserError(
                 f"{str(path)!r} is not a folder; pass a sweep folder (outputs/multirun/"
-                "<date>/<time>) or training run folders (each holding tensorboard/)."
+                "<date>/<time>), training run folders (each holding tensorboard/), or a "
+                "report folder holding curves.csv and runs.csv."
             )
         if is_run(path) or (path / "job.json").is_file():
             found.append(path)
@@ -147,8 +188,8 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     if not unique:
         raise UserError(
             f"no training runs found in {[str(p) for p in paths]}: a run folder holds "
-            "tensorboard/events.out.tfevents.* (written by logger=tensorboard). Pass the "
-            "sweep folder or the run folders themselves."
+            "tensorboard/events.out.tfevents.* (written by logger=tensorboard), a report "
+            "folder holds curves.csv and runs.csv. Pass the sweep folder or the run folders."
         )
     return unique
 
@@ -229,33 +270,113 @@ def load_run(folder: str | Path, root: Path | None = None) -> Run:
     return Run(folder, name or folder.name, choices, overrides, cfg, scalars, status, error)
 
 
-def assign_arms(runs: Sequence[Run]) -> None:
-    """Name each run's arm by the Hydra choices that differ between the runs (the value
-    alone when one group differs); runs sharing those and a seed are told apart by their
-    other differing overrides (e.g. an lr sweep)."""
+# -- curves.csv / runs.csv: a report folder that re-renders alone --------------------------------
+
+
+def write_csvs(runs: Sequence[Run], out: Path) -> tuple[Path, Path]:
+    """``curves.csv``: one row per run and generator step, with the wall-clock seconds and
+    every scalar logged at that step; ``runs.csv``: one row per run with what it is (arm,
+    seed, status, Hydra choices, overrides and the settings the report reads)."""
+    tags = sorted({t for r in runs for t in r.scalars})
+    curves, table = out / CURVES_CSV, out / RUNS_CSV
+    with curves.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "step", "seconds", *tags])
+        for run in runs:
+            rows: dict[int, dict[str, float]] = {}
+            for tag, series in run.scalars.items():
+                for step, sec, value in zip(
+                    series.steps, series.seconds, series.values, strict=True
+                ):
+                    row = rows.setdefault(step, {"seconds": sec})
+                    row[tag] = value
+                    if tag == FID:  # the evaluation's own time, for the time-to-level costs
+                        row["seconds"] = sec
+            for step in sorted(rows):
+                row = rows[step]
+                writer.writerow([run.name, step, f"{row['seconds']:.3f}"]
+                                + [repr(row[t]) if t in row else "" for t in tags])  # fmt: skip
+    with table.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "arm", "seed", "status", "error", "choices", "overrides", "config"])
+        for run in runs:
+            config = {k: _plain(run.setting(k)) for k in CONFIG_KEYS}
+            writer.writerow([run.name, run.arm, fmt(run.seed), run.status or "",
+                             run.error or "", json.dumps(run.choices),
+                             json.dumps(run.overrides), json.dumps(config)])  # fmt: skip
+    return curves, table
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def is_report_folder(folder: Path) -> bool:
+    return (folder / CURVES_CSV).is_file() and (folder / RUNS_CSV).is_file()
+
+
+def load_csvs(folder: Path) -> list[Run]:
+    """The runs a report folder's ``runs.csv`` and ``curves.csv`` describe."""
+    try:
+        with (folder / RUNS_CSV).open(newline="") as f:
+            meta = list(csv.DictReader(f))
+        with (folder / CURVES_CSV).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        runs = {}
+        for m in meta:
+            cfg = OmegaConf.create()
+            for key, value in json.loads(m["config"]).items():
+                OmegaConf.update(cfg, key, value, force_add=True)
+            runs[m["run"]] = Run(folder / m["run"], m["run"], json.loads(m["choices"]),
+                                 json.loads(m["overrides"]), cfg, {}, m["status"] or None,
+                                 m["error"] or None)  # fmt: skip
+        for row in rows:
+            scalars = runs[row["run"]].scalars
+            for tag, value in row.items():
+                if tag in ("run", "step", "seconds") or value == "":
+                    continue
+                series = scalars.setdefault(tag, Series())
+                series.steps.append(int(row["step"]))
+                series.seconds.append(float(row["seconds"]))
+                series.values.append(float(value))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(
+            f"the report folder {str(folder)!r} has a damaged {RUNS_CSV} / {CURVES_CSV} "
+            f"({type(err).__name__}: {err}). Write them again with `python src/report.py "
+            "<the sweep or run folders> out=<this folder>`."
+        ) from err
+    return list(runs.values())
+
+
+# -- arms -------------------------------------------------------------------------------------
+
+
+def _override_dict(run: Run) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in run.overrides if "=" in o)
+
+
+def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
+    """The Hydra groups whose choice differs between the runs, and the other overrides
+    (not the seed) whose value differs (e.g. an lr sweep)."""
     groups = sorted({g for r in runs for g in r.choices})
     varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
+    keys = sorted({k for r in runs for k in _override_dict(r)} - {"seed", *groups})
+    others = [k for k in keys if len({_override_dict(r).get(k) for r in runs}) > 1]
+    return varying, others
+
+
+def assign_arms(runs: Sequence[Run]) -> None:
+    """Name each run's arm by what differs between the runs apart from the seed: the Hydra
+    choices (the value alone when one group differs and nothing else), then the other
+    swept keys (``lr=0.0002``)."""
+    groups, others = varying_keys(runs)
     for run in runs:
-        values = [(g, run.choices.get(g, NA)) for g in varying]
-        run.arm = values[0][1] if len(values) == 1 else " ".join(f"{g}={v}" for g, v in values)
+        own = _override_dict(run)
+        parts = [(g, run.choices.get(g, NA)) for g in groups]
+        parts += [(k, own.get(k, NA)) for k in others]
+        alone = len(parts) == 1 and groups
+        run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
         run.arm = run.arm or "all runs"
-    clashes: dict[tuple[str, int | None], list[Run]] = {}
-    for run in runs:
-        clashes.setdefault((run.arm, run.seed), []).append(run)
-    for members in (m for m in clashes.values() if len(m) > 1):
-        keys = {o.split("=", 1)[0] for r in members for o in r.overrides}
-        for run in members:
-            own = dict(o.split("=", 1) for o in run.overrides if "=" in o)
-            differing = [
-                f"{k}={own.get(k, NA)}"
-                for k in sorted(keys - {"seed"})
-                if len(
-                    {dict(o.split("=", 1) for o in r.overrides if "=" in o).get(k) for r in members}
-                )
-                > 1
-            ]
-            if differing:
-                run.arm = f"{run.arm} " + " ".join(differing)
 
 
 # -- per-run measurements ----------------------------------------------------------------------
@@ -271,22 +392,35 @@ class RunSummary:
     best_step: int | None = None
     final_fid: float | None = None
     final_step: int | None = None
-    final: dict[str, float] = field(default_factory=dict)  # FINAL_METRICS at the last eval
-    flattened_step: int | None = None
+    final_seconds: float | None = None
+    final: dict[str, float] = field(default_factory=dict)  # every METRICS tag at the end
+    stopped: str | None = None  # the plateau rule's verdict, when it ended the run early
     spread: float | None = None  # (max - min) / mean of the last LAST_EVALS FIDs
     collapse: str | None = None  # why the run counts as collapsed, or None
-    seconds: float | None = None  # wall-clock at the last evaluation
-    eval_share: float | None = None  # share of that wall-clock spent in quality evaluation
+    eval_share: float | None = None  # share of the wall-clock spent in quality evaluation
     d_acc: dict[str, float] = field(default_factory=dict)  # the accuracy phases
 
+    @property
+    def seed(self) -> int | None:
+        return self.run.seed
 
-def _plateau_settings(run: Run) -> tuple[int, float, int]:
-    node = run.setting("callbacks.stop_on_plateau") or {}
-    return (
-        int(node.get("window", DEFAULT_WINDOW)),
-        float(node.get("tolerance", DEFAULT_TOLERANCE)),
-        int(node.get("min_evals", 0)),
-    )
+    def at_step(self, tag: str, step: int) -> float | None:
+        """``tag``'s value at the evaluation of generator step ``step`` (within
+        :data:`STEP_SLACK`: a resumed run may log its evaluations a step or two off)."""
+        series = self.run.series(tag)
+        near = [
+            (abs(s - step), i) for i, s in enumerate(series.steps) if abs(s - step) <= STEP_SLACK
+        ]
+        return series.values[min(near)[1]] if near else None
+
+    def cost(self, level: float, what: str) -> Cost:
+        """Generator steps (``what="steps"``) or seconds to FID ``level``, censored at the
+        last evaluation when never reached."""
+        xs = self.fid.steps if what == "steps" else self.fid.seconds
+        return cost_to_level(xs, self.fid.values, level, xs[-1])
+
+
+STEP_SLACK = 2
 
 
 def accuracy_phases(acc: Series) -> dict[str, float]:
@@ -308,6 +442,18 @@ def accuracy_phases(acc: Series) -> dict[str, float]:
     }
 
 
+def _stop_verdict(run: Run, fid: Series) -> str | None:
+    """The plateau rule's verdict when it ended the run before its budget, else None."""
+    node = run.setting("callbacks.stop_on_plateau")
+    budget = run.setting("trainer.max_steps")
+    if not node or not fid.steps or not budget or budget < 0 or fid.steps[-1] >= budget - 1:
+        return None  # no rule, or a run that trained its whole budget (or an unknown one)
+    window = int(node.get("window", DEFAULT_WINDOW))
+    tolerance = float(node.get("tolerance", DEFAULT_TOLERANCE))
+    n = flattened_at(fid.values, window, tolerance, int(node.get("min_evals", 0)))
+    return None if n is None else plateau_verdict(fid.steps, fid.values, n, tolerance)
+
+
 def summarize_run(run: Run) -> RunSummary:
     fid = run.series(FID)
     out = RunSummary(run, fid, d_acc=accuracy_phases(run.series("train/d_acc")))
@@ -317,31 +463,35 @@ def summarize_run(run: Run) -> RunSummary:
     best = min(finite, key=fid.values.__getitem__)
     out.best_fid, out.best_step = fid.values[best], fid.steps[best]
     out.final_fid, out.final_step = fid.values[-1], fid.steps[-1]
-    out.seconds = fid.seconds[-1]
-    for _, tag, _ in FINAL_METRICS:
+    out.final_seconds = fid.seconds[-1]
+    for _, tag, _, _ in METRICS:
         series = run.series(tag)
         if series.values:
             out.final[tag] = series.values[-1]
-    window, tolerance, min_evals = _plateau_settings(run)
-    flat = flattened_at(fid.values, window, tolerance, min_evals)
-    out.flattened_step = None if flat is None else fid.steps[flat]
+    out.stopped = _stop_verdict(run, fid)
     last = [v for v in fid.values[-LAST_EVALS:] if math.isfinite(v)]
     if len(last) == LAST_EVALS:
         out.spread = (max(last) - min(last)) / statistics.fmean(last)
-    modes = out.final.get("val/modes")
-    reasons = []
-    if modes is not None and modes < COLLAPSE_MODES:
-        reasons.append(f"{modes:.0f} of 10 modes at the end")
-    if not math.isfinite(out.final_fid) or out.final_fid > COLLAPSE_FID_FACTOR * out.best_fid:
-        reasons.append(f"final FID {out.final_fid:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
-    out.collapse = "; ".join(reasons) or None
+    out.collapse = collapse_reason(out.final_fid, out.best_fid, out.final.get("val/modes"))
     metric_seconds = run.series("val/metric_seconds").values
-    if metric_seconds and out.seconds:
-        out.eval_share = sum(metric_seconds) / out.seconds
+    if metric_seconds and out.final_seconds:
+        out.eval_share = sum(metric_seconds) / out.final_seconds
     return out
 
 
-# -- arms, levels and ratios -------------------------------------------------------------------
+def collapse_reason(final: float, best: float, modes: float | None) -> str | None:
+    """Why a run counts as collapsed (the report's and the sweep summary's one rule), or
+    None: fewer than COLLAPSE_MODES classes at the end, or a final FID above
+    COLLAPSE_FID_FACTOR times its best (also a non-finite one)."""
+    reasons = []
+    if modes is not None and modes < COLLAPSE_MODES:
+        reasons.append(f"{modes:.0f} of 10 modes at the end")
+    if not math.isfinite(final) or final > COLLAPSE_FID_FACTOR * best:
+        reasons.append(f"final FID {final:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
+    return "; ".join(reasons) or None
+
+
+# -- arms, levels, ratios ----------------------------------------------------------------------
 
 
 @dataclass
@@ -349,34 +499,50 @@ class Arm:
     name: str
     runs: list[RunSummary]
 
-    def interval(self, values: Iterable[float | None]) -> Interval | None:
-        return t_interval([v for v in values if v is not None])
+    def estimate(self, values: Iterable[float | None]) -> Estimate | None:
+        return bootstrap(list(values))
 
-    def by_seed(self, values: dict[int | None, float | None]) -> dict[int, float | None]:
-        return {seed: v for seed, v in values.items() if seed is not None}
+    def costs(self, level: float, what: str) -> dict[int, Cost]:
+        return {s.seed or 0: s.cost(level, what) for s in self.runs if s.fid.steps}
+
+    @property
+    def budget(self) -> int | None:
+        """The generator steps of the arm's longest run (its last evaluation)."""
+        return max((s.final_step for s in self.runs if s.final_step is not None), default=None)
 
 
-def group_arms(summaries: Sequence[RunSummary]) -> list[Arm]:
-    arms: dict[str, list[RunSummary]] = {}
+def group_arms(summaries: Sequence[RunSummary], order: Sequence[str]) -> list[Arm]:
+    """Arms in ``order`` (the order their first run was found: a sweep's job order)."""
+    arms: dict[str, list[RunSummary]] = {name: [] for name in order}
     for s in summaries:
         arms.setdefault(s.run.arm, []).append(s)
-    return [Arm(name, sorted(m, key=lambda s: s.run.seed or 0)) for name, m in sorted(arms.items())]
+    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items() if m]
 
 
-def pick_baseline(arms: Sequence[Arm], baseline: str) -> Arm:
-    if len(arms) == 1:  # runs that differ in no choice: one arm, compared with nothing
+def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
+    """The arm named ``baseline`` (its whole name, one of its words, or ``key=value``'s
+    value); None: the first arm, i.e. that of the sweep's first job (``experiment=
+    comparison`` sweeps the DCGAN discriminator first)."""
+    if baseline is None or len(arms) == 1:
         return arms[0]
     for arm in arms:
+        words = arm.name.split()
         if (
             arm.name == baseline
-            or baseline in arm.name.split()
-            or any(part.endswith(f"={baseline}") for part in arm.name.split())
+            or baseline in words
+            or any(w.endswith(f"={baseline}") for w in words)
         ):
             return arm
     raise UserError(
         f"no arm is the baseline {baseline!r}: the arms are {[a.name for a in arms]}. Pass "
-        "--baseline <one of them> (the arm every other arm is compared with)."
+        "baseline=<one of them> (the arm every other arm is compared with)."
     )
+
+
+def best_within(steps: Sequence[int], values: Sequence[float], max_step: float) -> float | None:
+    """The best (lowest) finite value among evaluations at ``step <= max_step``."""
+    within = [v for s, v in zip(steps, values, strict=True) if s <= max_step and math.isfinite(v)]
+    return min(within, default=None)
 
 
 def quality_levels(baseline: Arm, fractions: Sequence[float] = LEVEL_FRACTIONS) -> list[float]:
@@ -395,57 +561,17 @@ def quality_levels(baseline: Arm, fractions: Sequence[float] = LEVEL_FRACTIONS) 
     return sorted(set(levels), reverse=True)
 
 
-@dataclass
-class Reaching:
-    """Generator steps and wall-clock at which a run first reached a level (None: never)."""
-
-    steps: int | None
-    seconds: float | None
-
-
-def reaching(summary: RunSummary, level: float) -> Reaching:
-    i = first_reaching(summary.fid.steps, summary.fid.values, level)
-    if i is None:
-        return Reaching(None, None)
-    return Reaching(summary.fid.steps[i], summary.fid.seconds[i])
-
-
-def level_ratios(arm: Arm, baseline: Arm, level: float) -> tuple[PairedRatio, PairedRatio]:
-    """Paired arm / baseline ratios of (generator steps, wall-clock) to ``level``."""
-
-    def costs(a: Arm, what: str) -> dict[int, float | None]:
-        return a.by_seed({s.run.seed: getattr(reaching(s, level), what) for s in a.runs})
-
-    return (
-        paired_ratio(costs(arm, "steps"), costs(baseline, "steps")),
-        paired_ratio(costs(arm, "seconds"), costs(baseline, "seconds")),
-    )
-
-
-STEP_SLACK = 2  # a resumed run may log its evaluations a step or two off the others'
-
-
-def value_at_step(summary: RunSummary, step: int) -> float | None:
-    """The FID evaluated at ``step`` (within :data:`STEP_SLACK` generator steps)."""
-    for s, v in zip(summary.fid.steps, summary.fid.values, strict=True):
-        if abs(s - step) <= STEP_SLACK:
-            return v
-    return None
-
-
-def common_steps(arms: Sequence[Arm], count: int = 6) -> list[int]:
-    """Evaluation steps to compare all arms at: spread over the steps every arm's longest
-    run evaluated, plus the last step of the shortest arm (e.g. a 30-minute run)."""
-    per_arm = [set().union(*(set(s.fid.steps) for s in a.runs)) for a in arms if a.runs]
-    union = sorted(set().union(*per_arm))
-    if not union:
-        return []
-    picks = {
-        union[min(len(union) - 1, round(i * (len(union) - 1) / (count - 1)))] for i in range(count)
-    }
-    picks |= {max(steps) for steps in per_arm if steps}
-    picks |= min(per_arm, key=max)  # every evaluation of the shortest arm (a 30-minute run)
-    return sorted(picks)
+def evaluation_grid(arms: Sequence[Arm]) -> list[int]:
+    """Every generator step at which some run was evaluated (equal budgets: one grid)."""
+    own = [set(s.fid.steps) for a in arms for s in a.runs]
+    merged: list[int] = []
+    for k in sorted(set().union(*own)):
+        # a resumed run's evaluation a step or two off is the same grid point, unless one
+        # run was evaluated at both (a grid that fine)
+        near = merged and k - merged[-1] <= STEP_SLACK
+        if not near or any(k in steps and merged[-1] in steps for steps in own):
+            merged.append(k)
+    return merged
 
 
 # -- the real-data floor -----------------------------------------------------------------------
@@ -501,22 +627,29 @@ def fmt(value: float | int | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_interval(iv: Interval | None, digits: int = 2) -> str:
-    if iv is None:
-        return NA
-    if iv.low is None:
-        return f"{iv.mean:.{digits}f}"  # one run: no interval
-    return f"{iv.mean:.{digits}f} [{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
+def fmt_estimate(est: Estimate | None, digits: int = 2, of: int | None = None) -> str:
+    """``mean [low, high]``, prefixed by its bound (``>=``) and followed by ``(n/of)`` when
+    fewer than ``of`` seeds have a value."""
+    if est is None:
+        return NA if not of else f"{NA} (0/{of})"
+    text = f"{est.bound} " if est.bound else ""
+    text += f"{est.mean:.{digits}f}"
+    if est.low is not None:
+        text += f" [{est.low:.{digits}f}, {est.high:.{digits}f}]"
+    if of and est.n < of:
+        text += f" ({est.n}/{of})"
+    return text
 
 
-def fmt_ratio(ratio: PairedRatio) -> str:
-    parts = [fmt_interval(ratio.interval)]
-    if ratio.ratios:
-        parts.append("seeds " + ", ".join(f"{s}: {r:.2f}" for s, r in ratio.ratios.items()))
-    if ratio.arm_never:
-        parts.append(f"arm never reached it: seeds {ratio.arm_never}")
-    if ratio.baseline_never:
-        parts.append(f"baseline never reached it: seeds {ratio.baseline_never}")
+def fmt_ratio(ratio: Ratio) -> str:
+    parts = [fmt_estimate(ratio.estimate)]
+    if ratio.per_seed:
+        parts.append("seeds " + ", ".join(
+            f"{s}: {kind}{r:.2f}" for s, (r, kind) in ratio.per_seed.items()))  # fmt: skip
+    if ratio.neither:
+        parts.append(f"neither reached it: seeds {ratio.neither}")
+    if ratio.unpaired:
+        parts.append(f"unpaired seeds {ratio.unpaired}")
     return "; ".join(parts)
 
 
@@ -537,12 +670,10 @@ def _pyplot():
     return plt
 
 
-def _mean_curve(
-    runs: Sequence[RunSummary], tag: str | None = None
-) -> tuple[list[int], list[float]]:
+def _mean_curve(runs: Sequence[RunSummary], tag: str) -> tuple[list[int], list[float]]:
     by_step: dict[int, list[float]] = {}
     for s in runs:
-        series = s.fid if tag is None else s.run.series(tag)
+        series = s.run.series(tag)
         for step, value in zip(series.steps, series.values, strict=True):
             if math.isfinite(value):
                 by_step.setdefault(step, []).append(value)
@@ -551,20 +682,20 @@ def _mean_curve(
 
 
 def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Path | None:
-    """``fid.png``: FID against generator steps and wall-clock; ``precision_recall.png``."""
+    """``fid.png``: FID against generator steps and wall-clock, precision and recall."""
     plt = _pyplot()
     if not any(s.fid.values for a in arms for s in a.runs):
         return None
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     (ax_steps, ax_time), (ax_p, ax_r) = axes
     for i, arm in enumerate(arms):
-        colour = f"C{i}"
+        colour = f"C{i % 10}"
         for s in arm.runs:
             ax_steps.plot(s.fid.steps, s.fid.values, color=colour, alpha=0.35, linewidth=0.8)
             ax_time.plot([t / 60 for t in s.fid.seconds], s.fid.values, color=colour,
                          alpha=0.6, linewidth=0.9, marker=".")  # fmt: skip
-        ax_steps.plot(*_mean_curve(arm.runs), color=colour, linewidth=2.2, label=f"{arm.name} "
-                      f"(mean of {len(arm.runs)})")  # fmt: skip
+        ax_steps.plot(*_mean_curve(arm.runs, FID), color=colour, linewidth=2.2,
+                      label=f"{arm.name} (mean of {len(arm.runs)})")  # fmt: skip
         for ax, tag in ((ax_p, "val/precision"), (ax_r, "val/recall")):
             ax.plot(*_mean_curve(arm.runs, tag), color=colour, linewidth=2, label=arm.name)
     for level in levels:
@@ -596,7 +727,7 @@ def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
     fig, axes = plt.subplots(len(arms), 3, figsize=(15, 3.4 * len(arms)), squeeze=False)
     for row, arm in zip(axes, arms, strict=True):
         for i, s in enumerate(arm.runs):
-            label = f"seed {s.run.seed}" if s.run.seed is not None else s.run.name
+            label = f"seed {s.seed}" if s.seed is not None else s.run.name
             for ax, (title, key) in zip(row, CURVES, strict=True):
                 step = s.run.series(f"train/{key}")
                 ax.plot(step.steps, step.values, color=f"C{i}", linewidth=0.6, alpha=0.35)
@@ -616,186 +747,301 @@ def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
     return path
 
 
-def plot_sample_panel(arms: Sequence[Arm], out: Path, columns: int = 4) -> Path | None:
-    """``samples.png``: each arm's fixed-noise samples (its lowest seed) at equal generator
-    steps, side by side -- the founding slides' "DCGAN vs CapsuleGAN after N" panels. Needs
-    the runs' ``samples/step_NNNNNN.png`` (``callbacks.sample_grid.every_n_steps``)."""
-    grids: dict[str, dict[int, Path]] = {}
+def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Path | None:
+    """``samples.png``: every seed of every arm (a row each), fixed-noise samples at equal
+    generator steps (up to 5 of the evaluation grid, the budget included): a collapsed
+    seed shows as plainly as a good one. Needs the runs' ``samples/step_NNNNNN.png``
+    (``callbacks.sample_grid.every_n_steps``); a report re-rendered from CSVs has none."""
+    rows = []
     for arm in arms:
-        first = arm.runs[0].run.path / "samples"
-        grids[arm.name] = {int(p.stem.split("_")[1]): p for p in first.glob("step_*.png")}
-    all_steps = sorted(set().union(*(set(g) for g in grids.values())))
-    if not all_steps:
+        for s in arm.runs:
+            pngs = {
+                int(p.stem.split("_")[1]): p for p in (s.run.path / "samples").glob("step_*.png")
+            }
+            rows.append((f"{arm.name}\nseed {s.seed}", pngs))
+    if not any(pngs for _, pngs in rows) or not grid:
         return None
-    ends = sorted({max(g) for g in grids.values() if g})
-    picks = {all_steps[round(i * (len(all_steps) - 1) / (columns - 1))] for i in range(columns)}
-    steps = sorted(picks | set(ends))[: columns + 2]
+    picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})
     plt = _pyplot()
-    fig, axes = plt.subplots(len(arms), len(steps), figsize=(2.6 * len(steps), 2.8 * len(arms)),
+    fig, axes = plt.subplots(len(rows), len(picks), figsize=(2.4 * len(picks), 2.5 * len(rows)),
                              squeeze=False)  # fmt: skip
-    for row, arm in zip(axes, arms, strict=True):
-        for ax, step in zip(row, steps, strict=True):
+    for ax_row, (label, pngs) in zip(axes, rows, strict=True):
+        for ax, step in zip(ax_row, picks, strict=True):
             ax.set_xticks([])
             ax.set_yticks([])
-            path = grids[arm.name].get(step)
+            near = sorted((abs(k - step), k) for k in pngs if abs(k - step) <= STEP_SLACK)
+            path = pngs[near[0][1]] if near else None
             if path is not None:
                 ax.imshow(plt.imread(path), cmap="gray")
             else:
-                ax.text(0.5, 0.5, "not trained\nthis far", ha="center", va="center")
-            if ax is row[0]:
-                ax.set_ylabel(arm.name)
+                ax.text(0.5, 0.5, "no grid\nat this step", ha="center", va="center")
+            if ax is ax_row[0]:
+                ax.set_ylabel(label, fontsize="small")
             ax.set_title(f"step {step}", fontsize="small")
     fig.tight_layout()
     path = out / "samples.png"
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-# -- report.md ---------------------------------------------------------------------------------
+# -- report.md, one function per section -------------------------------------------------------
 
 
-def render(
-    arms: Sequence[Arm],
-    baseline: Arm,
-    levels: Sequence[float],
-    level_note: str,
-    floor_note: str,
-    excluded: Sequence[Run],
-    plots: Sequence[Path],
-) -> str:
-    runs = [s for a in arms for s in a.runs]
-    lines = ["# Discriminator comparison report", ""]
+@dataclass
+class Context:
+    arms: list[Arm]
+    baseline: Arm
+    levels: list[float]
+    grid: list[int]
+
+    @property
+    def others(self) -> list[Arm]:
+        return [a for a in self.arms if a is not self.baseline]
+
+    @property
+    def metrics(self) -> list[tuple[str, str, int, bool]]:
+        """The METRICS some run logged (older runs have no precision / recall)."""
+        logged = {t for a in self.arms for s in a.runs for t in s.run.scalars}
+        return [m for m in METRICS if m[1] in logged]
+
+
+def section_header(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[Run],
+                   running: Sequence[Run]) -> list[str]:  # fmt: skip
+    runs = [s for a in ctx.arms for s in a.runs]
+    budgets = {a.name: a.budget for a in ctx.arms}
+    lines = [f"# {title}", ""]
     lines += [
-        f"{len(runs)} runs in {len(arms)} arms; baseline arm: **{baseline.name}**. Steps are "
-        "generator steps; wall-clock counts from each run's start, quality evaluations "
-        "included. Intervals are 95 % t-intervals over seeds (`mean [low, high]`); a value "
-        "without one comes from a single run.",
-        "",
-        f"Real-data FID floor: {floor_note}.",
-        "",
-        f"Quality levels (FID): {', '.join(f'**{v:.1f}**' for v in levels) or NA} -- {level_note}.",
+        f"{len(runs)} runs in {len(ctx.arms)} arms; baseline arm: **{ctx.baseline.name}** "
+        "(every other arm is compared with it). Steps are generator steps; wall-clock counts "
+        "from each run's start, quality evaluations included.",
         "",
     ]
-    if excluded:
-        lines += ["Left out (did not finish, or logged no val/fid): " + "; ".join(
-            f"`{r.name}` ({describe_end(r)})" for r in excluded) + ".", ""]  # fmt: skip
-        if any(r.status == "interrupted" for r in excluded):
-            lines += ["Interrupted sweep jobs resume with `python src/train.py -m <the sweep's "
-                      "overrides> hydra.sweep.dir=<sweep> ckpt_path=last`.", ""]  # fmt: skip
-
-    lines += ["## Per arm", ""]
-    head = ["arm", "runs", "best FID", "final FID"]
-    head += [f"final {c}" for c, _, _ in FINAL_METRICS]
-    head += ["G steps", "flattened", "collapsed", "min / 1000 steps", "eval share"]
-    rows = []
-    for arm in arms:
-        per_k = [s.seconds / 60 / s.final_step * 1000 for s in arm.runs if s.final_step]
-        rows.append(
-            [arm.name, str(len(arm.runs)),
-             fmt_interval(arm.interval(s.best_fid for s in arm.runs), 1),
-             fmt_interval(arm.interval(s.final_fid for s in arm.runs), 1)]
-            + [fmt_interval(arm.interval(s.final.get(tag) for s in arm.runs), d)
-               for _, tag, d in FINAL_METRICS]
-            + [fmt_interval(arm.interval(s.final_step for s in arm.runs), 0),
-               f"{sum(s.flattened_step is not None for s in arm.runs)}/{len(arm.runs)}",
-               f"{sum(s.collapse is not None for s in arm.runs)}/{len(arm.runs)}",
-               fmt_interval(t_interval(per_k), 2),
-               fmt_interval(arm.interval(s.eval_share for s in arm.runs), 3)]
-        )  # fmt: skip
-    lines += table(head, rows)
+    if len(set(budgets.values())) == 1:
+        lines += [f"Budget: **{next(iter(budgets.values()))} generator steps for every arm**, "
+                  f"evaluated at steps {', '.join(map(str, ctx.grid))}.", ""]  # fmt: skip
+    else:
+        lines += ["**Unequal budgets** (the longest run of each arm: "
+                  + ", ".join(f"{k} {v}" for k, v in budgets.items())
+                  + "): a column past an arm's budget compares the arms that trained that "
+                  "far, and the at-the-budget values are at different steps.", ""]  # fmt: skip
     lines += [
+        "Methods (`capsgan.statistics`): `mean [low, high]` is the mean over seeds with its "
+        "95 % percentile-bootstrap interval, which stays inside each metric's range; with "
+        "few seeds it is close to the seeds' range and under-covers, so every arm-vs-baseline "
+        "row carries an exact permutation test of the difference in mean ranks "
+        f"(two-sided; with {len(ctx.baseline.runs)} baseline seeds the smallest possible "
+        f"p is {smallest_p(len(ctx.baseline.runs), len(ctx.baseline.runs)):.3f} against an "
+        "arm of as many). Costs to a level are interpolated between evaluations; a seed that "
+        "never reached a level counts at its budget, and the value is then a bound (`>=`).",
         "",
-        "Final values are those of each run's last evaluation. *Flattened*: the FID curve met "
-        "the plateau rule (`capsgan.convergence`). *Collapsed*: fewer than "
+        f"Real-data FID floor: {notes['floor']}.",
+        "",
+        "Quality levels (FID): "
+        f"{', '.join(f'**{v:.1f}**' for v in ctx.levels) or NA} -- {notes['levels']}.",
+        "",
+        "KID is the unbiased MMD² in the classifier's 128-d feature space, in raw units "
+        "(not x 1000): it can be slightly negative; docs/metrics.md has its noise level.",
+        "",
+    ]
+    if running:
+        lines += ["Still training (reported with its evaluations so far): " + "; ".join(
+            f"`{r.name}` ({r.error})" for r in running) + ".", ""]  # fmt: skip
+    if left_out:
+        lines += ["Left out (did not finish, or logged no val/fid): " + "; ".join(
+            f"`{r.name}` ({describe_end(r)})" for r in left_out) + ".", ""]  # fmt: skip
+        if any(r.status in ("interrupted", "killed") for r in left_out):
+            lines += ["An interrupted sweep finishes when its command is run again with the "
+                      "same `hydra.sweep.dir=<sweep>`: finished jobs are skipped, the others "
+                      "resume from their last.ckpt (README, \"Scaling out\").", ""]  # fmt: skip
+    return lines
+
+
+def section_budget(ctx: Context) -> list[str]:
+    head = ["arm", "runs", "G steps", "best FID"]
+    head += [f"{name} at the budget" for name, _, _, _ in ctx.metrics]
+    head += ["collapsed", "min / 1000 steps", "eval share"]
+    rows = []
+    for arm in ctx.arms:
+        per_k = [s.final_seconds / 60 / s.final_step * 1000 for s in arm.runs if s.final_step]
+        rows.append(
+            [arm.name, str(len(arm.runs)), fmt(arm.budget),
+             fmt_estimate(arm.estimate(s.best_fid for s in arm.runs), 1)]
+            + [fmt_estimate(arm.estimate(s.final.get(tag) for s in arm.runs), d, len(arm.runs))
+               for _, tag, d, _ in ctx.metrics]
+            + [f"{sum(s.collapse is not None for s in arm.runs)}/{len(arm.runs)}",
+               fmt_estimate(bootstrap(per_k), 2),
+               fmt_estimate(arm.estimate(s.eval_share for s in arm.runs), 3)]
+        )  # fmt: skip
+    return [
+        "## At the budget",
+        "",
+        *table(head, rows),
+        "",
+        "Values at each run's last evaluation (every seed counted; `(k/n)` when k of n runs "
+        "logged the metric). *Best FID* is over the whole run. *Collapsed*: fewer than "
         f"{COLLAPSE_MODES} of 10 modes at the end, or a final FID above "
         f"{COLLAPSE_FID_FACTOR:g} x the run's best. *Eval share*: the part of the wall-clock "
         "spent measuring sample quality.",
         "",
     ]
 
-    lines += ["## Generator steps and minutes to each quality level", ""]
-    head = ["arm"] + [f"FID <= {v:.1f}: steps" for v in levels]
-    head += [f"FID <= {v:.1f}: min" for v in levels]
-    rows = []
-    for arm in arms:
-        cells = [arm.name]
-        reach = [[reaching(s, v) for s in arm.runs] for v in levels]
-        for per_level in reach:
-            done = [r.steps for r in per_level if r.steps is not None]
-            cells.append(f"{fmt_interval(t_interval(done), 0)} ({len(done)}/{len(per_level)})")
-        for per_level in reach:
-            done = [r.seconds / 60 for r in per_level if r.seconds is not None]
-            cells.append(fmt_interval(t_interval(done), 1))
-        rows.append(cells)
-    lines += table(head, rows)
-    lines += ["", "`(k/n)`: runs that reached the level; the interval is over those.", ""]
 
-    lines += [f"## Paired ratios to the baseline ({baseline.name})", ""]
-    lines += [
-        "Per seed, the arm's cost to reach a level divided by the baseline's, then the "
-        "geometric mean over seeds with its 95 % interval. The founding claim is a ratio of "
-        "about 0.33 in steps (a third of the epochs).",
+def section_tests(ctx: Context) -> list[str]:
+    if not ctx.others:
+        return []
+    rows = []
+    for arm in ctx.others:
+        for name, tag, digits, lower in ctx.metrics:
+            a = [s.final.get(tag) for s in arm.runs]
+            b = [s.final.get(tag) for s in ctx.baseline.runs]
+            p = rank_test(a, b)
+            ea, eb = bootstrap(a), bootstrap(b)
+            better = NA
+            if ea and eb and ea.mean != eb.mean:
+                better = arm.name if (ea.mean < eb.mean) == lower else ctx.baseline.name
+            rows.append([arm.name, name, fmt_estimate(ea, digits), fmt_estimate(eb, digits),
+                         better, verdict(p)])  # fmt: skip
+    return [
+        f"## Against the baseline ({ctx.baseline.name}) at the budget",
+        "",
+        *table(["arm", "metric", "arm", "baseline", "better mean", "rank test"], rows),
+        "",
+        "*Better mean* only says which mean is better; read it with the test: "
+        "*not significant* means these seeds cannot tell the arms apart.",
         "",
     ]
+
+
+def section_levels(ctx: Context) -> list[str]:
+    if not ctx.levels:
+        return []
+    head = ["arm"] + [f"FID <= {v:.1f}: steps" for v in ctx.levels]
+    head += [f"FID <= {v:.1f}: min" for v in ctx.levels]
     rows = []
-    for arm in (a for a in arms if a is not baseline):
-        for level in levels:
-            steps, seconds = level_ratios(arm, baseline, level)
-            rows.append([arm.name, f"{level:.1f}", fmt_ratio(steps), fmt_ratio(seconds)])
-    lines += table(["arm", "level", "steps ratio", "wall-clock ratio"], rows) if rows else [NA]
-    lines += [""]
+    for arm in ctx.arms:
+        cells = [arm.name]
+        for what, scale, digits in (("steps", 1.0, 0), ("seconds", 60.0, 1)):
+            for level in ctx.levels:
+                costs = list(arm.costs(level, what).values())
+                reached = sum(not c.censored for c in costs)
+                scaled = [Cost(c.value / scale, c.censored) for c in costs]
+                cells.append(f"{fmt_estimate(mean_cost(scaled), digits)} ({reached}/{len(costs)})")
+        rows.append(cells)
+    return [
+        "## Generator steps and minutes to each quality level",
+        "",
+        *table(head, rows),
+        "",
+        "`(k/n)`: seeds that reached the level. The others count at their budget, so the "
+        "mean is then a lower bound (`>=`).",
+        "",
+    ]
 
-    steps = common_steps(arms)
-    if steps:
-        lines += ["## FID at equal generator steps", ""]
-        rows = [
-            [arm.name] + [fmt_interval(arm.interval(value_at_step(s, k) for s in arm.runs), 1)
-                          for k in steps]
-            for arm in arms
-        ]  # fmt: skip
-        lines += [*table(["arm"] + [f"step {k}" for k in steps], rows), ""]
 
-    lines += ["## Stability", ""]
-    head = ["run", "arm", "seed", f"FID spread, last {LAST_EVALS}", "collapsed",
+def section_ratios(ctx: Context) -> list[str]:
+    if not ctx.others or not ctx.levels:
+        return []
+    rows = []
+    for arm in ctx.others:
+        for level in ctx.levels:
+            cells = [arm.name, f"{level:.1f}"]
+            for what in ("steps", "seconds"):
+                mine, base = arm.costs(level, what), ctx.baseline.costs(level, what)
+                cells.append(fmt_ratio(censored_ratio(mine, base)))
+                if what == "steps":
+                    cells.append(verdict(ratio_test(mine, base)))
+            rows.append(cells)
+    return [
+        f"## Ratios to the baseline ({ctx.baseline.name})",
+        "",
+        "Per seed, the arm's cost to reach a level divided by the baseline's; the geometric "
+        "mean over seeds with its bootstrap interval. A seed where only the arm never got "
+        "there enters as `>=` (its budget over the baseline's cost), one where only the "
+        "baseline never did as `<=`; then the mean is a bound too (`~`: bounds both ways). "
+        "The founding claim is a steps ratio of about 0.33.",
+        "",
+        *table(["arm", "level", "steps ratio", "steps: rank test", "wall-clock ratio"], rows),
+        "",
+    ]
+
+
+def section_grid(ctx: Context) -> list[str]:
+    if not ctx.grid:
+        return []
+    lines = ["## Every evaluation", "",
+             "Each metric at every step of the evaluation grid, every seed in the denominator "
+             "(`(k/n)`: only k of the arm's n runs were evaluated there).", ""]  # fmt: skip
+    for name, tag, digits, _ in ctx.metrics:
+        rows = []
+        for step in ctx.grid:
+            cells = [str(step)]
+            for arm in ctx.arms:
+                values = [s.at_step(tag, step) for s in arm.runs]
+                cells.append(fmt_estimate(bootstrap(values), digits, len(arm.runs)))
+            rows.append(cells)
+        lines += [f"### {name}", "", *table(["step", *(a.name for a in ctx.arms)], rows), ""]
+    return lines
+
+
+def section_stability(ctx: Context) -> list[str]:
+    head = ["run", "arm", "seed", f"FID spread, last {LAST_EVALS}", "collapsed", "stopped early",
             "D acc peak (step)", "D acc settled (std)"]  # fmt: skip
     rows = []
-    for s in runs:
-        acc = s.d_acc
-        rows.append([
-            f"`{s.run.name}`", s.run.arm, fmt(s.run.seed),
-            NA if s.spread is None else f"{100 * s.spread:.0f} %",
-            s.collapse or "no",
-            f"{acc['peak']:.2f} ({acc['peak_step']:.0f})" if acc else NA,
-            f"{acc['settled']:.2f} ({acc['settled_std']:.2f})" if acc else NA,
-        ])  # fmt: skip
-    lines += table(head, rows)
-    lines += [
+    for arm in ctx.arms:
+        for s in arm.runs:
+            acc = s.d_acc
+            rows.append([
+                f"`{s.run.name}`", arm.name, fmt(s.seed),
+                NA if s.spread is None else f"{100 * s.spread:.0f} %",
+                s.collapse or "no", s.stopped or "no",
+                f"{acc['peak']:.2f} ({acc['peak_step']:.0f})" if acc else NA,
+                f"{acc['settled']:.2f} ({acc['settled_std']:.2f})" if acc else NA,
+            ])  # fmt: skip
+    return [
+        "## Stability",
         "",
-        "The founding slides describe three phases of the discriminator's accuracy: a fast "
-        "rise to near 100 %, fluctuation while the generator learns, and a standstill near "
-        "50 % at convergence. *Peak* is the highest 5-point moving mean of `train/d_acc` and "
-        "the generator step it came at; *settled* is the mean (std) of the last 10 % of the "
+        *table(head, rows),
+        "",
+        "*Stopped early*: the opt-in plateau rule (`experiment=convergence`) ended the run "
+        'before its budget, "flattened" (its FID stayed within the tolerance of its best) '
+        'or "degraded after step N" (it rose above the best it had at step N). The founding '
+        "slides describe three phases of the discriminator's accuracy: a fast rise to near "
+        "100 %, fluctuation while the generator learns, and a standstill near 50 % at "
+        "convergence. *Peak* is the highest 5-point moving mean of `train/d_acc` and the "
+        "generator step it came at; *settled* is the mean (std) of the last 10 % of the "
         "logged values.",
         "",
     ]
 
-    lines += ["## Runs", ""]
-    head = ["run", "arm", "seed", "G steps", "best FID (step)", "final FID",
-            "flattened at", "precision", "recall", "modes", "minutes"]  # fmt: skip
+
+def section_runs(ctx: Context) -> list[str]:
+    head = ["run", "arm", "seed", "G steps", "best FID (step)", "final FID", "precision",
+            "recall", "modes", "mode KL", "minutes"]  # fmt: skip
     rows = [
-        [f"`{s.run.name}`", s.run.arm, fmt(s.run.seed), fmt(s.final_step),
+        [f"`{s.run.name}`", arm.name, fmt(s.seed), fmt(s.final_step),
          NA if s.best_fid is None else f"{s.best_fid:.1f} ({s.best_step})",
-         fmt(s.final_fid, 1), fmt(s.flattened_step) if s.best_fid is not None else NA,
-         fmt(s.final.get("val/precision"), 3), fmt(s.final.get("val/recall"), 3),
-         fmt(s.final.get("val/modes"), 0),
-         NA if s.seconds is None else f"{s.seconds / 60:.1f}"]
-        for s in runs
+         fmt(s.final_fid, 1), fmt(s.final.get("val/precision"), 3),
+         fmt(s.final.get("val/recall"), 3), fmt(s.final.get("val/modes"), 0),
+         fmt(s.final.get("val/mode_kl"), 3),
+         NA if s.final_seconds is None else f"{s.final_seconds / 60:.1f}"]
+        for arm in ctx.arms
+        for s in arm.runs
     ]  # fmt: skip
-    lines += table(head, rows)
-    lines += ["", "*Flattened at*: `-` = the curve was still improving when the run ended.", ""]
+    return ["## Runs", "", *table(head, rows), ""]
+
+
+def render(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[Run],
+           running: Sequence[Run], plots: Sequence[Path]) -> str:  # fmt: skip
+    lines = section_header(ctx, title, notes, left_out, running)
+    for section in (section_budget, section_tests, section_levels, section_ratios,
+                    section_grid, section_stability, section_runs):  # fmt: skip
+        lines += section(ctx)
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    return "\n".join(lines) + "\n"
+    lines += ["", f"Every run's curves: [{CURVES_CSV}]({CURVES_CSV}), what each run is: "
+              f"[{RUNS_CSV}]({RUNS_CSV}); `python src/report.py <this folder>` re-renders this "
+              "report from them.", ""]  # fmt: skip
+    return "\n".join(lines)
 
 
 def check_comparable(runs: Sequence[Run]) -> None:
@@ -818,45 +1064,68 @@ def check_comparable(runs: Sequence[Run]) -> None:
             )
 
 
+def report_title(runs: Sequence[Run]) -> str:
+    groups, others = varying_keys(runs)
+    what = ", ".join(groups + others)
+    return f"Comparison report: {what}" if what else "Report"
+
+
+def load_runs(paths: Sequence[Path]) -> list[Run]:
+    """The runs in ``paths``: report folders (curves.csv + runs.csv) or run / sweep folders."""
+    runs: list[Run] = []
+    folders = [p for p in paths if not (p.is_dir() and is_report_folder(p) and not is_run(p)
+                                        and not any(logged_runs(p)))]  # fmt: skip
+    for path in paths:
+        if path not in folders:
+            runs += load_csvs(path)
+    if folders:
+        common = Path(os.path.commonpath(folders))  # runs are named by their path below it
+        found = find_runs(folders)
+        runs += [load_run(f, root=common if common.is_dir() else None) for f in found]
+    return runs
+
+
 def write_report(
     paths: Sequence[str | Path],
     out_dir: str | Path | None = None,
-    baseline: str = "cnn",
+    baseline: str | None = None,
     levels: Sequence[float] | None = None,
     measure_floor_fid: bool = True,
 ) -> Path:
-    """Read the runs in ``paths``, write ``report.md`` and the plots; return report.md's path.
-
-    ``out_dir`` defaults to the single folder given, or to the common parent of several.
-    """
+    """Read the runs in ``paths``, write ``report.md``, the CSVs and the plots; return
+    report.md's path. ``out_dir`` defaults to the single folder given, or to the common
+    parent of several."""
     given = [Path(p).resolve() for p in paths]
     out = Path(out_dir or os.path.commonpath(given))
     reason = unwritable_reason(out)
     if reason:
         raise UserError(
-            f"the report cannot be written into {str(out)!r}: {reason}. Pass --out <a folder "
+            f"the report cannot be written into {str(out)!r}: {reason}. Pass out=<a folder "
             "you can write to>."
         )
-    folders = find_runs(paths)
-    out.mkdir(parents=True, exist_ok=True)
-    common = Path(os.path.commonpath(given))  # runs are named by their path below it
-    loaded = [load_run(f, root=common if common.is_dir() else None) for f in folders]
-    excluded = [r for r in loaded if r.status in FAILED_STATUSES or not r.series(FID).values]
-    runs = [r for r in loaded if r not in excluded]
+    for path in given:
+        if not path.is_dir():
+            find_runs([path])  # the one "not a folder" message
+    loaded = load_runs(given)
+    if not loaded:
+        find_runs(given)
+    left_out = [r for r in loaded if r.status in FAILED_STATUSES or not r.series(FID).values]
+    runs = [r for r in loaded if r not in left_out]
     if not runs:
         listing = "; ".join(f"`{r.name}` ({describe_end(r)})" for r in loaded)
         raise UserError(
-            f"none of the {len(loaded)} runs found has a finished job with val/fid: they "
-            f"failed or were interrupted ({listing}). See each run's train.log (and the "
-            "sweep's summary.md); resume an interrupted sweep with `python src/train.py -m "
-            "<its overrides> hydra.sweep.dir=<sweep> ckpt_path=last`."
+            f"none of the {len(loaded)} runs found can be reported: each failed, was "
+            f"interrupted or logged no val/fid ({listing}). See each run's train.log "
+            "(and the sweep's summary.md); run the sweep's command again with the same "
+            "hydra.sweep.dir to finish it."
         )
     check_comparable(runs)
     assign_arms(runs)
-    arms = group_arms([summarize_run(r) for r in runs])
+    order = list(dict.fromkeys(r.arm for r in runs))
+    arms = group_arms([summarize_run(r) for r in runs], order)
     base = pick_baseline(arms, baseline)
     if levels:
-        levels, level_note = sorted(levels, reverse=True), "given with --levels"
+        levels, level_note = sorted(levels, reverse=True), "given with levels="
     else:
         levels = quality_levels(base)
         level_note = (
@@ -864,12 +1133,19 @@ def write_report(
             + ", ".join(f"{f:g}" for f in LEVEL_FRACTIONS)
             + " of its generator steps"
         )
-    floor_note = "not measured (--no-floor)"
+    ctx = Context(arms, base, list(levels), evaluation_grid(arms))
+    floor_note = "not measured (floor=false)"
     if measure_floor_fid:
         _, floor_note = measure_floor(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csvs(runs, out)
     plots = [plot_quality(arms, levels, out), plot_training_curves(arms, out),
-             plot_sample_panel(arms, out)]  # fmt: skip
+             plot_sample_panel(arms, ctx.grid, out)]  # fmt: skip
+    if plots[2] is None and (out / "samples.png").is_file():
+        plots[2] = out / "samples.png"  # re-rendered from CSVs: the panel made from the runs
+    running = [r for r in runs if r.status == RUNNING]
+    notes = {"floor": floor_note, "levels": level_note}
     report = out / "report.md"
-    text = render(arms, base, levels, level_note, floor_note, excluded, [p for p in plots if p])
+    text = render(ctx, report_title(runs), notes, left_out, running, [p for p in plots if p])
     report.write_text(text)
     return report

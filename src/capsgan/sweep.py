@@ -21,6 +21,13 @@ summary is written. The sweep then exits with status 1 if any job failed.
 SIGTERM or Ctrl-C to the launching process stops the running jobs (each saves
 ``last.ckpt``), keeps the queued ones from starting, writes the summary and prints the
 command that resumes the sweep: docs/reliability.md, "Stopping a sweep".
+
+**Resuming a sweep** is running the same command again with the same ``hydra.sweep.dir``
+(Hydra itself has no "continue this multirun"). Each job looks at its folder first
+(:func:`job_plan`): a job that finished is skipped (its record and summary row kept), one
+with a ``last.ckpt`` resumes from it, one never started runs. A job folder that holds a
+*different* job (other overrides) is left as it was and the job refused. ``job.json``'s
+``launch`` and the summary say which jobs were skipped, resumed or run.
 """
 
 from __future__ import annotations
@@ -144,6 +151,42 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
     return out
 
 
+def read_job_record(job_dir: str | Path) -> dict[str, Any] | None:
+    """A job folder's ``job.json``, or None (none, or unreadable)."""
+    try:
+        record = json.loads((Path(job_dir) / JOB_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def job_plan(job_dir: str | Path, overrides: Sequence[str]) -> str:
+    """What a re-run of a sweep does with the job in ``job_dir``: ``"run"`` (never
+    started, or stopped before its first checkpoint), ``"skip"`` (it finished),
+    ``"resume"`` (from its ``last.ckpt``) or ``"conflict"`` (the folder holds a job with
+    other overrides). The callback (before the job) and the job itself ask the same files."""
+    previous = read_job_record(job_dir)
+    if previous is None:
+        return "run"
+    if list(previous.get("overrides") or []) != list(overrides):
+        return "conflict"
+    if previous.get("status") == "ok":
+        return "skip"
+    if (Path(job_dir) / "checkpoints" / "last.ckpt").is_file():
+        return "resume"
+    return "run"
+
+
+def conflict_message(job_dir: str | Path, overrides: Sequence[str]) -> str:
+    previous = read_job_record(job_dir) or {}
+    return (
+        f"the job folder {str(job_dir)!r} holds another job of an earlier sweep (overrides "
+        f"{' '.join(previous.get('overrides') or [])}), not this one ({' '.join(overrides)}); "
+        "it was left as it was. A sweep is resumed by the same command with the same "
+        "hydra.sweep.dir; for a different sweep pass a new hydra.sweep.dir."
+    )
+
+
 def raise_if_sweep_stopping() -> None:
     """In a job of a sweep that is being stopped: end the job before it starts."""
     if in_multirun() and (Path(HydraConfig.get().sweep.dir) / STOP_FILE).exists():
@@ -185,6 +228,8 @@ class SweepSummary(Callback):
         self._sweep_dir: Path | None = None
         self._stopped_by: tuple[str, int] | None = None
         self._job_here = False  # a job runs in the launching process (basic launcher)
+        self._plans: dict[str, str] = {}  # job folder -> job_plan(), between start and end
+        self._earlier_configs: dict[Path, dict[str, bytes]] = {}
 
     # -- in the job's process -----------------------------------------------------------
 
@@ -193,6 +238,14 @@ class SweepSummary(Callback):
         self._sweep_dir = Path(config.hydra.sweep.dir)
         self._sweep_dir.mkdir(parents=True, exist_ok=True)
         (self._sweep_dir / STOP_FILE).unlink(missing_ok=True)  # a resumed sweep runs again
+        # Hydra rewrites a job's .hydra/ files before the job can look at its folder: keep
+        # the earlier ones, to put back where a folder turns out to hold another job
+        self._earlier_configs = {
+            record.parent: {
+                p.name: p.read_bytes() for p in (record.parent / ".hydra").glob("*.yaml")
+            }
+            for record in self._sweep_dir.rglob(JOB_RECORD)
+        }
         self._launcher_pid = os.getpid()
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_stop_signal)
@@ -240,7 +293,13 @@ class SweepSummary(Callback):
             self._worker_handlers = {s: signal.signal(s, _job_signal_handler) for s in STOP_SIGNALS}
         out = config.hydra.runtime.output_dir
         self._started[out] = time.time()
-        write_json_atomically(Path(out) / JOB_RECORD, self._record(config, "running", None, None))
+        plan = job_plan(out, list(config.hydra.overrides.task))
+        self._plans[out] = plan
+        if plan in ("skip", "conflict"):
+            return  # the record stays as it was; the job itself skips or refuses
+        launch = {"run": "run", "resume": "resumed"}[plan]
+        record = self._record(config, "running", None, None, launch)
+        write_json_atomically(Path(out) / JOB_RECORD, record)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
@@ -251,6 +310,16 @@ class SweepSummary(Callback):
         self._worker_handlers = {}
         out = config.hydra.runtime.output_dir
         wall = time.time() - self._started.pop(out, time.time())
+        plan = self._plans.pop(out, "run")
+        if plan in ("skip", "conflict"):  # its earlier record, marked with this launch
+            record = read_job_record(out) or {}
+            record["launch"] = "skipped" if plan == "skip" else "refused: another job's folder"
+            write_json_atomically(Path(out) / JOB_RECORD, record)
+            if plan == "conflict" and self.keep_going and job_return.status == JobStatus.FAILED:
+                log.error("job %s refused: %s", config.hydra.job.num, job_return._return_value)
+                job_return.status = JobStatus.COMPLETED
+                job_return.return_value = None
+            return
         error, interrupted = None, False
         if job_return.status == JobStatus.FAILED:
             err = job_return._return_value  # the exception; .return_value would raise it
@@ -266,15 +335,20 @@ class SweepSummary(Callback):
                 job_return.status = JobStatus.COMPLETED
                 job_return.return_value = None
         status = "interrupted" if interrupted else "failed" if error else "ok"
-        write_json_atomically(Path(out) / JOB_RECORD, self._record(config, status, error, wall))
+        launch = "resumed" if plan == "resume" else "run"
+        record = self._record(config, status, error, wall, launch)
+        write_json_atomically(Path(out) / JOB_RECORD, record)
 
     @staticmethod
-    def _record(config: DictConfig, status: str, error: str | None, wall: float | None) -> dict:
+    def _record(
+        config: DictConfig, status: str, error: str | None, wall: float | None, launch: str
+    ) -> dict:
         return {
             "job": int(config.hydra.job.num),
             "overrides": list(OmegaConf.to_container(config.hydra.overrides.task)),
             "status": status,
             "error": error,
+            "launch": launch,  # what the latest launch of the sweep did with this job
             "wall_s": None if wall is None else round(wall, 1),
             "pid": os.getpid(),  # the launching process stops a running job through it
             "host": socket.gethostname(),
@@ -284,11 +358,24 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        for job_dir, files in self._earlier_configs.items():
+            record = read_job_record(job_dir) or {}
+            if str(record.get("launch", "")).startswith("refused"):  # put its record back
+                for name, content in files.items():
+                    (job_dir / ".hydra" / name).write_bytes(content)
         rows = self.collect(sweep_dir)
+        launches = [str(r.get("launch") or "run").split(":")[0] for r in rows]
+        if any(x != "run" for x in launches):
+            log.info(
+                "this launch: %s",
+                ", ".join(f"{launches.count(x)} {x}" for x in dict.fromkeys(launches)),
+            )
         for name in SUMMARY_NAMES:
             writer = write_csv if name.endswith(".csv") else write_markdown
             writer(sweep_dir / name, rows, self.metric)
-        failed = [r for r in rows if r["status"] != "ok"]
+        failed = [
+            r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
+        ]
         log.info("sweep summary: %s", sweep_dir / "summary.md")
         if self._stopped_by is not None:
             (sweep_dir / STOP_FILE).unlink(missing_ok=True)
@@ -360,13 +447,14 @@ def _value(row: dict[str, Any], key: str) -> str:
 
 def _table(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], list[list[Any]]]:
     keys = swept_keys(rows)
-    header = ["job", *keys, "status", "error", f"best {metric}", "epoch", "step",
-              f"final {metric}", "warning", "wall_s", "dir"]  # fmt: skip
+    header = ["job", *keys, "status", "this launch", "error", f"best {metric}", "epoch",
+              "step", f"final {metric}", "warning", "wall_s", "dir"]  # fmt: skip
     body = [
         [
             r["job"],
             *(_value(r, k) for k in keys),
             r["status"],
+            r.get("launch") or "run",
             r["error"] or "",
             "" if r.get("best") is None else f"{r['best']:.4g}",
             "" if r.get("best_epoch") is None else r["best_epoch"],  # counts from 1

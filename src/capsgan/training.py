@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
+import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -15,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from capsgan import run_info
@@ -33,7 +35,13 @@ from capsgan.gan_module import GAN
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
 from capsgan.loggers import check_logger_packages, flat_hparams, log_hparams, name_run
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
-from capsgan.sweep import in_multirun, raise_if_sweep_stopping, spawn_ddp_in_multirun
+from capsgan.sweep import (
+    conflict_message,
+    in_multirun,
+    job_plan,
+    raise_if_sweep_stopping,
+    spawn_ddp_in_multirun,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +90,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
             release_run_folder(output_dir)
 
 
+def _resumed_sweep_job(cfg: DictConfig, output_dir: str) -> dict[str, float] | None:
+    """In a sweep run again with its ``hydra.sweep.dir`` (:func:`capsgan.sweep.job_plan`):
+    a finished job's metrics (it is not trained again); for one with a ``last.ckpt``,
+    ``ckpt_path`` set to it; for one stopped before its first checkpoint, its earlier
+    TensorBoard events moved aside so the new run's curves do not mix with them."""
+    overrides = list(HydraConfig.get().overrides.task)
+    plan = job_plan(output_dir, overrides)
+    if plan == "conflict":
+        raise UserError(conflict_message(output_dir, overrides))
+    done = run_info.last_session(output_dir)
+    if plan == "skip" or (
+        cfg.get("ckpt_path") == LAST and done and done.get("status") == "completed"
+    ):
+        log.info("this job finished in an earlier launch of the sweep (%s); skipped", output_dir)
+        return dict((done or {}).get("metrics") or {})
+    if plan == "resume" and cfg.get("ckpt_path") is None:
+        with open_dict(cfg):
+            cfg.ckpt_path = LAST
+        log.info("resuming this job from %s/checkpoints/last.ckpt", output_dir)
+    events = Path(output_dir) / "tensorboard"
+    if plan == "run" and events.is_dir() and cfg.get("ckpt_path") is None:
+        aside = events.with_name(f"tensorboard.abandoned.{int(time.time())}")
+        events.rename(aside)
+        log.warning("this job stopped before its first checkpoint; its events moved to %s", aside)
+    return None
+
+
 def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, float]:
-    if in_multirun() and cfg.get("ckpt_path") == LAST:
-        done = run_info.last_session(output_dir)
-        if done and done.get("status") == "completed":  # resuming a sweep: this job is done
-            log.info("this job completed before (%s); not trained again", output_dir)
-            return dict(done.get("metrics") or {})
+    if in_multirun() and rank_zero:
+        done = _resumed_sweep_job(cfg, output_dir)
+        if done is not None:
+            return done
     if rank_zero:
         remove_stale_temp_files(output_dir)  # a killed run's half-written checkpoint
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
