@@ -23,6 +23,7 @@ from hydra import compose, initialize_config_dir
 
 from capsgan.benchmark import BroadcastRouting, ReferenceStep, run_benchmark
 from capsgan.errors import ConfigError
+from capsgan.hardware import resolve_precision
 from capsgan.models import RoutingCapsules, squash
 from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR, TINY_CAPSULES
@@ -200,6 +201,7 @@ class RecordSteps(L.Callback):
 def module_and_reference(cfg, batches: int = 4, seed: int = 7):
     """The initial weights; (module, losses) after ``batches`` Lightning batches; and the
     same for ReferenceStep on a copy of the module taken before training, same images."""
+    resolve_precision(cfg, "cpu")  # trainer.precision: auto, as train() does
     torch.manual_seed(0)
     module = build_gan(
         cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)

@@ -43,6 +43,7 @@ from capsgan.config import validate_bench_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError
 from capsgan.gan_module import GAN
+from capsgan.hardware import check_speed_switches, resolve_precision
 from capsgan.losses import discriminator_loss, generator_loss
 from capsgan.models.capsules import RoutingCapsules, squash
 from capsgan.models.interface import supports_capsule_trace
@@ -614,6 +615,9 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     """Run every measurement of ``cfg`` (see ``conf/bench.yaml``); write and return the JSON."""
     cfg = effective_cfg(cfg)
     validate_bench_config(cfg)  # before minutes of measuring: every bad key, one paragraph each
+    device = pick_device(cfg.device).type
+    check_speed_switches(cfg, device)
+    resolve_precision(cfg, device)  # trainer.precision: auto, as a training run on this device
     options = set(inspect.signature(GAN).parameters) - {"generator", "discriminator"}
     ReferenceStep.check_covers(options, str(cfg.trainer.precision))
     threads = torch.get_num_threads()
