@@ -268,7 +268,8 @@ class EpochTimeWarning(L.Callback):
         run = f", and the {epochs} epochs about {_duration(epochs * epoch_s)}" if epochs else ""
         fit = max(1, int(self.threshold_s / 3 / per_batch))  # batches for a ~10-minute epoch
         bf16 = (
-            " trainer.precision=bf16-mixed (faster on CPUs with AVX-512 BF16 and on GPUs),"
+            " trainer.precision=bf16-mixed (often faster on CPUs with AVX-512 BF16 or AMX:"
+            " measure it with src/bench.py),"
             if str(trainer.precision) == "32-true"
             else ""
         )

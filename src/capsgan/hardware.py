@@ -73,9 +73,9 @@ def auto_precision(device: str) -> PrecisionChoice:
     if device == "cpu":
         return PrecisionChoice(
             FP32,
-            "on a CPU auto keeps fp32: bf16-mixed is ~15x slower where bf16 is emulated and "
-            "its gain varies by CPU and preset where native; opt in with "
-            "trainer.precision=bf16-mixed after measuring (README, Speed)",
+            "bf16-mixed is ~15x slower on CPUs that emulate bf16 and its gain varies by CPU, "
+            "preset and load on the others; opt in with trainer.precision=bf16-mixed after "
+            "measuring (README, Speed)",
         )
     return PrecisionChoice(FP32, f"bf16 autocast is not measured on {device}")
 
