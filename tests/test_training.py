@@ -17,6 +17,7 @@ from omegaconf import open_dict
 
 from capsgan import gan_module
 from capsgan.callbacks import TrainingLog
+from capsgan.hardware import resolve_precision
 from capsgan.losses import discriminator_loss
 from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
@@ -105,6 +106,7 @@ def test_each_optimizer_steps_only_its_own_network(make_cfg) -> None:
     before_g = [p.detach().clone() for p in module.generator.parameters()]
     before_d = [p.detach().clone() for p in module.discriminator.parameters()]
     datamodule = hydra.utils.instantiate(cfg.data)
+    resolve_precision(cfg, "cpu")  # trainer.precision: auto, as train() does
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
     opt_g, opt_d = (o.optimizer if hasattr(o, "optimizer") else o for o in trainer.optimizers)
