@@ -21,15 +21,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fake_devices(monkeypatch, cuda: bool = False, mps: bool = False, native_bf16: bool = False):
-    """torch's answers for a machine with (or without) a CUDA GPU / MPS; the bf16 query
-    answers True for an emulating GPU unless ``including_emulation=False`` is asked."""
+    """torch's answers for a machine with (or without) a CUDA GPU / MPS: an H100's compute
+    capability, or a T4's (which emulates bf16: is_bf16_supported() says yes there)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-    monkeypatch.setattr(
-        torch.cuda,
-        "is_bf16_supported",
-        lambda including_emulation=True: cuda and (native_bf16 or including_emulation),
-    )
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda)
+    capability = (9, 0) if native_bf16 else (7, 5)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
 
 
@@ -61,9 +60,9 @@ def test_device_type_of_an_accelerator_object() -> None:
     [(True, True, "bf16-mixed"), (True, False, "32-true"), (False, False, "32-true")],
 )
 def test_auto_precision_follows_the_device(monkeypatch, cuda, native_bf16, expected) -> None:
-    """bf16-mixed only on a GPU that computes bf16 natively (an emulating one would say
-    yes to torch.cuda.is_bf16_supported() without including_emulation=False); fp32 on the
-    CPU, even one with native bf16 (README "Speed")."""
+    """bf16-mixed only on a GPU that computes bf16 natively (an emulating one says yes to
+    torch.cuda.is_bf16_supported()); fp32 on the CPU, even one with native bf16 (README
+    "Speed")."""
     fake_devices(monkeypatch, cuda=cuda, native_bf16=native_bf16)
     cfg = compose_train_cfg()
     assert cfg.trainer.precision == "auto"  # the default

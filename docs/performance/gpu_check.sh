@@ -42,7 +42,7 @@ if not torch.cuda.is_available():
 for i in range(torch.cuda.device_count()):
     p = torch.cuda.get_device_properties(i)
     print(f"cuda:{i} {p.name}, {p.total_memory / 2**30:.0f} GiB, compute capability "
-          f"{p.major}.{p.minor}, native bf16: {torch.cuda.is_bf16_supported(including_emulation=False)}")
+          f"{p.major}.{p.minor}, native bf16: {p.major >= 8 or bool(torch.version.hip)}")
 EOF
 status=$?
 record "device visible" $status

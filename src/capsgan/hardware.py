@@ -53,12 +53,21 @@ class PrecisionChoice:
     reason: str
 
 
+def native_bf16_gpu() -> bool:
+    """Whether the current CUDA device computes bf16 natively: compute capability 8.0+
+    (Ampere, Hopper...), or any ROCm device. The rule of
+    ``torch.cuda.is_bf16_supported(including_emulation=False)``, whose argument torch
+    versions before it lack; without it that query also says yes where bf16 is emulated."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability()[0] >= 8
+
+
 def auto_precision(device: str) -> PrecisionChoice:
     """What ``trainer.precision: auto`` means on ``device`` (see :func:`device_type`).
 
-    * CUDA: ``bf16-mixed`` when the GPU computes bf16 natively (compute capability 8.0+:
-      Ampere, Hopper...; ``torch.cuda.is_bf16_supported(including_emulation=False)``), else
-      fp32: older GPUs only emulate bf16.
+    * CUDA: ``bf16-mixed`` when the GPU computes bf16 natively (:func:`native_bf16_gpu`),
+      else fp32: older GPUs only emulate bf16.
     * CPU: always fp32. Where bf16 is emulated (no ``avx512_bf16`` / ``amx_bf16`` in
       /proc/cpuinfo) autocast is ~15x slower, and even where it is native the gain depends
       on the CPU and the preset (README "Speed"); the user opts in with
@@ -67,7 +76,7 @@ def auto_precision(device: str) -> PrecisionChoice:
     """
     if device == "cuda":
         name = torch.cuda.get_device_name()
-        if torch.cuda.is_bf16_supported(including_emulation=False):
+        if native_bf16_gpu():
             return PrecisionChoice(BF16, f"the GPU ({name}) computes bf16 natively")
         return PrecisionChoice(FP32, f"the GPU ({name}) has no native bf16 (before Ampere)")
     if device == "cpu":
