@@ -81,6 +81,7 @@ def test_quick_benchmark_writes_a_complete_json(tiny_data_dir: Path, tmp_path: P
         "data_images_per_s",
     }  # fmt: skip
     assert result["meta"]["matmul_size"] == 256 and result["meta"]["precision"] == "32-true"
+    assert "CPU" in result["meta"]["precision_why"]  # trainer.precision: auto, on this CPU
     figures = numbers({k: v for k, v in result.items() if k != "meta"})
     assert len(figures) > 50
     bad = [(p, v) for p, v in figures if not (math.isfinite(v) and v > 0)]

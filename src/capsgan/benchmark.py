@@ -635,19 +635,19 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     validate_bench_config(cfg)  # before minutes of measuring: every bad key, one paragraph each
     device = pick_device(cfg.device).type
     check_speed_switches(cfg, device)
-    resolve_precision(cfg, device)  # trainer.precision: auto, as a training run on this device
+    precision = resolve_precision(cfg, device)  # auto: as a training run on this device
     options = set(inspect.signature(GAN).parameters) - {"generator", "discriminator"}
     ReferenceStep.check_covers(options, str(cfg.trainer.precision))
     threads = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     try:
-        return _run(cfg)
+        return _run(cfg, precision.reason)
     finally:  # a caller in the same process (the test suite) keeps its thread count
         torch.set_num_threads(threads)
 
 
-def _run(cfg: DictConfig) -> dict[str, Any]:
+def _run(cfg: DictConfig, precision_why: str) -> dict[str, Any]:
     device = pick_device(cfg.device)
     out_path = Path(cfg.output)
     out_dir = out_path.parent
@@ -668,6 +668,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             "packages": package_versions(),
             "machine": machine(),
             "precision": precision,
+            "precision_why": precision_why,
             "compile": bool(cfg.get("compile", False)),
             "channels_last": bool(cfg.get("channels_last", False)),
             "batch_size": cfg.batch_size,
