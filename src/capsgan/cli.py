@@ -1,4 +1,5 @@
-"""What the entry points (``src/train.py``, ``src/train_classifier.py``, ``src/bench.py``)
+"""What the entry points (``src/train.py``, ``src/train_classifier.py``, ``src/bench.py``,
+``src/evaluate.py``)
 set up before Hydra runs: narrow filters for library messages a user cannot act on, the
 ``ckpt_path=latest`` resolver, and a plain message when an optional plugin is missing.
 """
