@@ -1,7 +1,7 @@
 """What the entry points (``src/train.py``, ``src/train_classifier.py``, ``src/bench.py``,
-``src/evaluate.py``)
-set up before Hydra runs: narrow filters for library messages a user cannot act on, the
-``ckpt_path=latest`` resolver, and a plain message when an optional plugin is missing.
+``src/evaluate.py``) set up before Hydra runs: narrow filters for library messages a user
+cannot act on, the ``ckpt_path=latest`` resolver, and a plain message when an optional
+plugin is missing.
 """
 
 from __future__ import annotations
