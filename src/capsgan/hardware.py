@@ -124,7 +124,8 @@ def check_speed_switches(cfg: DictConfig, device: str) -> None:
         "torch.compile's backward of the generator's channels-last transposed convolutions "
         "expects other gradient strides than the GPU kernels return, and the run dies after "
         "its first steps with `AssertionError: expected size ..., stride ...` in "
-        f"convolution_backward (an open PyTorch bug: {COMPILE_CHANNELS_LAST_BUG}). Use one "
-        "of the two: compile=true alone (it fuses the capsule routing's element-wise work) "
-        "or channels_last=true alone; either goes well with trainer.precision=bf16-mixed."
+        f"convolution_backward (an open PyTorch bug: {COMPILE_CHANNELS_LAST_BUG}). Turn one "
+        "of them off: channels_last=false keeps compile (it fuses the capsule routing's "
+        "element-wise work), compile=false keeps the NHWC convolutions; each alone works "
+        "there, with trainer.precision=bf16-mixed too."
     )
