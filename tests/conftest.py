@@ -45,6 +45,19 @@ def make_idx_root(root: Path, n_train: int = 320, n_test: int = 160) -> Path:
     return root
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``gpu``-marked tests, saying why, where torch sees no CUDA GPU (CI)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason=f"needs a CUDA GPU; torch {torch.__version__} sees none here "
+        "(on a GPU machine: bash docs/performance/gpu_check.sh)"
+    )
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures(

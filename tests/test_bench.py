@@ -21,8 +21,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from capsgan.benchmark import BroadcastRouting, ReferenceStep, run_benchmark
+from capsgan.benchmark import BroadcastRouting, ReferenceStep, check_targets, run_benchmark
 from capsgan.errors import ConfigError
+from capsgan.hardware import resolve_precision
 from capsgan.models import RoutingCapsules, squash
 from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR, TINY_CAPSULES
@@ -31,6 +32,7 @@ CASE_KEYS = {
     "discriminator", "routing_iterations", "batch_size", "steps_per_repeat",
     "lightning_images_per_s", "bare_images_per_s", "overhead_ratio", "flops_per_step",
     "achieved_flops_per_s", "flops_ratio_vs_matmul", "peak_memory_mb", "epoch_seconds_estimate",
+    "step_ms",
 }  # fmt: skip
 
 
@@ -78,10 +80,39 @@ def test_quick_benchmark_writes_a_complete_json(tiny_data_dir: Path, tmp_path: P
         "overhead_ratio_min", "capsule_flops_ratio_min", "routing_share_at_3_max",
         "data_images_per_s",
     }  # fmt: skip
+    assert result["meta"]["matmul_size"] == 256 and result["meta"]["precision"] == "32-true"
+    assert "CPU" in result["meta"]["precision_why"]  # trainer.precision: auto, on this CPU
     figures = numbers({k: v for k, v in result.items() if k != "meta"})
     assert len(figures) > 50
     bad = [(p, v) for p, v in figures if not (math.isfinite(v) and v > 0)]
     assert not bad, f"figures that are not positive and finite: {bad}"
+
+
+def test_a_cuda_run_is_held_to_the_gpu_targets() -> None:
+    """The issue-22 targets on a GPU: the step time is the full capsule preset's at
+    routing 3; the FLOP ratio is the lowest capsule case's."""
+
+    def case(name: str, iterations: int | None, step_ms: float, ratio: float) -> dict:
+        return {
+            "discriminator": name,
+            "routing_iterations": iterations,
+            "step_ms": step_ms,
+            "overhead_ratio": 0.95,
+            "flops_ratio_vs_matmul": ratio,
+            "routing_share": 0.1,
+        }
+
+    cases = [case("capsule", 3, 4.0, 0.35), case("capsule", 5, 9.0, 0.4),
+             case("capsule_small", 3, 2.0, 0.25)]  # fmt: skip
+    result = {"meta": {"device": "cuda"}, "cases": cases,
+              "data_pipeline": {"images_per_s": 1e6}}  # fmt: skip
+    targets = check_targets(result)
+    assert set(targets) == {"overhead_ratio_min", "capsule_flops_ratio_min", "capsule_step_ms_max"}
+    assert targets["capsule_step_ms_max"] == {"value": 4.0, "target": "<= 5", "met": True}
+    assert targets["capsule_flops_ratio_min"]["value"] == 0.25
+    assert not targets["capsule_flops_ratio_min"]["met"]
+    result["meta"]["device"] = "cpu"
+    assert "capsule_step_ms_max" not in check_targets(result)
 
 
 @pytest.mark.parametrize("iterations", [1, 3])
@@ -200,6 +231,7 @@ class RecordSteps(L.Callback):
 def module_and_reference(cfg, batches: int = 4, seed: int = 7):
     """The initial weights; (module, losses) after ``batches`` Lightning batches; and the
     same for ReferenceStep on a copy of the module taken before training, same images."""
+    resolve_precision(cfg, "cpu")  # trainer.precision: auto, as train() does
     torch.manual_seed(0)
     module = build_gan(
         cfg, hydra.utils.instantiate(cfg.generator), hydra.utils.instantiate(cfg.discriminator)

@@ -13,10 +13,12 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import lightning as L
 import pytest
+import torch
 from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
@@ -98,6 +100,29 @@ def test_warning_filters_match_only_their_message_and_module() -> None:
     finally:
         lightning_log.removeHandler(handler)
     assert [r.getMessage() for r in records] == ["GPU available: False"]
+
+
+def test_worker_advice_is_silenced_and_only_it(monkeypatch) -> None:
+    """Lightning's own check, on a machine where it would advise 15 workers: silent after
+    quiet_library_noise(); another warning of the same category still shows."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+    from lightning.pytorch.trainer.connectors import data_connector
+
+    monkeypatch.setattr(data_connector, "suggested_max_num_workers", lambda devices: 15)
+    trainer = SimpleNamespace(num_devices=1, reload_dataloaders_every_n_epochs=0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1)))
+
+    def caught(quiet: bool) -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if quiet:
+                cli.quiet_library_noise()
+            data_connector._worker_check(trainer, loader, "train_dataloader")
+            warnings.warn("another possible problem", PossibleUserWarning, stacklevel=1)
+        return [str(w.message)[:40] for w in seen]
+
+    assert caught(quiet=False)[0].startswith("The 'train_dataloader' does not have")
+    assert caught(quiet=True) == ["another possible problem"]
 
 
 def test_slow_epoch_is_announced_once_and_training_goes_on(make_cfg, caplog) -> None:

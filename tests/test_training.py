@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import lightning as L
@@ -15,6 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from capsgan import gan_module
+from capsgan.callbacks import TrainingLog
+from capsgan.hardware import resolve_precision
 from capsgan.losses import discriminator_loss
 from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
@@ -103,6 +106,7 @@ def test_each_optimizer_steps_only_its_own_network(make_cfg) -> None:
     before_g = [p.detach().clone() for p in module.generator.parameters()]
     before_d = [p.detach().clone() for p in module.discriminator.parameters()]
     datamodule = hydra.utils.instantiate(cfg.data)
+    resolve_precision(cfg, "cpu")  # trainer.precision: auto, as train() does
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
     opt_g, opt_d = (o.optimizer if hasattr(o, "optimizer") else o for o in trainer.optimizers)
@@ -232,6 +236,22 @@ def test_step_values_are_logged_when_the_logger_writes_and_epoch_means_once(
             assert mean == pytest.approx(sum(values[5 * epoch : 5 * epoch + 5]) / 5, rel=1e-5)
     for tag in ("epoch/g_loss", "epoch/d_acc", "train/d_x", "train/g_loss"):
         assert scalar_events(run, tag), tag
+
+
+def test_epoch_means_count_each_key_over_the_batches_that_returned_it() -> None:
+    """With d_steps_per_g=2, g_loss comes every second batch: its mean is over those."""
+    log = TrainingLog()
+    trainer = SimpleNamespace(
+        _logger_connector=SimpleNamespace(should_update_logs=False), fast_dev_run=False,
+        log_every_n_steps=100,
+    )  # fmt: skip
+    for batch_idx, d_loss in enumerate([1.0, 2.0, 3.0, 6.0], start=1):
+        stats = {"d_loss": torch.tensor(d_loss), "d_acc": torch.tensor(0.5)}
+        if batch_idx % 2 == 0:
+            stats["g_loss"] = torch.tensor(d_loss, dtype=torch.bfloat16)
+        log.on_train_batch_end(trainer, None, stats, None, batch_idx)
+    means = {k: v.item() for k, v in log.epoch_means().items()}
+    assert means == {"d_loss": 3.0, "d_acc": 0.5, "g_loss": 4.0}
 
 
 def test_hyperparameters_reach_tensorboards_hparams_tab(make_cfg) -> None:

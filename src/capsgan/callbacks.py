@@ -16,7 +16,6 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
-from torchmetrics.aggregation import MeanMetric
 from torchvision.utils import make_grid, save_image
 
 from capsgan import compat
@@ -32,25 +31,33 @@ class TrainingLog(L.Callback):
     Logging is kept off the per-batch path: each ``log`` call costs Lightning a fraction
     of a millisecond of Python, which with 15 calls a batch was ~10 % of a ``cnn`` step on
     the CPU (docs/performance.md). Step values are logged only on the batches Lightning's
-    logger writes (every ``log_every_n_steps`` batches, counted over the whole run); the
-    epoch means are accumulated on the device (torchmetrics ``MeanMetric``, no sync) and
-    logged once an epoch. Training batches are equal-sized (the loader drops the last
-    partial one), so the mean over batches is the mean over images; under DDP the means
-    are over every rank's batches.
+    logger writes (every ``log_every_n_steps`` batches, counted over the whole run). The
+    epoch means are running sums on the device, one stacked tensor per set of keys (a
+    batch with or without a generator step): one stack and one add a batch, no sync. Per
+    key a torchmetrics ``MeanMetric`` cost 0.2-0.3 ms of host time a batch (7 keys, about
+    50 kernel launches), which a GPU step of a few milliseconds cannot hide. Training
+    batches are equal-sized (the loader drops the last partial one), so the mean over
+    batches is the mean over images; under DDP every rank has as many batches, and the
+    logged means are averaged over the ranks (``sync_dist``).
     """
 
     def __init__(self) -> None:
-        self._means: dict[str, MeanMetric] = {}
+        # keys of a batch's statistics -> [their sums over the epoch's batches, batches]
+        self._sums: dict[tuple[str, ...], list[Any]] = {}
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
         batch_idx: int,
     ) -> None:  # fmt: skip
         stats: dict[str, Tensor] = outputs
-        for key, value in stats.items():
-            if key not in self._means:  # NaN checks would sync with the GPU every batch
-                self._means[key] = MeanMetric(nan_strategy="disable").to(value.device)
-            self._means[key].update(value)
+        keys = tuple(stats)
+        values = torch.stack([v.float() for v in stats.values()])  # bf16 ones as fp32
+        entry = self._sums.get(keys)
+        if entry is None:
+            self._sums[keys] = [values, 1]
+        else:
+            entry[0].add_(values)
+            entry[1] += 1
         if compat.logger_writes_this_batch(trainer):
             pl_module.log_dict(
                 {f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False
@@ -63,12 +70,21 @@ class TrainingLog(L.Callback):
                 prog_bar=True, on_step=True, on_epoch=False, logger=False,
             )  # fmt: skip
 
+    def epoch_means(self) -> dict[str, Tensor]:
+        """The mean of each key over this epoch's batches (that returned it), so far."""
+        sums: dict[str, Tensor] = {}
+        counts: dict[str, int] = {}
+        for keys, (values, batches) in self._sums.items():
+            for key, value in zip(keys, values, strict=True):
+                sums[key] = sums[key] + value if key in sums else value
+                counts[key] = counts.get(key, 0) + batches
+        return {key: sums[key] / counts[key] for key in sums}
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        means = {f"epoch/{k}": m.compute() for k, m in self._means.items() if m.update_count}
-        for metric in self._means.values():
-            metric.reset()
-        if means:  # compute() has already reduced over the DDP ranks
-            pl_module.log_dict(means, on_step=False, on_epoch=True)
+        means = {f"epoch/{k}": v for k, v in self.epoch_means().items()}
+        self._sums.clear()
+        if means:
+            pl_module.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
 
 
 class DivergenceGuard(L.Callback):
@@ -252,7 +268,8 @@ class EpochTimeWarning(L.Callback):
         run = f", and the {epochs} epochs about {_duration(epochs * epoch_s)}" if epochs else ""
         fit = max(1, int(self.threshold_s / 3 / per_batch))  # batches for a ~10-minute epoch
         bf16 = (
-            " trainer.precision=bf16-mixed (faster on CPUs with AVX-512 BF16 and on GPUs),"
+            " trainer.precision=bf16-mixed (often faster on CPUs with AVX-512 BF16 or AMX:"
+            " measure it with src/bench.py),"
             if str(trainer.precision) == "32-true"
             else ""
         )

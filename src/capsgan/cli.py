@@ -1,6 +1,7 @@
-"""What the entry points (``src/train.py``, ``src/train_classifier.py``, ``src/bench.py``)
-set up before Hydra runs: narrow filters for library messages a user cannot act on, the
-``ckpt_path=latest`` resolver, and a plain message when an optional plugin is missing.
+"""What the entry points (``src/train.py``, ``src/train_classifier.py``, ``src/bench.py``,
+``src/evaluate.py``) set up before Hydra runs: narrow filters for library messages a user
+cannot act on, the ``ckpt_path=latest`` resolver, and a plain message when an optional
+plugin is missing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from omegaconf import OmegaConf
 
 from capsgan.errors import ConfigError, user_errors
@@ -35,6 +37,10 @@ def quiet_library_noise() -> None:
     * Lightning's ``_pytree.py`` (2.6) uses torch's deprecated ``LeafSpec`` (torch 2.10+),
       a ``FutureWarning`` on the first Trainer of every process; the fix is Lightning's.
     * Lightning's "💡 Tip:" lines advertising its cloud loggers, on every Trainer.
+    * Lightning's advice to raise ``num_workers`` ("The 'train_dataloader' does not have
+      many workers ..."), on every machine with more than two cores: every loader here
+      serves batches of one in-memory tensor (:mod:`capsgan.data`), which workers would
+      only copy between processes, so the user can do nothing with it.
 
     Each filter matches one message from one module; nothing else is hidden. Idempotent.
     """
@@ -43,6 +49,11 @@ def quiet_library_noise() -> None:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    warnings.filterwarnings(
+        "ignore",
+        message=r"The '\w+' does not have many workers which may be a bottleneck",
+        category=PossibleUserWarning,
     )
     # rank_zero_info logs through this logger (lightning_utilities' rank_zero module is
     # pointed at it by lightning.pytorch; fabric's is the same mechanism)

@@ -681,7 +681,7 @@ BENCH_RULES = _file_rules(
     ("repeats", "int", at_least(1), ">= 1", "timed repeats", False, 5),
     ("steps", "int", at_least(1), ">= 1", "steps per repeat", False, 1),
     ("min_repeat_seconds", "float", at_least(0), ">= 0", "the least time per repeat", False, 1.0),
-    ("matmul_size", "int", at_least(1), ">= 1", "the reference matmul's size", False, 2048),
+    ("matmul_size", "int", at_least(1), ">= 1", "the reference matmul's size", True, 2048),
     ("data_epochs", "int", at_least(1), ">= 1", "passes over the loader", False, 3),
     ("threads", "int", at_least(1), ">= 1", "torch CPU threads", True, 2),
     ("output", "str", lambda v: True, "", "the JSON file"),

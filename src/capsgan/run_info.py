@@ -102,6 +102,15 @@ def start_session(
     return session
 
 
+def note_session(output_dir: str | Path, **fields: Any) -> None:
+    """Add ``fields`` to the newest session (what the run decided at start-up, e.g. the
+    precision ``auto`` stood for, and why)."""
+    info = _read(output_dir)
+    if info.get("sessions"):
+        info["sessions"][-1].update(fields)
+        _write(output_dir, info)
+
+
 def end_session(output_dir: str | Path, status: str, message: str | None = None, **extra: Any):
     """Record how the newest session ended: completed, failed, diverged, interrupted or
     crashed (an unexpected exception). Best effort: a full disk must not hide the error

@@ -32,6 +32,7 @@ from capsgan.errors import (
     user_errors,
 )
 from capsgan.gan_module import GAN
+from capsgan.hardware import check_speed_switches, device_type, resolve_precision
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
 from capsgan.loggers import check_logger_packages, flat_hparams, log_hparams, name_run
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
@@ -173,6 +174,13 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     # The values, then the models (their constructors' rules), before any data is read: a
     # bad sweep job fails in seconds.
     generator, discriminator = validate_config(cfg)
+    device = device_type(cfg.trainer.get("accelerator", "auto"))
+    check_speed_switches(cfg, device)  # compile + channels_last on a GPU: refused, why
+    precision = resolve_precision(cfg, device)  # trainer.precision: auto -> a Lightning value
+    if rank_zero_only.rank == 0:
+        run_info.note_session(
+            output_dir, precision={"value": precision.precision, "why": precision.reason}
+        )
     check_logger_packages(cfg)  # logger=wandb without wandb: the pip line, now
     # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())

@@ -1,0 +1,131 @@
+"""What the run's device decides, before the Trainer is built: which device Lightning's
+``trainer.accelerator`` will pick, what ``trainer.precision: auto`` becomes on it, and the
+speed switches that device cannot run together.
+
+Lightning accepts no ``"auto"`` precision, so :func:`resolve_precision` writes the chosen
+value into the config (the Trainer, TensorBoard's HPARAMS and the benchmark then read a
+concrete one) and says why; an explicit value is left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+from capsgan.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+BF16, FP32 = "bf16-mixed", "32-true"
+# The open PyTorch report behind the refusal of compile + channels_last on GPUs.
+COMPILE_CHANNELS_LAST_BUG = "https://github.com/pytorch/pytorch/issues/171622"
+
+
+def device_type(accelerator: Any) -> str:
+    """The device Lightning runs on for ``trainer.accelerator``: ``cuda``, ``mps`` or
+    ``cpu``; any other value (``tpu``, an Accelerator object) as its lower-case name.
+
+    ``auto`` and ``gpu`` pick as Lightning does for the devices this project supports: a
+    CUDA GPU when one is usable, else Apple's MPS, else (``auto`` only) the CPU.
+    """
+    if not isinstance(accelerator, str):  # CUDAAccelerator() -> "cuda"
+        return type(accelerator).__name__.lower().removesuffix("accelerator")
+    name = accelerator.lower()
+    if name in (AUTO, "gpu"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu" if name == AUTO else "gpu"  # "gpu" with none: Lightning says so
+    return name
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision ``auto`` stands for on one device, and why (for the log and run_info)."""
+
+    precision: str
+    reason: str
+
+
+def native_bf16_gpu() -> bool:
+    """Whether the current CUDA device computes bf16 natively: compute capability 8.0+
+    (Ampere, Hopper...), or any ROCm device. The rule of
+    ``torch.cuda.is_bf16_supported(including_emulation=False)``, whose argument torch
+    versions before it lack; without it that query also says yes where bf16 is emulated."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability()[0] >= 8
+
+
+def auto_precision(device: str) -> PrecisionChoice:
+    """What ``trainer.precision: auto`` means on ``device`` (see :func:`device_type`).
+
+    * CUDA: ``bf16-mixed`` when the GPU computes bf16 natively (:func:`native_bf16_gpu`),
+      else fp32: older GPUs only emulate bf16.
+    * CPU: always fp32. Where bf16 is emulated (no ``avx512_bf16`` / ``amx_bf16`` in
+      /proc/cpuinfo) autocast is ~15x slower, and even where it is native the gain depends
+      on the CPU and the preset (README "Speed"); the user opts in with
+      ``trainer.precision=bf16-mixed`` after measuring (``python src/bench.py``).
+    * MPS and anything else: fp32 (bf16 autocast there is not measured).
+    """
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        if native_bf16_gpu():
+            return PrecisionChoice(BF16, f"the GPU ({name}) computes bf16 natively")
+        return PrecisionChoice(FP32, f"the GPU ({name}) has no native bf16 (before Ampere)")
+    if device == "cpu":
+        return PrecisionChoice(
+            FP32,
+            "bf16-mixed is ~15x slower on CPUs that emulate bf16 and its gain varies by CPU, "
+            "preset and load on the others; opt in with trainer.precision=bf16-mixed after "
+            "measuring (README, Speed)",
+        )
+    return PrecisionChoice(FP32, f"bf16 autocast is not measured on {device}")
+
+
+def resolve_precision(cfg: DictConfig, device: str | None = None) -> PrecisionChoice:
+    """Replace ``trainer.precision: auto`` in ``cfg`` by the value for the run's device
+    (``device``, or the one ``trainer.accelerator`` picks) and log the choice; an explicit
+    value stays and is returned as the user's."""
+    value = cfg.trainer.get("precision", FP32)
+    if str(value) != AUTO:
+        return PrecisionChoice(str(value), "set in the config (trainer.precision)")
+    device = device or device_type(cfg.trainer.get("accelerator", AUTO))
+    choice = auto_precision(device)
+    with open_dict(cfg):
+        cfg.trainer.precision = choice.precision
+    log.info(
+        "trainer.precision=auto: %s on %s, because %s", choice.precision, device, choice.reason
+    )
+    return choice
+
+
+def check_speed_switches(cfg: DictConfig, device: str) -> None:
+    """Refuse ``compile=true`` with ``channels_last=true`` on a CUDA or MPS device.
+
+    There torch.compile's backward of a channels-last convolution chain (the DCGAN
+    generator's transposed convolutions) predicts NCHW gradient strides where the GPU
+    kernels return NHWC ones, and the run dies after its first steps in the generated
+    code's ``assert_size_stride`` (seen on an H200 with torch 2.11, every discriminator; the
+    open report is pytorch/pytorch#171622). The CPU kernels return the predicted strides,
+    so the combination runs there. ``tests/test_gpu.py`` has a strict-xfail reproducer of
+    our networks that starts passing once PyTorch fixes it: then lift this refusal.
+    """
+    if not (cfg.get("compile") and cfg.get("channels_last")) or device not in ("cuda", "mps"):
+        return
+    raise ConfigError(
+        f"compile=true together with channels_last=true does not run on {device.upper()}: "
+        "torch.compile's backward of the generator's channels-last transposed convolutions "
+        "expects other gradient strides than the GPU kernels return, and the run dies after "
+        "its first steps with `AssertionError: expected size ..., stride ...` in "
+        f"convolution_backward (an open PyTorch bug: {COMPILE_CHANNELS_LAST_BUG}). Turn one "
+        "of them off: channels_last=false keeps compile (it fuses the capsule routing's "
+        "element-wise work), compile=false keeps the NHWC convolutions; each alone works "
+        "there, with trainer.precision=bf16-mixed too."
+    )
