@@ -20,11 +20,12 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
 
 from capsgan import cli
 from capsgan.compat import PRIVATE_APIS
 from capsgan.errors import ConfigError
-from capsgan.loggers import auto_run_name, event_dirs, find_runs, flat_hparams
+from capsgan.loggers import auto_run_name, event_dirs, find_runs, run_hparams
 from capsgan.training import train
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train_cfg
 
@@ -114,7 +115,7 @@ def test_slow_epoch_is_announced_once_and_training_goes_on(make_cfg, caplog) -> 
     assert "one epoch of 6 batches" in slow[0] and "2 epochs" in slow[0]
     assert "discriminator=capsule_small" in slow[0] and "trainer.precision=bf16-mixed" in slow[0]
     assert "trainer.limit_train_batches=" in slow[0] and "Training goes on" in slow[0]
-    assert (Path(cfg.paths.output_dir) / "checkpoints" / "epoch_001.ckpt").exists()
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "epoch_0002.ckpt").exists()
 
 
 def test_optuna_search_without_its_extra_names_the_install_line(monkeypatch, capsys) -> None:
@@ -248,12 +249,23 @@ def fake_hydra(tmp_path: Path, overrides: list[str], mode: str, sweep: list[str]
     return hc
 
 
-def test_hparams_lead_with_the_chosen_and_overridden_keys(tmp_path: Path) -> None:
-    cfg = compose_train_cfg(["discriminator=capsule_small", "lr=1e-4", "paths.output_dir=/x"])
-    hc = fake_hydra(tmp_path, ["discriminator=capsule_small", "lr=1e-4"], "run")
-    keys = list(flat_hparams(cfg, hc))
-    assert keys[:4] == ["discriminator", "lr", "data", "generator"]
-    assert keys.index("channels_last") > keys.index("lr")
+def test_hparams_are_the_keys_that_identify_a_run(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        ["discriminator=capsule_small", "lr=1e-4", "trainer.max_epochs=3", "paths.output_dir=/x"]
+    )
+    typed = ["discriminator=capsule_small", "lr=1e-4", "trainer.max_epochs=3", "paths.log_dir=/x"]
+    params, apart = run_hparams(cfg, fake_hydra(tmp_path, typed, "run"))
+    assert params["discriminator"] == "capsule_small" and params["data"] == "mnist"
+    assert params["lr"] == 1e-4 and params["trainer/max_epochs"] == 3 and params["seed"] == 42
+    assert params["compile"] is False  # a boolean, not 0.0
+    assert "lr_g" not in params  # null: left out
+    assert not any(k.startswith(("paths", "trainer/accelerator", "data/root")) for k in params)
+    assert len(params) < 25  # not the whole config (72 keys)
+    assert apart == {"discriminator", "lr", "trainer/max_epochs"}  # a single run: as typed
+    sweep = ["discriminator=cnn,capsule_small", "seed=1,2", "trainer.max_epochs=3"]
+    job = ["discriminator=cnn", "seed=2", "trainer.max_epochs=3"]
+    _, apart = run_hparams(cfg, fake_hydra(tmp_path, job, "multirun", sweep))
+    assert apart == {"discriminator", "seed"}  # a sweep: what varies
 
 
 def test_run_names_say_what_sets_a_run_apart(tmp_path: Path) -> None:
@@ -299,15 +311,48 @@ def test_two_job_sweep_names_its_tensorboard_runs(tiny_data_dir: Path, tmp_path:
     assert names == {"discriminator=cnn", "discriminator=capsule_small"}
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "1"]  # epochs count from 1
+    for job, choice in (("0", "cnn"), ("1", "capsule_small")):
+        content = events_of(sweep / job).PluginTagToContent("hparams")
+        data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+        # what TensorBoard's HPARAMS view ticks: the first five after its backend's sort
+        # (differing keys first, then by name); alphabetically `discriminator` is sixth
+        _sort_and_reduce_to_hparams_limit(data.experiment)
+        assert "discriminator" in [h.name for h in data.experiment.hparam_infos][:5]
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]
+        ).session_start_info
+        assert start.group_name == f"discriminator={choice} (job {job})"  # the Trial ID
+        assert start.hparams["discriminator"].string_value == choice
+        assert start.hparams["compile"].WhichOneof("kind") == "bool_value"
 
 
-def test_fixed_noise_image_is_at_its_epochs_scalar_step(make_cfg) -> None:
+def test_numbering_agrees_across_console_files_and_events(make_cfg, caplog) -> None:
+    """Epochs from 1 and generator steps: the console's FID line, the checkpoint and sample
+    file names, the capsule plot's title and TensorBoard's x axis say the same numbers."""
+    caplog.set_level(logging.INFO, logger="capsgan")
     cfg = make_cfg("trainer.max_epochs=2", *SHORT)
     train(cfg)
-    acc = events_of(Path(cfg.paths.output_dir))
+    run = Path(cfg.paths.output_dir)
+    console = [r.getMessage() for r in caplog.records if "FID" in r.getMessage()]
+    assert [m.split(":")[0] for m in console] == [
+        "epoch 1, generator step 3",
+        "epoch 2, generator step 6",
+    ]
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*")) == [
+        "epoch_0001.ckpt",
+        "epoch_0002.ckpt",
+    ]
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
+        "epoch_0001.png",
+        "epoch_0002.png",
+    ]
+    acc = events_of(run)
     image_steps = [e.step for e in acc.Images("samples/fixed_noise")]
     assert image_steps == [e.step for e in acc.Scalars("epoch/d_loss")]
-    assert image_steps == [e.step for e in acc.Scalars("val/fid")] == [2, 5]
+    assert image_steps == [e.step for e in acc.Scalars("val/fid")] == [3, 6]
+    assert [e.step for e in acc.Scalars("val_capsules/agreement/real")] == [3, 6]
+    assert [e.value for e in acc.Scalars("epoch")][-1] == 2  # the last epoch is the 2nd
+    assert [e.step for e in acc.Scalars("train/d_loss")] == [1, 2, 3, 4, 5, 6]
 
 
 # -- loggers -------------------------------------------------------------------------------
@@ -320,7 +365,7 @@ def test_csv_logger_writes_a_row_per_logged_step(make_cfg) -> None:
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     assert [r["train/d_loss"] for r in rows if r["train/d_loss"]] and len(rows) >= 6
     epochs = [r for r in rows if r["epoch/d_loss"]]
-    assert [r["epoch"] for r in epochs] == ["0", "1"]
+    assert [r["epoch"] for r in epochs] == ["1", "2"]  # from 1, as everywhere
     assert len([r for r in rows if r["val/fid"]]) == 2
     assert "lr: 0.0002" in (run / "csv" / "hparams.yaml").read_text()
     assert not (run / "tensorboard").exists()
@@ -387,8 +432,8 @@ def test_ckpt_path_latest_resumes_the_newest_run_in_its_folder(make_cfg, tmp_pat
     with open_dict(cfg):
         cfg.paths.output_dir = composed.hydra.run.dir
     train(cfg)
-    assert (newest / "checkpoints" / "epoch_002.ckpt").exists()
-    assert not (older / "checkpoints" / "epoch_001.ckpt").exists()
+    assert (newest / "checkpoints" / "epoch_0003.ckpt").exists()
+    assert not (older / "checkpoints" / "epoch_0002.ckpt").exists()
     # one TensorBoard run continued: val/fid_best carries the first session's best on
     acc = events_of(newest)
     fid = [e.value for e in acc.Scalars("val/fid")]

@@ -21,6 +21,7 @@ from torchvision.utils import make_grid, save_image
 
 from capsgan import compat
 from capsgan.errors import DivergenceError
+from capsgan.loggers import GeneratorSteps
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ class TrainingLog(L.Callback):
 
     def __init__(self) -> None:
         self._means: dict[str, MeanMetric] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:  # x axis: generator steps, as the console counts
+            if isinstance(logger, GeneratorSteps):
+                logger.follow(trainer)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -149,7 +155,8 @@ class SampleGrid(L.Callback):
 
     The same z every epoch makes the grids a film of the generator learning (the
     founding slides' "GAN learning process"). Each grid goes to TensorBoard's IMAGES
-    tab as ``samples/fixed_noise`` and to ``<run dir>/samples/epoch_NNNN.png``. With
+    tab as ``samples/fixed_noise`` (at the generator step the epoch ended at, TensorBoard's
+    x axis) and to ``<run dir>/samples/epoch_NNNN.png`` (epochs from 1). With
     ``every_n_steps``, a grid is also saved as ``samples/step_NNNNNN.png`` every N generator
     steps: runs of different discriminators (or batch counts per epoch) are then compared
     at equal generator steps (``report.py``'s side-by-side panel).
@@ -168,17 +175,16 @@ class SampleGrid(L.Callback):
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if not trainer.is_global_zero or (epoch + 1) % self.every_n_epochs:
+        epoch = trainer.current_epoch + 1  # from 1, as the console and the checkpoints count
+        if not trainer.is_global_zero or epoch % self.every_n_epochs:
             return
         grid = self._grid(pl_module)
         self._save(trainer, grid, f"epoch_{epoch:04d}.png")
-        # the step of this epoch's scalars: Lightning logs the epoch/ and val/ values at the
-        # last batch's step, one below the batch counter (fit_loop.on_advance_end)
-        step = max(compat.logged_step(trainer) - 1, 0)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples/fixed_noise", grid, global_step=step)
+                logger.experiment.add_image(
+                    "samples/fixed_noise", grid, global_step=trainer.global_step
+                )
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:

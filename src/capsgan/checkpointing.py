@@ -27,7 +27,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
-from capsgan import compat
 from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
 from capsgan.generation import find_run_config
@@ -68,6 +67,22 @@ def _write_errno(folder: Path) -> int:
         return errno.ENOSPC if shutil.disk_usage(folder).free < 2**20 else errno.EIO
     except OSError:
         return errno.EIO
+
+
+class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """Lightning's, with ``{epoch}`` in file names counted from 1, as the console, the
+    progress bar and the sample grids count (``epoch_0001.ckpt`` is the first epoch's)."""
+
+    def format_checkpoint_name(
+        self,
+        metrics: dict[str, torch.Tensor],
+        filename: str | None = None,
+        ver: int | None = None,
+        prefix: str | None = None,
+    ) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
 
 
 class ResumableRun(L.Callback):
@@ -129,7 +144,9 @@ class ResumableRun(L.Callback):
         if self._marked_restart or trainer.ckpt_path is None:
             return
         self._marked_restart = True
-        step = compat.logged_step(trainer)  # the x axis of our scalars
+        # the first step this session writes (the x axis counts generator steps,
+        # capsgan.loggers): the killed session's events from here on are dropped
+        step = trainer.global_step + 1
         for logger in trainer.loggers:
             writer = logger.experiment
             if not isinstance(writer, SummaryWriter):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import signal
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -31,7 +33,7 @@ from capsgan.errors import (
 )
 from capsgan.gan_module import GAN
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
-from capsgan.loggers import check_logger_packages, flat_hparams, log_hparams, name_run
+from capsgan.loggers import check_logger_packages, log_hparams, name_run, run_hparams, trial_name
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
 from capsgan.sweep import in_multirun, raise_if_sweep_stopping, spawn_ddp_in_multirun
 
@@ -156,7 +158,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
     trainer = build_trainer(cfg)
     started = check_before_training(cfg, trainer, datamodule)  # metrics, checkpoints, data size
-    log_hparams(trainer, flat_hparams(cfg))
+    log_hparams(trainer, *run_hparams(cfg), trial=trial_name(cfg))
     with warnings.catch_warnings():
         # Both are about step checkpoints with manual optimization, which we want: the
         # state after the generator step, and a resumed epoch that runs its remaining
@@ -194,6 +196,14 @@ def _stopped(trainer: L.Trainer, output_dir: str) -> RunInterruptedError:
     return RunInterruptedError(message, 130 if how == "Ctrl-C" else 128 + signal.SIGTERM)
 
 
+def announce_run_folder(cfg: DictConfig, what: str) -> None:
+    """Say where a single run writes, with the line that opens it in TensorBoard (a sweep
+    prints its folder and summary itself, :class:`capsgan.sweep.SweepSummary`)."""
+    folder = Path(str(cfg.paths.output_dir))
+    shown = os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else str(folder)
+    log.info("%s: %s  (view it: tensorboard --logdir %s)", what, shown, shown)
+
+
 def run(cfg: DictConfig) -> float | None:
     """Entry point behind ``src/train.py``: train, then return the optimized metric.
 
@@ -206,6 +216,9 @@ def run(cfg: DictConfig) -> float | None:
     if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
         torch.set_num_threads(threads)  # a bad value is reported by validate_config
     spawn_ddp_in_multirun(cfg)
+    single = not in_multirun() and rank_zero_only.rank == 0  # a sweep names its own folder
+    if single:
+        announce_run_folder(cfg, "run folder")
     # in a multirun the sweep records a failed or interrupted job and goes on
     with user_errors(reraise=in_multirun()):
         raise_if_sweep_stopping()  # a stopped sweep's queued jobs end at once
@@ -213,5 +226,6 @@ def run(cfg: DictConfig) -> float | None:
     metric = cfg.get("optimized_metric")
     if metric and metric in metrics:
         log.info("%s = %.4f", metric, metrics[metric])
-        return metrics[metric]
-    return None
+    if single:  # last, where the eye lands (a stopped run's message names the folder itself)
+        announce_run_folder(cfg, "the run's folder")
+    return metrics.get(metric) if metric else None
