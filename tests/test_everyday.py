@@ -465,3 +465,14 @@ def test_private_api_is_still_there(api) -> None:
     """Each private Lightning / PyTorch / Hydra API in capsgan.compat exists on the
     installed versions (the check to run before moving an upper pin)."""
     assert api.probe(), f"{api.name} changed: {api.breaks} (used in {api.used_in})"
+
+
+def test_a_resumed_run_seeds_with_its_own_seed(make_cfg, caplog) -> None:
+    """A resume that leaves seed= out (the default 42) still seeds with the run's seed=2."""
+    cfg = make_cfg("seed=2", *SHORT)
+    train(cfg)
+    caplog.set_level(logging.INFO)
+    train(make_cfg("trainer.max_epochs=2", "ckpt_path=last", *SHORT))
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Seed set to 2" in messages and "Seed set to 42" not in messages
+    assert any("made with seed=2" in m for m in messages)

@@ -95,10 +95,13 @@ class ResumableRun(L.Callback):
       batch's own step is logged after the save), so a run killed later (SIGKILL) keeps
       every step up to the checkpoint it will resume from.
     * A resumed run marks its first step as a restart in TensorBoard (see module doc).
+    * Every checkpoint records the run's ``seed``, which a resume seeds with
+      (:func:`run_seed`), whatever ``seed`` the resuming command gives.
     """
 
-    def __init__(self, dirpath: str | Path) -> None:
+    def __init__(self, dirpath: str | Path, seed: int | None = None) -> None:
         self.dirpath = Path(dirpath)
+        self.seed = seed
         self.stopped_by: str | None = None  # "SIGTERM" or "Ctrl-C", for the exit message
         self.saved_path: Path | None = None
         self._previous_sigint: Any = None
@@ -163,6 +166,8 @@ class ResumableRun(L.Callback):
     ) -> None:
         _flush(trainer)
         self._flush_at_next_batch = True
+        if self.seed is not None:
+            checkpoint[SEED_KEY] = self.seed
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -182,6 +187,19 @@ def _flush(trainer: L.Trainer) -> None:
         flush = getattr(logger.experiment, "flush", None)
         if callable(flush):
             flush()
+
+
+SEED_KEY = "capsgan_seed"  # the run's seed, in every checkpoint ResumableRun saves
+
+
+def run_seed(seed: int, ckpt: dict[str, Any] | None) -> int:
+    """The seed to seed a run with: a resumed run's own (its checkpoint's), else ``seed``.
+    A resume that gives another seed is told so: its own is the one the run continues."""
+    own = (ckpt or {}).get(SEED_KEY)
+    if own is None or own == seed:
+        return seed
+    log.info("resuming a run made with seed=%d: seeding with it (not seed=%d)", own, seed)
+    return int(own)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

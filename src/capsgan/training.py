@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from capsgan import run_info
-from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
+from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint, run_seed
 from capsgan.config import LAST, check_output_dir, instantiate, resolve_ckpt_path, validate_config
 from capsgan.errors import (
     ConfigError,
@@ -145,7 +145,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(run_seed(cfg.seed, ckpt), workers=True)  # a resume: the run's own
     datamodule = instantiate(cfg, "data", model=False)
     module = build_gan(cfg, generator, discriminator)
     if ckpt is not None:
