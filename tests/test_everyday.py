@@ -73,6 +73,9 @@ def test_train_cli_prints_no_library_noise_and_real_flops(tiny_data_dir: Path, t
     assert "Total FLOPs" in out
     assert "training it now" in out and str(tmp_path / "classifiers") in out
     assert "82 s" in out and "train_classifier.py data=mnist" in out
+    # the run folder at the start and as the last line, with the command that opens it
+    assert "run folder: run  (view it: tensorboard --logdir run)" in out
+    assert proc.stdout.strip().splitlines()[-1].endswith("tensorboard --logdir run)")
 
 
 def test_warning_filters_match_only_their_message_and_module() -> None:
@@ -304,9 +307,18 @@ def test_two_job_sweep_names_its_tensorboard_runs(tiny_data_dir: Path, tmp_path:
         *SHORT,
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "DATA_DIR": str(tiny_data_dir)}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {**os.environ, "DATA_DIR": str(tiny_data_dir), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout  # and stderr, in the order they were written
+    assert proc.returncode == 0, out[-3000:]
+    # the model table and the device lines once per sweep: the first job's, not the second's
+    second = out.split("#1 : ")[1]  # Hydra's log line launching the second job
+    assert "Total FLOPs" in out and "Total FLOPs" not in second, second
+    assert "GPU available" in out and "GPU available" not in second, second
+    assert "run folder:" not in out  # a sweep's folder is named by its summary
     names = {p.name for job in ("0", "1") for p in event_dirs(sweep / job)}
     assert names == {"discriminator=cnn", "discriminator=capsule_small"}
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
@@ -353,6 +365,54 @@ def test_numbering_agrees_across_console_files_and_events(make_cfg, caplog) -> N
     assert [e.step for e in acc.Scalars("val_capsules/agreement/real")] == [3, 6]
     assert [e.value for e in acc.Scalars("epoch")][-1] == 2  # the last epoch is the 2nd
     assert [e.step for e in acc.Scalars("train/d_loss")] == [1, 2, 3, 4, 5, 6]
+
+
+class ShortRunProbe(L.Callback):
+    """Reads what the progress bar would show, and the last batch's losses."""
+
+    seen: ClassVar[dict] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        from capsgan.callbacks import ProgressBar
+
+        bar = ProgressBar()
+        bar._trainer = trainer  # as Lightning's setup() attaches it
+        ShortRunProbe.seen["total"] = bar.total_train_batches
+        ShortRunProbe.seen["description"] = bar._get_train_description(trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        ShortRunProbe.seen["last_d_loss"] = float(outputs["d_loss"])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        ShortRunProbe.seen["bar_d_loss"] = float(trainer.progress_bar_metrics["d_loss"])
+
+
+def test_max_steps_gives_a_quiet_correct_short_run(make_cfg, recwarn) -> None:
+    """trainer.max_steps=3 of 5-batch epochs with the default logging interval of 50: the
+    bar counts to 3 in epoch 1/1 and ends on the last batch's losses, the run validates
+    before it stops (val/fid, a best checkpoint, no monitor warning), train/ is logged."""
+    cli.quiet_library_noise()  # as the entry points do
+    ShortRunProbe.seen = {}
+    cfg = make_cfg(
+        "trainer.max_steps=3",
+        "trainer.max_epochs=20",
+        "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=1",
+        "trainer.log_every_n_steps=50",
+        "+callbacks.probe._target_=tests.test_everyday.ShortRunProbe",
+    )
+    metrics = train(cfg)
+    messages = [
+        str(w.message) for w in recwarn if "does not have many workers" not in str(w.message)
+    ]
+    assert not messages, messages
+    seen = ShortRunProbe.seen
+    assert seen["total"] == 3 and seen["description"].strip() == "Epoch 1/1"
+    assert seen["bar_d_loss"] == pytest.approx(seen["last_d_loss"])
+    assert "val/fid" in metrics
+    run = Path(cfg.paths.output_dir)
+    assert (run / "checkpoints" / "epoch_0001.ckpt").exists()
+    assert [e.step for e in events_of(run).Scalars("train/d_loss")] == [3]
 
 
 # -- loggers -------------------------------------------------------------------------------

@@ -47,14 +47,39 @@ def instantiate_list(section: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in section.values() if c and "_target_" in c]
 
 
+def repeated_in_sweep() -> bool:
+    """A sweep's job after the first: the model table and the device lines (``GPU
+    available: ...``) are the first job's again, and are left out."""
+    return in_multirun() and int(HydraConfig.get().job.get("num") or 0) > 0
+
+
+class _DropRepeatedDeviceLines(logging.Filter):
+    """Drops Lightning's device lines in the jobs of a sweep after the first."""
+
+    LINES = ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith(self.LINES) and repeated_in_sweep())
+
+
+_DEVICE_FILTER = _DropRepeatedDeviceLines()
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Callbacks, loggers and Trainer from the config; Lightning's refusals as ConfigError."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        if _DEVICE_FILTER not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_DEVICE_FILTER)
     try:
         callbacks = instantiate_list(cfg.get("callbacks"))
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
             callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
         loggers = instantiate_list(cfg.get("logger"))
-        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        # the model table (and its FLOPs pass) is the same for every job of a sweep: once
+        once = {"enable_model_summary": False} if repeated_in_sweep() else {}
+        return hydra.utils.instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, **once
+        )
     except (InstantiationException, MisconfigurationException) as err:
         raise ConfigError(
             f"Lightning refused the trainer / callbacks / logger settings: {err}. Check the "
@@ -165,6 +190,8 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
         # batches from a fresh shuffle (the batches are i.i.d. draws of the data set).
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
         warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
+        # a run shorter than log_every_n_steps: TrainingLog shortens the interval to it
+        warnings.filterwarnings("ignore", "The number of training batches .* is smaller than")
         if ckpt_path:  # a resume writes into its own checkpoints/ folder again, as it should
             warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
         try:
