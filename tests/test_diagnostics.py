@@ -155,7 +155,7 @@ def event_tags(run: Path):
 def capsule_tags(events) -> set[str]:
     tags = events.Tags()
     return {t for kind in ("scalars", "histograms", "images") for t in tags[kind]
-            if t.startswith("capsules/")}  # fmt: skip
+            if t.startswith("val_capsules/")}  # fmt: skip
 
 
 def tiny_run(make_cfg, *overrides: str, epochs: int = 2, head: str | None = None):
@@ -176,26 +176,26 @@ def tiny_run(make_cfg, *overrides: str, epochs: int = 2, head: str | None = None
 def test_callback_logs_the_expected_tags_every_validation(make_cfg, head: str) -> None:
     events = tiny_run(make_cfg, head=head)
     expected = {
-        f"capsules/{kind}/{s}/iter{r}"
+        f"val_capsules/{kind}/{s}/iter{r}"
         for kind in ("entropy", "entropy_hist")
         for s in ("real", "fake")
         for r in (1, 2, 3)
     }
-    expected |= {f"capsules/{k}/{s}" for k in ("length", "length_hist", "agreement")
+    expected |= {f"val_capsules/{k}/{s}" for k in ("length", "length_hist", "agreement")
                  for s in ("real", "fake")}  # fmt: skip
-    expected.add("capsules/longest")
-    score_tags = {"capsules/score_length_hist/real", "capsules/score_length_hist/fake"}
+    expected.add("val_capsules/longest")
+    score_tags = {"val_capsules/score_length_hist/real", "val_capsules/score_length_hist/fake"}
     if head == "length":  # the capsule whose length is the score
         expected |= score_tags
     assert capsule_tags(events) == expected
     # one value per validation (2 epochs; not the sanity check), on the val/* metrics' steps
-    steps = [e.step for e in events.Scalars("capsules/agreement/real")]
+    steps = [e.step for e in events.Scalars("val_capsules/agreement/real")]
     assert steps == [e.step for e in events.Scalars("val/d_loss")] and len(steps) == 2
-    uniform = events.Scalars("capsules/entropy/real/iter1")[0].value
+    uniform = events.Scalars("val_capsules/entropy/real/iter1")[0].value
     assert uniform == pytest.approx(math.log(10), rel=1e-5)  # iteration 1 is uniform
     for r in (2, 3):  # never above the uniform maximum (toy capsules barely route)
-        assert events.Scalars(f"capsules/entropy/fake/iter{r}")[0].value <= math.log(10) + 1e-5
-    image = events.Images("capsules/longest")[0]
+        assert events.Scalars(f"val_capsules/entropy/fake/iter{r}")[0].value <= math.log(10) + 1e-5
+    image = events.Images("val_capsules/longest")[0]
     assert image.width > 100 and image.height > 100
 
 

@@ -22,6 +22,7 @@ from capsgan.errors import UserError
 from capsgan.evaluation import (
     bracket_lists,
     find_runs,
+    output_path,
     resolve_checkpoints,
     run_evaluate,
     to_uint8_images,
@@ -429,3 +430,19 @@ def test_semisupervised_script_accepts_comma_lists(tiny_data_dir, toy_run, tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "n=30: test error %" in result.stdout
+
+
+def test_evaluation_json_goes_beside_what_was_scored(tmp_path) -> None:
+    """Not the current folder, where every evaluation overwrote the last one."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"")
+
+    def out(*overrides: str) -> Path:
+        return output_path(compose_cfg("evaluate", *overrides, f"paths.log_dir={tmp_path}"))
+
+    assert out(f"source={run}") == run / "evaluation.json"
+    assert out(f"source={ckpt}") == run / "checkpoints" / "last.evaluation.json"
+    assert out(f"source=[{run},real:test]").parent == tmp_path / "evaluations"
+    assert out(f"source={run}", f"out={tmp_path / 'x.json'}") == tmp_path / "x.json"

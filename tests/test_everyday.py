@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,11 +23,12 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
 
 from capsgan import cli
 from capsgan.compat import PRIVATE_APIS
 from capsgan.errors import ConfigError
-from capsgan.loggers import auto_run_name, event_dirs, find_runs, flat_hparams
+from capsgan.loggers import auto_run_name, event_dirs, find_runs, run_hparams
 from capsgan.training import train
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train_cfg
 
@@ -74,6 +76,9 @@ def test_train_cli_prints_no_library_noise_and_real_flops(tiny_data_dir: Path, t
     assert "Total FLOPs" in out
     assert "training it now" in out and str(tmp_path / "classifiers") in out
     assert "82 s" in out and "train_classifier.py data=mnist" in out
+    # the run folder at the start and as the last line, with the command that opens it
+    assert "run folder: run  (view it: tensorboard --logdir run)" in out
+    assert proc.stdout.strip().splitlines()[-1].endswith("tensorboard --logdir run)")
 
 
 def test_warning_filters_match_only_their_message_and_module() -> None:
@@ -139,7 +144,7 @@ def test_slow_epoch_is_announced_once_and_training_goes_on(make_cfg, caplog) -> 
     assert "one epoch of 6 batches" in slow[0] and "2 epochs" in slow[0]
     assert "discriminator=capsule_small" in slow[0] and "trainer.precision=bf16-mixed" in slow[0]
     assert "trainer.limit_train_batches=" in slow[0] and "Training goes on" in slow[0]
-    assert (Path(cfg.paths.output_dir) / "checkpoints" / "epoch_001.ckpt").exists()
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "epoch_0002.ckpt").exists()
 
 
 def test_optuna_search_without_its_extra_names_the_install_line(monkeypatch, capsys) -> None:
@@ -151,7 +156,9 @@ def test_optuna_search_without_its_extra_names_the_install_line(monkeypatch, cap
     cli.check_optional_plugins(["lr=1e-4"])  # nothing optional asked for: no exit
 
 
-def test_help_lists_every_config_group_and_the_conveniences() -> None:
+def test_help_lists_every_preset_of_every_group_with_its_description() -> None:
+    """The help is read from conf/ when shown: a preset added there is listed with the
+    `# description:` line of its file, and a file without one is caught here."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "src" / "train.py"), "--help"],
         capture_output=True,
@@ -159,16 +166,24 @@ def test_help_lists_every_config_group_and_the_conveniences() -> None:
         timeout=600,  # a busy machine starts Python + torch slowly
     )
     assert proc.returncode == 0, proc.stderr
-    for line in (
-        "debug: fdr, limit, overfit, profiler",
-        "logger: csv, many, mlflow, tensorboard, wandb",
-        # every preset in conf/discriminator/, in Hydra's (sorted) order
-        "discriminator: "
-        + ", ".join(sorted(p.stem for p in (ROOT / "conf" / "discriminator").glob("*.yaml"))),
-        "hydra/launcher",
-        "ckpt_path=latest",
-    ):
-        assert line in proc.stdout, line
+    lines = proc.stdout.splitlines()
+    presets = sorted((ROOT / "conf").glob("*/**/*.yaml"))
+    assert len(presets) > 30
+    for path in presets:
+        found = re.search(r"^# description: (.+)$", path.read_text(), re.MULTILINE)
+        assert found, f"{path} has no `# description:` line"
+        group = str(path.parent.relative_to(ROOT / "conf"))
+        if group == "hydra":
+            continue  # Hydra's own settings, not an option to pick
+        assert f"  {group}=  " in proc.stdout, group
+        option = [x for x in lines if x.split()[:1] == [path.stem] and found[1] in x]
+        assert option, (path, found[1])
+    assert "  hydra/launcher=  (default: basic)" in proc.stdout
+    assert "    joblib " in proc.stdout  # a plugin's option too
+    assert "discriminator=  (default: capsule)" in proc.stdout
+    assert "discriminator=capsule_small debug=limit" in proc.stdout  # the CPU smoke test
+    assert "ckpt_path=latest" in proc.stdout
+    assert "one-minute" not in proc.stdout
 
 
 # -- TensorBoard: HPARAMS status, keys, metrics, run names, image steps -----------------
@@ -273,12 +288,23 @@ def fake_hydra(tmp_path: Path, overrides: list[str], mode: str, sweep: list[str]
     return hc
 
 
-def test_hparams_lead_with_the_chosen_and_overridden_keys(tmp_path: Path) -> None:
-    cfg = compose_train_cfg(["discriminator=capsule_small", "lr=1e-4", "paths.output_dir=/x"])
-    hc = fake_hydra(tmp_path, ["discriminator=capsule_small", "lr=1e-4"], "run")
-    keys = list(flat_hparams(cfg, hc))
-    assert keys[:4] == ["discriminator", "lr", "data", "generator"]
-    assert keys.index("channels_last") > keys.index("lr")
+def test_hparams_are_the_keys_that_identify_a_run(tmp_path: Path) -> None:
+    cfg = compose_train_cfg(
+        ["discriminator=capsule_small", "lr=1e-4", "trainer.max_epochs=3", "paths.output_dir=/x"]
+    )
+    typed = ["discriminator=capsule_small", "lr=1e-4", "trainer.max_epochs=3", "paths.log_dir=/x"]
+    params, apart = run_hparams(cfg, fake_hydra(tmp_path, typed, "run"))
+    assert params["discriminator"] == "capsule_small" and params["data"] == "mnist"
+    assert params["lr"] == 1e-4 and params["trainer/max_epochs"] == 3 and params["seed"] == 42
+    assert params["compile"] is False  # a boolean, not 0.0
+    assert "lr_g" not in params  # null: left out
+    assert not any(k.startswith(("paths", "trainer/accelerator", "data/root")) for k in params)
+    assert len(params) < 25  # not the whole config (72 keys)
+    assert apart == {"discriminator", "lr", "trainer/max_epochs"}  # a single run: as typed
+    sweep = ["discriminator=cnn,capsule_small", "seed=1,2", "trainer.max_epochs=3"]
+    job = ["discriminator=cnn", "seed=2", "trainer.max_epochs=3"]
+    _, apart = run_hparams(cfg, fake_hydra(tmp_path, job, "multirun", sweep))
+    assert apart == {"discriminator", "seed"}  # a sweep: what varies
 
 
 def test_run_names_say_what_sets_a_run_apart(tmp_path: Path) -> None:
@@ -317,22 +343,112 @@ def test_two_job_sweep_names_its_tensorboard_runs(tiny_data_dir: Path, tmp_path:
         *SHORT,
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "DATA_DIR": str(tiny_data_dir)}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {**os.environ, "DATA_DIR": str(tiny_data_dir), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout  # and stderr, in the order they were written
+    assert proc.returncode == 0, out[-3000:]
+    # the model table and the device lines once per sweep: the first job's, not the second's
+    second = out.split("#1 : ")[1]  # Hydra's log line launching the second job
+    assert "Total FLOPs" in out and "Total FLOPs" not in second, second
+    assert "GPU available" in out and "GPU available" not in second, second
+    assert "run folder:" not in out  # a sweep's folder is named by its summary
     names = {p.name for job in ("0", "1") for p in event_dirs(sweep / job)}
     assert names == {"discriminator=cnn", "discriminator=capsule_small"}
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "1"]  # epochs count from 1
+    for job, choice in (("0", "cnn"), ("1", "capsule_small")):
+        content = events_of(sweep / job).PluginTagToContent("hparams")
+        data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+        # what TensorBoard's HPARAMS view ticks: the first five after its backend's sort
+        # (differing keys first, then by name); alphabetically `discriminator` is sixth
+        _sort_and_reduce_to_hparams_limit(data.experiment)
+        assert "discriminator" in [h.name for h in data.experiment.hparam_infos][:5]
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]
+        ).session_start_info
+        assert start.group_name == f"discriminator={choice} (job {job})"  # the Trial ID
+        assert start.hparams["discriminator"].string_value == choice
+        assert start.hparams["compile"].WhichOneof("kind") == "bool_value"
 
 
-def test_fixed_noise_image_is_at_its_epochs_scalar_step(make_cfg) -> None:
+def test_numbering_agrees_across_console_files_and_events(make_cfg, caplog) -> None:
+    """Epochs from 1 and generator steps: the console's FID line, the checkpoint and sample
+    file names, the capsule plot's title and TensorBoard's x axis say the same numbers."""
+    caplog.set_level(logging.INFO, logger="capsgan")
     cfg = make_cfg("trainer.max_epochs=2", *SHORT)
     train(cfg)
-    acc = events_of(Path(cfg.paths.output_dir))
+    run = Path(cfg.paths.output_dir)
+    console = [r.getMessage() for r in caplog.records if "FID" in r.getMessage()]
+    assert [m.split(":")[0] for m in console] == [
+        "epoch 1, generator step 3",
+        "epoch 2, generator step 6",
+    ]
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*")) == [
+        "epoch_0001.ckpt",
+        "epoch_0002.ckpt",
+    ]
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
+        "epoch_0001.png",
+        "epoch_0002.png",
+    ]
+    acc = events_of(run)
     image_steps = [e.step for e in acc.Images("samples/fixed_noise")]
     assert image_steps == [e.step for e in acc.Scalars("epoch/d_loss")]
-    assert image_steps == [e.step for e in acc.Scalars("val/fid")] == [2, 5]
+    assert image_steps == [e.step for e in acc.Scalars("val/fid")] == [3, 6]
+    assert [e.step for e in acc.Scalars("val_capsules/agreement/real")] == [3, 6]
+    assert [e.value for e in acc.Scalars("epoch")][-1] == 2  # the last epoch is the 2nd
+    assert [e.step for e in acc.Scalars("train/d_loss")] == [1, 2, 3, 4, 5, 6]
+
+
+class ShortRunProbe(L.Callback):
+    """Reads what the progress bar would show, and the last batch's losses."""
+
+    seen: ClassVar[dict] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        from capsgan.callbacks import ProgressBar
+
+        bar = ProgressBar()
+        bar._trainer = trainer  # as Lightning's setup() attaches it
+        ShortRunProbe.seen["total"] = bar.total_train_batches
+        ShortRunProbe.seen["description"] = bar._get_train_description(trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        ShortRunProbe.seen["last_d_loss"] = float(outputs["d_loss"])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        ShortRunProbe.seen["bar_d_loss"] = float(trainer.progress_bar_metrics["d_loss"])
+
+
+def test_max_steps_gives_a_quiet_correct_short_run(make_cfg, recwarn) -> None:
+    """trainer.max_steps=3 of 5-batch epochs with the default logging interval of 50: the
+    bar counts to 3 in epoch 1/1 and ends on the last batch's losses, the run validates
+    before it stops (val/fid, a best checkpoint, no monitor warning), train/ is logged."""
+    cli.quiet_library_noise()  # as the entry points do
+    ShortRunProbe.seen = {}
+    cfg = make_cfg(
+        "trainer.max_steps=3",
+        "trainer.max_epochs=20",
+        "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=1",
+        "trainer.log_every_n_steps=50",
+        "+callbacks.probe._target_=tests.test_everyday.ShortRunProbe",
+    )
+    metrics = train(cfg)
+    messages = [
+        str(w.message) for w in recwarn if "does not have many workers" not in str(w.message)
+    ]
+    assert not messages, messages
+    seen = ShortRunProbe.seen
+    assert seen["total"] == 3 and seen["description"].strip() == "Epoch 1/1"
+    assert seen["bar_d_loss"] == pytest.approx(seen["last_d_loss"])
+    assert "val/fid" in metrics
+    run = Path(cfg.paths.output_dir)
+    assert (run / "checkpoints" / "epoch_0001.ckpt").exists()
+    assert [e.step for e in events_of(run).Scalars("train/d_loss")] == [3]
 
 
 # -- loggers -------------------------------------------------------------------------------
@@ -345,7 +461,7 @@ def test_csv_logger_writes_a_row_per_logged_step(make_cfg) -> None:
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     assert [r["train/d_loss"] for r in rows if r["train/d_loss"]] and len(rows) >= 6
     epochs = [r for r in rows if r["epoch/d_loss"]]
-    assert [r["epoch"] for r in epochs] == ["0", "1"]
+    assert [r["epoch"] for r in epochs] == ["1", "2"]  # from 1, as everywhere
     assert len([r for r in rows if r["val/fid"]]) == 2
     assert "lr: 0.0002" in (run / "csv" / "hparams.yaml").read_text()
     assert not (run / "tensorboard").exists()
@@ -412,8 +528,8 @@ def test_ckpt_path_latest_resumes_the_newest_run_in_its_folder(make_cfg, tmp_pat
     with open_dict(cfg):
         cfg.paths.output_dir = composed.hydra.run.dir
     train(cfg)
-    assert (newest / "checkpoints" / "epoch_002.ckpt").exists()
-    assert not (older / "checkpoints" / "epoch_001.ckpt").exists()
+    assert (newest / "checkpoints" / "epoch_0003.ckpt").exists()
+    assert not (older / "checkpoints" / "epoch_0002.ckpt").exists()
     # one TensorBoard run continued: val/fid_best carries the first session's best on
     acc = events_of(newest)
     fid = [e.value for e in acc.Scalars("val/fid")]
@@ -445,3 +561,14 @@ def test_private_api_is_still_there(api) -> None:
     """Each private Lightning / PyTorch / Hydra API in capsgan.compat exists on the
     installed versions (the check to run before moving an upper pin)."""
     assert api.probe(), f"{api.name} changed: {api.breaks} (used in {api.used_in})"
+
+
+def test_a_resumed_run_seeds_with_its_own_seed(make_cfg, caplog) -> None:
+    """A resume that leaves seed= out (the default 42) still seeds with the run's seed=2."""
+    cfg = make_cfg("seed=2", *SHORT)
+    train(cfg)
+    caplog.set_level(logging.INFO)
+    train(make_cfg("trainer.max_epochs=2", "ckpt_path=last", *SHORT))
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Seed set to 2" in messages and "Seed set to 42" not in messages
+    assert any("made with seed=2" in m for m in messages)

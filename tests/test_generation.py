@@ -88,12 +88,12 @@ def test_learning_process_gif_has_a_frame_per_epoch_and_strip_the_chosen_ones(
     assert Image.open(tmp_path / "learning_process.png").size == (2 * GRID, GRID + CAPTION_HEIGHT)
 
     run_generate(
-        generate_cfg(f"run_dir={trained_run}", f"out_dir={tmp_path}", "strip_epochs=[0,1,2]")
+        generate_cfg(f"run_dir={trained_run}", f"out_dir={tmp_path}", "strip_epochs=[1,2,3]")
     )
     assert Image.open(tmp_path / "learning_process.png").size == (3 * GRID, GRID + CAPTION_HEIGHT)
     with pytest.raises(ConfigError, match="strip_epochs"):
         run_generate(
-            generate_cfg(f"run_dir={trained_run}", f"out_dir={tmp_path}", "strip_epochs=[0,7]")
+            generate_cfg(f"run_dir={trained_run}", f"out_dir={tmp_path}", "strip_epochs=[1,8]")
         )
 
 

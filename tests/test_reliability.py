@@ -402,7 +402,7 @@ def test_sigkill_mid_epoch_then_resume_continues_the_curves(
     assert {int(s["step"]) for s in opt_g["state"].values()} == {24}
     assert {int(s["step"]) for s in opt_d["state"].values()} == {24}
     steps = [s for s, _ in scalars(run, "train/d_loss")]
-    assert steps == list(range(24)), steps  # no gap, no duplicate
+    assert steps == list(range(1, 25)), steps  # generator steps: no gap, no duplicate
     (events,) = event_dirs(run)  # the resumed session writes into the same TensorBoard run
     assert len(list(events.glob("events.out.tfevents.*"))) == 2
     sessions = json.loads((run / "run_info.json").read_text())["sessions"]
@@ -434,5 +434,5 @@ def test_same_seed_same_losses_for_50_steps(make_cfg, tmp_path: Path) -> None:
         info = run_info(run)
         assert info["status"] == "completed" and info["git"]["commit"]
         assert torch.__version__.startswith(info["packages"]["torch"])
-    assert [s for s, _ in losses[0][0]] == list(range(50))
+    assert [s for s, _ in losses[0][0]] == list(range(1, 51))  # generator steps
     assert losses[0] == losses[1]

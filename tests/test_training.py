@@ -194,10 +194,11 @@ def test_run_folder_has_events_samples_and_checkpoints(make_cfg, tmp_path: Path)
     run = Path(cfg.paths.output_dir)
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
-        "epoch_0000.png",
         "epoch_0001.png",
-    ]
-    assert {p.name for p in (run / "checkpoints").glob("*.ckpt")} >= {"last.ckpt", "epoch_001.ckpt"}
+        "epoch_0002.png",
+    ]  # epochs from 1, the checkpoints' too
+    ckpts = {p.name for p in (run / "checkpoints").glob("*.ckpt")}
+    assert ckpts == {"last.ckpt", "epoch_0001.ckpt", "epoch_0002.ckpt"}
 
 
 def scalar_events(run: Path, tag: str) -> list[tuple[int, float]]:
@@ -226,7 +227,7 @@ def test_step_values_are_logged_when_the_logger_writes_and_epoch_means_once(
     train(cfg)
     run = Path(cfg.paths.output_dir)
     steps = scalar_events(run, "train/d_loss")
-    assert [step + 1 for step, _ in steps] == list(range(every, 11, every))
+    assert [step for step, _ in steps] == list(range(every, 11, every))  # generator steps
     assert len({value for _, value in steps}) == len(steps)  # fresh values, not a stale one
     epoch_means = scalar_events(run, "epoch/d_loss")
     assert len(epoch_means) == 2

@@ -20,6 +20,7 @@ from torchvision.utils import make_grid, save_image
 
 from capsgan import compat
 from capsgan.errors import DivergenceError
+from capsgan.loggers import GeneratorSteps
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,24 @@ class TrainingLog(L.Callback):
     logged means are averaged over the ranks (``sync_dist``).
     """
 
+    BAR_SECONDS = 0.5  # the progress bar's values are at most this old
+
     def __init__(self) -> None:
         # keys of a batch's statistics -> [their sums over the epoch's batches, batches]
         self._sums: dict[tuple[str, ...], list[Any]] = {}
+        self._bar_time = -math.inf
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:  # x axis: generator steps, as the console counts
+            if isinstance(logger, GeneratorSteps):
+                logger.follow(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run shorter than the logging interval (limit_train_batches=3, max_steps=10 of
+        # log_every_n_steps=50) would write no train/ value: log at least once an epoch.
+        batches = run_batches(trainer, pl_module)
+        if math.isfinite(batches) and 1 <= batches < trainer.log_every_n_steps:
+            trainer.log_every_n_steps = int(batches)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -63,12 +79,24 @@ class TrainingLog(L.Callback):
                 {f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False
             )
         # The progress bar turns its values into Python floats whenever they are logged, a
-        # GPU sync; so they are refreshed as often as the logger writes, not every batch.
-        if (batch_idx + 1) % trainer.log_every_n_steps == 0 or batch_idx == 0:
+        # GPU sync; so they are refreshed every BAR_SECONDS and at an epoch's last batch,
+        # not every batch (the bar keeps showing the values last logged).
+        last = batch_idx + 1 == trainer.num_training_batches or (
+            0 < trainer.max_steps <= trainer.global_step
+        )
+        now = time.monotonic()
+        if now - self._bar_time >= self.BAR_SECONDS or last:
+            self._bar_time = now
             pl_module.log_dict(
                 {"d_loss": stats["d_loss"], "d_acc": stats["d_acc"]},
                 prog_bar=True, on_step=True, on_epoch=False, logger=False,
             )  # fmt: skip
+        # max_steps ends a run in the middle of an epoch, where Lightning does not validate:
+        # stopping it as early stopping does makes Lightning validate first (when this
+        # epoch's validation is due), so a shortened run ends with its val/ metrics and
+        # the checkpoint monitor finds val/fid.
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
     def epoch_means(self) -> dict[str, Tensor]:
         """The mean of each key over this epoch's batches (that returned it), so far."""
@@ -85,6 +113,16 @@ class TrainingLog(L.Callback):
         self._sums.clear()
         if means:
             pl_module.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
+
+
+def run_batches(trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+    """The training batches of an epoch, fewer when ``max_steps`` (generator steps, each
+    ``d_steps_per_g`` batches) ends the run sooner, counted from now."""
+    batches = trainer.num_training_batches
+    if trainer.max_steps is None or trainer.max_steps < 0:
+        return batches
+    per_step = int(getattr(pl_module.hparams, "d_steps_per_g", 1) or 1)
+    return min(batches, max((trainer.max_steps - trainer.global_step) * per_step, 0))
 
 
 class DivergenceGuard(L.Callback):
@@ -165,7 +203,8 @@ class SampleGrid(L.Callback):
 
     The same z every epoch makes the grids a film of the generator learning (the
     founding slides' "GAN learning process"). Each grid goes to TensorBoard's IMAGES
-    tab as ``samples/fixed_noise`` and to ``<run dir>/samples/epoch_NNNN.png``. With
+    tab as ``samples/fixed_noise`` (at the generator step the epoch ended at, TensorBoard's
+    x axis) and to ``<run dir>/samples/epoch_NNNN.png`` (epochs from 1). With
     ``every_n_steps``, a grid is also saved as ``samples/step_NNNNNN.png`` every N generator
     steps: runs of different discriminators (or batch counts per epoch) are then compared
     at equal generator steps (``report.py``'s side-by-side panel).
@@ -184,17 +223,16 @@ class SampleGrid(L.Callback):
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if not trainer.is_global_zero or (epoch + 1) % self.every_n_epochs:
+        epoch = trainer.current_epoch + 1  # from 1, as the console and the checkpoints count
+        if not trainer.is_global_zero or epoch % self.every_n_epochs:
             return
         grid = self._grid(pl_module)
         self._save(trainer, grid, f"epoch_{epoch:04d}.png")
-        # the step of this epoch's scalars: Lightning logs the epoch/ and val/ values at the
-        # last batch's step, one below the batch counter (fit_loop.on_advance_end)
-        step = max(compat.logged_step(trainer) - 1, 0)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples/fixed_noise", grid, global_step=step)
+                logger.experiment.add_image(
+                    "samples/fixed_noise", grid, global_step=trainer.global_step
+                )
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
@@ -299,10 +337,28 @@ class ProgressBar(RichProgressBar):
         items.pop("v_num", None)
         return items
 
+    @property
+    def total_train_batches(self) -> int | float:
+        """The batches this epoch will train: fewer than the epoch's when ``max_steps``
+        ends the run first (``trainer.max_steps=10`` reads 10/10, not 10/937)."""
+        return run_batches(self.trainer, self.trainer.lightning_module)
+
     def _get_train_description(self, current_epoch: int) -> str:
         # "Epoch 1/20" for the first of 20 epochs, as the log and the summaries count
         # (Lightning's bar says "Epoch 0/19"); a private hook, listed in capsgan.compat
         description = f"Epoch {current_epoch + 1}"
-        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            description += f"/{self.trainer.max_epochs}"
+        epochs = self._last_epoch()
+        if epochs:
+            description += f"/{epochs}"
         return f"{description:{len(self.validation_description)}}"
+
+    def _last_epoch(self) -> int | None:
+        """The epoch the run will end in: ``max_epochs``, or sooner by ``max_steps``."""
+        trainer = self.trainer
+        last = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        per_epoch = trainer.num_training_batches
+        if trainer.max_steps > 0 and math.isfinite(per_epoch) and per_epoch > 0:
+            per_step = int(getattr(trainer.lightning_module.hparams, "d_steps_per_g", 1) or 1)
+            by_steps = math.ceil(trainer.max_steps * per_step / per_epoch)
+            last = min(last, by_steps) if last else by_steps
+        return last

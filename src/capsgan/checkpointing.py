@@ -27,7 +27,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
-from capsgan import compat
 from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
 from capsgan.generation import find_run_config
@@ -70,6 +69,22 @@ def _write_errno(folder: Path) -> int:
         return errno.EIO
 
 
+class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """Lightning's, with ``{epoch}`` in file names counted from 1, as the console, the
+    progress bar and the sample grids count (``epoch_0001.ckpt`` is the first epoch's)."""
+
+    def format_checkpoint_name(
+        self,
+        metrics: dict[str, torch.Tensor],
+        filename: str | None = None,
+        ver: int | None = None,
+        prefix: str | None = None,
+    ) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+
 class ResumableRun(L.Callback):
     """Makes a run stoppable and resumable without losing or repeating anything.
 
@@ -80,10 +95,13 @@ class ResumableRun(L.Callback):
       batch's own step is logged after the save), so a run killed later (SIGKILL) keeps
       every step up to the checkpoint it will resume from.
     * A resumed run marks its first step as a restart in TensorBoard (see module doc).
+    * Every checkpoint records the run's ``seed``, which a resume seeds with
+      (:func:`run_seed`), whatever ``seed`` the resuming command gives.
     """
 
-    def __init__(self, dirpath: str | Path) -> None:
+    def __init__(self, dirpath: str | Path, seed: int | None = None) -> None:
         self.dirpath = Path(dirpath)
+        self.seed = seed
         self.stopped_by: str | None = None  # "SIGTERM" or "Ctrl-C", for the exit message
         self.saved_path: Path | None = None
         self._previous_sigint: Any = None
@@ -129,7 +147,9 @@ class ResumableRun(L.Callback):
         if self._marked_restart or trainer.ckpt_path is None:
             return
         self._marked_restart = True
-        step = compat.logged_step(trainer)  # the x axis of our scalars
+        # the first step this session writes (the x axis counts generator steps,
+        # capsgan.loggers): the killed session's events from here on are dropped
+        step = trainer.global_step + 1
         for logger in trainer.loggers:
             writer = logger.experiment
             if not isinstance(writer, SummaryWriter):
@@ -146,6 +166,8 @@ class ResumableRun(L.Callback):
     ) -> None:
         _flush(trainer)
         self._flush_at_next_batch = True
+        if self.seed is not None:
+            checkpoint[SEED_KEY] = self.seed
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -165,6 +187,19 @@ def _flush(trainer: L.Trainer) -> None:
         flush = getattr(logger.experiment, "flush", None)
         if callable(flush):
             flush()
+
+
+SEED_KEY = "capsgan_seed"  # the run's seed, in every checkpoint ResumableRun saves
+
+
+def run_seed(seed: int, ckpt: dict[str, Any] | None) -> int:
+    """The seed to seed a run with: a resumed run's own (its checkpoint's), else ``seed``.
+    A resume that gives another seed is told so: its own is the one the run continues."""
+    own = (ckpt or {}).get(SEED_KEY)
+    if own is None or own == seed:
+        return seed
+    log.info("resuming a run made with seed=%d: seeding with it (not seed=%d)", own, seed)
+    return int(own)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -79,6 +79,10 @@ def resume_dir(ckpt_path: object, log_dir: str, default: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("capsgan.resume_dir"):
         OmegaConf.register_new_resolver("capsgan.resume_dir", resume_dir)
+    if not OmegaConf.has_resolver("capsgan.config_groups"):  # --help (capsgan.help)
+        from capsgan.help import config_groups
+
+        OmegaConf.register_new_resolver("capsgan.config_groups", config_groups)
 
 
 # -- optional plugins -----------------------------------------------------------------

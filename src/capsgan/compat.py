@@ -29,13 +29,6 @@ CHECKED_ON = {
 # -- the trainer internals the training code uses --------------------------------------
 
 
-def logged_step(trainer: Any) -> int:
-    """The step Lightning's loggers write this batch's scalars at (TensorBoard's x axis):
-    batches that stepped an optimizer, over the whole run. ``trainer.global_step`` is
-    generator steps here, which differs with ``d_steps_per_g`` > 1."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
-
-
 def logger_writes_this_batch(trainer: Any) -> bool:
     """Whether Lightning's logger writes this batch's step values (every
     ``log_every_n_steps`` batches, counted over the whole run); on other batches
@@ -83,10 +76,6 @@ def _trainer():
         accelerator="cpu",
         devices=1,
     )
-
-
-def _batches_that_stepped() -> bool:
-    return isinstance(logged_step(_trainer()), int)
 
 
 def _should_update_logs() -> bool:
@@ -154,14 +143,6 @@ def _pytree_module() -> bool:
 
 
 PRIVATE_APIS = (
-    PrivateAPI(
-        "Trainer.fit_loop.epoch_loop._batches_that_stepped",
-        "compat.logged_step (callbacks.SampleGrid, checkpointing.ResumableRun, diagnostics)",
-        "the step Lightning's loggers write scalars at (the x axis of TensorBoard)",
-        "sample grids / restart markers at the wrong step (tests: test_everyday, "
-        "test_reliability resume)",
-        _batches_that_stepped,
-    ),
     PrivateAPI(
         "Trainer._logger_connector.should_update_logs",
         "compat.logger_writes_this_batch (callbacks.TrainingLog)",

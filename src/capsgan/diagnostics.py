@@ -20,7 +20,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.nn import functional as F
 
-from capsgan import compat
 from capsgan.models.interface import CapsuleTrace, supports_capsule_trace
 
 # numpy's bin rule, not TensorBoard's default exponential buckets, which put all the
@@ -121,8 +120,8 @@ class CapsuleDiagnostics(L.Callback):
         if real is None or not writers:
             return
         stats = self.measure(pl_module, real)
-        step = compat.logged_step(trainer)  # the scalars' x axis
-        title = f"epoch {trainer.current_epoch}, step {step}"
+        step = trainer.global_step  # generator steps: the scalars' x axis (capsgan.loggers)
+        title = f"epoch {trainer.current_epoch + 1}, generator step {step}"
         for writer in writers:
             write(writer, stats, step, title)
 
@@ -150,21 +149,21 @@ def write(writer: Any, stats: dict[str, dict[str, Tensor]], step: int, title: st
     """Log :meth:`CapsuleDiagnostics.measure`'s statistics to a TensorBoard ``SummaryWriter``."""
     for name, s in stats.items():
         for r, entropy in enumerate(s["entropy"], start=1):  # (B, I) per iteration
-            writer.add_scalar(f"capsules/entropy/{name}/iter{r}", entropy.mean().item(), step)
+            writer.add_scalar(f"val_capsules/entropy/{name}/iter{r}", entropy.mean().item(), step)
             hist = entropy.numpy()  # (B * I) values
-            writer.add_histogram(f"capsules/entropy_hist/{name}/iter{r}", hist, step, bins=BINS)
-        writer.add_scalar(f"capsules/length/{name}", s["lengths"].mean().item(), step)
+            writer.add_histogram(f"val_capsules/entropy_hist/{name}/iter{r}", hist, step, bins=BINS)
+        writer.add_scalar(f"val_capsules/length/{name}", s["lengths"].mean().item(), step)
         hist = s["lengths"].numpy()  # (B * J) values
-        writer.add_histogram(f"capsules/length_hist/{name}", hist, step, bins=BINS)
+        writer.add_histogram(f"val_capsules/length_hist/{name}", hist, step, bins=BINS)
         if "score_lengths" in s:
             hist = s["score_lengths"].numpy()
-            writer.add_histogram(f"capsules/score_length_hist/{name}", hist, step, bins=BINS)
-        writer.add_scalar(f"capsules/agreement/{name}", s["agreement"].mean().item(), step)
+            writer.add_histogram(f"val_capsules/score_length_hist/{name}", hist, step, bins=BINS)
+        writer.add_scalar(f"val_capsules/agreement/{name}", s["agreement"].mean().item(), step)
     shares = {name: s["longest"] for name, s in stats.items()}
     score_capsule = next(iter(stats.values())).get("score_capsule")
     score_capsule = None if score_capsule is None else int(score_capsule)
     image = longest_bar_chart(shares, title, score_capsule)
-    writer.add_image("capsules/longest", image, step, dataformats="HWC")
+    writer.add_image("val_capsules/longest", image, step, dataformats="HWC")
 
 
 def longest_bar_chart(

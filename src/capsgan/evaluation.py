@@ -591,6 +591,21 @@ def evaluation_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[s
     return columns, body
 
 
+def output_path(cfg: DictConfig) -> Path:
+    """Where the JSON goes: ``cfg.out``, else beside what was scored, so that the next
+    evaluation of something else does not overwrite it: ``<folder>/evaluation.json`` for a
+    run, sweep or PNG folder, ``<file>.evaluation.json`` next to a .ckpt or .npz, and
+    ``<paths.log_dir>/evaluations/<date>_<time>.json`` for several sources or real images."""
+    if cfg.get("out"):
+        return Path(str(cfg.out)).expanduser()
+    items = [str(p) for p in as_list(cfg.source)]
+    if len(items) == 1 and not items[0].startswith(REAL_PREFIX):
+        path = Path(items[0]).expanduser()
+        return path / "evaluation.json" if path.is_dir() else path.with_suffix(".evaluation.json")
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    return Path(str(cfg.paths.log_dir)).expanduser() / "evaluations" / f"{stamp}.json"
+
+
 def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/evaluate.py``: score, print the table, write the JSON; return rows and path."""
     rows = evaluate(cfg)
@@ -600,6 +615,6 @@ def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     settings = {
         k: cfg[k] for k in ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
     }
-    path = write_json({"settings": settings, "results": rows}, cfg.out)
+    path = write_json({"settings": settings, "results": rows}, output_path(cfg))
     log.info("wrote %s", path)
     return rows, path

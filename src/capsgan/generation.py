@@ -238,11 +238,14 @@ def morph(
 
 
 def epoch_grids(samples_dir: Path) -> dict[int, Path]:
-    """``{epoch: path}`` of the fixed-noise grids ``epoch_NNNN.png`` in ``samples_dir``."""
+    """``{epoch: path}`` of the fixed-noise grids ``epoch_NNNN.png`` in ``samples_dir``,
+    epochs counted from 1 as the file names count them (a folder with ``epoch_0000.png``
+    was written before they did, from 0: its numbers are shifted by one)."""
     found = {
         int(m[1]): p for p in samples_dir.glob("epoch_*.png") if (m := SAMPLE_FILE.search(p.name))
     }
-    return dict(sorted(found.items()))
+    shift = 1 if 0 in found else 0
+    return {epoch + shift: path for epoch, path in sorted(found.items())}
 
 
 def pick_evenly(items: Sequence[int], count: int) -> list[int]:
@@ -271,13 +274,14 @@ def learning_process(
     """The fixed-noise grids of a run as ``learning_process.gif`` and ``learning_process.png``.
 
     The GIF has one frame per saved epoch; the PNG strip puts the grids of the selected
-    epochs side by side, each captioned with its epoch number (1 = after the first pass).
+    epochs side by side, each captioned with its epoch number (1 = after the first pass, as
+    in the file names).
 
     Args:
         run_dir: a training run folder with ``samples/epoch_NNNN.png``.
         out_dir: where the two files go.
         strip_epochs: how many epochs the strip shows (evenly spaced, first and last
-            included), or the list of (0-based, as in the file names) epochs to show.
+            included), or the list of epochs (from 1, as in the file names) to show.
         frame_ms: duration of one GIF frame.
     """
     grids = epoch_grids(run_dir / "samples")
@@ -296,13 +300,13 @@ def learning_process(
             raise ConfigError(
                 f"strip_epochs asks for epochs {missing} but {str(run_dir / 'samples')!r} only "
                 f"has grids of epochs {epochs[0]}..{epochs[-1]} ({len(epochs)} files); pick "
-                "epochs from that range (0-based, as in the file names) or give a count."
+                "epochs from that range (from 1, as in the file names) or give a count."
             )
         chosen = list(strip_epochs)
     images = {e: Image.open(p).convert("RGB") for e, p in grids.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     gif = save_gif([images[e] for e in epochs], out_dir / "learning_process.gif", frame_ms)
-    tiles = [captioned(images[e], f"epoch {e + 1}") for e in chosen]
+    tiles = [captioned(images[e], f"epoch {e}") for e in chosen]
     strip = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
     x = 0
     for tile in tiles:

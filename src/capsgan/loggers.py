@@ -15,19 +15,20 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-from torch.utils.tensorboard.summary import hparams
 
 from capsgan.errors import ConfigError
 
@@ -37,14 +38,15 @@ log = logging.getLogger(__name__)
 # part of a run's name.
 NOT_HPARAMS = (
     "trainer/default_root_dir", "trainer/plugins", "data/root", "data/download", "ckpt_path",
-    "run_name", "metrics/classifier_dir", "metrics/classifier_path",
+    "run_name", "metrics/classifier_dir", "metrics/classifier_path", "paths/",
 )  # fmt: skip
 NOT_IN_NAME = (
     "ckpt_path", "run_name", "threads", "paths.", "hydra.", "data.root", "data.download",
     "data.num_workers", "trainer.enable_progress_bar", "trainer.accelerator", "trainer.devices",
     "metrics.classifier_dir", "metrics.classifier_path",
 )  # fmt: skip
-CHOSEN_GROUPS = ("data", "generator", "discriminator", "experiment", "debug", "logger")
+# the config groups whose choice is a hyperparameter of the run (not logger, paths...)
+CHOSEN_GROUPS = ("data", "generator", "discriminator", "trainer", "experiment", "debug")
 BEST_FID = "val/fid_best"
 HPARAM_METRICS = (
     "val/fid", BEST_FID, "val/kid", "val/is", "val/modes", "val/mode_kl",
@@ -153,43 +155,78 @@ def find_runs(root: str | Path) -> list[Path]:
 # -- HPARAMS --------------------------------------------------------------------------
 
 
-def flat_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> dict[str, Any]:
-    """The resolved config flattened to ``a/b/c`` keys for TensorBoard's HPARAMS tab:
-    first the overrides typed for this run and the config-group choices, then the rest."""
-    out: dict[str, Any] = {}
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a/b/c": value}`` of a resolved config (lists as strings)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}/{k}" if prefix else str(k)))
+        return out
+    return {prefix: str(node) if isinstance(node, list) else node}
 
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():  # _target_ kept: it tells cnn from capsule runs
-                walk(v, f"{prefix}/{k}" if prefix else str(k))
-        elif isinstance(node, list):
-            out[prefix] = str(node)
-        else:
-            out[prefix] = node
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    skip = ("hydra", "paths", "callbacks", "logger", "module")  # module/* repeats top-level keys
-    rest = {
-        k: v for k, v in out.items() if not k.startswith(skip) and not k.startswith(NOT_HPARAMS)
-    }
+def gan_hyperparameters() -> list[str]:
+    """The GAN's hyperparameters: the top-level keys :func:`capsgan.training.build_gan`
+    passes to :class:`capsgan.gan_module.GAN` (``lr``, ``betas``, ``d_steps_per_g``...)."""
+    import inspect
+
+    from capsgan.gan_module import GAN  # late: gan_module imports this module's users
+
+    return [k for k in inspect.signature(GAN).parameters if k not in ("generator", "discriminator")]
+
+
+def run_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> tuple[dict[str, Any], set[str]]:
+    """What TensorBoard's HPARAMS tab shows of a run, and which of those keys set it apart.
+
+    The keys that identify a run, not its whole config (``.hydra/config.yaml`` has that):
+    the config-group choices (``discriminator: capsule_small``), the seed and the GAN's
+    hyperparameters, every key typed on the command line and every key the sweep varies,
+    as ``a/b`` names; null values are left out, booleans stay booleans. The second value
+    is the keys that set the run apart (a sweep's varying keys; a single run's typed
+    ones), which :func:`log_hparams` marks so that TensorBoard lists them first.
+    """
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    wanted = ["seed", *gan_hyperparameters()]
     hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
+    choices: dict[str, Any] = {}
+    if hydra_cfg is None:  # composed outside @hydra.main: the models' classes instead
+        wanted += ["data/name", "generator/_target_", "discriminator/_target_"]
+        typed: list[str] = []
+        varying: set[str] = set()
+    else:
+        choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
+                   if "/" not in str(k) and v is not None and k in CHOSEN_GROUPS}  # fmt: skip
+        typed = [_key(str(o)) for o in hydra_cfg.overrides.task]
+        varying = swept_keys(hydra_cfg) if hydra_cfg.mode == RunMode.MULTIRUN else set(typed)
+    params: dict[str, Any] = dict(choices)
+    for key in [*wanted, *typed, *sorted(varying)]:
+        name = key.replace(".", "/")
+        if name in choices or name.startswith(NOT_HPARAMS):
+            continue
+        # a typed group key (`+trainer/profiler=...`) or a section: every value under it
+        found = {k: v for k, v in flat.items() if k == name or k.startswith(name + "/")}
+        params.update({k: v for k, v in found.items() if v is not None})
+    apart = {k for k in params if any(k == v.replace(".", "/") or k.startswith(
+        v.replace(".", "/") + "/") for v in varying)}  # fmt: skip
+    return params, apart
+
+
+def trial_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
+    """The HPARAMS row's name (TensorBoard's "Trial ID"): the run's name and, so that two
+    runs with the same name stay two rows, its job number or folder (``lr=0.0001 (job 1)``;
+    TensorBoard's own is the event folder's path, ``1/tensorboard/lr=0.0001``)."""
+    hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
+    name = str(cfg.get("run_name") or "")
     if hydra_cfg is None:
-        return rest
-    choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items() if "/" not in str(k)}
-    lead: dict[str, Any] = {}
-    for override in hydra_cfg.overrides.task:
-        key = _key(str(override))
-        if key in choices and choices[key] is not None:
-            lead[key] = choices[key]
-        elif key.replace(".", "/") in rest:
-            lead[key.replace(".", "/")] = rest[key.replace(".", "/")]
-    for group in CHOSEN_GROUPS:
-        if choices.get(group) is not None and group not in lead:
-            lead[group] = choices[group]
-    return {**lead, **{k: v for k, v in rest.items() if k not in lead}}
+        return name
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    tail = f"job {hydra_cfg.job.num}" if multirun else Path(str(cfg.paths.output_dir)).name
+    return f"{name} ({tail})" if name else tail
 
 
-def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
+def log_hparams(
+    trainer: L.Trainer, params: dict[str, Any], apart: Iterable[str] = (), trial: str = ""
+) -> None:
     """Record the run's hyperparameters for TensorBoard's HPARAMS tab (and the other
     loggers' ``log_hyperparams``).
 
@@ -197,28 +234,80 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
     tags' values from the run's own scalars. Lightning's ``log_hyperparams(params,
     metrics)`` would also write a fake value of each metric at step 0 and mark the session
     successful at once, so the experiment and session-start summaries are written
-    directly, and the session's end by :class:`TensorBoardLogger` when the run ends.
+    directly (as tensorboard's ``experiment_pb`` / ``session_start_pb`` would, which need
+    TensorFlow: booleans as booleans, ``trial`` as the row's name), and the session's end by
+    :class:`TensorBoardLogger` when the run ends. The keys in ``apart`` are marked as
+    differing: TensorBoard sorts those first and shows the first five.
     """
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+    kinds = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
+    infos = [
+        api_pb2.HParamInfo(
+            name=k, type=kinds.get(type(v), api_pb2.DATA_TYPE_FLOAT64), differs=k in set(apart)
+        )
+        for k, v in values.items()
+    ]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in HPARAM_METRICS]
     for logger in trainer.loggers:
         if isinstance(logger, _LightningTensorBoardLogger):
             logger.hparams.update(params)  # also saved to hparams.yaml
-            sanitized = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                         for k, v in params.items()}  # fmt: skip
             writer = logger.experiment._get_file_writer()
             if writer is None:  # a DDP rank other than 0 has a dummy experiment: no events
                 continue
-            experiment, start, _end = hparams(sanitized, dict.fromkeys(HPARAM_METRICS, 0.0))
-            writer.add_summary(experiment)
-            writer.add_summary(start)
+            experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+            writer.add_summary(_hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment))
+            start = plugin_data_pb2.SessionStartInfo(group_name=trial, start_time_secs=time.time())
+            for k, v in values.items():
+                field = {bool: "bool_value", str: "string_value"}.get(type(v), "number_value")
+                setattr(start.hparams[k], field, v)
+            writer.add_summary(
+                _hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=start)
+            )
             if isinstance(logger, TensorBoardLogger):
                 logger.session_started = True
         else:
             logger.log_hyperparams(params)
 
 
-class TensorBoardLogger(_LightningTensorBoardLogger):
-    """Lightning's TensorBoard logger, plus the HPARAMS session's end status and the
-    running best ``val/fid`` (see the module docstring)."""
+class GeneratorSteps:
+    """A logger whose x axis is the generator step and whose ``epoch`` counts from 1: the
+    numbers the console, the checkpoint and sample file names and the report use.
+
+    Lightning writes every value at its count of batches before the current one (the
+    first batch at 0, an epoch's ``val/`` values at its last batch), which is neither the
+    generator step (``d_steps_per_g`` batches each) nor what the console says. Once
+    :meth:`follow` has given it the trainer (:class:`capsgan.callbacks.TrainingLog` does,
+    for every run of the GAN), each value is written at ``trainer.global_step``: a batch's
+    values at the generator steps done after it, a validation's at the step the console
+    reports with its FID. With ``d_steps_per_g`` = k, k batches share a step.
+    """
+
+    _trainer: L.Trainer | None = None
+
+    def follow(self, trainer: L.Trainer) -> None:
+        self._trainer = trainer
+
+    def on_generator_steps(
+        self, metrics: dict[str, Any], step: int | None
+    ) -> tuple[dict[str, Any], int | None]:
+        if self._trainer is None:  # outside a GAN run: Lightning's numbers
+            return metrics, step
+        if "epoch" in metrics:  # Lightning adds the 0-based current_epoch
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return metrics, self._trainer.global_step
+
+
+class CSVLogger(GeneratorSteps, _LightningCSVLogger):
+    """Lightning's CSV logger on :class:`GeneratorSteps` (``step`` and ``epoch`` columns)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(*self.on_generator_steps(metrics, step))
+
+
+class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
+    """Lightning's TensorBoard logger on :class:`GeneratorSteps`, plus the HPARAMS
+    session's end status and the running best ``val/fid`` (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -228,6 +317,7 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        metrics, step = self.on_generator_steps(metrics, step)
         fid = metrics.get("val/fid")
         if fid is not None and math.isfinite(float(fid)):
             if self._best_fid is None:
@@ -274,23 +364,20 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
         self.session_started = False
 
 
+def _hparams_summary(tag: str, **data: Any) -> Summary:
+    """A summary of the HPARAMS plugin holding ``HParamsPluginData(**data)``."""
+    content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
+    plugin = SummaryMetadata.PluginData(
+        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
+
+
 def session_end_summary(status: int) -> Summary:
     """The HPARAMS plugin's session-end summary with ``status`` (as torch's ``hparams()``
     writes it, which always says STATUS_SUCCESS)."""
     end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
-    content = plugin_data_pb2.HParamsPluginData(
-        session_end_info=end, version=metadata.PLUGIN_DATA_VERSION
-    )
-    plugin = SummaryMetadata.PluginData(
-        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
-    )
-    return Summary(
-        value=[
-            Summary.Value(
-                tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin)
-            )
-        ]
-    )
+    return _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)
 
 
 # -- optional logger packages ---------------------------------------------------------

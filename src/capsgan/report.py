@@ -200,7 +200,8 @@ def read_scalars(
     """Every scalar tag of a run (all its TensorBoard event folders), in time order; steps
     divided by ``steps_per_unit`` (the batches per generator step), times in seconds since
     the run's first event, less the ``pauses`` (POSIX (from, to) times between the sessions
-    of a resumed run) before each event. The project's one reader of TensorBoard events."""
+    of a resumed run) before each event. The project's one reader of TensorBoard events;
+    it reads runs from before and after the x axis became the generator step."""
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
     events: dict[str, list[tuple[float, int, float]]] = {}
     start = math.inf
@@ -215,12 +216,15 @@ def read_scalars(
             events.setdefault(tag, []).extend(
                 (e.wall_time, e.step, e.value) for e in acc.Scalars(tag)
             )
+    # Runs since capsgan.loggers.GeneratorSteps write at the generator step and count epochs
+    # from 1; earlier ones wrote Lightning's count of batches before the current one.
+    epochs = sorted(events.get("epoch", []))
+    generator_steps = bool(epochs) and epochs[0][2] >= 1
     scalars: dict[str, Series] = {}
     for tag, items in events.items():
         series = scalars[tag] = Series()
         for wall, step, value in sorted(items):
-            # Lightning writes an event at the count of batches *before* the current one
-            series.steps.append((step + 1) // steps_per_unit)
+            series.steps.append(step if generator_steps else (step + 1) // steps_per_unit)
             paused = sum(max(0.0, min(wall, end) - begin) for begin, end in pauses)
             series.seconds.append(wall - start - paused)
             series.values.append(float(value))

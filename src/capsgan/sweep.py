@@ -133,7 +133,7 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
     epoch = epochs.get(series.steps[best])
     out.update(
         best=series.values[best],
-        best_epoch=None if epoch is None else int(epoch) + 1,
+        best_epoch=None if epoch is None else int(epoch),  # logged from 1 (GeneratorSteps)
         best_step=series.steps[best],
         final=series.values[-1],
         final_step=series.steps[-1],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import signal
 import time
 import warnings
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from capsgan import run_info
-from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
+from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint, run_seed
 from capsgan.config import LAST, check_output_dir, instantiate, resolve_ckpt_path, validate_config
 from capsgan.errors import (
     ConfigError,
@@ -34,7 +35,7 @@ from capsgan.errors import (
 from capsgan.gan_module import GAN
 from capsgan.hardware import check_speed_switches, device_type, resolve_precision
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
-from capsgan.loggers import check_logger_packages, flat_hparams, log_hparams, name_run
+from capsgan.loggers import check_logger_packages, log_hparams, name_run, run_hparams, trial_name
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
 from capsgan.sweep import (
     conflict_message,
@@ -54,14 +55,39 @@ def instantiate_list(section: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in section.values() if c and "_target_" in c]
 
 
+def repeated_in_sweep() -> bool:
+    """A sweep's job after the first: the model table and the device lines (``GPU
+    available: ...``) are the first job's again, and are left out."""
+    return in_multirun() and int(HydraConfig.get().job.get("num") or 0) > 0
+
+
+class _DropRepeatedDeviceLines(logging.Filter):
+    """Drops Lightning's device lines in the jobs of a sweep after the first."""
+
+    LINES = ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith(self.LINES) and repeated_in_sweep())
+
+
+_DEVICE_FILTER = _DropRepeatedDeviceLines()
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Callbacks, loggers and Trainer from the config; Lightning's refusals as ConfigError."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        if _DEVICE_FILTER not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_DEVICE_FILTER)
     try:
         callbacks = instantiate_list(cfg.get("callbacks"))
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
             callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
         loggers = instantiate_list(cfg.get("logger"))
-        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        # the model table (and its FLOPs pass) is the same for every job of a sweep: once
+        once = {"enable_model_summary": False} if repeated_in_sweep() else {}
+        return hydra.utils.instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, **once
+        )
     except (InstantiationException, MisconfigurationException) as err:
         raise ConfigError(
             f"Lightning refused the trainer / callbacks / logger settings: {err}. Check the "
@@ -185,7 +211,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(run_seed(cfg.seed, ckpt), workers=True)  # a resume: the run's own
     datamodule = instantiate(cfg, "data", model=False)
     module = build_gan(cfg, generator, discriminator)
     if ckpt is not None:
@@ -198,13 +224,15 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
     trainer = build_trainer(cfg)
     started = check_before_training(cfg, trainer, datamodule)  # metrics, checkpoints, data size
-    log_hparams(trainer, flat_hparams(cfg))
+    log_hparams(trainer, *run_hparams(cfg), trial=trial_name(cfg))
     with warnings.catch_warnings():
         # Both are about step checkpoints with manual optimization, which we want: the
         # state after the generator step, and a resumed epoch that runs its remaining
         # batches from a fresh shuffle (the batches are i.i.d. draws of the data set).
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
         warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
+        # a run shorter than log_every_n_steps: TrainingLog shortens the interval to it
+        warnings.filterwarnings("ignore", "The number of training batches .* is smaller than")
         if ckpt_path:  # a resume writes into its own checkpoints/ folder again, as it should
             warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
         try:
@@ -236,6 +264,14 @@ def _stopped(trainer: L.Trainer, output_dir: str) -> RunInterruptedError:
     return RunInterruptedError(message, 130 if how == "Ctrl-C" else 128 + signal.SIGTERM)
 
 
+def announce_run_folder(cfg: DictConfig, what: str) -> None:
+    """Say where a single run writes, with the line that opens it in TensorBoard (a sweep
+    prints its folder and summary itself, :class:`capsgan.sweep.SweepSummary`)."""
+    folder = Path(str(cfg.paths.output_dir))
+    shown = os.path.relpath(folder) if folder.is_relative_to(Path.cwd()) else str(folder)
+    log.info("%s: %s  (view it: tensorboard --logdir %s)", what, shown, shown)
+
+
 def run(cfg: DictConfig) -> float | None:
     """Entry point behind ``src/train.py``: train, then return the optimized metric.
 
@@ -248,6 +284,9 @@ def run(cfg: DictConfig) -> float | None:
     if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
         torch.set_num_threads(threads)  # a bad value is reported by validate_config
     spawn_ddp_in_multirun(cfg)
+    single = not in_multirun() and rank_zero_only.rank == 0  # a sweep names its own folder
+    if single:
+        announce_run_folder(cfg, "run folder")
     # in a multirun the sweep records a failed or interrupted job and goes on
     with user_errors(reraise=in_multirun()):
         raise_if_sweep_stopping()  # a stopped sweep's queued jobs end at once
@@ -255,5 +294,6 @@ def run(cfg: DictConfig) -> float | None:
     metric = cfg.get("optimized_metric")
     if metric and metric in metrics:
         log.info("%s = %.4f", metric, metrics[metric])
-        return metrics[metric]
-    return None
+    if single:  # last, where the eye lands (a stopped run's message names the folder itself)
+        announce_run_folder(cfg, "the run's folder")
+    return metrics.get(metric) if metric else None
