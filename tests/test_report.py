@@ -520,3 +520,26 @@ def test_time_between_the_sessions_of_a_resumed_run_is_not_training_time(tmp_pat
     assert end - begin == 90 * 60
     assert begin == datetime.fromisoformat("2026-11-25T08:30:00+00:00").timestamp()
     assert session_pauses(tmp_path / "missing") == []
+
+
+def test_plateau_check_flags_a_stop_after_which_the_run_improved(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "plateau_check", ROOT / "docs" / "results" / "plateau_check.py"
+    )
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    folder = tmp_path / "results" / "x"
+    folder.mkdir(parents=True)
+    rows = ["run,step,seconds,val/fid"]
+    # run a: flat from evaluation 4 on, then falls by a third: a wrong stop
+    for i, fid in enumerate([400, 300, 200, 190, 195, 192, 191, 120, 110]):
+        rows.append(f"a,{468 * (i + 1)},{i},{fid}")
+    # run b: flat at the end and stays flat: a right stop
+    for i, fid in enumerate([400, 300, 200, 190, 195, 192, 191, 190, 189]):
+        rows.append(f"b,{468 * (i + 1)},{i},{fid}")
+    (folder / "curves.csv").write_text("\n".join(rows) + "\n")
+    assert check.main([str(tmp_path / "results")]) == 1
+    (folder / "curves.csv").write_text("\n".join(r for r in rows if not r.startswith("a,")))
+    assert check.main([str(tmp_path / "results")]) == 0
