@@ -388,7 +388,7 @@ def test_summary_records_a_failing_job_and_the_sweep_goes_on(
     assert rows[0]["best val/d_loss"] == "" and float(rows[1]["best val/d_loss"]) > 0
     assert float(rows[1]["wall_s"]) > 0 and "lr=0.0002" in rows[1]["overrides"]
     md = (sweep / "summary.md").read_text()
-    assert "1 of 2 jobs ok" in md and f"| failed | {rows[0]['error'][:40]}" in md
+    assert "1 of 2 jobs ok" in md and f"| failed | run | {rows[0]['error'][:40]}" in md
     assert "learning rate" in (sweep / "0" / "train.log").read_text()  # the error, in its log
 
 

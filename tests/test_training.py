@@ -244,13 +244,17 @@ def test_epoch_means_count_each_key_over_the_batches_that_returned_it() -> None:
     log = TrainingLog()
     trainer = SimpleNamespace(
         _logger_connector=SimpleNamespace(should_update_logs=False), fast_dev_run=False,
-        log_every_n_steps=100,
+        log_every_n_steps=100, num_training_batches=4, max_steps=-1, global_step=0,
     )  # fmt: skip
+    bar = []  # what the progress bar was given
+    module = SimpleNamespace(log_dict=lambda values, **kwargs: bar.append(values))
     for batch_idx, d_loss in enumerate([1.0, 2.0, 3.0, 6.0], start=1):
         stats = {"d_loss": torch.tensor(d_loss), "d_acc": torch.tensor(0.5)}
         if batch_idx % 2 == 0:
             stats["g_loss"] = torch.tensor(d_loss, dtype=torch.bfloat16)
-        log.on_train_batch_end(trainer, None, stats, None, batch_idx)
+        log.on_train_batch_end(trainer, module, stats, None, batch_idx)
+    # refreshed at the first batch and at the epoch's last (index 3 of 4): current values
+    assert [b["d_loss"].item() for b in bar] == [1.0, 3.0]
     means = {k: v.item() for k, v in log.epoch_means().items()}
     assert means == {"d_loss": 3.0, "d_acc": 0.5, "g_loss": 4.0}
 
