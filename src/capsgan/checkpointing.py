@@ -30,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from capsgan import compat
 from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
-from capsgan.generation import find_run_config
+from capsgan.inputs import find_run_config, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -168,22 +168,9 @@ def _flush(trainer: L.Trainer) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU, as a :class:`ConfigError` if it is not one."""
-    try:
-        # weights_only, as Lightning loads it on resume: a file this fails on fails there too
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is not a readable checkpoint ({type(err).__name__}: "
-            f"{err}). The file may be truncated or from another program; pick another .ckpt "
-            "file from the run's checkpoints/ folder, or ckpt_path=null to start from scratch."
-        ) from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is not a Lightning checkpoint (it has no state_dict). "
-            "Pass a .ckpt file written by this framework (a run's checkpoints/ folder)."
-        )
-    return ckpt
+    """The checkpoint to resume from, read as Lightning reads it on resume
+    (``weights_only``), so a file this refuses would fail there too."""
+    return read_checkpoint(path, "ckpt_path", weights_only=True)
 
 
 def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:
