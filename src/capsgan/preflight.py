@@ -124,6 +124,7 @@ def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
                 f"{name}.every_n_epochs the same value ({quality.every_n_epochs}), or "
                 f"{name}.monitor=null."
             )
+    problems += _no_evaluation_in_budget(cfg, trainer, quality, names, validates)
     if quality is not None and validates and len(dm.val_set) < MIN_REAL_IMAGES:
         subset = cfg.data.get("val_subset")
         problems.append(
@@ -133,6 +134,39 @@ def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
             "(~callbacks.sample_quality callbacks.model_checkpoint.monitor=null)."
         )
     return problems
+
+
+def _no_evaluation_in_budget(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    quality: SampleQualityCallback | None,
+    names: dict[str, str],
+    validates: bool,
+) -> list[str]:
+    """A checkpoint that ranks by a quality metric which no epoch of the budget computes:
+    the run would end (or fail at its first checkpoint) with no FID at all, yet its sweep
+    would call it ok. ``debug=overfit trainer.max_epochs=3`` validates every 5 epochs."""
+    monitors = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    monitored = [c.monitor for c in monitors if c.monitor in QUALITY_KEYS]
+    max_epochs = trainer.max_epochs
+    val_every = trainer.check_val_every_n_epoch
+    if not (monitored and quality is not None and validates) or val_every is None:
+        return []  # validation by batches (val_check_interval, no epoch interval) or none
+    if max_epochs is None or max_epochs < 1:
+        return []  # no epoch limit
+    first = math.lcm(val_every, quality.every_n_epochs)  # the first epoch with a value
+    if first <= max_epochs:
+        return []
+    name = names.get(monitored[0], "callbacks.model_checkpoint")
+    return [
+        f"no {monitored[0]} would be computed within the budget: trainer.max_epochs="
+        f"{max_epochs}, but validation runs every {val_every} epoch(s) "
+        f"(trainer.check_val_every_n_epoch) and the quality metrics every "
+        f"{quality.every_n_epochs} (callbacks.sample_quality.every_n_epochs), so the first "
+        f"{monitored[0]} comes at epoch {first}; `{name}` ranks by it and the run would end "
+        f"without one. Raise trainer.max_epochs to {first} or more, lower "
+        f"trainer.check_val_every_n_epoch, or set {name}.monitor=null."
+    ]
 
 
 def nothing_trained(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> ConfigError:

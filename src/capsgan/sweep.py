@@ -55,6 +55,7 @@ JOB_RECORD = "job.json"
 STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
 STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
 SUMMARY_NAMES = ("summary.csv", "summary.md")
+NO_METRIC = "no {metric}: the job never logged it (no validation within its budget?)"
 
 
 def in_multirun() -> bool:
@@ -290,6 +291,17 @@ class SweepSummary(Callback):
             writer(sweep_dir / name, rows, self.metric)
         failed = [r for r in rows if r["status"] != "ok"]
         log.info("sweep summary: %s", sweep_dir / "summary.md")
+        missing = [str(r["job"]) for r in rows if r["status"] == "ok" and r["best"] is None]
+        if missing:
+            log.warning(
+                "%d of %d jobs finished without logging %s (jobs %s): they never validated "
+                "within their budget (trainer.max_epochs vs check_val_every_n_epoch); see %s",
+                len(missing),
+                len(rows),
+                self.metric,
+                ", ".join(missing),
+                sweep_dir / "summary.md",
+            )
         if self._stopped_by is not None:
             (sweep_dir / STOP_FILE).unlink(missing_ok=True)
             how, code = self._stopped_by
@@ -319,6 +331,9 @@ class SweepSummary(Callback):
             row = json.loads(record.read_text())
             row["dir"] = str(record.parent.relative_to(sweep_dir))
             row.update(metric_summary(record.parent, self.metric, self.mode))
+            if row["status"] == "ok" and row["best"] is None:
+                # it trained, but its number is missing: never shown as a plain "ok"
+                row["flag"] = NO_METRIC.format(metric=self.metric)
             rows.append(row)
         return sorted(rows, key=lambda r: r["job"])
 

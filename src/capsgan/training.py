@@ -13,12 +13,14 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from capsgan import run_info
+from capsgan.callbacks import SampleGrid
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
 from capsgan.config import LAST, check_output_dir, instantiate, resolve_ckpt_path, validate_config
 from capsgan.errors import (
@@ -51,6 +53,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         callbacks = instantiate_list(cfg.get("callbacks"))
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
             callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+        if cfg.trainer.get("fast_dev_run"):
+            # a smoke run writes no checkpoint or sample (Lightning's ModelCheckpoint still
+            # saves last.ckpt at the end of a fast_dev_run), so ckpt_path=latest never
+            # picks it; its run_info.json and .hydra/ still record it
+            callbacks = [c for c in callbacks if not isinstance(c, (ModelCheckpoint, SampleGrid))]
         loggers = instantiate_list(cfg.get("logger"))
         return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     except (InstantiationException, MisconfigurationException) as err:
@@ -90,8 +97,10 @@ def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, flo
             return dict(done.get("metrics") or {})
     if rank_zero:
         remove_stale_temp_files(output_dir)  # a killed run's half-written checkpoint
-        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-        run_info.start_session(output_dir, overrides, cfg.get("ckpt_path"))
+        hydra = HydraConfig.get() if HydraConfig.initialized() else None
+        overrides = list(hydra.overrides.task) if hydra else []
+        config_dir = str(hydra.output_subdir) if hydra and hydra.output_subdir else None
+        run_info.start_session(output_dir, overrides, cfg.get("ckpt_path"), config_dir)
     try:
         metrics = _fit(cfg, output_dir)
     except BaseException as err:
