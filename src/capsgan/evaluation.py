@@ -116,7 +116,10 @@ def run_info(ckpt: Path, config_path: str | Path | None = None) -> RunInfo:
     preset = None
     hydra_yaml = found.parent / "hydra.yaml"
     if hydra_yaml.is_file():
-        choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices")
+        try:  # only the label's preset name: a damaged hydra.yaml falls back to the class
+            choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices")
+        except Exception:
+            choices = None
         preset = choices.get("discriminator") if choices is not None else None
     if preset is None:
         target = OmegaConf.select(cfg, "discriminator._target_") or "?"
