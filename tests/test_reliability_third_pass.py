@@ -247,6 +247,8 @@ BATTERY = [
      ["no val/fid would be computed", "trainer.max_epochs"]),
     ("T20", "train", ["debug=overfit", "trainer.max_epochs=3"], ["no val/fid would be computed"]),
     ("T21", "train", ["ckpt_path={truncated}/checkpoints/last.ckpt"], ["cannot be read"]),
+    ("T22", "train", ["trainer.max_epochs=-1", "trainer.max_steps=2",
+                      "trainer.check_val_every_n_epoch=2"], ["trainer.max_steps=2", "val/fid"]),
     ("E1", "evaluate", ["source=real:test", "num_samples=abc"], ["`num_samples`", "an integer"]),
     ("E2", "evaluate", ["source=real:test", "num_samples=0"], ["`num_samples`", ">= 2"]),
     ("E3", "evaluate", ["source=real:test", "real_samples=1"], ["`real_samples`"]),
