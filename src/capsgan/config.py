@@ -621,7 +621,7 @@ def resolve_ckpt_path(
             raise ConfigError(
                 f"ckpt_path=last but this run folder has no {str(path)!r}. To resume a run, run "
                 "in its folder: python src/train.py hydra.run.dir=<that run's folder> "
-                "ckpt_path=last (the same overrides as the first time), or pass the file itself: "
+                "ckpt_path=last (its saved overrides are reused), or pass the file itself: "
                 "ckpt_path=<run>/checkpoints/last.ckpt."
             )
         return str(path)

@@ -197,8 +197,8 @@ def _stopped(trainer: L.Trainer, output_dir: str) -> RunInterruptedError:
     where = f"saved {str(saved)!r}" if saved else "saved no checkpoint (none was due yet)"
     message = (
         f"stopped by {how} at generator step {trainer.global_step} (epoch "
-        f"{trainer.current_epoch + 1}); {where}. Resume with the same overrides plus: "
-        f"hydra.run.dir={output_dir} ckpt_path=last"
+        f"{trainer.current_epoch + 1}); {where}. Resume with: python src/train.py "
+        f"hydra.run.dir={output_dir} ckpt_path=last (the run's saved overrides are reused)"
     )
     return RunInterruptedError(message, 130 if how == "Ctrl-C" else 128 + signal.SIGTERM)
 
