@@ -180,7 +180,7 @@ def test_a_smoke_run_writes_no_checkpoint_so_it_is_never_latest(make_cfg) -> Non
     cfg = make_cfg(*FAST, "discriminator=cnn", "debug=fdr")
     train(cfg)
     out = Path(cfg.paths.output_dir)
-    assert not list(out.rglob("*.ckpt")) and not (out / "samples").exists()
+    assert not list(out.rglob("*.ckpt"))
     assert json.loads((out / "run_info.json").read_text())["sessions"][-1]["status"] == "completed"
 
 
@@ -216,6 +216,19 @@ def test_resume_composes_from_the_saved_overrides_and_keeps_the_record(
     session_3 = OmegaConf.load(run_dir / ".hydra" / "session_3" / "config.yaml")
     assert session_3.discriminator._target_.endswith("CNNDiscriminator")
     assert session_3.trainer.max_epochs == 3
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_keeps_each_jobs_record(tiny_data_dir, tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", *RESUME_ARGS, "seed=1", f"hydra.sweep.dir={sweep}"]
+    first = script("train.py", *args, cwd=tmp_path, data=tiny_data_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = {p.name: p.read_text() for p in (sweep / "0" / ".hydra").glob("*.yaml")}
+    resumed = script("train.py", *args, "ckpt_path=last", cwd=tmp_path, data=tiny_data_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert {p.name: p.read_text() for p in (sweep / "0" / ".hydra").glob("*.yaml")} == record
+    assert "ckpt_path=last" in (sweep / "0" / ".hydra" / "session_2" / "overrides.yaml").read_text()
 
 
 # -- the battery ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from capsgan.cli import LATEST  # the newest run's last.ckpt, in its folder (cli.resume_dir)
@@ -43,7 +43,9 @@ from capsgan.data import DATASETS
 from capsgan.errors import ConfigError, user_errors
 from capsgan.locks import hold_run_folder
 from capsgan.models.interface import score_kind
-from capsgan.resume import session_subdir
+from capsgan.resume import register_resolver as register_session_resolver
+
+register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in every process
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 
@@ -667,12 +669,6 @@ class OutputDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(str(config.hydra.run.dir), "hydra.run.dir", hold=True)
-        # A run folder is resumed (or reused): the run's own .hydra/ stays as it was, and
-        # this session's config goes beside it (capsgan.resume).
-        subdir = session_subdir(str(config.hydra.run.dir))
-        if subdir is not None and config.hydra.output_subdir is not None:
-            with read_write(config.hydra):
-                config.hydra.output_subdir = subdir
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")

@@ -13,12 +13,11 @@ wrong ones. Now:
   shape, ``latent_dim``) is refused, with the saved overrides in the message: the
   checkpoint's weights could not be loaded into it. Other keys (``trainer.max_epochs``,
   ``lr``...) are the user's to change.
-* :func:`session_subdir` (the ``OutputDirCheck`` Hydra callback) sends Hydra's files of a
-  later session to ``.hydra/session_<n>/`` when the folder already holds a run's
-  ``.hydra/config.yaml``; the original stays as it was.
-
-A multirun's jobs (``-m ... ckpt_path=last``) repeat the sweep's own command, so their
-overrides are the saved ones already.
+* ``hydra.output_subdir`` (``conf/hydra/default.yaml``, :func:`hydra_output_subdir`) sends
+  Hydra's files of a later session to ``.hydra/session_<n>/`` when the folder already
+  holds a run's ``.hydra/config.yaml``; the original stays as it was. This holds for a
+  sweep's jobs too (a resumed sweep: ``-m ... ckpt_path=last``), whose overrides are the
+  sweep's own command repeated.
 """
 
 from __future__ import annotations
@@ -146,6 +145,28 @@ def _compose(conf_dir: str | Path, config_name: str, overrides: list[str]) -> Di
             return compose(config_name=config_name, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
+
+
+_SESSION_SUBDIRS: dict[str, str] = {}  # run folder -> this process's answer, asked once
+
+
+def hydra_output_subdir(output_dir: str) -> str:
+    """``hydra.output_subdir`` of every run and sweep job (``conf/hydra/default.yaml``):
+    ``.hydra`` for a new folder, ``.hydra/session_<n>`` when it already holds a run's
+    record. Hydra reads it just before it writes its files; later readers (run_info's
+    ``config``) get the same answer, remembered per folder for this process."""
+    key = str(Path(output_dir).absolute())
+    if key not in _SESSION_SUBDIRS:
+        _SESSION_SUBDIRS[key] = session_subdir(key) or HYDRA_DIR
+    return _SESSION_SUBDIRS[key]
+
+
+def register_resolver() -> None:
+    """The ``capsgan.session_subdir`` resolver. :mod:`capsgan.config` registers it when
+    imported, which every Hydra entry point and every sweep worker (through the task
+    function's modules) does before Hydra resolves ``hydra.output_subdir``."""
+    if not OmegaConf.has_resolver("capsgan.session_subdir"):
+        OmegaConf.register_new_resolver("capsgan.session_subdir", hydra_output_subdir)
 
 
 def session_subdir(run_dir: str | Path) -> str | None:

@@ -55,7 +55,7 @@ JOB_RECORD = "job.json"
 STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
 STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
 SUMMARY_NAMES = ("summary.csv", "summary.md")
-NO_METRIC = "no {metric}: the job never logged it (no validation within its budget?)"
+NO_METRIC = "no {metric}: the job never logged it (no validation in its budget, or no callback)"
 
 
 def in_multirun() -> bool:
@@ -294,8 +294,8 @@ class SweepSummary(Callback):
         missing = [str(r["job"]) for r in rows if r["status"] == "ok" and r["best"] is None]
         if missing:
             log.warning(
-                "%d of %d jobs finished without logging %s (jobs %s): they never validated "
-                "within their budget (trainer.max_epochs vs check_val_every_n_epoch); see %s",
+                "%d of %d jobs finished without logging %s (jobs %s): no validation within "
+                "their budget, or no callback computing it; their rows say so in %s",
                 len(missing),
                 len(rows),
                 self.metric,

@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from capsgan import run_info
-from capsgan.callbacks import SampleGrid
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint
 from capsgan.config import LAST, check_output_dir, instantiate, resolve_ckpt_path, validate_config
 from capsgan.errors import (
@@ -54,10 +53,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
             callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
         if cfg.trainer.get("fast_dev_run"):
-            # a smoke run writes no checkpoint or sample (Lightning's ModelCheckpoint still
-            # saves last.ckpt at the end of a fast_dev_run), so ckpt_path=latest never
-            # picks it; its run_info.json and .hydra/ still record it
-            callbacks = [c for c in callbacks if not isinstance(c, (ModelCheckpoint, SampleGrid))]
+            # a smoke run writes no checkpoint (Lightning's ModelCheckpoint still saves
+            # last.ckpt at the end of a fast_dev_run), so ckpt_path=latest never picks it
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         loggers = instantiate_list(cfg.get("logger"))
         return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     except (InstantiationException, MisconfigurationException) as err:
