@@ -396,7 +396,7 @@ def _metrics_problems(cfg: DictConfig) -> Iterator[str]:
         return
     name, shape = str(cfg.data.name), (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     try:
-        yield from _classifier_problems(
+        yield from classifier_problems(
             str(cfg.data.root), path, OmegaConf.select(cfg, "metrics.classifier_dir"), name,
             shape, "metrics.",
         )  # fmt: skip
@@ -404,7 +404,7 @@ def _metrics_problems(cfg: DictConfig) -> Iterator[str]:
         yield str(err)
 
 
-def _classifier_problems(
+def classifier_problems(
     data_root: str,
     path: str | None,
     directory: str | None,
@@ -412,9 +412,10 @@ def _classifier_problems(
     shape: tuple[int, int, int],
     prefix: str = "",
 ) -> Iterator[str]:
-    """The classifier a tool will use for data set ``name``, checked at start-up: a given
-    file must be a classifier of these images; a missing cached one must have a folder
-    that takes it once trained (``prefix``: ``metrics.`` for train.py's keys)."""
+    """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
+    evaluate.py): a given file must be a classifier of these images; a missing cached one
+    must have a folder that takes it once trained. ``prefix``: ``metrics.`` for train.py's
+    keys. A file that is no classifier, or one of other images, raises its ConfigError."""
     from capsgan.classifier import check_classifier_fits, load_classifier
 
     if path:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from capsgan.atomic_write import write_json_atomically
 from capsgan.classifier import check_classifier_fits, load_classifier, load_or_train
-from capsgan.config import classifier_dir_problem, validate_evaluate_config
+from capsgan.config import classifier_problems, raise_problems, validate_evaluate_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError, UserError
 from capsgan.generation import load_generator, network_weights, run_config
@@ -254,6 +254,11 @@ class DataSpec:
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
 
+    @property
+    def key(self) -> tuple[str, tuple[int, int, int]]:
+        """What a classifier must have been made for: the data set and its image shape."""
+        return (self.name, self.shape)
+
     @staticmethod
     def of(data_cfg: DictConfig) -> DataSpec:
         return DataSpec(str(data_cfg.name), int(data_cfg.channels), int(data_cfg.image_size))
@@ -419,14 +424,8 @@ class Scorer:
         (missing) can be cached once trained; a problem found after a first source was
         scored would lose that score."""
         for spec in dict.fromkeys(specs):
-            if self.cfg.classifier_path:
-                self.classifier(spec)
-                continue
-            problem = classifier_dir_problem(
-                self.root, self.cfg.classifier_dir, spec.name, "classifier_dir"
-            )
-            if problem:
-                raise ConfigError(problem)
+            path, directory = self.cfg.classifier_path, self.cfg.classifier_dir
+            raise_problems(list(classifier_problems(self.root, path, directory, *spec.key)))
 
     def _quality(self, spec: DataSpec) -> tuple[SampleQuality, int]:
         key = (spec, str(self.cfg.real_split))
