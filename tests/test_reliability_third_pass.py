@@ -31,6 +31,7 @@ from capsgan.errors import ConfigError, user_errors
 from capsgan.evaluation import run_evaluate
 from capsgan.gam import run_battle
 from capsgan.generation import run_generate
+from capsgan.resume import resume_argv
 from capsgan.semisupervised import run_semisupervised
 from capsgan.sweep import SweepSummary
 from capsgan.training import run, train
@@ -182,6 +183,22 @@ def test_a_smoke_run_writes_no_checkpoint_so_it_is_never_latest(make_cfg) -> Non
     out = Path(cfg.paths.output_dir)
     assert not list(out.rglob("*.ckpt"))
     assert json.loads((out / "run_info.json").read_text())["sessions"][-1]["status"] == "completed"
+
+
+def test_resume_argv_puts_the_saved_overrides_first_and_guards_the_architecture(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(["discriminator=cnn", "lr=1e-4"]),
+                   run_dir / ".hydra" / "overrides.yaml")  # fmt: skip
+    argv = [f"hydra.run.dir={run_dir}", "ckpt_path=last", "lr=3e-4"]
+    merged = resume_argv(argv, ROOT / "conf")
+    assert merged[0] == "discriminator=cnn" and "lr=1e-4" not in merged and "lr=3e-4" in merged
+    with pytest.raises(ConfigError) as err:
+        resume_argv([*argv, "discriminator.channels=[8,16]"], ROOT / "conf")
+    assert "discriminator=cnn lr=1e-4" in str(err.value)  # the run's saved overrides
+    assert "discriminator.channels" in str(err.value)
+    fresh = [f"hydra.run.dir={tmp_path / 'new'}", "ckpt_path=last"]
+    assert resume_argv(fresh, ROOT / "conf") == fresh  # nothing saved: nothing to compose
 
 
 RESUME_ARGS = [*TINY_OVERRIDES, *FAST, "trainer.limit_train_batches=2", "discriminator=cnn"]

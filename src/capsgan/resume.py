@@ -105,13 +105,14 @@ def resume_argv(argv: Sequence[str], conf_dir: str | Path, config_name: str = "t
     if folder is None:
         return list(argv)
     saved = saved_overrides(folder)
-    given = [a for a in argv if _key(a) != "ckpt_path"]
+    flags = [a for a in argv if a.startswith("-")]  # Hydra's options come before overrides
+    given = [a for a in argv if _key(a) != "ckpt_path" and not a.startswith("-")]
     if _value(argv, "ckpt_path") == LATEST:
         given = [a for a in given if _key(a) != "hydra.run.dir"] + [f"hydra.run.dir={folder}"]
     ours = {_key(a) for a in given}
-    merged = [s for s in saved if _key(s) not in ours and _key(s) != "ckpt_path"]
+    merged = [*flags, *(s for s in saved if _key(s) not in ours and _key(s) != "ckpt_path")]
     merged += [*given, f"ckpt_path={LAST}"]
-    task = [a for a in merged if not a.startswith("hydra.") and a not in ("-m", "--multirun")]
+    task = [a for a in merged if not a.startswith(("hydra.", "-"))]
     before = [s for s in saved if _key(s) != "ckpt_path"]
     try:
         changed = _changes(
