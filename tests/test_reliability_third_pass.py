@@ -71,6 +71,13 @@ def inputs(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     Image.new("L", (28, 28)).save(pngs / "a.png")
     (pngs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (base / "text.ckpt").write_text("not a checkpoint\n")
+    grids = base / "grids"
+    (grids / "samples").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(grids / "samples" / "epoch_0000.png")
+    (grids / "samples" / "epoch_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    junk = base / "junk_overrides"
+    (junk / ".hydra").mkdir(parents=True)
+    (junk / ".hydra" / "overrides.yaml").write_bytes(b"\x00\xff: [unclosed")
     torch.manual_seed(0)
     fashion = save_classifier(
         DigitClassifier(ClassifierSpec(channels=(4, 8), hidden=8)).eval(),
@@ -92,6 +99,8 @@ def inputs(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         "text_ckpt": str(base / "text.ckpt"),
         "fashion_clf": str(fashion),
         "missing": str(base / "no_such_thing"),
+        "broken_grids": str(grids),
+        "junk_overrides": str(junk),
     }
 
 
@@ -343,6 +352,9 @@ BATTERY = [
                                                                          "cannot be written"]),
     ("G5", "generate", ["ckpt_path={bad_config}"], ["config.yaml", "cannot be read"]),
     ("G6", "generate", [], ["nothing to do"]),
+    ("G7", "generate", ["run_dir={broken_grids}"], ["epoch_0001.png", "cannot be read"]),
+    ("T23", "train", ["hydra.run.dir={junk_overrides}", "ckpt_path=last"], ["overrides.yaml",
+                                                                          "cannot be read"]),
     ("N1", "bench", ["quick=true", "batch_size=0"], ["`batch_size`"]),
     ("N2", "bench", ["quick=true", "output=/proc/capsgan/bench.json"], ["`output`"]),
     ("N3", "bench", ["quick=true", "seed=-1"], ["`seed`"]),
@@ -357,6 +369,10 @@ def _fill(text: str, paths: dict[str, str]) -> str:
 
 def run_tool(tool: str, args: list[str], paths: dict[str, str]) -> None:
     """The command's work, behind its entry point's boundary (as in src/<tool>.py)."""
+    if tool == "train" and any(a.startswith("hydra.run.dir=") for a in args):
+        with user_errors():  # src/train.py, before Hydra composes a resume
+            resume_argv(args, ROOT / "conf")
+        return
     if tool == "train":
         cfg = compose_train_cfg([*TINY_OVERRIDES, "discriminator=cnn",
                                  "trainer.limit_train_batches=2", *args])  # fmt: skip

@@ -31,7 +31,13 @@ from torchvision.utils import make_grid
 
 from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.inputs import find_run_config, latent_size, read_checkpoint, read_run_config
+from capsgan.inputs import (
+    find_run_config,
+    latent_size,
+    read_checkpoint,
+    read_image,
+    read_run_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +279,7 @@ def learning_process(
                 "epochs from that range (0-based, as in the file names) or give a count."
             )
         chosen = list(strip_epochs)
-    images = {e: Image.open(p).convert("RGB") for e, p in grids.items()}
+    images = {e: read_image(p, "run_dir") for e, p in grids.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     gif = save_gif([images[e] for e in epochs], out_dir / "learning_process.gif", frame_ms)
     tiles = [captioned(images[e], f"epoch {e + 1}") for e in chosen]

@@ -149,6 +149,18 @@ def load_npz(path: Path, key: str | None = None) -> np.ndarray:
         ) from err
 
 
+def read_image(path: Path, key: str) -> Image.Image:
+    """One image file (a run's sample grid) as RGB, or a :class:`UserError` naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as err:  # truncated by a kill, not an image, unreadable
+        raise UserError(
+            f"{str(path)!r} (read for `{key}`) cannot be read as an image ({_short(err)}); it "
+            "may have been cut short by a kill. Delete it, or leave its epoch out."
+        ) from err
+
+
 def load_png_folder(path: Path, channels: int) -> np.ndarray:
     """The ``*.png`` files of a folder, sorted by name, as N x C x H x W uint8."""
     files = sorted(path.glob("*.png"))

@@ -69,7 +69,16 @@ def folder_to_resume(argv: Sequence[str], default_log_dir: str = "outputs") -> P
 
 def saved_overrides(folder: Path) -> list[str]:
     """The overrides the run was started with (its first session's ``overrides.yaml``)."""
-    saved = OmegaConf.load(folder / HYDRA_DIR / "overrides.yaml")
+    path = folder / HYDRA_DIR / "overrides.yaml"
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as err:  # binary junk, YAML syntax, unreadable
+        raise ConfigError(
+            f"the run's saved overrides {str(path)!r} cannot be read ({type(err).__name__}: "
+            f"{str(err)[:200]}), so the resume cannot compose the run's config from them. "
+            f"Resume from the file instead: ckpt_path={folder}/checkpoints/last.ckpt with the "
+            "run's overrides (they are also in its .hydra/config.yaml), in a new folder."
+        ) from err
     return [str(o) for o in saved] if OmegaConf.is_list(saved) else []
 
 
