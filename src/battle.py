@@ -17,7 +17,7 @@ from capsgan.gam import run_battle
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="battle")
 def main(cfg: DictConfig) -> None:
-    with user_errors():  # one Error: paragraph, exit 2
+    with user_errors(output_key="out"):  # one Error: paragraph, exit 2
         run_battle(cfg)
 
 

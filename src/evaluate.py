@@ -18,7 +18,7 @@ from capsgan.evaluation import bracket_lists, run_evaluate
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     cli.quiet_library_noise()  # a missing classifier is trained by Lightning here
-    with user_errors():  # one Error: paragraph, exit 2
+    with user_errors(output_key="out"):  # one Error: paragraph, exit 2
         run_evaluate(cfg)
 
 

@@ -14,7 +14,7 @@ from capsgan.generation import run_generate
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(output_key="out_dir"):
         run_generate(cfg)
 
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return
-    with user_errors():  # one Error: paragraph and exit 2, a full disk included
+    with user_errors(output_key="out"):  # one Error: paragraph and exit 2, a full disk too
         paths, options = parse(argv)
         levels = None
         if options.get("levels"):

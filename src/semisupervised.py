@@ -19,7 +19,7 @@ from capsgan.semisupervised import run_semisupervised
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="semisupervised")
 def main(cfg: DictConfig) -> None:
-    with user_errors():  # one Error: paragraph, exit 2
+    with user_errors(output_key="out"):  # one Error: paragraph, exit 2
         run_semisupervised(cfg)
 
 

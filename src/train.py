@@ -4,12 +4,17 @@ A thin script over :mod:`capsgan.training`; the configuration lives in ``conf/``
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from capsgan import cli
+from capsgan.errors import user_errors
+from capsgan.resume import resume_argv
 from capsgan.training import run
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
@@ -27,4 +32,6 @@ if __name__ == "__main__":
         flags = [a for a in sys.argv[1:] if a in MULTIRUN_FLAGS]
         sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in MULTIRUN_FLAGS]
     cli.setup(sys.argv[1:])
+    with user_errors():  # a resume composes from the run's saved overrides (capsgan.resume)
+        sys.argv[1:] = resume_argv(sys.argv[1:], CONF_DIR)
     main()

@@ -234,7 +234,7 @@ class Replay(nn.Module):
 
     def __init__(self, images: Tensor, noise: float = 0.0) -> None:
         super().__init__()
-        self.images, self.noise, self.latent_dim = images, noise, 4
+        self.images, self.noise = images, noise  # z is 4-dimensional (Contender's latent_dim)
 
     def forward(self, z: Tensor) -> Tensor:
         idx = torch.arange(len(z)) % len(self.images)
@@ -270,8 +270,8 @@ def test_called_real_uses_the_score_kind_not_the_class() -> None:
 def test_better_generator_wins_when_the_discriminators_agree_on_test(toy_images, kind) -> None:
     template, real = toy_images
     judge = Scored(template, radius=0.05, kind=kind)  # calls every real image real
-    good = Contender("good", Replay(real), judge)  # samples = real images: always fool
-    bad = Contender("bad", Replay(real, noise=1.0), judge)  # noise: always caught
+    good = Contender("good", Replay(real), judge, 4)  # samples = real images: always fool
+    bad = Contender("bad", Replay(real, noise=1.0), judge, 4)  # noise: always caught
     result = battle(good, bad, real, num_samples=100)
     assert result.r_test == 1.0 and result.err_a_on_b == 0.0 and result.err_b_on_a == 1.0
     assert result.winner == "a" and result.r_samples == 0.0
@@ -281,8 +281,8 @@ def test_better_generator_wins_when_the_discriminators_agree_on_test(toy_images,
 def test_better_discriminator_wins_with_the_same_generator(toy_images) -> None:
     template, real = toy_images
     generator = Replay(real, noise=0.2)  # mean squared distance ~0.05 from the template
-    strict = Contender("strict", generator, Scored(template, radius=0.03))
-    lenient = Contender("lenient", generator, Scored(template, radius=0.2))
+    strict = Contender("strict", generator, Scored(template, radius=0.03), 4)
+    lenient = Contender("lenient", generator, Scored(template, radius=0.2), 4)
     result = battle(strict, lenient, real, num_samples=100)
     assert result.err_a_test == result.err_b_test == 0.0 and result.r_test == 1.0
     assert result.err_a_on_b < result.err_b_on_a and result.winner == "a"

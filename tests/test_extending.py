@@ -4,7 +4,9 @@ The discriminator below lives in this test module and its YAML in a temporary co
 added through Hydra's search path, not in ``conf/``. With no other edit it must validate
 (its constructor's rule shown as the config key), train, appear in a two-arm report with
 its ratio to ``cnn``, and run in the benchmark's quick mode. ``discriminator=cnn_sn`` is
-the real preset added the same way (one model file, one YAML).
+the real preset added the same way (one model file, one YAML). The generator below
+(issue 23) keeps nothing but its layers, no ``latent_dim`` attribute, exactly what the
+contract asks: it must train and then go through generate.py, evaluate.py and battle.py.
 """
 
 from __future__ import annotations
@@ -15,17 +17,29 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import OmegaConf, open_dict
 from torch import Tensor, nn
 
 from capsgan.benchmark import run_benchmark
+from capsgan.classifier import ClassifierSpec, DigitClassifier, save_classifier
 from capsgan.config import validate_config
 from capsgan.errors import ConfigError
+from capsgan.evaluation import run_evaluate
+from capsgan.gam import run_battle
+from capsgan.generation import run_generate
 from capsgan.models import ScoreKind
 from capsgan.report import write_report
 from capsgan.training import train
-from tests.conftest import CONF_DIR, ROOT, TINY_OVERRIDES, compose_train_cfg
+from tests.conftest import CONF_DIR, ROOT, TINY_OVERRIDES, compose_train_cfg, train_toy_run
+
+
+def compose(name: str, *overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra_compose(name, list(overrides))
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,6 +64,31 @@ class MLPDiscriminator(nn.Module):
         return self.net(x).squeeze(1)  # (B,)
 
 
+class MLPGenerator(nn.Module):
+    """z -> fc -> ReLU -> fc -> tanh image. It keeps no ``latent_dim`` attribute: the
+    tools read the noise size from the run's config (docs/extending.md)."""
+
+    def __init__(self, latent_dim: int, image_channels: int, image_size: int, hidden: int = 32):
+        super().__init__()
+        self.shape = (image_channels, image_size, image_size)
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, image_channels * image_size * image_size),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(len(z), *self.shape)  # (B, C, H, W) in [-1, 1]
+
+
+GENERATOR_YAML = """\
+_target_: tests.test_extending.MLPGenerator
+latent_dim: ${latent_dim}
+image_channels: ${data.channels}
+image_size: ${data.image_size}
+"""
+
 YAML = """\
 _target_: tests.test_extending.MLPDiscriminator
 image_channels: ${data.channels}
@@ -64,6 +103,8 @@ def search_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("more_conf")
     (folder / "discriminator").mkdir()
     (folder / "discriminator" / "mlp.yaml").write_text(YAML)
+    (folder / "generator").mkdir()
+    (folder / "generator" / "mlp.yaml").write_text(GENERATOR_YAML)
     return f"hydra.searchpath=[file://{folder}]"
 
 
@@ -106,7 +147,7 @@ def test_a_new_discriminator_is_reported_against_cnn(search_path, tiny_data_dir,
 def test_a_new_discriminator_runs_in_the_quick_benchmark(search_path, tiny_data_dir, tmp_path):
     out = tmp_path / "bench.json"
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(
+        cfg = hydra_compose(
             "bench",
             [search_path, "+discriminator@presets.mlp=mlp", "discriminators=[mlp]", "quick=true",
              f"data.root={tiny_data_dir}", "data.download=false", f"paths.output_dir={tmp_path}",
@@ -116,6 +157,42 @@ def test_a_new_discriminator_runs_in_the_quick_benchmark(search_path, tiny_data_
     (case,) = json.loads(out.read_text())["cases"]
     assert case["discriminator"] == "mlp" and case["routing_iterations"] is None
     assert case["overhead_ratio"] > 0 and case["flops_per_step"] > 0
+
+
+def test_a_new_generator_goes_through_generate_evaluate_and_battle(
+    search_path, tiny_data_dir, tmp_path
+) -> None:
+    """Before issue 23 generate.py, evaluate.py and battle.py read ``generator.latent_dim``,
+    an attribute the contract never asked for: AttributeError after training."""
+    run = train_toy_run(
+        tmp_path / "run", tiny_data_dir, search_path, "generator=mlp", "latent_dim=8",
+        "trainer.limit_train_batches=2",
+    )  # fmt: skip
+    assert not hasattr(hydra_instantiate(OmegaConf.load(run / ".hydra/config.yaml").generator),
+                       "latent_dim")  # fmt: skip
+    ckpt = run / "checkpoints" / "last.ckpt"
+    generate = compose("generate", f"ckpt_path={ckpt}", f"out_dir={tmp_path / 'g'}",
+                       "num_samples=4", "nrow=2", "num_pairs=2", "steps=3")  # fmt: skip
+    written = run_generate(generate)
+    assert (tmp_path / "g" / "samples.png") in written
+    torch.manual_seed(0)
+    clf = save_classifier(DigitClassifier(ClassifierSpec(channels=(4, 8), hidden=8)).eval(),
+                          tmp_path / "clf", "mnist", {})  # fmt: skip
+    rows, _ = run_evaluate(compose(
+        "evaluate", f"source={run}", f"data.root={tiny_data_dir}", f"classifier_path={clf}",
+        "num_samples=32", "kid_subset_size=10", f"out={tmp_path / 'e.json'}"))  # fmt: skip
+    assert rows[0]["num_samples"] == 32 and rows[0]["fid"] >= 0
+    (result,), _ = run_battle(compose(
+        "battle", f"a={run}", f"b={ckpt}", f"data_root={tiny_data_dir}", "num_samples=32",
+        "test_samples=32", f"out={tmp_path / 'b.json'}"))  # fmt: skip
+    assert result.r_samples == pytest.approx(1.0)  # the same GAN on both sides
+
+
+def test_the_documented_yaml_template_names_the_module() -> None:
+    """docs/extending.md's template must work as written, with no export to add."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    targets = re.findall(r"^\s*_target_: (\S+)$", text, re.MULTILINE)
+    assert targets and all(t.startswith("capsgan.models.my_") for t in targets), targets
 
 
 def test_cnn_sn_is_a_preset_like_any_other(make_cfg) -> None:

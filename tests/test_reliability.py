@@ -394,7 +394,8 @@ def test_sigkill_mid_epoch_then_resume_continues_the_curves(
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert (ckpt["global_step"], ckpt["epoch"]) == (12, 1)
 
-    resumed = cli(tmp_path, *common, "ckpt_path=last", data=tiny_data_dir)
+    # the resume composes from the run's saved overrides (capsgan.resume): drop the killer
+    resumed = cli(tmp_path, *common, "ckpt_path=last", "~callbacks.kill", data=tiny_data_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert (final["global_step"], final["epoch"]) == (24, 2)

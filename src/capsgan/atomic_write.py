@@ -31,8 +31,11 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> No
     ``path``. On any error the temporary file is removed and the error raised; the old
     ``path``, if any, is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -40,9 +43,12 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> No
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; keep the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            # the message names the file the user knows, not our temporary one
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -26,13 +26,14 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
@@ -483,11 +484,29 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def effective_cfg(cfg: DictConfig) -> DictConfig:
-    """The config with ``quick_overrides`` merged in when ``quick=true``."""
+def command_line_keys() -> list[str]:
+    """The keys given on this process's command line (Hydra's task overrides)."""
+    if not HydraConfig.initialized():
+        return []
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+
+
+def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictConfig:
+    """The config with ``quick_overrides`` merged in when ``quick=true``, except for the
+    keys the user ``given`` on the command line (default: this process's): quick mode
+    sizes what the user left alone and never replaces what they asked for."""
     if not cfg.quick:
         return cfg
-    return OmegaConf.merge(cfg, OmegaConf.to_container(cfg.quick_overrides, resolve=True))
+    quick = OmegaConf.to_container(cfg.quick_overrides, resolve=True)
+    assert isinstance(quick, dict)
+    for key in command_line_keys() if given is None else given:
+        *parents, leaf = key.split(".")
+        node: Any = quick
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return OmegaConf.merge(cfg, quick)
 
 
 def measure_case(
@@ -631,6 +650,7 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
 
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     """Run every measurement of ``cfg`` (see ``conf/bench.yaml``); write and return the JSON."""
+    validate_bench_config(cfg)  # the user's values, before quick mode sizes the rest
     cfg = effective_cfg(cfg)
     validate_bench_config(cfg)  # before minutes of measuring: every bad key, one paragraph each
     device = pick_device(cfg.device).type

@@ -11,6 +11,7 @@ orphaned steps are dropped: no gap, no duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -24,12 +25,13 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
 from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
-from capsgan.generation import find_run_config
+from capsgan.inputs import find_run_config, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -203,22 +205,9 @@ def run_seed(seed: int, ckpt: dict[str, Any] | None) -> int:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU, as a :class:`ConfigError` if it is not one."""
-    try:
-        # weights_only, as Lightning loads it on resume: a file this fails on fails there too
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is not a readable checkpoint ({type(err).__name__}: "
-            f"{err}). The file may be truncated or from another program; pick another .ckpt "
-            "file from the run's checkpoints/ folder, or ckpt_path=null to start from scratch."
-        ) from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is not a Lightning checkpoint (it has no state_dict). "
-            "Pass a .ckpt file written by this framework (a run's checkpoints/ folder)."
-        )
-    return ckpt
+    """The checkpoint to resume from, read as Lightning reads it on resume
+    (``weights_only``), so a file this refuses would fail there too."""
+    return read_checkpoint(path, "ckpt_path", weights_only=True)
 
 
 def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:
@@ -243,6 +232,11 @@ def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | 
         details.append(f"{len(unexpected)} of its weights do not exist here, e.g. {unexpected[0]}")
     run_cfg = find_run_config(Path(path).resolve())
     hint = f" That run's config is {str(run_cfg)!r}." if run_cfg else ""
+    overrides = run_cfg.parent / "overrides.yaml" if run_cfg else None
+    if overrides is not None and overrides.is_file():
+        with contextlib.suppress(Exception):  # the overrides are a courtesy
+            saved = " ".join(str(o) for o in OmegaConf.load(overrides))
+            hint += f" It was started with these overrides: {saved or '(none: the defaults)'}."
     raise ConfigError(
         f"the checkpoint {str(path)!r} was saved by a different architecture than the one "
         f"configured now: {'; '.join(details)}. Resume with the same generator= / "

@@ -15,6 +15,7 @@ plus ``<dir>/<name>.json`` (test accuracy, training time), where ``<dir>`` is
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -141,6 +142,7 @@ class DigitClassifier(nn.Module):
         )
         self.num_features = spec.hidden
         self.num_classes = spec.num_classes
+        self.dataset: str | None = None  # the data set it was trained on, set when loaded
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -244,7 +246,9 @@ def save_classifier(model: DigitClassifier, directory: str | Path, name: str, in
     """Write ``<name>.pt`` (spec + weights) and ``<name>.json`` (``info``); return the .pt."""
     path = weights_path(Path(directory).expanduser(), name)  # its folder is made if missing
     # runs training the same classifier at once never read half a file
-    state = {"spec": asdict(model.spec), "state_dict": model.state_dict()}
+    # the data set is kept in the file: two data sets of one image shape (MNIST and
+    # Fashion-MNIST) are told apart only by it, and the wrong one gives FIDs 2-3x off
+    state = {"spec": asdict(model.spec), "state_dict": model.state_dict(), "dataset": name}
     write_atomically(path, lambda f: torch.save(state, f))
     write_json_atomically(path.with_suffix(".json"), info)
     return path
@@ -268,6 +272,7 @@ def load_classifier(path: str | Path, cached: bool = False) -> DigitClassifier:
         spec = saved["spec"]
         model = DigitClassifier(ClassifierSpec(**{**spec, "channels": tuple(spec["channels"])}))
         model.load_state_dict(saved["state_dict"])
+        model.dataset = saved.get("dataset") or _dataset_beside(path)
     except Exception as err:  # truncated zip, pickle error, missing keys, wrong shapes
         fix = (
             "It is the cached classifier of the data set: delete it (and the .json beside it) "
@@ -283,6 +288,43 @@ def load_classifier(path: str | Path, cached: bool = False) -> DigitClassifier:
             f"({type(err).__name__}: {str(err)[:300]}). {fix}"
         ) from err
     return model.eval()
+
+
+def _dataset_beside(path: Path) -> str | None:
+    """The data set recorded in the ``.json`` beside a classifier written before the
+    ``.pt`` kept it; None when there is none."""
+    try:
+        info = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info.get("dataset") if isinstance(info, dict) else None
+
+
+def check_classifier_fits(
+    model: DigitClassifier, name: str, shape: tuple[int, int, int], key: str
+) -> None:
+    """Refuse a classifier made for other images: another image shape, or another data set
+    of the same shape (an MNIST classifier scoring Fashion-MNIST gives FIDs 2-3x off, with
+    no error). ``key``: the setting that chose the file, for the fix."""
+    problem = None
+    if model.input_shape != tuple(shape):
+        problem = f"takes images of shape {model.input_shape} but the {name} images are {shape}"
+    elif model.dataset is not None and model.dataset != name:
+        problem = f"was trained on {model.dataset}, but the images are {name}"
+    if problem is None:
+        if model.dataset is None:
+            log.warning(
+                "the classifier given as %s records no data set; make sure it was trained on %s",
+                key,
+                name,
+            )
+        return
+    raise ConfigError(
+        f"the quality-metric classifier ({key}) {problem}: its FID, KID, IS and mode coverage "
+        f"would be measured in the wrong feature space. Set {key} to a classifier trained on "
+        f"{name} (`python src/train_classifier.py data={name}`), or null to use (or train) the "
+        "data set's own."
+    )
 
 
 def _trained_once(load_or_train: Callable[..., DigitClassifier]) -> Callable[..., DigitClassifier]:
@@ -354,6 +396,7 @@ def fit_classifier(
         seconds = time.perf_counter() - start
         (result,) = trainer.test(module, dataloaders=datamodule.val_dataloader(), verbose=False)
     model = model.cpu().eval()
+    model.dataset = datamodule.name
     info = {
         "dataset": datamodule.name,
         "test_accuracy": round(float(result["test/acc"]), 5),

@@ -43,6 +43,9 @@ from capsgan.data import DATASETS
 from capsgan.errors import ConfigError, user_errors
 from capsgan.locks import hold_run_folder
 from capsgan.models.interface import score_kind
+from capsgan.resume import register_resolver as register_session_resolver
+
+register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in every process
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 
@@ -96,9 +99,18 @@ def count_or_fraction(minimum: int) -> Callable[[Any], bool]:
     return check
 
 
+SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
+
+
+def seed_ok(v: int) -> bool:
+    return 0 <= v <= SEED_MAX
+
+
+SEED_RANGE = f"in [0, {SEED_MAX}] (numpy's seed range)"
+
 UNLIMITED = "-1 (no limit) or >= 1 (0 would train nothing)"
 COMMON_RULES = (
-    Rule("seed", "int", meaning="the random seed of the run"),
+    Rule("seed", "int", seed_ok, SEED_RANGE, "the random seed of the run", example=42),
     minimum("latent_dim", 1, "the size of the noise vector z", example=64),
     Rule("lr", "float", positive, "> 0", "the Adam learning rate of both networks", example="2e-4"),
     Rule("lr_g", "float", positive, "> 0", "the generator's learning rate", nullable=True),
@@ -381,6 +393,37 @@ def _metrics_problems(cfg: DictConfig) -> Iterator[str]:
             "written by `python src/train_classifier.py` (<classifier_dir>/<data set>.pt), "
             "or metrics.classifier_path=null to use (or train) the data set's cached one."
         )
+        return
+    name, shape = str(cfg.data.name), (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    try:
+        yield from classifier_problems(
+            str(cfg.data.root), path, OmegaConf.select(cfg, "metrics.classifier_dir"), name,
+            shape, "metrics.",
+        )  # fmt: skip
+    except ConfigError as err:  # a file that is not a classifier, or one for other images
+        yield str(err)
+
+
+def classifier_problems(
+    data_root: str,
+    path: str | None,
+    directory: str | None,
+    name: str,
+    shape: tuple[int, int, int],
+    prefix: str = "",
+) -> Iterator[str]:
+    """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
+    evaluate.py): a given file must be a classifier of these images; a missing cached one
+    must have a folder that takes it once trained. ``prefix``: ``metrics.`` for train.py's
+    keys. A file that is no classifier, or one of other images, raises its ConfigError."""
+    from capsgan.classifier import check_classifier_fits, load_classifier
+
+    if path:
+        check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
+        return
+    problem = classifier_dir_problem(data_root, directory, name, f"{prefix}classifier_dir")
+    if problem:
+        yield problem
 
 
 # -- the models: their constructors' rules --------------------------------------------
@@ -502,21 +545,31 @@ def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
 # -- paths: the output folder and the checkpoint to resume from ------------------------
 
 
-def unwritable_reason(folder: str | Path) -> str | None:
-    """Why ``folder`` cannot be created and written to, or None if it can."""
-    path = Path(folder).absolute()
+PROBE_BYTES = 256 * 1024  # a probe of realistic size: .hydra/, run_info.json, a JSON result
+
+
+def unwritable_reason(folder: str | Path, size: int = PROBE_BYTES) -> str | None:
+    """Why ``folder`` cannot be created and written to, or None if it can.
+
+    Tried, with a file of ``size`` bytes written to the disk (an empty file fits on a full
+    disk, and the first real write then fails), then deleted. Permission bits do not tell:
+    root passes os.access everywhere, yet cannot write to a read-only mount or /proc."""
+    path = Path(folder).expanduser().absolute()
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         return f"{str(existing)!r} is a file, not a folder"
-    # Try it: permission bits do not tell (root passes os.access everywhere, yet cannot
-    # write to a read-only mount, /proc, or an immutable folder).
     try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".capsgan-write-test-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".capsgan-write-test-") as f:
+            f.write(b"\0" * size)
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as err:
-        return f"no file can be created in {str(existing)!r} ({err.strerror or err})"
+        return (
+            f"no file of {size // 1024} KiB can be written in {str(existing)!r} "
+            f"({err.strerror or err})"
+        )
     return None
 
 
@@ -534,6 +587,20 @@ def check_output_dir(folder: str | Path, key: str = "paths.output_dir") -> None:
             f"the output folder {str(folder)!r} cannot be written: {reason}. Point the run "
             f"somewhere writable with {key}=<folder>{hint}."
         )
+
+
+def output_file_problem(path: str | Path, key: str, yaml: str) -> str | None:
+    """Why the tool's output file ``path`` (set by ``key``) cannot be written, found before
+    the work so that no result is computed only to be lost; None when it can."""
+    target = Path(str(path)).expanduser()
+    reason = f"{str(target)!r} is a folder" if target.is_dir() else unwritable_reason(target.parent)
+    if reason is None:
+        return None
+    return (
+        f"the output file {str(target)!r} (`{key}`) cannot be written: {reason}. Nothing was "
+        f"computed yet. Pass {key}=<writable folder>/{target.name or 'out.json'} on the "
+        f"command line (or set it in {yaml})."
+    )
 
 
 def resolve_ckpt_path(
@@ -557,7 +624,7 @@ def resolve_ckpt_path(
             raise ConfigError(
                 f"ckpt_path=last but this run folder has no {str(path)!r}. To resume a run, run "
                 "in its folder: python src/train.py hydra.run.dir=<that run's folder> "
-                "ckpt_path=last (the same overrides as the first time), or pass the file itself: "
+                "ckpt_path=last (its saved overrides are reused), or pass the file itself: "
                 "ckpt_path=<run>/checkpoints/last.ckpt."
             )
         return str(path)
@@ -642,7 +709,7 @@ GENERATE_RULES = _file_rules(
         8,
     ),
     ("learning_frame_ms", "int", at_least(1), ">= 1", "ms per learning-process frame", False, 200),
-    ("seed", "int", lambda v: True, "", "the seed of the latent points"),
+    ("seed", "int", seed_ok, SEED_RANGE, "the seed of the latent points", False, 0),
     ("num_samples", "int", at_least(1), ">= 1", "images in samples.png", False, 64),
     ("nrow", "int", at_least(1), ">= 1", "images per grid row", False, 8),
     ("num_pairs", "int", at_least(1), ">= 1", "morphing rows", False, 6),
@@ -655,7 +722,7 @@ GENERATE_RULES = _file_rules(
 CLASSIFIER_RULES = _file_rules(
     "conf/train_classifier.yaml",
     ("classifier_dir", "str", lambda v: True, "", "where the classifier is cached", True),
-    ("seed", "int", lambda v: True, "", "the seed"),
+    ("seed", "int", seed_ok, SEED_RANGE, "the seed", False, 0),
     ("epochs", "int", at_least(1), ">= 1", "training epochs", False, 3),
     ("lr", "float", positive, "> 0", "the peak learning rate", False, "2e-3"),
     ("weight_decay", "float", at_least(0), ">= 0", "AdamW's weight decay", False, "1e-4"),
@@ -785,10 +852,152 @@ def validate_bench_config(cfg: DictConfig) -> None:
             )
     if not problems:
         problems += _device_problem(str(cfg.device), "device", yaml)
-        reason = unwritable_reason(Path(str(cfg.output)).parent)
-        if reason:
-            problems.append(
-                f"the benchmark's output {str(cfg.output)!r} cannot be written: {reason}. "
-                "Pass output=<writable folder>/bench.json or hydra.run.dir=<writable folder>."
-            )
+        problems += [p for p in [output_file_problem(cfg.output, "output", yaml)] if p]
     raise_problems(problems)
+
+
+# -- the scoring tools: evaluate.py, battle.py, semisupervised.py ---------------------------
+
+
+def _value_range_ok(v: Any) -> bool:
+    if v == "auto":
+        return True
+    pair = list(v) if OmegaConf.is_list(v) or isinstance(v, (list, tuple)) else None
+    return (
+        bool(pair)
+        and len(pair) == 2
+        and all(_is_kind(b, "float") for b in pair)
+        and (pair[0] < pair[1])
+    )
+
+
+def _count_or_list(minimum: int) -> Callable[[Any], bool]:
+    """An integer >= ``minimum`` or a non-empty list of them (``n_labels``, ``seeds``)."""
+
+    def check(v: Any) -> bool:
+        values = list(v) if OmegaConf.is_list(v) else [v]
+        return bool(values) and all(_is_kind(e, "int") and e >= minimum for e in values)
+
+    return check
+
+
+def _positive_numbers(v: Any) -> bool:
+    return OmegaConf.is_list(v) and len(v) > 0 and all(_is_kind(e, "float") and e > 0 for e in v)
+
+
+def _seeds_ok(v: Any) -> bool:
+    """``seeds``: a count >= 1 (seeds 0..k-1) or a non-empty list of seeds >= 0."""
+    return _count_or_list(0)(v) if OmegaConf.is_list(v) else _count_or_list(1)(v)
+
+
+CHECKPOINT_RULE = ("checkpoint", "str", lambda v: bool(v), "last, best or a file name in "
+                   "checkpoints/", "which checkpoint of a run folder", False, "last")  # fmt: skip
+EVALUATE_YAML, BATTLE_YAML, SEMI_YAML = (
+    "conf/evaluate.yaml",
+    "conf/battle.yaml",
+    "conf/semisupervised.yaml",
+)
+EVALUATE_RULES = _file_rules(
+    EVALUATE_YAML,
+    CHECKPOINT_RULE,
+    ("real_split", "str", lambda v: v in ("train", "test"), "train or test",
+     "the real images the samples are measured against", False, "test"),
+    ("real_samples", "int", at_least(2), ">= 2 (FID needs 2 images)", "real images used", True,
+     10000),
+    ("num_samples", "int", at_least(2), ">= 2 (FID needs 2 images)",
+     "generated images per checkpoint", True, 10000),
+    ("seed", "int", seed_ok, SEED_RANGE, "the noise seed", False, 0),
+    ("batch_size", "int", at_least(1), ">= 1", "images per forward pass", False, 500),
+    ("npz_key", "str", lambda v: True, "", "the array of an .npz", True),
+    ("value_range", "any", _value_range_ok, "auto or [low,high] with low < high",
+     "the range of float images", False, "auto"),
+    ("classifier_path", "str", lambda v: True, "", "a classifier .pt", True),
+    ("classifier_dir", "str", lambda v: True, "", "the classifier cache folder", True),
+    ("kid_subset_size", "int", at_least(2), ">= 2", "KID's subset size", False, 1000),
+    ("mode_threshold", "float", at_least(0), ">= 0", "the mode-coverage threshold", False, 0.1),
+    ("device", "str", _device_ok, "cpu or cuda", "where to score", False, "cpu"),
+    ("out", "str", lambda v: bool(v), "a file name", "the JSON written", False,
+     "evaluation.json"),
+)  # fmt: skip
+BATTLE_RULES = _file_rules(
+    BATTLE_YAML,
+    CHECKPOINT_RULE,
+    ("num_samples", "int", at_least(1), ">= 1", "generated images per generator", False, 10000),
+    ("test_samples", "int", at_least(1), ">= 1", "real test images judged", True, 10000),
+    ("seed", "int", seed_ok, SEED_RANGE, "the noise seed", False, 0),
+    ("tolerance", "float", in_unit_interval, "in [0, 1)", "how near 1 r_test must be", False, 0.1),
+    ("batch_size", "int", at_least(1), ">= 1", "images per forward pass", False, 500),
+    ("batch_stats", "bool", lambda v: True, "", "BatchNorm on each batch's own statistics"),
+    ("data_root", "str", lambda v: True, "", "the data root"),
+    ("out", "str", lambda v: bool(v), "a file name", "the JSON written", False, "battle.json"),
+)  # fmt: skip
+SEMISUPERVISED_RULES = _file_rules(
+    SEMI_YAML,
+    CHECKPOINT_RULE,
+    ("n_labels", "any", _count_or_list(1), "a count >= 1 or a non-empty list of them",
+     "labelled training images", False, "[100,1000]"),
+    ("seeds", "any", _seeds_ok, "a count >= 1 or a non-empty list of seeds >= 0",
+     "the label draws", False, 3),
+    ("test_samples", "int", at_least(1), ">= 1", "real test images", True, 10000),
+    ("feature_layer", "str", lambda v: True, "", "the discriminator's feature submodule", True),
+    ("pixels", "bool", lambda v: True, "", "the raw-pixel control"),
+    ("untrained", "bool", lambda v: True, "", "the untrained-discriminator control"),
+    ("l2_grid", "any", _positive_numbers, "a non-empty list of numbers > 0",
+     "the L2 strengths tried", False, "[1e-3,1e-2,1e-1]"),
+    ("cv_folds", "int", at_least(2), ">= 2", "cross-validation folds", False, 3),
+    ("max_iter", "int", at_least(1), ">= 1", "L-BFGS iterations per fit", False, 200),
+    ("batch_size", "int", at_least(1), ">= 1", "images per forward pass", False, 500),
+    ("data_root", "str", lambda v: True, "", "the data root"),
+    ("out", "str", lambda v: bool(v), "a file name", "the JSON written", False,
+     "semisupervised.json"),
+)  # fmt: skip
+
+
+def _tool_problems(cfg: DictConfig, rules: Iterable[Rule], yaml: str) -> None:
+    """Raise every rule ``cfg`` breaks; then the device and the output file (``out``)."""
+    raise_problems(rule_problems(cfg, rules))  # the checks below need sane values
+    problems = _device_problem(str(cfg.device), "device", yaml) if "device" in cfg else []
+    problems += [p for p in [output_file_problem(cfg.out, "out", yaml)] if p]
+    raise_problems(problems)
+
+
+def validate_evaluate_config(cfg: DictConfig) -> None:
+    """Every problem of a ``conf/evaluate.yaml`` config, before anything is scored."""
+    _tool_problems(cfg, [*EVALUATE_RULES, *(r for r in COMMON_RULES if r.key == "data.name")],
+                   EVALUATE_YAML)  # fmt: skip
+
+
+def validate_battle_config(cfg: DictConfig) -> None:
+    """Every problem of a ``conf/battle.yaml`` config, before any GAN is loaded."""
+    _tool_problems(cfg, BATTLE_RULES, BATTLE_YAML)
+
+
+def validate_semisupervised_config(cfg: DictConfig) -> None:
+    """Every problem of a ``conf/semisupervised.yaml`` config, before any feature is computed."""
+    _tool_problems(cfg, SEMISUPERVISED_RULES, SEMI_YAML)
+
+
+# -- the FID classifier: the one that fits, and a cache folder that takes it ----------------
+
+
+def classifier_dir_problem(
+    data_root: str, configured: str | None, name: str, key: str
+) -> str | None:
+    """Why the ``name`` classifier, missing from its cache, could not be saved there after
+    minutes of training; None when it is cached or the folder takes it. Checked at start-up
+    by every tool that trains it on first use."""
+    from capsgan.classifier import resolve_classifier_dir, weights_path
+
+    directory = resolve_classifier_dir(data_root, configured, name)
+    if weights_path(directory, name).exists():
+        return None
+    reason = unwritable_reason(directory)
+    if reason is None:
+        return None
+    return (
+        f"the {name} classifier behind the quality metrics is not cached yet and would be "
+        f"trained now, but its folder {str(directory)!r} (`{key}`) cannot be written: "
+        f"{reason}. Pass {key}=<writable folder> (or null: the data root's classifiers/, else "
+        "~/.cache/capsgan/classifiers), or train it once with `python src/train_classifier.py "
+        f"data={name}`."
+    )

@@ -64,9 +64,14 @@ def os_error_in(err: BaseException | None) -> OSError | None:
     return None
 
 
-def storage_error(err: BaseException, path: str | Path | None = None) -> StorageError | None:
+def storage_error(
+    err: BaseException, path: str | Path | None = None, key: str | None = None
+) -> StorageError | None:
     """``err`` as a one-paragraph :class:`StorageError` naming the file, or None when it is
-    not a storage failure (a full disk, a quota, a read-only or forbidden place)."""
+    not a storage failure (a full disk, a quota, a read-only or forbidden place).
+
+    ``key``: the setting of the tool that chose the place (``out``, ``out_dir``...), named
+    in the fix; None: a training run's (``hydra.run.dir``, resumed with ``ckpt_path``)."""
     os_err = os_error_in(err)
     if os_err is None:
         return None
@@ -77,18 +82,26 @@ def storage_error(err: BaseException, path: str | Path | None = None) -> Storage
     if folder is not None and os_err.errno in (errno.ENOSPC, errno.EDQUOT):
         with contextlib.suppress(OSError):  # the free space is a courtesy
             free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free there now)"
-    fix = (
-        "free some space (old runs' checkpoints/ folders are the largest files) or point the "
-        "run at another disk with hydra.run.dir=<folder>"
-        if os_err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-        else "make the folder writable or point the output somewhere writable "
-        "(hydra.run.dir=<folder>, out_dir=<folder>)"
-    )
+    setting = f"{key}=<another place>" if key else "hydra.run.dir=<folder>"
+    if os_err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = (
+            "free some space (old runs' checkpoints/ folders are the largest files) or point "
+            f"the output at another disk with {setting}"
+        )
+    else:
+        fix = f"make the folder writable or point the output somewhere writable ({setting})"
+    if key:
+        again = "then run the same command again."
+        kept = "Files written before this one are intact"
+    else:
+        again = "then run the same command again (add ckpt_path=last to resume a training run)."
+        kept = (
+            "Files written before this one are intact (checkpoints are written to a temporary "
+            "file and renamed, so the previous one survives)"
+        )
     return StorageError(
         f"could not write {where}: {STORAGE_ERRNOS[os_err.errno]}{free} "
-        f"[{os_err.strerror or os_err}]. Files written before this one are intact (checkpoints "
-        f"are written to a temporary file and renamed, so the previous one survives); {fix}, "
-        "then run the same command again (add ckpt_path=last to resume a training run)."
+        f"[{os_err.strerror or os_err}]. {kept}; {fix}, {again}"
     )
 
 
@@ -102,13 +115,14 @@ def exit_code(err: UserError) -> int:
 
 
 @contextmanager
-def user_errors(reraise: bool = False) -> Iterator[None]:
+def user_errors(reraise: bool = False, output_key: str | None = None) -> Iterator[None]:
     """The boundary of every entry point: a :class:`UserError` (or a storage failure) is
     printed as one ``Error:`` paragraph on stderr and ends the process with exit code 2
     (3 for divergence); ``HYDRA_FULL_ERROR=1`` keeps the traceback instead. A stopped run
     (:class:`RunInterruptedError`) prints its resume line and exits with its own code.
     ``reraise``: let all of them through (a multirun's job: Hydra records the failure and
-    the sweep goes on)."""
+    the sweep goes on). ``output_key``: the tool's own output setting (``out``), named in
+    a storage failure's fix instead of training's ``hydra.run.dir``."""
     try:
         yield
     except UserError as err:
@@ -122,7 +136,7 @@ def user_errors(reraise: bool = False) -> Iterator[None]:
         print(str(err), file=sys.stderr)
         sys.exit(err.exit_code)
     except OSError as err:
-        converted = storage_error(err)
+        converted = storage_error(err, key=output_key)
         if converted is None or reraise or full_error():
             raise
         print(f"Error: {converted}", file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,15 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from torch import Tensor, nn
 
 from capsgan.atomic_write import write_json_atomically
-from capsgan.classifier import load_classifier, load_or_train
+from capsgan.classifier import check_classifier_fits, load_classifier, load_or_train
+from capsgan.config import classifier_problems, raise_problems, validate_evaluate_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError, UserError
-from capsgan.generation import find_run_config, load_generator, network_weights
+from capsgan.generation import load_generator, network_weights, run_config
+from capsgan.inputs import latent_size, load_npz, load_png_folder, read_checkpoint
 from capsgan.metrics import RESULT_KEYS, SampleQuality, to_uint8
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def best_checkpoint(run_dir: Path) -> Path:
     """The checkpoint Lightning's ``ModelCheckpoint(monitor=val/fid)`` recorded as best."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = read_checkpoint(last, "checkpoint")
         for key, value in state.get("callbacks", {}).items():
             best = value.get("best_model_path") if isinstance(value, dict) else None
             if "ModelCheckpoint" in key and best:
@@ -102,21 +104,22 @@ class RunInfo:
     seed: int | None
     label: str
 
+    @property
+    def latent_dim(self) -> int:
+        """The run's noise size (its config's, not an attribute of the generator)."""
+        return latent_size(self.cfg, self.config_path)
+
 
 def run_info(ckpt: Path, config_path: str | Path | None = None) -> RunInfo:
     """Config and label of the run that wrote ``ckpt``."""
-    found = Path(config_path) if config_path else find_run_config(ckpt)
-    if found is None or not found.is_file():
-        raise ConfigError(
-            f"no run config found for {str(ckpt)!r}: the networks are rebuilt from the "
-            "training run's .hydra/config.yaml, looked for next to the checkpoint and in the "
-            "run folder above checkpoints/. Keep the checkpoint inside its run folder."
-        )
-    cfg = OmegaConf.load(found)
+    cfg, found = run_config(ckpt, config_path)
     preset = None
     hydra_yaml = found.parent / "hydra.yaml"
     if hydra_yaml.is_file():
-        choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices")
+        try:  # only the label's preset name: a damaged hydra.yaml falls back to the class
+            choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices")
+        except Exception:
+            choices = None
         preset = choices.get("discriminator") if choices is not None else None
     if preset is None:
         target = OmegaConf.select(cfg, "discriminator._target_") or "?"
@@ -238,52 +241,6 @@ def to_uint8_images(
     return scaled.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def load_npz(path: Path, key: str | None = None) -> np.ndarray:
-    """The image array of an ``.npz``: ``key``, else ``images``, else its only array."""
-    with np.load(path) as data:
-        names = list(data.keys())
-        if key is None:
-            if "images" in names:
-                key = "images"
-            elif len(names) == 1:
-                key = names[0]
-            else:
-                raise UserError(
-                    f"{str(path)!r} holds several arrays ({names}) and none is called "
-                    "'images'; pick one with npz_key=<name>."
-                )
-        if key not in names:
-            raise UserError(f"{str(path)!r} has no array {key!r}; it has {names} (npz_key=).")
-        return data[key]
-
-
-def load_png_folder(path: Path, channels: int) -> np.ndarray:
-    """The ``*.png`` files of a folder, sorted by name, as N x C x H x W uint8."""
-    files = sorted(path.glob("*.png"))
-    if not files:
-        raise UserError(f"{str(path)!r} holds no .png files.")
-    arrays, sizes = [], set()
-    for file in files:
-        with Image.open(file) as img:
-            if channels == 1 and img.mode not in ("L", "1", "I;16", "I", "F"):
-                rgb = np.asarray(img.convert("RGB"))
-                if not (rgb == rgb[..., :1]).all():
-                    raise UserError(
-                        f"{str(file)!r} is a colour image but the data set is grey; save "
-                        "the samples as grey PNGs (mode L)."
-                    )
-            array = np.asarray(img.convert("L" if channels == 1 else "RGB"))
-        sizes.add(array.shape[:2])
-        arrays.append(array)
-    if len(sizes) > 1:
-        raise UserError(
-            f"the PNGs in {str(path)!r} have different sizes {sorted(sizes)}; they must all "
-            "be single images of the data set's size."
-        )
-    stacked = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
-    return stacked if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
-
-
 # -- the data set and the real statistics ------------------------------------------------
 
 
@@ -296,6 +253,11 @@ class DataSpec:
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
+
+    @property
+    def key(self) -> tuple[str, tuple[int, int, int]]:
+        """What a classifier must have been made for: the data set and its image shape."""
+        return (self.name, self.shape)
 
     @staticmethod
     def of(data_cfg: DictConfig) -> DataSpec:
@@ -339,6 +301,7 @@ class Source:
     data: DataSpec
     info: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    latent_dim: int | None = None  # a checkpoint's noise size, from its run's config
 
 
 def expand_sources(cfg: DictConfig, default_data: DataSpec) -> list[Source]:
@@ -369,7 +332,7 @@ def expand_sources(cfg: DictConfig, default_data: DataSpec) -> list[Source]:
                 info = run_info(ckpt)
                 spec = DataSpec.of(info.cfg.data)
                 meta = {"discriminator": info.discriminator, "seed": info.seed}
-                sources.append(Source(info.label, "checkpoint", spec, meta, ckpt))
+                sources.append(Source(info.label, "checkpoint", spec, meta, ckpt, info.latent_dim))
         elif path.is_dir() and any(path.glob("*.png")):
             sources.append(Source(str(path), "png", default_data, path=path))
         else:
@@ -383,7 +346,7 @@ def expand_sources(cfg: DictConfig, default_data: DataSpec) -> list[Source]:
 
 @torch.no_grad()
 def generated_batches(
-    generator: nn.Module, n: int, batch_size: int, seed: int, device: str = "cpu"
+    generator: nn.Module, n: int, batch_size: int, seed: int, device: str, latent_dim: int
 ) -> list[Tensor]:
     """``n`` uint8 images of ``generator``, the noise drawn batch by batch from one seeded
     torch.Generator exactly as :class:`capsgan.metrics.SampleQualityCallback` draws it, so
@@ -392,7 +355,7 @@ def generated_batches(
     batches, remaining = [], n
     while remaining > 0:
         size = min(batch_size, remaining)
-        z = torch.randn(size, generator.latent_dim, generator=rng).to(device)
+        z = torch.randn(size, latent_dim, generator=rng).to(device)
         batches.append(to_uint8(generator(z)).cpu())
         remaining -= size
     return batches
@@ -407,9 +370,11 @@ def source_images(source: Source, cfg: DictConfig, root: str) -> list[Tensor]:
                 "num_samples=null means 'all images of a file', but a checkpoint makes as "
                 "many as asked: set num_samples (10000 for reportable numbers)."
             )
-        assert source.path is not None
+        assert source.path is not None and source.latent_dim is not None
         generator, _ = load_generator(source.path, device=cfg.device)
-        return generated_batches(generator, int(n), int(cfg.batch_size), int(cfg.seed), cfg.device)
+        return generated_batches(
+            generator, int(n), int(cfg.batch_size), int(cfg.seed), cfg.device, source.latent_dim
+        )
     if source.kind == "real":
         images, _ = real_images(source.data, root, source.info["split"], n)
         return list(images.split(int(cfg.batch_size)))
@@ -439,20 +404,28 @@ class Scorer:
 
     def __init__(self, cfg: DictConfig, root: str) -> None:
         self.cfg, self.root = cfg, root
+        self.classifiers: dict[DataSpec, nn.Module] = {}
         self.quality: dict[tuple[DataSpec, str], tuple[SampleQuality, int]] = {}
 
     def classifier(self, spec: DataSpec) -> nn.Module:
-        if self.cfg.classifier_path:
-            model = load_classifier(self.cfg.classifier_path)
-        else:
-            model = load_or_train(spec.name, self.root, self.cfg.classifier_dir)
-        if model.input_shape != spec.shape:
-            raise ConfigError(
-                f"the classifier takes images of shape {model.input_shape} but the "
-                f"{spec.name} images are {spec.shape}; set classifier_path=null to use the "
-                "data set's own classifier."
-            )
-        return model
+        """The classifier of ``spec``'s images, refused when made for other images."""
+        if spec not in self.classifiers:
+            if self.cfg.classifier_path:
+                model, key = load_classifier(self.cfg.classifier_path), "classifier_path"
+            else:
+                model = load_or_train(spec.name, self.root, self.cfg.classifier_dir)
+                key = "classifier_dir"
+            check_classifier_fits(model, spec.name, spec.shape, key)
+            self.classifiers[spec] = model
+        return self.classifiers[spec]
+
+    def check(self, specs: Iterable[DataSpec]) -> None:
+        """Before anything is scored: each data set's classifier is one of its images, or
+        (missing) can be cached once trained; a problem found after a first source was
+        scored would lose that score."""
+        for spec in dict.fromkeys(specs):
+            path, directory = self.cfg.classifier_path, self.cfg.classifier_dir
+            raise_problems(list(classifier_problems(self.root, path, directory, *spec.key)))
 
     def _quality(self, spec: DataSpec) -> tuple[SampleQuality, int]:
         key = (spec, str(self.cfg.real_split))
@@ -500,14 +473,11 @@ class Scorer:
 
 def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     """Score every source of ``cfg`` (conf/evaluate.yaml); return one row per source."""
-    for key in ("num_samples", "real_samples"):
-        if cfg[key] is not None and int(cfg[key]) < 2:
-            raise ConfigError(f"{key}={cfg[key]} is too small: FID needs at least 2 images.")
-    if cfg.real_split not in SPLITS:
-        raise ConfigError(f"real_split={cfg.real_split!r}; use train or test.")
+    validate_evaluate_config(cfg)  # every key, the device and `out`, before any work
     root = str(cfg.data.root)
     sources = expand_sources(cfg, DataSpec.of(cfg.data))
     scorer = Scorer(cfg, root)
+    scorer.check(s.data for s in sources)
     rows = []
     for source in sources:
         log.info("scoring %s ...", source.name)

@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from capsgan.config import validate_battle_config
 from capsgan.errors import ConfigError, UserError
 from capsgan.evaluation import (
     DataSpec,
@@ -51,6 +52,7 @@ class Contender:
     label: str
     generator: nn.Module
     discriminator: nn.Module
+    latent_dim: int  # the run's noise size, from its config (a generator need not say it)
 
 
 def use_batch_statistics(module: nn.Module) -> nn.Module:
@@ -84,7 +86,8 @@ def load_contender(
     discriminator = load_discriminator(info)
     if batch_stats:
         use_batch_statistics(discriminator)
-    return Contender(info.label, generator, discriminator), DataSpec.of(info.cfg.data)
+    contender = Contender(info.label, generator, discriminator, info.latent_dim)
+    return contender, DataSpec.of(info.cfg.data)
 
 
 @torch.no_grad()
@@ -99,10 +102,12 @@ def called_real(discriminator: nn.Module, images: Tensor, batch_size: int = 500)
 
 
 @torch.no_grad()
-def samples(generator: nn.Module, n: int, seed: int, batch_size: int = 500) -> Tensor:
-    """``n`` images in [-1, 1] from seeded noise."""
+def samples(
+    generator: nn.Module, latent_dim: int, n: int, seed: int, batch_size: int = 500
+) -> Tensor:
+    """``n`` images in [-1, 1] from seeded noise z of ``latent_dim``."""
     rng = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, generator.latent_dim, generator=rng)
+    z = torch.randn(n, latent_dim, generator=rng)
     return torch.cat([generator(chunk) for chunk in z.split(batch_size)])
 
 
@@ -180,8 +185,8 @@ def battle(
     n_test = len(test_images)
     err_a_test = 1.0 - called_real(a.discriminator, test_images, batch_size).double().mean().item()
     err_b_test = 1.0 - called_real(b.discriminator, test_images, batch_size).double().mean().item()
-    fake_a = samples(a.generator, num_samples, seed, batch_size)
-    fake_b = samples(b.generator, num_samples, seed, batch_size)
+    fake_a = samples(a.generator, a.latent_dim, num_samples, seed, batch_size)
+    fake_b = samples(b.generator, b.latent_dim, num_samples, seed, batch_size)
     err_a_on_b = called_real(a.discriminator, fake_b, batch_size).double().mean().item()
     err_b_on_a = called_real(b.discriminator, fake_a, batch_size).double().mean().item()
     r_test = ratio(err_a_test, err_b_test)
@@ -210,6 +215,7 @@ def battle(
 
 def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     """``src/battle.py`` (conf/battle.yaml): battle a[i] against b[i], print, write JSON."""
+    validate_battle_config(cfg)  # every key and `out`, before any GAN is loaded
     side_a, side_b = [str(v) for v in as_list(cfg.a)], [str(v) for v in as_list(cfg.b)]
     if not side_a or not side_b:
         raise ConfigError(
@@ -221,8 +227,6 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
             f"a has {len(side_a)} entries and b has {len(side_b)}; the lists are battled "
             "pairwise (a[0] vs b[0], ...), so give them the same length."
         )
-    if not 0 <= float(cfg.tolerance) < 1:
-        raise ConfigError(f"tolerance={cfg.tolerance}; use a value in [0, 1), e.g. 0.1.")
     torch.set_grad_enabled(False)
     results: list[Battle] = []
     test_cache: dict[tuple[DataSpec, int | None], Tensor] = {}

@@ -31,6 +31,13 @@ from torchvision.utils import make_grid
 
 from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError
+from capsgan.inputs import (
+    find_run_config,
+    latent_size,
+    read_checkpoint,
+    read_image,
+    read_run_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +46,6 @@ CAPTION_HEIGHT = 14  # pixels above each grid of the learning-process strip for 
 
 
 # -- loading ------------------------------------------------------------------------------
-
-
-def find_run_config(ckpt_path: Path) -> Path | None:
-    """``.hydra/config.yaml`` of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``)."""
-    for folder in (ckpt_path.parent, *ckpt_path.parents[1:3]):
-        candidate = folder / ".hydra" / "config.yaml"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def load_generator(
@@ -61,35 +59,11 @@ def load_generator(
             run folder holding ``checkpoints/``.
         device: where to put the generator; the checkpoint's tensors are first mapped to
             the CPU, so a checkpoint written on a GPU loads on a machine without one.
+
+    The noise size is the run's (:func:`run_config` and :func:`capsgan.inputs.latent_size`),
+    not an attribute of the generator.
     """
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise UserError(
-            f"the checkpoint {str(ckpt_path)!r} does not exist. Pass ckpt_path=<run "
-            "folder>/checkpoints/last.ckpt (or epoch_NNN.ckpt) of a training run."
-        )
-    config_path = Path(config_path) if config_path else find_run_config(ckpt_path)
-    if config_path is None or not config_path.is_file():
-        raise ConfigError(
-            f"no run config found for {str(ckpt_path)!r}: generate.py rebuilds the generator "
-            "from the training run's .hydra/config.yaml, looked for next to the checkpoint "
-            "and in the run folder above checkpoints/. Keep the checkpoint inside its run "
-            "folder or pass config_path=<run folder>/.hydra/config.yaml."
-        )
-    try:
-        cfg = OmegaConf.load(config_path)
-    except Exception as err:  # YAML syntax, binary junk
-        raise ConfigError(
-            f"the run config {str(config_path)!r} cannot be read ({type(err).__name__}: "
-            f"{str(err)[:200]}). Pass config_path=<run folder>/.hydra/config.yaml of the run "
-            "that wrote the checkpoint."
-        ) from err
-    if not isinstance(cfg, DictConfig) or "generator" not in cfg:
-        raise ConfigError(
-            f"{str(config_path)!r} has no 'generator' section, so it is not a training run's "
-            "config; pass config_path=<run folder>/.hydra/config.yaml of the run that wrote "
-            "the checkpoint."
-        )
+    cfg, config_path = run_config(ckpt_path, config_path)
     try:
         generator = hydra.utils.instantiate(cfg.generator)
     except Exception as err:
@@ -110,24 +84,35 @@ def load_generator(
     return generator.to(device).eval(), state.get("fixed_z")
 
 
+def run_config(
+    ckpt_path: str | Path, config_path: str | Path | None = None
+) -> tuple[DictConfig, Path]:
+    """The config of the run that wrote ``ckpt_path`` (``config_path``, else the
+    ``.hydra/config.yaml`` of its run folder) and where it was read."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise UserError(
+            f"the checkpoint {str(ckpt_path)!r} does not exist. Pass ckpt_path=<run "
+            "folder>/checkpoints/last.ckpt (or epoch_NNN.ckpt) of a training run."
+        )
+    found = Path(config_path) if config_path else find_run_config(ckpt_path)
+    if found is None or not found.is_file():
+        raise ConfigError(
+            f"no run config found for {str(ckpt_path)!r}: the networks are rebuilt from the "
+            "training run's .hydra/config.yaml, looked for next to the checkpoint and in the "
+            "run folder above checkpoints/. Keep the checkpoint inside its run folder or pass "
+            "config_path=<run folder>/.hydra/config.yaml."
+        )
+    return read_run_config(found), found
+
+
 def network_weights(
     ckpt_path: str | Path, network: str
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The weights of one network (``generator`` / ``discriminator``) of a checkpoint of
     :class:`capsgan.gan_module.GAN`, keyed as the network's own ``state_dict``, and the
     checkpoint's whole ``state_dict``; a one-paragraph error for a file that is not one."""
-    ckpt_path = Path(ckpt_path)
-    try:
-        # A Lightning checkpoint also pickles hyperparameters (OmegaConf containers), which
-        # torch's weights_only loader refuses; the file is the user's own training output.
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated by a kill or a full disk, or not a checkpoint
-        raise ConfigError(
-            f"the checkpoint {str(ckpt_path)!r} cannot be read ({type(err).__name__}: "
-            f"{str(err)[:200]}); it may be truncated or not a checkpoint. Pass another .ckpt "
-            f"of the run: {_other_checkpoints(ckpt_path)}"
-        ) from err
-    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+    state = read_checkpoint(ckpt_path)["state_dict"]
     prefix = f"{network}."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
@@ -136,11 +121,6 @@ def network_weights(
             "state_dict); it is not a checkpoint of capsgan's GAN module."
         )
     return weights, state
-
-
-def _other_checkpoints(ckpt_path: Path) -> str:
-    others = sorted(p.name for p in ckpt_path.parent.glob("*.ckpt") if p != ckpt_path)
-    return f"{', '.join(others[-4:])} in {str(ckpt_path.parent)!r}" if others else "none is there"
 
 
 # -- latent paths --------------------------------------------------------------------------
@@ -303,7 +283,7 @@ def learning_process(
                 "epochs from that range (from 1, as in the file names) or give a count."
             )
         chosen = list(strip_epochs)
-    images = {e: Image.open(p).convert("RGB") for e, p in grids.items()}
+    images = {e: read_image(p, "run_dir") for e, p in grids.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     gif = save_gif([images[e] for e in epochs], out_dir / "learning_process.gif", frame_ms)
     tiles = [captioned(images[e], f"epoch {e}") for e in chosen]
@@ -349,7 +329,7 @@ def run_generate(cfg: DictConfig) -> list[Path]:
     if cfg.ckpt_path:
         generator, fixed_z = load_generator(cfg.ckpt_path, cfg.config_path, cfg.device)
         gen = torch.Generator().manual_seed(int(cfg.seed))
-        latent_dim = generator.latent_dim
+        latent_dim = latent_size(*run_config(cfg.ckpt_path, cfg.config_path))
         z = torch.randn(cfg.num_samples, latent_dim, generator=gen)
         written.append(sample_grid(generator, z, out_dir / "samples.png", cfg.nrow))
         if fixed_z is not None:

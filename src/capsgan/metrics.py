@@ -33,6 +33,7 @@ from torchmetrics.image import (
 
 from capsgan.classifier import (
     DigitClassifier,
+    check_classifier_fits,
     load_classifier,
     load_or_train,
     resolve_classifier_dir,
@@ -400,13 +401,8 @@ class SampleQualityCallback(L.Callback):
             trainer.strategy.barrier("capsgan_classifier")
             if not trainer.is_global_zero:
                 classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
-        if classifier.input_shape != (dm.channels, dm.image_size, dm.image_size):
-            raise ConfigError(
-                f"the quality-metric classifier takes images of shape {classifier.input_shape}"
-                f" but the {dm.name} images are {(dm.channels, dm.image_size, dm.image_size)};"
-                " set metrics.classifier_path to a classifier trained on this data set, or"
-                " null to use (or train) the data set's own."
-            )
+        key = "metrics.classifier_path" if self.classifier_path else "metrics.classifier_dir"
+        check_classifier_fits(classifier, dm.name, (dm.channels, dm.image_size, dm.image_size), key)
         self.quality = SampleQuality(classifier, **self.metric_kwargs)
 
     @torch.no_grad()

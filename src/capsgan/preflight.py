@@ -75,7 +75,7 @@ def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
             f"batches per epoch is 0 batches. Use a larger fraction or a count of batches "
             "(trainer.limit_train_batches=10)."
         ]
-    per_epoch = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    per_epoch = batches_per_epoch(trainer, dm)
     d_steps = int(cfg.get("d_steps_per_g", 1) or 1)
     if per_epoch < d_steps:
         return [
@@ -84,6 +84,19 @@ def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
             "Lower d_steps_per_g or train on more batches per epoch."
         ]
     return []
+
+
+def batches_per_epoch(trainer: L.Trainer, dm: Any) -> int:
+    """The training batches of one epoch of this process: its share of the data set in
+    whole batches (the last incomplete one is dropped), cut by limit_train_batches."""
+    batches = len(dm.train_set) // max(trainer.world_size, 1) // dm.batch_size
+    limit = trainer.limit_train_batches
+    return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+
+
+def generator_steps_per_epoch(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> int:
+    """``trainer.global_step`` counts generator steps: one every ``d_steps_per_g`` batches."""
+    return batches_per_epoch(trainer, dm) // int(cfg.get("d_steps_per_g", 1) or 1)
 
 
 def _checkpoint_keys(cfg: DictConfig) -> dict[str, str]:
@@ -124,6 +137,7 @@ def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
                 f"{name}.every_n_epochs the same value ({quality.every_n_epochs}), or "
                 f"{name}.monitor=null."
             )
+    problems += _no_evaluation_in_budget(cfg, trainer, dm, quality, names, validates)
     if quality is not None and validates and len(dm.val_set) < MIN_REAL_IMAGES:
         subset = cfg.data.get("val_subset")
         problems.append(
@@ -133,6 +147,52 @@ def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
             "(~callbacks.sample_quality callbacks.model_checkpoint.monitor=null)."
         )
     return problems
+
+
+def _no_evaluation_in_budget(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    dm: Any,
+    quality: SampleQualityCallback | None,
+    names: dict[str, str],
+    validates: bool,
+) -> list[str]:
+    """A checkpoint that ranks by a quality metric which no epoch of the budget computes:
+    the run would end (or fail at its first checkpoint) with no FID at all, yet its sweep
+    would call it ok. ``debug=overfit trainer.max_epochs=3`` validates every 5 epochs."""
+    monitors = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    monitored = [c.monitor for c in monitors if c.monitor in QUALITY_KEYS]
+    val_every = trainer.check_val_every_n_epoch
+    mid_epoch = trainer.val_check_interval not in (1, 1.0)  # validation within epochs
+    if not (monitored and quality is not None and validates) or val_every is None or mid_epoch:
+        return []
+    budgets = []  # the epochs the run can reach, by each limit it has
+    if trainer.max_epochs is not None and trainer.max_epochs >= 1:
+        budgets.append((trainer.max_epochs, f"trainer.max_epochs={trainer.max_epochs}"))
+    g_steps = generator_steps_per_epoch(cfg, trainer, dm)
+    if trainer.max_steps >= 1 and g_steps >= 1:
+        budgets.append(
+            (
+                math.ceil(trainer.max_steps / g_steps),
+                f"trainer.max_steps={trainer.max_steps} ({g_steps} generator steps an epoch)",
+            )
+        )
+    if not budgets:
+        return []  # no limit
+    max_epochs, limit = min(budgets)
+    first = math.lcm(val_every, quality.every_n_epochs)  # the first epoch with a value
+    if first <= max_epochs:
+        return []
+    name = names.get(monitored[0], "callbacks.model_checkpoint")
+    return [
+        f"no {monitored[0]} would be computed within the budget: {limit} allows "
+        f"{max_epochs} epoch(s), but validation runs every {val_every} epoch(s) "
+        f"(trainer.check_val_every_n_epoch) and the quality metrics every "
+        f"{quality.every_n_epochs} (callbacks.sample_quality.every_n_epochs), so the first "
+        f"{monitored[0]} comes at epoch {first}; `{name}` ranks by it and the run would end "
+        f"without one. Raise the budget to {first} epochs or more, lower "
+        f"trainer.check_val_every_n_epoch, or set {name}.monitor=null."
+    ]
 
 
 def nothing_trained(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> ConfigError:

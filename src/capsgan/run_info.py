@@ -82,15 +82,21 @@ def _now() -> str:
 
 
 def start_session(
-    output_dir: str | Path, overrides: list[str], ckpt_path: str | None
+    output_dir: str | Path,
+    overrides: list[str],
+    ckpt_path: str | None,
+    config_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Add a session (status ``running``) to ``<output_dir>/run_info.json`` and return it."""
+    """Add a session (status ``running``) to ``<output_dir>/run_info.json`` and return it.
+    ``config_dir``: where Hydra saved this session's config (``.hydra``, or
+    ``.hydra/session_<n>`` for a later session of the folder: capsgan.resume)."""
     session = {
         "started": _now(),
         "status": "running",
         "pid": os.getpid(),
         "command": [sys.executable, *sys.argv],
         "overrides": overrides,
+        "config": config_dir,
         "resumed_from": ckpt_path,
         "git": git_state(),
         "packages": package_versions(),

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from capsgan.config import validate_semisupervised_config
 from capsgan.errors import ConfigError, UserError
 from capsgan.evaluation import (
     DataSpec,
@@ -224,9 +225,7 @@ def seed_list(value: Any) -> list[int]:
     """``seeds=3`` -> [0, 1, 2]; a list is taken as the seeds themselves."""
     if OmegaConf.is_list(value):
         return [int(s) for s in value]
-    if int(value) < 1:
-        raise ConfigError(f"seeds={value}; give a count >= 1 or a list of seeds.")
-    return list(range(int(value)))
+    return list(range(int(value)))  # its range: capsgan.config.SEMISUPERVISED_RULES
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -238,6 +237,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
+    validate_semisupervised_config(cfg)  # every key and `out`, before any feature is computed
     paths = [str(p) for p in as_list(cfg.run)]
     if not paths:
         raise ConfigError(
@@ -245,13 +245,9 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
             "trained GANs whose discriminators give the features."
         )
     n_labels = [int(n) for n in as_list(cfg.n_labels)]
-    if not n_labels:
-        raise ConfigError("n_labels is empty; e.g. n_labels=[100,1000].")
     seeds = seed_list(cfg.seeds)
     grid = [float(v) for v in cfg.l2_grid]
     folds = int(cfg.cv_folds)
-    if folds < 2:
-        raise ConfigError(f"cv_folds={folds}; use at least 2.")
     infos: list[RunInfo] = [
         run_info(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
     ]

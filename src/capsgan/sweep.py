@@ -62,6 +62,7 @@ JOB_RECORD = "job.json"
 STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
 STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
 SUMMARY_NAMES = ("summary.csv", "summary.md")
+NO_METRIC = "no {metric}: the job never logged it (no validation in its budget, or no callback)"
 
 
 def in_multirun() -> bool:
@@ -377,6 +378,17 @@ class SweepSummary(Callback):
             r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
         ]
         log.info("sweep summary: %s", sweep_dir / "summary.md")
+        missing = [str(r["job"]) for r in rows if r["status"] == "ok" and r["best"] is None]
+        if missing:
+            log.warning(
+                "%d of %d jobs finished without logging %s (jobs %s): no validation within "
+                "their budget, or no callback computing it; their rows say so in %s",
+                len(missing),
+                len(rows),
+                self.metric,
+                ", ".join(missing),
+                sweep_dir / "summary.md",
+            )
         if self._stopped_by is not None:
             (sweep_dir / STOP_FILE).unlink(missing_ok=True)
             how, code = self._stopped_by
@@ -406,6 +418,9 @@ class SweepSummary(Callback):
             row = json.loads(record.read_text())
             row["dir"] = str(record.parent.relative_to(sweep_dir))
             row.update(metric_summary(record.parent, self.metric, self.mode))
+            if row["status"] == "ok" and row["best"] is None:
+                # it trained, but its number is missing: never shown as a plain "ok"
+                row["flag"] = NO_METRIC.format(metric=self.metric)
             rows.append(row)
         return sorted(rows, key=lambda r: r["job"])
 

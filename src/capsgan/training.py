@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -82,6 +83,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         callbacks = instantiate_list(cfg.get("callbacks"))
         if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
             callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+        if cfg.trainer.get("fast_dev_run"):
+            # a smoke run writes no checkpoint (Lightning's ModelCheckpoint still saves
+            # last.ckpt at the end of a fast_dev_run), so ckpt_path=latest never picks it
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         loggers = instantiate_list(cfg.get("logger"))
         # the model table (and its FLOPs pass) is the same for every job of a sweep: once
         once = {"enable_model_summary": False} if repeated_in_sweep() else {}
@@ -151,8 +156,10 @@ def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, flo
             return done
     if rank_zero:
         remove_stale_temp_files(output_dir)  # a killed run's half-written checkpoint
-        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-        run_info.start_session(output_dir, overrides, cfg.get("ckpt_path"))
+        hydra = HydraConfig.get() if HydraConfig.initialized() else None
+        overrides = list(hydra.overrides.task) if hydra else []
+        config_dir = str(hydra.output_subdir) if hydra and hydra.output_subdir else None
+        run_info.start_session(output_dir, overrides, cfg.get("ckpt_path"), config_dir)
     try:
         metrics = _fit(cfg, output_dir)
     except BaseException as err:
@@ -258,8 +265,8 @@ def _stopped(trainer: L.Trainer, output_dir: str) -> RunInterruptedError:
     where = f"saved {str(saved)!r}" if saved else "saved no checkpoint (none was due yet)"
     message = (
         f"stopped by {how} at generator step {trainer.global_step} (epoch "
-        f"{trainer.current_epoch + 1}); {where}. Resume with the same overrides plus: "
-        f"hydra.run.dir={output_dir} ckpt_path=last"
+        f"{trainer.current_epoch + 1}); {where}. Resume with: python src/train.py "
+        f"hydra.run.dir={output_dir} ckpt_path=last (the run's saved overrides are reused)"
     )
     return RunInterruptedError(message, 130 if how == "Ctrl-C" else 128 + signal.SIGTERM)
 

@@ -1,0 +1,196 @@
+"""Every input file a user names is opened here: one guarded loader per kind.
+
+numpy, PIL, torch and OmegaConf each fail in their own way on a truncated, foreign or
+unreadable file (``BadZipFile``, ``UnpicklingError``, ``UnidentifiedImageError``,
+``EOFError``, a YAML ``ScannerError``...), and a traceback from deep inside them names
+neither the file nor the key that pointed at it. Each loader below turns any of those
+into one :class:`~capsgan.errors.UserError` paragraph that names the file, the key, and
+what to pass instead. The kinds:
+
+* a GAN checkpoint (:func:`read_checkpoint`): resume (``ckpt_path``), generate, evaluate,
+  battle, semisupervised, and the ``checkpoint=best`` lookup;
+* a training run's config (:func:`read_run_config`), found beside its checkpoints
+  (:func:`find_run_config`);
+* an ``.npz`` of images (:func:`load_npz`) and a folder of PNGs (:func:`load_png_folder`);
+* the FID classifier: :func:`capsgan.classifier.load_classifier` (it rebuilds the
+  network from the file, so it lives with the network);
+* the IDX data files: :mod:`capsgan.data` (``DataError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from capsgan.errors import ConfigError, UserError
+
+
+def _short(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err)[:200]}"
+
+
+# -- checkpoints and run configs ---------------------------------------------------------
+
+
+def other_checkpoints(path: Path) -> str:
+    """The other ``.ckpt`` files beside ``path``, for the fix of an unreadable one."""
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+    return f"{', '.join(others[-4:])} in {str(path.parent)!r}" if others else "none is there"
+
+
+def read_checkpoint(
+    path: str | Path, key: str = "ckpt_path", weights_only: bool = False
+) -> dict[str, Any]:
+    """A Lightning checkpoint of :class:`capsgan.gan_module.GAN` read onto the CPU, or a
+    :class:`ConfigError` naming ``path`` and the ``key`` that chose it.
+
+    ``weights_only``: load it as Lightning does on resume (a file this fails on fails
+    there too); the other tools unpickle the hyperparameters as well (OmegaConf
+    containers, which the safe loader refuses), since the file is the user's own output.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a .ckpt file" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"the checkpoint {str(path)!r} (`{key}`) {what}. Pass an existing .ckpt file, "
+            "e.g. <run folder>/checkpoints/last.ckpt."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # truncated by a kill or a full disk, or another program's file
+        raise ConfigError(
+            f"the checkpoint {str(path)!r} (`{key}`) cannot be read: it is not a readable "
+            f"checkpoint ({_short(err)}); it may be truncated or another program's file. "
+            f"Pass another .ckpt of the run: "
+            f"{other_checkpoints(path)}."
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(
+            f"{str(path)!r} (`{key}`) is not a Lightning checkpoint (it has no state_dict). "
+            "Pass a .ckpt file written by this framework (a run's checkpoints/ folder)."
+        )
+    return checkpoint
+
+
+def find_run_config(ckpt_path: Path) -> Path | None:
+    """``.hydra/config.yaml`` of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``)."""
+    for folder in (ckpt_path.parent, *ckpt_path.parents[1:3]):
+        candidate = folder / ".hydra" / "config.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_run_config(path: str | Path, key: str = "config_path") -> DictConfig:
+    """A training run's ``.hydra/config.yaml``, or a :class:`ConfigError` naming it."""
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # YAML syntax, binary junk, unreadable
+        raise ConfigError(
+            f"the run config {str(path)!r} cannot be read ({_short(err)}). Pass "
+            f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
+        ) from err
+    if not isinstance(cfg, DictConfig) or "generator" not in cfg:
+        raise ConfigError(
+            f"{str(path)!r} has no 'generator' section, so it is not a training run's "
+            f"config; pass {key}=<run folder>/.hydra/config.yaml of the run that wrote the "
+            "checkpoint."
+        )
+    return cfg
+
+
+def latent_size(cfg: DictConfig, path: str | Path) -> int:
+    """The size of the noise vector z of the run whose config is ``cfg``: the run's own
+    ``latent_dim`` (the key the GAN samples z with), never an attribute of the generator,
+    which a new model need not have (docs/extending.md)."""
+    value = OmegaConf.select(cfg, "latent_dim", default=None)
+    if value is None:
+        value = OmegaConf.select(cfg, "generator.latent_dim", default=None)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(
+            f"the run config {str(path)!r} gives no usable latent_dim ({value!r}); the noise "
+            "size is read from its top-level latent_dim. Pass the config of a training run."
+        )
+    return value
+
+
+# -- image files ---------------------------------------------------------------------------
+
+
+def load_npz(path: Path, key: str | None = None) -> np.ndarray:
+    """The image array of an ``.npz``: ``key``, else ``images``, else its only array."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = list(data.keys())
+            if key is None:
+                if "images" in names:
+                    key = "images"
+                elif len(names) == 1:
+                    key = names[0]
+                else:
+                    raise UserError(
+                        f"{str(path)!r} holds several arrays ({names}) and none is called "
+                        "'images'; pick one with npz_key=<name>."
+                    )
+            if key not in names:
+                raise UserError(f"{str(path)!r} has no array {key!r}; it has {names} (npz_key=).")
+            return data[key]
+    except UserError:
+        raise
+    except Exception as err:  # not a zip, truncated, an object array, unreadable
+        raise UserError(
+            f"{str(path)!r} (`source`) is not a readable .npz of images ({_short(err)}). Save "
+            "the images with np.savez(path, images=array) (uint8 N x C x H x W, or floats)."
+        ) from err
+
+
+def read_image(path: Path, key: str) -> Image.Image:
+    """One image file (a run's sample grid) as RGB, or a :class:`UserError` naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as err:  # truncated by a kill, not an image, unreadable
+        raise UserError(
+            f"{str(path)!r} (read for `{key}`) cannot be read as an image ({_short(err)}); it "
+            "may have been cut short by a kill. Delete it, or leave its epoch out."
+        ) from err
+
+
+def load_png_folder(path: Path, channels: int) -> np.ndarray:
+    """The ``*.png`` files of a folder, sorted by name, as N x C x H x W uint8."""
+    files = sorted(path.glob("*.png"))
+    if not files:
+        raise UserError(f"{str(path)!r} holds no .png files.")
+    arrays, sizes = [], set()
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                if channels == 1 and img.mode not in ("L", "1", "I;16", "I", "F"):
+                    rgb = np.asarray(img.convert("RGB"))
+                    if not (rgb == rgb[..., :1]).all():
+                        raise UserError(
+                            f"{str(file)!r} is a colour image but the data set is grey; save "
+                            "the samples as grey PNGs (mode L)."
+                        )
+                array = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+        except UserError:
+            raise
+        except Exception as err:  # not a PNG, truncated, unreadable (permissions)
+            raise UserError(
+                f"{str(file)!r}, one of the PNGs of `source` {str(path)!r}, cannot be read "
+                f"({_short(err)}). Remove or re-save it; every .png in the folder is scored."
+            ) from err
+        sizes.add(array.shape[:2])
+        arrays.append(array)
+    if len(sizes) > 1:
+        raise UserError(
+            f"the PNGs in {str(path)!r} have different sizes {sorted(sizes)}; they must all "
+            "be single images of the data set's size."
+        )
+    stacked = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
+    return stacked if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)

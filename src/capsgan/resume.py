@@ -1,0 +1,191 @@
+"""Resuming a run in its folder: its config comes from the run's own record, and that
+record is never rewritten.
+
+``python src/train.py ckpt_path=latest`` and ``python src/train.py hydra.run.dir=<run>
+ckpt_path=last`` used to compose the config from the command line alone: without the
+run's original overrides the checkpoint did not fit (correctly refused), but Hydra had
+already overwritten the run's ``.hydra/config.yaml`` and ``overrides.yaml`` with the new,
+wrong ones. Now:
+
+* :func:`resume_argv` (``src/train.py``, before Hydra composes) puts the run's saved
+  overrides (``.hydra/overrides.yaml``) first and the user's own on top. An override that
+  would change the architecture (the generator, the discriminator, the data's image
+  shape, ``latent_dim``) is refused, with the saved overrides in the message: the
+  checkpoint's weights could not be loaded into it. Other keys (``trainer.max_epochs``,
+  ``lr``...) are the user's to change.
+* ``hydra.output_subdir`` (``conf/hydra/default.yaml``, :func:`hydra_output_subdir`) sends
+  Hydra's files of a later session to ``.hydra/session_<n>/`` when the folder already
+  holds a run's ``.hydra/config.yaml``; the original stays as it was. This holds for a
+  sweep's jobs too (a resumed sweep: ``-m ... ckpt_path=last``), whose overrides are the
+  sweep's own command repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from capsgan.cli import LATEST, resume_dir
+from capsgan.errors import ConfigError
+
+LAST = "last"
+HYDRA_DIR = ".hydra"
+# What a checkpoint's weights depend on: changing any of it makes them not fit.
+ARCHITECTURE = ("generator", "discriminator", "latent_dim", "data.name", "data.channels",
+                "data.image_size")  # fmt: skip
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _value(argv: Sequence[str], key: str) -> str | None:
+    found = [a.split("=", 1)[1] for a in argv if "=" in a and _key(a) == key]
+    return found[-1] if found else None
+
+
+def folder_to_resume(argv: Sequence[str], default_log_dir: str = "outputs") -> Path | None:
+    """The run folder a single run's command line resumes in, when it holds a saved
+    ``.hydra/overrides.yaml``: the newest run under ``paths.log_dir`` for
+    ``ckpt_path=latest``, ``hydra.run.dir`` for ``ckpt_path=last``; else None."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return None
+    ckpt = _value(argv, "ckpt_path")
+    if ckpt == LATEST:
+        log_dir = _value(argv, "paths.log_dir") or default_log_dir
+        found = resume_dir(LATEST, log_dir, "")
+        folder = Path(found) if found else None
+    elif ckpt == LAST:
+        run_dir = _value(argv, "hydra.run.dir")
+        folder = Path(run_dir) if run_dir else None
+    else:
+        return None
+    if folder is None or not (folder / HYDRA_DIR / "overrides.yaml").is_file():
+        return None
+    return folder
+
+
+def saved_overrides(folder: Path) -> list[str]:
+    """The overrides the run was started with (its first session's ``overrides.yaml``)."""
+    path = folder / HYDRA_DIR / "overrides.yaml"
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as err:  # binary junk, YAML syntax, unreadable
+        raise ConfigError(
+            f"the run's saved overrides {str(path)!r} cannot be read ({type(err).__name__}: "
+            f"{str(err)[:200]}), so the resume cannot compose the run's config from them. "
+            f"Resume from the file instead: ckpt_path={folder}/checkpoints/last.ckpt with the "
+            "run's overrides (they are also in its .hydra/config.yaml), in a new folder."
+        ) from err
+    return [str(o) for o in saved] if OmegaConf.is_list(saved) else []
+
+
+def architecture(cfg: DictConfig) -> dict[str, object]:
+    """The parts of a composed training config that the checkpoint's weights depend on."""
+    out = {}
+    for key in ARCHITECTURE:
+        value = OmegaConf.select(cfg, key, default=None)
+        out[key] = (
+            OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        )
+    return out
+
+
+def _changes(before: dict[str, object], after: dict[str, object]) -> list[str]:
+    changed = []
+    for key in ARCHITECTURE:
+        a, b = before[key], after[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
+                        for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]  # fmt: skip
+        elif a != b:
+            changed.append(f"{key}: {a!r} -> {b!r}")
+    return changed
+
+
+def resume_argv(argv: Sequence[str], conf_dir: str | Path, config_name: str = "train") -> list[str]:
+    """``argv`` for resuming a run in its folder: the run's saved overrides, then the
+    user's (which win), with ``ckpt_path=latest`` spelled out as the folder it means.
+    Unchanged when the command resumes nothing. A :class:`ConfigError` when the user's
+    overrides change the architecture the checkpoint was saved with."""
+    folder = folder_to_resume(argv)
+    if folder is None:
+        return list(argv)
+    saved = saved_overrides(folder)
+    flags = [a for a in argv if a.startswith("-")]  # Hydra's options come before overrides
+    given = [a for a in argv if _key(a) != "ckpt_path" and not a.startswith("-")]
+    if _value(argv, "ckpt_path") == LATEST:
+        given = [a for a in given if _key(a) != "hydra.run.dir"] + [f"hydra.run.dir={folder}"]
+    ours = {_key(a) for a in given}
+    merged = [*flags, *(s for s in saved if _key(s) not in ours and _key(s) != "ckpt_path")]
+    merged += [*given, f"ckpt_path={LAST}"]
+    task = [a for a in merged if not a.startswith(("hydra.", "-"))]
+    before = [s for s in saved if _key(s) != "ckpt_path"]
+    try:
+        changed = _changes(
+            architecture(_compose(conf_dir, config_name, before)),
+            architecture(_compose(conf_dir, config_name, task)),
+        )
+    except Exception:  # an override Hydra refuses: Hydra says so itself, in main()
+        return merged
+    if changed:
+        extra = [a for a in given if a not in saved and not a.startswith("hydra.")]
+        raise ConfigError(
+            f"resuming {str(folder)!r} composes its config from the run's saved overrides "
+            f"({str(folder / HYDRA_DIR / 'overrides.yaml')!r}: "
+            f"{' '.join(saved) or '(none: the defaults)'}), and the overrides given now "
+            f"({' '.join(extra)}) change the architecture its checkpoint was saved with: "
+            f"{'; '.join(changed[:4])}. Resume without them (python src/train.py "
+            f"hydra.run.dir={folder} ckpt_path=last, plus any non-architecture override such "
+            "as trainer.max_epochs=...), or start a new run: drop ckpt_path. The run's record "
+            "is unchanged."
+        )
+    return merged
+
+
+def _compose(conf_dir: str | Path, config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(Path(conf_dir).resolve())):
+            return compose(config_name=config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+_SESSION_SUBDIRS: dict[str, str] = {}  # run folder -> this process's answer, asked once
+
+
+def hydra_output_subdir(output_dir: str) -> str:
+    """``hydra.output_subdir`` of every run and sweep job (``conf/hydra/default.yaml``):
+    ``.hydra`` for a new folder, ``.hydra/session_<n>`` when it already holds a run's
+    record. Hydra reads it just before it writes its files; later readers (run_info's
+    ``config``) get the same answer, remembered per folder for this process."""
+    key = str(Path(output_dir).absolute())
+    if key not in _SESSION_SUBDIRS:
+        _SESSION_SUBDIRS[key] = session_subdir(key) or HYDRA_DIR
+    return _SESSION_SUBDIRS[key]
+
+
+def register_resolver() -> None:
+    """The ``capsgan.session_subdir`` resolver. :mod:`capsgan.config` registers it when
+    imported, which every Hydra entry point and every sweep worker (through the task
+    function's modules) does before Hydra resolves ``hydra.output_subdir``."""
+    if not OmegaConf.has_resolver("capsgan.session_subdir"):
+        OmegaConf.register_new_resolver("capsgan.session_subdir", hydra_output_subdir)
+
+
+def session_subdir(run_dir: str | Path) -> str | None:
+    """Where Hydra's files of this session go when ``run_dir`` already holds a run's:
+    ``.hydra/session_<n>`` (the first session is ``.hydra`` itself); None for a new run."""
+    hydra_dir = Path(run_dir) / HYDRA_DIR
+    if not (hydra_dir / "config.yaml").is_file():
+        return None
+    n = 2
+    while (hydra_dir / f"session_{n}").exists():
+        n += 1
+    return f"{HYDRA_DIR}/session_{n}"
