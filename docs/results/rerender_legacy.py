@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+from scipy.stats import t as student_t
+
 from capsgan.statistics import (
     Cost,
     Estimate,
@@ -364,7 +366,31 @@ class ArmReport:
             return {}
         if k == 1 or (low is not None and float(low) == float(high) == mean):
             return {s: mean for s in reached}
+        if k == 2 and low is not None:
+            return self._two_values(arm, reached, mean, float(high) - mean)
         return {}
+
+    def _two_values(
+        self, arm: str, seeds: list[int], mean: float, half_width: float
+    ) -> dict[int, float]:
+        """Two values behind an old t-interval over two seeds: ``mean +- d`` with
+        ``half_width = t(0.975, 1) * d`` (sd = |a - b| / sqrt 2, interval t * sd / sqrt 2);
+        each is assigned to the seed whose run could have reached the level by then (its
+        cost is at most the step of its best FID), kept only when one assignment fits."""
+        d = half_width / student_t.ppf(0.975, 1)
+        values = [self.snap(mean - d), self.snap(mean + d)]
+        if abs(sum(values) / 2 - mean) > 1:
+            return {}
+        best_step = {
+            s: int(re.search(r"\((\d+)\)", self.seeds(arm)[s]["best FID (step)"]).group(1))
+            for s in seeds
+        }
+        fits = [
+            dict(zip(seeds, order, strict=True))
+            for order in (values, values[::-1])
+            if all(v <= best_step[s] for s, v in zip(seeds, order, strict=True))
+        ]
+        return fits[0] if len(fits) == 1 else {}
 
     def reached_seeds(self, arm: str, level: str) -> list[int]:
         """The seeds of ``arm`` that reached ``level``: those whose best FID (Runs table) is
@@ -467,8 +493,9 @@ class ArmReport:
                 "the level counts at its budget (its generator steps in the Runs table) over "
                 "the baseline's cost, a lower bound (`>=`); where the baseline never did, "
                 "an upper bound (`<=`); `~` when both occur. The baseline's per-seed steps "
-                "are recovered from the committed per-seed ratios, zero-width intervals and "
-                "means (docs/results/rerender_legacy.py, `_baseline_costs`). Wall-clock "
+                "are recovered from the committed per-seed ratios, zero-width intervals, "
+                "means and (two seeds) the old t-interval's width "
+                "(docs/results/rerender_legacy.py, `_baseline_costs`, `_two_values`). Wall-clock "
                 "ratios are recomputed only where every seed's ratio is committed: the "
                 "minutes to a level per seed were not.",
             )
@@ -533,8 +560,24 @@ class ArmReport:
         out = [title, "", header, *new_pre[1:]]
         for head, lines in self.secs[1:]:
             out.append(f"## {head}")
-            out.extend(lines)
+            out.extend(self.legend(line) for line in lines)
         return "\n".join(out).rstrip("\n") + "\n"
+
+    @staticmethod
+    def legend(line: str) -> str:
+        """The old plateau rule's label says what it did: it also stopped runs that had got
+        worse than their best (compare each run's best FID with its final one)."""
+        return line.replace(
+            "*Flattened*: the FID curve met the plateau rule (`capsgan.convergence`).",
+            "*Flattened*: the run was stopped by the plateau rule of the time "
+            "(`capsgan.convergence`), which also stopped runs that had got worse than their "
+            "best (compare best and final FID in the Runs table): not a flat curve.",
+        ).replace(
+            "*Flattened at*: `-` = the curve was still improving when the run ended.",
+            "*Flattened at*: the step at which the plateau rule of the time stopped the run "
+            "(a run whose final FID is above its best had got worse by then); `-` = the run "
+            "ended at its budget (steps or time) with its FID still at its best.",
+        )
 
 
 # -- old-style reports (per discriminator, mean ± std) ---------------------------------------
