@@ -37,7 +37,7 @@ FEW_STEPS = (
     "~callbacks.sample_quality",  # no classifier to train: these tests are about the step
     "callbacks.model_checkpoint.monitor=null",
 )
-MNIST_PRESETS = ["cnn", "cnn_matched", "cnn_sn", "capsule_small", "capsule"]
+MNIST_PRESETS = ["cnn", "cnn_matched", "cnn_params", "cnn_sn", "capsule_small", "capsule"]
 
 
 def fit(make_cfg, *overrides: str) -> tuple[DictConfig, dict[str, float]]:

@@ -185,3 +185,16 @@ def test_cnn_matched_has_capsule_smalls_flops_within_15_percent() -> None:
     capsule, matched, cnn = (forward_flops(p) for p in ("capsule_small", "cnn_matched", "cnn"))
     assert 0.85 <= matched / capsule <= 1.15
     assert cnn / capsule < 0.85  # the plain DCGAN discriminator is the cheaper baseline
+
+
+def test_cnn_params_has_capsule_smalls_parameters_within_15_percent() -> None:
+    """The capacity control in parameters (issue 21's E3), counted from the built models."""
+    from hydra.utils import instantiate
+
+    def parameters(preset: str) -> int:
+        model = instantiate(compose_train_cfg([f"discriminator={preset}"]).discriminator)
+        return sum(p.numel() for p in model.parameters())
+
+    capsule, matched, cnn = (parameters(p) for p in ("capsule_small", "cnn_params", "cnn"))
+    assert 0.85 <= matched / capsule <= 1.15
+    assert cnn / capsule < 0.85  # the plain DCGAN discriminator has far fewer

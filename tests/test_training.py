@@ -25,7 +25,8 @@ from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
 GROUPS = {  # every option of these groups: composed and built below
     "data": ["mnist", "fashion_mnist", "cifar10"],
     "generator": ["dcgan", "seed", "dcgan32", "capsule"],
-    "discriminator": ["cnn", "cnn_matched", "cnn_sn", "cnn32", "capsule", "capsule_small",
+    "discriminator": ["cnn", "cnn_matched", "cnn_params", "cnn_sn", "cnn32", "capsule",
+                      "capsule_small",
                       "capsule32"],
 }  # fmt: skip
 
