@@ -169,13 +169,19 @@ def job_plan(job_dir: str | Path, overrides: Sequence[str]) -> str:
     previous = read_job_record(job_dir)
     if previous is None:
         return "run"
-    if list(previous.get("overrides") or []) != list(overrides):
+    if _the_job(previous.get("overrides") or []) != _the_job(overrides):
         return "conflict"
     if previous.get("status") == "ok":
         return "skip"
     if (Path(job_dir) / "checkpoints" / "last.ckpt").is_file():
         return "resume"
     return "run"
+
+
+def _the_job(overrides: Sequence[str]) -> list[str]:
+    """The overrides that say which job it is: not how it was launched (``ckpt_path=last``
+    on a resumed sweep's command line)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("ckpt_path=")]
 
 
 def conflict_message(job_dir: str | Path, overrides: Sequence[str]) -> str:
