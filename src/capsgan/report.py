@@ -773,15 +773,20 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
         for ax, step in zip(ax_row, picks, strict=True):
             ax.set_xticks([])
             ax.set_yticks([])
-            near = sorted((abs(k - step), k) for k in pngs if abs(k - step) <= STEP_SLACK)
-            path = pngs[near[0][1]] if near else None
-            if path is not None:
-                ax.imshow(plt.imread(path), cmap="gray")
+            # the grid nearest the evaluation, within 1 % of its step (a run's last grid
+            # can be a few steps past its last checkpoint)
+            slack = max(STEP_SLACK, step // 100)
+            near = sorted((abs(k - step), k) for k in pngs if abs(k - step) <= slack)
+            title = f"step {step}"
+            if near:
+                ax.imshow(plt.imread(pngs[near[0][1]]), cmap="gray")
+                if near[0][1] != step:
+                    title += f" (grid {near[0][1]})"
             else:
                 ax.text(0.5, 0.5, "no grid\nat this step", ha="center", va="center")
             if ax is ax_row[0]:
                 ax.set_ylabel(label, fontsize="small")
-            ax.set_title(f"step {step}", fontsize="small")
+            ax.set_title(title, fontsize="small")
     fig.tight_layout()
     path = out / "samples.png"
     fig.savefig(path, dpi=90)
