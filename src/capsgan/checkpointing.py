@@ -31,7 +31,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
-from capsgan.inputs import find_run_config, read_checkpoint
+from capsgan.inputs import read_checkpoint
+from capsgan.runs import find_run_config
 
 log = logging.getLogger(__name__)
 

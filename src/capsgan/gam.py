@@ -29,18 +29,10 @@ from torch import Tensor, nn
 
 from capsgan.config import validate_battle_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import (
-    DataSpec,
-    as_list,
-    load_discriminator,
-    print_table,
-    real_images,
-    resolve_checkpoints,
-    run_info,
-    write_json,
-)
-from capsgan.generation import load_generator
+from capsgan.evaluation import DataSpec, as_list, print_table, real_images, write_json
+from capsgan.generation import load_discriminator, load_generator
 from capsgan.losses import probability_real
+from capsgan.runs import checkpoint_run, resolve_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +73,7 @@ def load_contender(
             f"{str(path)!r} is a sweep folder with {len(ckpts)} runs; a battle needs one GAN "
             "per side: pass a run folder or a checkpoint (lists a=[...] b=[...] battle pairwise)."
         )
-    info = run_info(ckpts[0])
+    info = checkpoint_run(ckpts[0])
     generator, _ = load_generator(info.ckpt, info.config_path)
     discriminator = load_discriminator(info)
     if batch_stats:

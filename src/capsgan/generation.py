@@ -31,13 +31,8 @@ from torchvision.utils import make_grid
 
 from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.inputs import (
-    find_run_config,
-    latent_size,
-    read_checkpoint,
-    read_image,
-    read_run_config,
-)
+from capsgan.inputs import latent_size, read_checkpoint, read_image
+from capsgan.runs import CheckpointRun, run_config
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +55,8 @@ def load_generator(
         device: where to put the generator; the checkpoint's tensors are first mapped to
             the CPU, so a checkpoint written on a GPU loads on a machine without one.
 
-    The noise size is the run's (:func:`run_config` and :func:`capsgan.inputs.latent_size`),
-    not an attribute of the generator.
+    The noise size is the run's (:func:`capsgan.inputs.latent_size` of its config), not
+    an attribute of the generator.
     """
     cfg, config_path = run_config(ckpt_path, config_path)
     try:
@@ -84,28 +79,6 @@ def load_generator(
     return generator.to(device).eval(), state.get("fixed_z")
 
 
-def run_config(
-    ckpt_path: str | Path, config_path: str | Path | None = None
-) -> tuple[DictConfig, Path]:
-    """The config of the run that wrote ``ckpt_path`` (``config_path``, else the
-    ``.hydra/config.yaml`` of its run folder) and where it was read."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise UserError(
-            f"the checkpoint {str(ckpt_path)!r} does not exist. Pass ckpt_path=<run "
-            "folder>/checkpoints/last.ckpt (or epoch_NNN.ckpt) of a training run."
-        )
-    found = Path(config_path) if config_path else find_run_config(ckpt_path)
-    if found is None or not found.is_file():
-        raise ConfigError(
-            f"no run config found for {str(ckpt_path)!r}: the networks are rebuilt from the "
-            "training run's .hydra/config.yaml, looked for next to the checkpoint and in the "
-            "run folder above checkpoints/. Keep the checkpoint inside its run folder or pass "
-            "config_path=<run folder>/.hydra/config.yaml."
-        )
-    return read_run_config(found), found
-
-
 def network_weights(
     ckpt_path: str | Path, network: str
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -121,6 +94,16 @@ def network_weights(
             "state_dict); it is not a checkpoint of capsgan's GAN module."
         )
     return weights, state
+
+
+def load_discriminator(run: CheckpointRun, weights: bool = True) -> nn.Module:
+    """The run's discriminator in eval mode, on the CPU: trained (``weights``) or as
+    initialised (seeded with the run's seed), for an untrained control."""
+    torch.manual_seed(int(run.seed or 0))
+    discriminator = hydra.utils.instantiate(run.cfg.discriminator)
+    if weights:
+        discriminator.load_state_dict(network_weights(run.ckpt, "discriminator")[0])
+    return discriminator.eval().requires_grad_(False)
 
 
 # -- latent paths --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -91,14 +92,20 @@ def folder_in_use(folder: str | Path) -> bool:
     return False
 
 
-def _holder(folder: str | Path) -> str:
-    """`` (pid N on host, started T)`` from the folder's newest running session, if known."""
+def holder(folder: str | Path) -> dict[str, Any] | None:
+    """The newest session of the folder's ``run_info.json`` while it is marked running (its
+    ``pid``, ``started`` and ``machine``), else None: who trains the run, if known."""
     try:
-        sessions = json.loads((Path(folder) / "run_info.json").read_text())["sessions"]
-        last = sessions[-1]
+        last = json.loads((Path(folder) / "run_info.json").read_text())["sessions"][-1]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return ""
-    if last.get("status") != "running":
+        return None
+    return last if isinstance(last, dict) and last.get("status") == "running" else None
+
+
+def _holder(folder: str | Path) -> str:
+    """`` (pid N on host, started T)`` of the run training in ``folder``, if known."""
+    last = holder(folder)
+    if last is None:
         return ""
     host = (last.get("machine") or {}).get("hostname", "?")
     return f" (pid {last.get('pid', '?')} on {host}, started {last.get('started', '?')})"

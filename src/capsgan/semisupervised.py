@@ -29,17 +29,9 @@ from torch import Tensor, nn
 
 from capsgan.config import validate_semisupervised_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import (
-    DataSpec,
-    RunInfo,
-    as_list,
-    load_discriminator,
-    print_table,
-    real_images,
-    resolve_checkpoints,
-    run_info,
-    write_json,
-)
+from capsgan.evaluation import DataSpec, as_list, print_table, real_images, write_json
+from capsgan.generation import load_discriminator
+from capsgan.runs import CheckpointRun, checkpoint_run, resolve_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +240,8 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     seeds = seed_list(cfg.seeds)
     grid = [float(v) for v in cfg.l2_grid]
     folds = int(cfg.cv_folds)
-    infos: list[RunInfo] = [
-        run_info(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
+    infos: list[CheckpointRun] = [
+        checkpoint_run(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
     ]
     specs = {DataSpec.of(i.cfg.data) for i in infos}
     if len(specs) != 1:

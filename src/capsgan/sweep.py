@@ -55,10 +55,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from capsgan.atomic_write import write_json_atomically
 from capsgan.errors import RunInterruptedError, UserError
+from capsgan.runs import JOB_RECORD, collapsed, read_scalars
 
 log = logging.getLogger(__name__)
 
-JOB_RECORD = "job.json"
 STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
 STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
 SUMMARY_NAMES = ("summary.csv", "summary.md")
@@ -113,12 +113,9 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
 
     A run can fall apart after its best evaluation (e.g. FID 324 -> 636 while the best
     stays 324), so the summary shows the final value beside the best and ``flag`` says why
-    a run looks collapsed: a final value worse than the best by the report's factor
-    (``capsgan.report.COLLAPSE_FID_FACTOR``), or fewer than ``COLLAPSE_MODES`` classes
-    covered at the end. Empty values when the run logged no finite ``tag``.
+    the run looks collapsed by the report's rule (:func:`capsgan.runs.collapsed`). Empty
+    values when the run logged no finite ``tag``.
     """
-    from capsgan.report import COLLAPSE_FID_FACTOR, COLLAPSE_MODES, read_scalars
-
     out: dict[str, Any] = dict.fromkeys(
         ("best", "best_epoch", "best_step", "final", "final_step", "flag")
     )
@@ -127,8 +124,7 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
     finite = [i for i, v in enumerate(series.values) if math.isfinite(v)] if series else []
     if not finite:
         return out
-    pick = min if mode == "min" else max
-    best = pick(finite, key=series.values.__getitem__)
+    best = (min if mode == "min" else max)(finite, key=series.values.__getitem__)
     epoch_series = scalars.get("epoch")
     epochs = dict(zip(epoch_series.steps, epoch_series.values, strict=True)) if epoch_series else {}
     epoch = epochs.get(series.steps[best])
@@ -139,15 +135,16 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
         final=series.values[-1],
         final_step=series.steps[-1],
     )
-    flags = []
-    ratio = out["final"] / out["best"] if out["best"] else 1.0
-    if not math.isfinite(out["final"]):
-        flags.append("final value not finite")
-    elif (ratio > COLLAPSE_FID_FACTOR) if mode == "min" else (ratio < 1 / COLLAPSE_FID_FACTOR):
-        flags.append(f"final {out['final']:.4g} is {ratio:.2f}x the best")
     modes = scalars.get("val/modes")
-    if modes and modes.values and modes.values[-1] < COLLAPSE_MODES:
-        flags.append(f"{modes.values[-1]:.0f} of 10 modes at the end")
+    modes = modes.values[-1] if modes and modes.values else None
+    few_modes, worse = collapsed(out["final"], out["best"], modes, mode == "min")
+    flags = []
+    if worse and not math.isfinite(out["final"]):
+        flags.append("final value not finite")
+    elif worse:
+        flags.append(f"final {out['final']:.4g} is {out['final'] / out['best']:.2f}x the best")
+    if few_modes:
+        flags.append(f"{modes:.0f} of 10 modes at the end")
     out["flag"] = "; ".join(flags) or None
     return out
 
