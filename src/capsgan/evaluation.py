@@ -393,24 +393,6 @@ def bracket_lists(argv: list[str], keys: tuple[str, ...]) -> list[str]:
 # -- output ------------------------------------------------------------------------------
 
 
-def json_safe(value: Any) -> Any:
-    """NaN / inf -> strings, so the file is strict JSON; OmegaConf containers -> plain."""
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json(payload: dict[str, Any], path: str | Path) -> Path:
-    write_json_atomically(path, json_safe(payload))
-    return Path(path)
-
-
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     """A rich table on the terminal (plain text when not a terminal)."""
     from rich.console import Console
@@ -468,6 +450,6 @@ def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     settings = {
         k: cfg[k] for k in ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
     }
-    path = write_json({"settings": settings, "results": rows}, output_path(cfg))
+    path = write_json_atomically(output_path(cfg), {"settings": settings, "results": rows}, True)
     log.info("wrote %s", path)
     return rows, path

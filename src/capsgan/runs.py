@@ -232,6 +232,19 @@ def load_run(folder: str | Path, root: Path | None = None) -> Run:
     return Run(folder, name or folder.name, choices, overrides, cfg, scalars, *run_status(folder))
 
 
+def override_values(overrides: Sequence[str]) -> dict[str, str]:
+    """``["lr=1e-4", "+x=1"]`` -> ``{"lr": "1e-4", "+x": "1"}`` (deletions ``~key`` left out)."""
+    return dict(o.split("=", 1) for o in overrides if "=" in o)
+
+
+def varying_overrides(override_lists: Iterable[Sequence[str]]) -> list[str]:
+    """The override keys whose value differs between runs (or that some runs lack), in
+    command-line order: what a sweep varied."""
+    values = [override_values(o) for o in override_lists]
+    keys = dict.fromkeys(k for v in values for k in v)
+    return [k for k in keys if len({v.get(k) for v in values}) > 1]
+
+
 # -- checkpoints -----------------------------------------------------------------------------
 
 

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from capsgan.atomic_write import write_json_atomically
 from capsgan.config import validate_semisupervised_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import DataSpec, as_list, print_table, real_images, write_json
+from capsgan.evaluation import DataSpec, as_list, print_table, real_images
 from capsgan.generation import load_discriminator
 from capsgan.runs import CheckpointRun, checkpoint_run, resolve_checkpoints
 
@@ -313,7 +314,8 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     keys = ("checkpoint", "n_labels", "seeds", "test_samples", "feature_layer", "l2_grid",
             "cv_folds", "max_iter")  # fmt: skip
     settings = {k: cfg[k] for k in keys}
-    path = write_json({"settings": settings, "summary": summary, "results": rows}, cfg.out)
+    payload = {"settings": settings, "summary": summary, "results": rows}
+    path = write_json_atomically(cfg.out, payload, strict=True)
     log.info("wrote %s", path)
     return rows, path
 

@@ -32,7 +32,14 @@ from scipy.stats import permutation_test, rankdata
 
 from capsgan.convergence import DEFAULT_TOLERANCE, DEFAULT_WINDOW, flattened_at, plateau_verdict
 from capsgan.errors import UserError
-from capsgan.runs import COLLAPSE_FID_FACTOR, Run, Series, collapsed
+from capsgan.runs import (
+    COLLAPSE_FID_FACTOR,
+    Run,
+    Series,
+    collapsed,
+    override_values,
+    varying_overrides,
+)
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -415,17 +422,12 @@ def evaluation_grid(arms: Sequence[Arm]) -> list[int]:
 # -- runs grouped into arms -------------------------------------------------------------------
 
 
-def _override_dict(run: Run) -> dict[str, str]:
-    return dict(o.split("=", 1) for o in run.overrides if "=" in o)
-
-
 def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
     """The Hydra groups whose choice differs between the runs, and the other overrides
     (not the seed) whose value differs (e.g. an lr sweep)."""
     groups = sorted({g for r in runs for g in r.choices})
     varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
-    keys = sorted({k for r in runs for k in _override_dict(r)} - {"seed", *groups})
-    others = [k for k in keys if len({_override_dict(r).get(k) for r in runs}) > 1]
+    others = sorted(set(varying_overrides(r.overrides for r in runs)) - {"seed", *groups})
     return varying, others
 
 
@@ -435,7 +437,7 @@ def assign_arms(runs: Sequence[Run]) -> None:
     swept keys (``lr=0.0002``)."""
     groups, others = varying_keys(runs)
     for run in runs:
-        own = _override_dict(run)
+        own = override_values(run.overrides)
         parts = [(g, run.choices.get(g, "-")) for g in groups]
         parts += [(k, own.get(k, "-")) for k in others]
         alone = len(parts) == 1 and groups

@@ -55,13 +55,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from capsgan.atomic_write import write_json_atomically
 from capsgan.errors import RunInterruptedError, UserError
-from capsgan.runs import JOB_RECORD, collapsed, read_scalars
+from capsgan.runs import (
+    JOB_RECORD,
+    collapsed,
+    override_values,
+    read_scalars,
+    varying_overrides,
+)
 
 log = logging.getLogger(__name__)
 
 STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
 STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
-SUMMARY_NAMES = ("summary.csv", "summary.md")
 NO_METRIC = "no {metric}: the job never logged it (no validation in its budget, or no callback)"
 
 
@@ -265,10 +270,7 @@ class SweepSummary(Callback):
         (self._sweep_dir / STOP_FILE).touch()
         pids = []
         for record in self._sweep_dir.rglob(JOB_RECORD):
-            try:
-                job = json.loads(record.read_text())
-            except (OSError, ValueError):
-                continue
+            job = read_job_record(record.parent) or {}
             pid = job.get("pid")
             here = job.get("host") == socket.gethostname()  # a cluster job's pid means nothing here
             if job.get("status") == "running" and here and pid and pid != os.getpid():
@@ -374,9 +376,7 @@ class SweepSummary(Callback):
                 "this launch: %s",
                 ", ".join(f"{launches.count(x)} {x}" for x in dict.fromkeys(launches)),
             )
-        for name in SUMMARY_NAMES:
-            writer = write_csv if name.endswith(".csv") else write_markdown
-            writer(sweep_dir / name, rows, self.metric)
+        write_summary(sweep_dir, rows, self.metric)
         failed = [
             r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
         ]
@@ -441,65 +441,28 @@ def resume_command(sweep_dir: Path, argv: Sequence[str] | None = None) -> str:
     return " ".join(shlex.quote(a) for a in ["python", argv[0], *args])
 
 
-def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The override keys whose values differ between jobs, in command-line order."""
-    values: dict[str, set[str]] = {}
-    for row in rows:
-        for o in row["overrides"]:
-            key, _, value = o.partition("=")
-            values.setdefault(key, set()).add(value)
-    varying = [k for k, v in values.items() if len(v) > 1]
-    missing = {
-        k for k in values for r in rows if not any(o.startswith(f"{k}=") for o in r["overrides"])
-    }
-    return [k for k in values if k in varying or k in missing]
-
-
-def _value(row: dict[str, Any], key: str) -> str:
-    for o in row["overrides"]:
-        k, _, v = o.partition("=")
-        if k == key:
-            return v
-    return ""
-
-
-def _table(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], list[list[Any]]]:
-    keys = swept_keys(rows)
+def write_summary(sweep_dir: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
+    """``summary.csv`` (the table and every job's full override list) and ``summary.md``
+    (the table, with only the overrides that vary between jobs)."""
+    keys = varying_overrides(r["overrides"] for r in rows)
     header = ["job", *keys, "status", "this launch", "error", f"best {metric}", "epoch",
               "step", f"final {metric}", "warning", "wall_s", "dir"]  # fmt: skip
+
+    def blank(value: Any, spec: str = "") -> str:
+        return "" if value is None else format(value, spec)
+
     body = [
-        [
-            r["job"],
-            *(_value(r, k) for k in keys),
-            r["status"],
-            r.get("launch") or "run",
-            r["error"] or "",
-            "" if r.get("best") is None else f"{r['best']:.4g}",
-            "" if r.get("best_epoch") is None else r["best_epoch"],  # counts from 1
-            "" if r.get("best_step") is None else r["best_step"],
-            "" if r.get("final") is None else f"{r['final']:.4g}",
-            r.get("flag") or "",
-            "" if r["wall_s"] is None else r["wall_s"],
-            r["dir"],
-        ]
+        [r["job"], *(override_values(r["overrides"]).get(k, "") for k in keys), r["status"],
+         r.get("launch") or "run", r["error"] or "", blank(r.get("best"), ".4g"),
+         blank(r.get("best_epoch")), blank(r.get("best_step")),  # epochs count from 1
+         blank(r.get("final"), ".4g"), r.get("flag") or "", blank(r["wall_s"]), r["dir"]]
         for r in rows
-    ]
-    return header, body
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
-    """``summary.csv``: the table plus every job's full override list."""
-    header, body = _table(rows, metric)
-    with path.open("w", newline="") as f:
+    ]  # fmt: skip
+    with (sweep_dir / "summary.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*header, "overrides"])
         for line, row in zip(body, rows, strict=True):
             writer.writerow([*line, " ".join(row["overrides"])])
-
-
-def write_markdown(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
-    """``summary.md``: the table, only the overrides that vary between jobs."""
-    header, body = _table(rows, metric)
 
     def cell(v: Any) -> str:
         text = str(v).replace("|", "\\|").replace("\n", " ")
@@ -508,6 +471,6 @@ def write_markdown(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> N
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in line) + " |" for line in body]
     ok = sum(r["status"] == "ok" for r in rows)
-    path.write_text(
+    (sweep_dir / "summary.md").write_text(
         f"# Sweep summary\n\n{ok} of {len(rows)} jobs ok.\n\n" + "\n".join(lines) + "\n"
     )
