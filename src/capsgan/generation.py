@@ -32,7 +32,7 @@ from torchvision.utils import make_grid
 from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError
 from capsgan.inputs import latent_size, read_checkpoint, read_image
-from capsgan.runs import CheckpointRun, run_config
+from capsgan.runs import CheckpointRun, checkpoint_folder, run_config
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +288,7 @@ def default_out_dir(cfg: DictConfig) -> Path:
         return Path(cfg.out_dir)
     if cfg.ckpt_path:
         ckpt = Path(cfg.ckpt_path)
-        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        return run / "generated" / ckpt.stem
+        return checkpoint_folder(ckpt) / "generated" / ckpt.stem
     return Path(cfg.run_dir) / "generated"
 
 

@@ -303,6 +303,11 @@ def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
     return path
 
 
+def checkpoint_folder(ckpt: Path) -> Path:
+    """The run folder of a checkpoint: above ``checkpoints/``, else the checkpoint's own."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
 def has_checkpoints(folder: Path) -> bool:
     """A run whose networks can be rebuilt: its config beside ``checkpoints/``."""
     return (folder / RUN_CONFIG).is_file() and (folder / "checkpoints").is_dir()
@@ -348,6 +353,6 @@ def checkpoint_run(ckpt: Path, config_path: str | Path | None = None) -> Checkpo
         target = OmegaConf.select(cfg, "discriminator._target_") or "?"
         preset = target.rsplit(".", 1)[-1]
     seed = cfg.get("seed")
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    run = checkpoint_folder(ckpt)
     where = f"{run.parent.name}/{run.name}" + ("" if ckpt.name == "last.ckpt" else f":{ckpt.name}")
     return CheckpointRun(ckpt, found, cfg, str(preset), seed, f"{preset} seed={seed} ({where})")
