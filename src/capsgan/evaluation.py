@@ -407,23 +407,17 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     Console(width=max(80, sum(widths) + 3 * len(columns) + 1)).print(table)
 
 
+# (column, result key, format) of the evaluation table
+COLUMNS = (
+    ("source", "source", ""), ("n", "num_samples", ""), ("FID", "fid", ".2f"),
+    ("KID", "kid", ".4f"), ("IS", "is", ".2f"), ("precision", "precision", ".3f"),
+    ("recall", "recall", ".3f"), ("modes", "modes", ""), ("mode KL", "mode_kl", ".4f"),
+)  # fmt: skip
+
+
 def evaluation_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    columns = ["source", "n", "FID", "KID", "IS", "precision", "recall", "modes", "mode KL"]
-    body = [
-        [
-            r["source"],
-            str(r["num_samples"]),
-            f"{r['fid']:.2f}",
-            f"{r['kid']:.4f}",
-            f"{r['is']:.2f}",
-            f"{r['precision']:.3f}",
-            f"{r['recall']:.3f}",
-            str(r["modes"]),
-            f"{r['mode_kl']:.4f}",
-        ]
-        for r in rows
-    ]
-    return columns, body
+    body = [[format(r[key], spec) for _, key, spec in COLUMNS] for r in rows]
+    return [name for name, _, _ in COLUMNS], body
 
 
 def output_path(cfg: DictConfig) -> Path:

@@ -17,7 +17,6 @@ checkpoint, loaded onto the CPU whatever device wrote it.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,11 +31,10 @@ from torchvision.utils import make_grid
 from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError
 from capsgan.inputs import latent_size, read_checkpoint, read_image
-from capsgan.runs import CheckpointRun, checkpoint_folder, run_config
+from capsgan.runs import CheckpointRun, checkpoint_folder, run_config, sample_grids
 
 log = logging.getLogger(__name__)
 
-SAMPLE_FILE = re.compile(r"epoch_(\d+)\.png$")
 CAPTION_HEIGHT = 14  # pixels above each grid of the learning-process strip for "epoch N"
 
 
@@ -200,17 +198,6 @@ def morph(
 # -- the learning process ---------------------------------------------------------------------
 
 
-def epoch_grids(samples_dir: Path) -> dict[int, Path]:
-    """``{epoch: path}`` of the fixed-noise grids ``epoch_NNNN.png`` in ``samples_dir``,
-    epochs counted from 1 as the file names count them (a folder with ``epoch_0000.png``
-    was written before they did, from 0: its numbers are shifted by one)."""
-    found = {
-        int(m[1]): p for p in samples_dir.glob("epoch_*.png") if (m := SAMPLE_FILE.search(p.name))
-    }
-    shift = 1 if 0 in found else 0
-    return {epoch + shift: path for epoch, path in sorted(found.items())}
-
-
 def pick_evenly(items: Sequence[int], count: int) -> list[int]:
     """``count`` items spread evenly over ``items``, first and last included."""
     if count >= len(items):
@@ -247,7 +234,7 @@ def learning_process(
             included), or the list of epochs (from 1, as in the file names) to show.
         frame_ms: duration of one GIF frame.
     """
-    grids = epoch_grids(run_dir / "samples")
+    grids = sample_grids(run_dir, "epoch")
     if not grids:
         raise UserError(
             f"no sample grids found in {str(run_dir / 'samples')!r}: run_dir must be a "

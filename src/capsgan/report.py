@@ -37,6 +37,7 @@ from capsgan.runs import (
     Series,
     find_runs,
     load_run,
+    sample_grids,
 )
 from capsgan.statistics import (
     LAST_EVALS,
@@ -373,10 +374,7 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     rows = []
     for arm in arms:
         for s in arm.runs:
-            pngs = {
-                int(p.stem.split("_")[1]): p for p in (s.run.path / "samples").glob("step_*.png")
-            }
-            rows.append((f"{arm.name}\nseed {s.seed}", pngs))
+            rows.append((f"{arm.name}\nseed {s.seed}", sample_grids(s.run.path)))
     if not any(pngs for _, pngs in rows) or not grid:
         return None
     picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -243,6 +244,20 @@ def varying_overrides(override_lists: Iterable[Sequence[str]]) -> list[str]:
     values = [override_values(o) for o in override_lists]
     keys = dict.fromkeys(k for v in values for k in v)
     return [k for k in keys if len({v.get(k) for v in values}) > 1]
+
+
+def sample_grids(folder: Path, unit: str = "step") -> dict[int, Path]:
+    """``{step: path}`` of a run's fixed-noise grids ``samples/step_NNNNNN.png``, or with
+    ``unit="epoch"`` ``{epoch: path}`` of ``samples/epoch_NNNN.png``, epochs counted from 1
+    as the file names count them (a folder with ``epoch_0000.png`` was written before they
+    did, from 0: its numbers are shifted by one)."""
+    found = {
+        int(m[1]): p
+        for p in (folder / "samples").glob(f"{unit}_*.png")
+        if (m := re.fullmatch(rf"{unit}_(\d+)\.png", p.name))
+    }
+    shift = 1 if unit == "epoch" and 0 in found else 0
+    return {number + shift: path for number, path in sorted(found.items())}
 
 
 # -- checkpoints -----------------------------------------------------------------------------

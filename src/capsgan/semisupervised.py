@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
+from statistics import fmean, stdev
 from typing import Any
 
 import torch
@@ -221,13 +222,6 @@ def seed_list(value: Any) -> list[int]:
     return list(range(int(value)))  # its range: capsgan.config.SEMISUPERVISED_RULES
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
     validate_semisupervised_config(cfg)  # every key and `out`, before any feature is computed
@@ -348,7 +342,7 @@ def summarize(rows: list[dict[str, Any]], n_labels: list[int]) -> list[dict[str,
         for n in n_labels:
             values = by_n.get(n, [])
             if values:
-                mean, sd = mean_std(values)
+                mean, sd = fmean(values), stdev(values) if len(values) > 1 else math.nan
                 entry[f"n={n}"] = {"mean": mean, "sd": sd, "count": len(values)}
         out.append(entry)
     return out
