@@ -15,7 +15,6 @@ lock behind (the lock file itself stays, unlocked and harmless).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from capsgan.atomic_write import TEMP_GLOB
 from capsgan.errors import RunLockedError
+from capsgan.run_info import last_session
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,7 @@ def folder_in_use(folder: str | Path) -> bool:
 def holder(folder: str | Path) -> dict[str, Any] | None:
     """The newest session of the folder's ``run_info.json`` while it is marked running (its
     ``pid``, ``started`` and ``machine``), else None: who trains the run, if known."""
-    try:
-        last = json.loads((Path(folder) / "run_info.json").read_text())["sessions"][-1]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
+    last = last_session(folder)
     return last if isinstance(last, dict) and last.get("status") == "running" else None
 
 

@@ -28,6 +28,7 @@ from capsgan.errors import ConfigError, UserError
 from capsgan.inputs import find_run_config, latent_size, read_checkpoint, read_run_config
 from capsgan.locks import folder_in_use, holder
 from capsgan.loggers import event_dirs
+from capsgan.run_info import last_session
 
 JOB_RECORD = "job.json"  # a sweep job's record (capsgan.sweep)
 RUN_CONFIG = Path(".hydra") / "config.yaml"
@@ -122,21 +123,23 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 # -- status ----------------------------------------------------------------------------------
 
 
+def read_job_record(folder: str | Path) -> dict[str, Any] | None:
+    """A sweep job folder's ``job.json``, or None (none, or unreadable)."""
+    try:
+        record = json.loads((Path(folder) / JOB_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def run_status(folder: Path) -> tuple[str | None, str | None]:
     """How a run ended, and the first line of its error: a sweep job's ``job.json``, else
     the last session of ``run_info.json`` (None: no record). A "running" record in a folder
     no live process holds is a run that was killed; one a live process holds is running,
     and its error field then names the holder."""
-    status = error = None
-    for name, key in ((JOB_RECORD, "error"), ("run_info.json", "message")):
-        try:
-            record = json.loads((folder / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if name == "run_info.json":
-            record = (record.get("sessions") or [{}])[-1]
-        status, error = record.get("status"), record.get(key)
-        break
+    job = read_job_record(folder)
+    record = job if job is not None else last_session(folder) or {}
+    status, error = record.get("status"), record.get("error" if job is not None else "message")
     if status == RUNNING:
         if not folder_in_use(folder):
             status = "killed"

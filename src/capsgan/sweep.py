@@ -59,6 +59,7 @@ from capsgan.runs import (
     JOB_RECORD,
     collapsed,
     override_values,
+    read_job_record,
     read_scalars,
     varying_overrides,
 )
@@ -152,15 +153,6 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
         flags.append(f"{modes:.0f} of 10 modes at the end")
     out["flag"] = "; ".join(flags) or None
     return out
-
-
-def read_job_record(job_dir: str | Path) -> dict[str, Any] | None:
-    """A job folder's ``job.json``, or None (none, or unreadable)."""
-    try:
-        record = json.loads((Path(job_dir) / JOB_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def job_plan(job_dir: str | Path, overrides: Sequence[str]) -> str:
