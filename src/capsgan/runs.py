@@ -10,6 +10,7 @@ evaluate, battle, semisupervised, generate and checkpointing all ask this module
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -286,6 +287,19 @@ def run_config(
             "config_path=<run folder>/.hydra/config.yaml."
         )
     return read_run_config(found), found
+
+
+def saved_run_hint(ckpt_path: Path) -> str:
+    """`` That run's config is '...'. It was started with these overrides: ...`` for a message
+    about a checkpoint that does not fit, or "" when its run folder is not found."""
+    config = find_run_config(ckpt_path)
+    if config is None:
+        return ""
+    hint = f" That run's config is {str(config)!r}."
+    with contextlib.suppress(Exception):  # the overrides are a courtesy
+        saved = " ".join(str(o) for o in OmegaConf.load(config.parent / "overrides.yaml"))
+        hint += f" It was started with these overrides: {saved or '(none: the defaults)'}."
+    return hint
 
 
 def best_checkpoint(run_dir: Path) -> Path:
