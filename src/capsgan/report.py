@@ -487,12 +487,12 @@ def section_budget(ctx: Context) -> list[str]:
         per_k = [s.final_seconds / 60 / s.final_step * 1000 for s in arm.runs if s.final_step]
         rows.append(
             [arm.name, str(len(arm.runs)), fmt(arm.budget),
-             fmt_estimate(arm.estimate(s.best_fid for s in arm.runs), 1)]
-            + [fmt_estimate(arm.estimate(s.final.get(tag) for s in arm.runs), d, len(arm.runs))
+             fmt_estimate(bootstrap([s.best_fid for s in arm.runs]), 1)]
+            + [fmt_estimate(bootstrap([s.final.get(tag) for s in arm.runs]), d, len(arm.runs))
                for _, tag, d, _ in ctx.metrics]
             + [f"{sum(s.collapse is not None for s in arm.runs)}/{len(arm.runs)}",
                fmt_estimate(bootstrap(per_k), 2),
-               fmt_estimate(arm.estimate(s.eval_share for s in arm.runs), 3)]
+               fmt_estimate(bootstrap([s.eval_share for s in arm.runs]), 3)]
         )  # fmt: skip
     return [
         "## At the budget",

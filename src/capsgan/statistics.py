@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -343,9 +343,6 @@ def collapse_reason(final: float, best: float, modes: float | None) -> str | Non
 class Arm:
     name: str
     runs: list[RunSummary]
-
-    def estimate(self, values: Iterable[float | None]) -> Estimate | None:
-        return bootstrap(list(values))
 
     def costs(self, level: float, what: str) -> dict[int, Cost]:
         return {s.seed or 0: s.cost(level, what) for s in self.runs if s.fid.steps}
