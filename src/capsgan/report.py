@@ -1,14 +1,13 @@
-"""The comparison report: read runs, compare arms at equal budgets, write report.md.
+"""The comparison report: compare arms at equal budgets, write report.md.
 
 ``python src/report.py <sweep folders | run folders | a report folder> [key=value ...]``
 writes ``report.md``, ``curves.csv`` / ``runs.csv`` (every run's curves, from which the
 report can be re-rendered alone) and PNG plots; docs/results.md says how to read them.
-Each run's settings come from the ``.hydra/`` files Hydra writes next to ``tensorboard/``.
-Runs are grouped into arms by the Hydra choices (and swept keys) that differ between them;
-nothing here knows a model by name. The x axis is generator steps (Lightning's batch
-counter divided by ``d_steps_per_g``); wall-clock is seconds since the run's first event,
-less the pauses between the sessions of a resumed run. The statistics (intervals, tests,
-censored costs) are :mod:`capsgan.statistics`'.
+The runs are read by :mod:`capsgan.runs` (settings from ``.hydra/``, curves against
+generator steps, wall-clock less the pauses of a resumed run) and measured, grouped into
+arms and compared by :mod:`capsgan.statistics` (arms: the Hydra choices and swept keys
+that differ between the runs; nothing here knows a model by name). This module renders:
+one function per section of report.md, the plots, the CSVs, and the real-data floor.
 """
 
 from __future__ import annotations

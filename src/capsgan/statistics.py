@@ -17,6 +17,11 @@ Why these methods:
   take "no steps" to get there: it took *more than* its budget. Dropping it favours the
   arm that fails, so it enters every mean and ratio at its bound and the result is
   reported as a bound ("≥ 1.26").
+
+The report's numbers are computed here too: each run's summary (:func:`summarize_run`:
+best and final values, stability, collapse, plateau stop, accuracy phases), the runs
+grouped into arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality
+levels and the evaluation grid; :mod:`capsgan.report` renders them.
 """
 
 from __future__ import annotations
