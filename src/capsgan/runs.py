@@ -42,7 +42,9 @@ COLLAPSE_MODES = 8
 COLLAPSE_FID_FACTOR = 1.5
 
 
-def collapsed(final: float, best: float, modes: float | None, lower_is_better: bool = True):
+def collapsed(
+    final: float, best: float, modes: float | None, lower_is_better: bool = True
+) -> tuple[bool, bool]:
     """The collapse rule (the report's and the sweep summary's): whether the run ended with
     fewer than COLLAPSE_MODES classes covered, and whether its final value is worse than
     COLLAPSE_FID_FACTOR times its best (or not finite)."""
@@ -93,11 +95,12 @@ class Run:
 def is_run(folder: Path) -> bool:
     """A run folder: TensorBoard events, a sweep job's record, or a run config beside
     ``checkpoints/`` (a run logged by another logger)."""
-    return (
-        bool(event_dirs(folder))
-        or (folder / JOB_RECORD).is_file()
-        or ((folder / RUN_CONFIG).is_file() and (folder / "checkpoints").is_dir())
-    )
+    return bool(event_dirs(folder)) or (folder / JOB_RECORD).is_file() or has_checkpoints(folder)
+
+
+def has_checkpoints(folder: Path) -> bool:
+    """A run whose networks can be rebuilt: its config beside ``checkpoints/``."""
+    return (folder / RUN_CONFIG).is_file() and (folder / "checkpoints").is_dir()
 
 
 def _natural(path: Path) -> tuple[int, list[Any]]:
@@ -338,11 +341,6 @@ def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
 def checkpoint_folder(ckpt: Path) -> Path:
     """The run folder of a checkpoint: above ``checkpoints/``, else the checkpoint's own."""
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-
-
-def has_checkpoints(folder: Path) -> bool:
-    """A run whose networks can be rebuilt: its config beside ``checkpoints/``."""
-    return (folder / RUN_CONFIG).is_file() and (folder / "checkpoints").is_dir()
 
 
 def resolve_checkpoints(path: str | Path, which: str = "last") -> list[Path]:
