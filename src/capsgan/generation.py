@@ -143,7 +143,7 @@ def interpolate_pairs(z_start: Tensor, z_end: Tensor, steps: int, spherical: boo
 @torch.no_grad()
 def generate(generator: nn.Module, z: Tensor, batch_size: int = 256) -> Tensor:
     """Images (N, C, H, W) in [-1, 1] for latents z (N, D), on the CPU."""
-    device = next(generator.parameters()).device
+    device = next(generator.parameters(), torch.empty(0)).device  # a module may have none
     return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(batch_size)])
 
 
