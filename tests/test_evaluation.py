@@ -19,14 +19,7 @@ from torch import Tensor, nn
 
 from capsgan.classifier import ClassifierSpec, DigitClassifier, save_classifier
 from capsgan.errors import UserError
-from capsgan.evaluation import (
-    bracket_lists,
-    find_runs,
-    output_path,
-    resolve_checkpoints,
-    run_evaluate,
-    to_uint8_images,
-)
+from capsgan.evaluation import bracket_lists, output_path, run_evaluate, to_uint8_images
 from capsgan.gam import (
     Contender,
     battle,
@@ -36,6 +29,7 @@ from capsgan.gam import (
     verdict,
 )
 from capsgan.models import CapsuleDiscriminator, CNNDiscriminator
+from capsgan.runs import find_runs, resolve_checkpoints
 from capsgan.semisupervised import (
     balanced_subset,
     discriminator_features,

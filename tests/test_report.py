@@ -16,9 +16,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 from capsgan.convergence import flattened_at, plateau_verdict
 from capsgan.errors import UserError
-from capsgan.report import best_within, find_runs, load_run, write_report
+from capsgan.report import write_report
+from capsgan.runs import find_runs, load_run
 from capsgan.statistics import (
     Cost,
+    best_within,
     bootstrap,
     censored_ratio,
     cost_to_level,
@@ -508,7 +510,7 @@ def test_sweep_summary_shows_final_beside_best_and_flags_a_collapse(synthetic_sw
 def test_time_between_the_sessions_of_a_resumed_run_is_not_training_time(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from capsgan.report import session_pauses
+    from capsgan.runs import session_pauses
 
     sessions = [
         {"started": "2026-11-25T08:00:00+00:00", "ended": "2026-11-25T08:30:00+00:00"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -58,7 +59,22 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> No
             os.close(dir_fd)
 
 
-def write_json_atomically(path: str | Path, data: Any) -> None:
-    """``data`` as indented JSON (anything JSON cannot hold as its ``str``)."""
-    text = json.dumps(data, indent=2, default=str) + "\n"
+def json_safe(value: Any) -> Any:
+    """NaN / inf -> strings, so the file is strict JSON; OmegaConf containers -> plain."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return [json_safe(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def write_json_atomically(path: str | Path, data: Any, strict: bool = False) -> Path:
+    """``data`` as indented JSON (anything JSON cannot hold as its ``str``); ``strict``:
+    through :func:`json_safe` first (the result files of evaluate, battle, semisupervised)."""
+    text = json.dumps(json_safe(data) if strict else data, indent=2, default=str) + "\n"
     write_atomically(path, lambda f: f.write(text.encode()))
+    return Path(path)

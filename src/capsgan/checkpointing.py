@@ -11,7 +11,6 @@ orphaned steps are dropped: no gap, no duplicate.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -25,13 +24,13 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import OmegaConf
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
 from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
-from capsgan.inputs import find_run_config, read_checkpoint
+from capsgan.inputs import read_checkpoint
+from capsgan.runs import saved_run_hint
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +229,7 @@ def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | 
         details.append(f"{len(missing)} weights are missing from it, e.g. {missing[0]}")
     if unexpected:
         details.append(f"{len(unexpected)} of its weights do not exist here, e.g. {unexpected[0]}")
-    run_cfg = find_run_config(Path(path).resolve())
-    hint = f" That run's config is {str(run_cfg)!r}." if run_cfg else ""
-    overrides = run_cfg.parent / "overrides.yaml" if run_cfg else None
-    if overrides is not None and overrides.is_file():
-        with contextlib.suppress(Exception):  # the overrides are a courtesy
-            saved = " ".join(str(o) for o in OmegaConf.load(overrides))
-            hint += f" It was started with these overrides: {saved or '(none: the defaults)'}."
+    hint = saved_run_hint(Path(path).resolve())
     raise ConfigError(
         f"the checkpoint {str(path)!r} was saved by a different architecture than the one "
         f"configured now: {'; '.join(details)}. Resume with the same generator= / "

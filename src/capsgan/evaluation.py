@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,131 +30,15 @@ from capsgan.classifier import check_classifier_fits, load_classifier, load_or_t
 from capsgan.config import classifier_problems, raise_problems, validate_evaluate_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError, UserError
-from capsgan.generation import load_generator, network_weights, run_config
-from capsgan.inputs import latent_size, load_npz, load_png_folder, read_checkpoint
+from capsgan.generation import load_generator
+from capsgan.inputs import load_npz, load_png_folder
 from capsgan.metrics import RESULT_KEYS, SampleQuality, to_uint8
+from capsgan.runs import checkpoint_run, find_runs, has_checkpoints, resolve_checkpoints
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 REAL_PREFIX = "real:"
-
-
-# -- runs and checkpoints ---------------------------------------------------------------
-
-
-def is_run_dir(path: Path) -> bool:
-    """A training run folder: ``.hydra/config.yaml`` and a ``checkpoints/`` folder."""
-    return (path / ".hydra" / "config.yaml").is_file() and (path / "checkpoints").is_dir()
-
-
-def find_runs(path: Path) -> list[Path]:
-    """The run folders of a sweep: ``path/<job>/`` or ``path/<lane>/<job>/``, sorted."""
-    found = {p.parent.parent for p in path.glob("*/.hydra/config.yaml")}
-    found |= {p.parent.parent for p in path.glob("*/*/.hydra/config.yaml")}
-    return sorted((p for p in found if is_run_dir(p)), key=_natural_key)
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in path.parts]
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint Lightning's ``ModelCheckpoint(monitor=val/fid)`` recorded as best."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        state = read_checkpoint(last, "checkpoint")
-        for key, value in state.get("callbacks", {}).items():
-            best = value.get("best_model_path") if isinstance(value, dict) else None
-            if "ModelCheckpoint" in key and best:
-                candidate = run_dir / "checkpoints" / Path(best).name  # the run may have moved
-                if candidate.is_file():
-                    return candidate
-    raise UserError(
-        f"{str(run_dir)!r} records no best checkpoint (no ModelCheckpoint with a monitor "
-        "in checkpoints/last.ckpt). Pass checkpoint=last or a file name from "
-        f"{str(run_dir / 'checkpoints')!r}."
-    )
-
-
-def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
-    """``which`` (``last``, ``best`` or a file name in ``checkpoints/``) of a run folder."""
-    if which == "best":
-        return best_checkpoint(run_dir)
-    name = "last.ckpt" if which == "last" else which
-    path = run_dir / "checkpoints" / name
-    if not path.is_file():
-        have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
-        raise UserError(
-            f"{str(run_dir)!r} has no checkpoints/{name} (it has {have or 'none'}). Pass "
-            "checkpoint=last, checkpoint=best or one of those file names."
-        )
-    return path
-
-
-@dataclass
-class RunInfo:
-    """What a checkpoint's run says about itself: its config and a short label."""
-
-    ckpt: Path
-    config_path: Path
-    cfg: DictConfig
-    discriminator: str  # the preset name (``cnn``, ``capsule_small``...) or its _target_
-    seed: int | None
-    label: str
-
-    @property
-    def latent_dim(self) -> int:
-        """The run's noise size (its config's, not an attribute of the generator)."""
-        return latent_size(self.cfg, self.config_path)
-
-
-def run_info(ckpt: Path, config_path: str | Path | None = None) -> RunInfo:
-    """Config and label of the run that wrote ``ckpt``."""
-    cfg, found = run_config(ckpt, config_path)
-    preset = None
-    hydra_yaml = found.parent / "hydra.yaml"
-    if hydra_yaml.is_file():
-        try:  # only the label's preset name: a damaged hydra.yaml falls back to the class
-            choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices")
-        except Exception:
-            choices = None
-        preset = choices.get("discriminator") if choices is not None else None
-    if preset is None:
-        target = OmegaConf.select(cfg, "discriminator._target_") or "?"
-        preset = target.rsplit(".", 1)[-1]
-    seed = cfg.get("seed")
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    where = f"{run.parent.name}/{run.name}" + ("" if ckpt.name == "last.ckpt" else f":{ckpt.name}")
-    label = f"{preset} seed={seed} ({where})"
-    return RunInfo(ckpt, found, cfg, str(preset), seed, label)
-
-
-def resolve_checkpoints(path: str | Path, which: str = "last") -> list[Path]:
-    """A checkpoint, a run folder or a sweep folder -> the checkpoints to use."""
-    path = Path(path).expanduser()
-    if path.is_file() and path.suffix == ".ckpt":
-        return [path]
-    if path.is_dir():
-        if is_run_dir(path):
-            return [run_checkpoint(path, which)]
-        runs = find_runs(path)
-        if runs:
-            return [run_checkpoint(run, which) for run in runs]
-    raise UserError(
-        f"{str(path)!r} is neither a checkpoint (.ckpt), a training run folder (with "
-        "checkpoints/ and .hydra/config.yaml) nor a sweep folder holding run folders."
-    )
-
-
-def load_discriminator(info: RunInfo, weights: bool = True) -> nn.Module:
-    """The run's discriminator in eval mode, on the CPU: trained (``weights``) or as
-    initialised (seeded with the run's seed), for an untrained control."""
-    torch.manual_seed(int(info.seed or 0))
-    discriminator = hydra.utils.instantiate(info.cfg.discriminator)
-    if weights:
-        discriminator.load_state_dict(network_weights(info.ckpt, "discriminator")[0])
-    return discriminator.eval().requires_grad_(False)
 
 
 # -- images from files ------------------------------------------------------------------
@@ -326,10 +209,10 @@ def expand_sources(cfg: DictConfig, default_data: DataSpec) -> list[Source]:
         if path.is_file() and path.suffix == ".npz":
             sources.append(Source(str(path), "npz", default_data, path=path))
         elif (path.is_file() and path.suffix == ".ckpt") or (
-            path.is_dir() and (is_run_dir(path) or bool(find_runs(path)))
+            path.is_dir() and any(has_checkpoints(run) for run in find_runs(path))
         ):
             for ckpt in resolve_checkpoints(path, str(cfg.checkpoint)):
-                info = run_info(ckpt)
+                info = checkpoint_run(ckpt)
                 spec = DataSpec.of(info.cfg.data)
                 meta = {"discriminator": info.discriminator, "seed": info.seed}
                 sources.append(Source(info.label, "checkpoint", spec, meta, ckpt, info.latent_dim))
@@ -510,24 +393,6 @@ def bracket_lists(argv: list[str], keys: tuple[str, ...]) -> list[str]:
 # -- output ------------------------------------------------------------------------------
 
 
-def json_safe(value: Any) -> Any:
-    """NaN / inf -> strings, so the file is strict JSON; OmegaConf containers -> plain."""
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json(payload: dict[str, Any], path: str | Path) -> Path:
-    write_json_atomically(path, json_safe(payload))
-    return Path(path)
-
-
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     """A rich table on the terminal (plain text when not a terminal)."""
     from rich.console import Console
@@ -542,23 +407,17 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     Console(width=max(80, sum(widths) + 3 * len(columns) + 1)).print(table)
 
 
+# (column, result key, format) of the evaluation table
+COLUMNS = (
+    ("source", "source", ""), ("n", "num_samples", ""), ("FID", "fid", ".2f"),
+    ("KID", "kid", ".4f"), ("IS", "is", ".2f"), ("precision", "precision", ".3f"),
+    ("recall", "recall", ".3f"), ("modes", "modes", ""), ("mode KL", "mode_kl", ".4f"),
+)  # fmt: skip
+
+
 def evaluation_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    columns = ["source", "n", "FID", "KID", "IS", "precision", "recall", "modes", "mode KL"]
-    body = [
-        [
-            r["source"],
-            str(r["num_samples"]),
-            f"{r['fid']:.2f}",
-            f"{r['kid']:.4f}",
-            f"{r['is']:.2f}",
-            f"{r['precision']:.3f}",
-            f"{r['recall']:.3f}",
-            str(r["modes"]),
-            f"{r['mode_kl']:.4f}",
-        ]
-        for r in rows
-    ]
-    return columns, body
+    body = [[format(r[key], spec) for _, key, spec in COLUMNS] for r in rows]
+    return [name for name, _, _ in COLUMNS], body
 
 
 def output_path(cfg: DictConfig) -> Path:
@@ -585,6 +444,6 @@ def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     settings = {
         k: cfg[k] for k in ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
     }
-    path = write_json({"settings": settings, "results": rows}, output_path(cfg))
+    path = write_json_atomically(output_path(cfg), {"settings": settings, "results": rows}, True)
     log.info("wrote %s", path)
     return rows, path

@@ -27,20 +27,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from capsgan.atomic_write import write_json_atomically
 from capsgan.config import validate_battle_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import (
-    DataSpec,
-    as_list,
-    load_discriminator,
-    print_table,
-    real_images,
-    resolve_checkpoints,
-    run_info,
-    write_json,
-)
-from capsgan.generation import load_generator
+from capsgan.evaluation import DataSpec, as_list, print_table, real_images
+from capsgan.generation import generate, load_discriminator, load_generator
 from capsgan.losses import probability_real
+from capsgan.runs import checkpoint_run, resolve_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +74,7 @@ def load_contender(
             f"{str(path)!r} is a sweep folder with {len(ckpts)} runs; a battle needs one GAN "
             "per side: pass a run folder or a checkpoint (lists a=[...] b=[...] battle pairwise)."
         )
-    info = run_info(ckpts[0])
+    info = checkpoint_run(ckpts[0])
     generator, _ = load_generator(info.ckpt, info.config_path)
     discriminator = load_discriminator(info)
     if batch_stats:
@@ -99,16 +92,6 @@ def called_real(discriminator: nn.Module, images: Tensor, batch_size: int = 500)
         for batch in images.split(batch_size)
     ]
     return torch.cat(out)
-
-
-@torch.no_grad()
-def samples(
-    generator: nn.Module, latent_dim: int, n: int, seed: int, batch_size: int = 500
-) -> Tensor:
-    """``n`` images in [-1, 1] from seeded noise z of ``latent_dim``."""
-    rng = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, latent_dim, generator=rng)
-    return torch.cat([generator(chunk) for chunk in z.split(batch_size)])
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -185,8 +168,11 @@ def battle(
     n_test = len(test_images)
     err_a_test = 1.0 - called_real(a.discriminator, test_images, batch_size).double().mean().item()
     err_b_test = 1.0 - called_real(b.discriminator, test_images, batch_size).double().mean().item()
-    fake_a = samples(a.generator, a.latent_dim, num_samples, seed, batch_size)
-    fake_b = samples(b.generator, b.latent_dim, num_samples, seed, batch_size)
+    fakes = []
+    for c in (a, b):  # both generators draw the same seeded noise
+        z = torch.randn(num_samples, c.latent_dim, generator=torch.Generator().manual_seed(seed))
+        fakes.append(generate(c.generator, z, batch_size))
+    fake_a, fake_b = fakes
     err_a_on_b = called_real(a.discriminator, fake_b, batch_size).double().mean().item()
     err_b_on_a = called_real(b.discriminator, fake_a, batch_size).double().mean().item()
     r_test = ratio(err_a_test, err_b_test)
@@ -257,19 +243,11 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     columns = ["a", "b", "err D_a test", "err D_b test", "r_test", "err D_a(G_b)",
                "err D_b(G_a)", "r_samples", "winner"]  # fmt: skip
     body = [
-        [
-            r.a,
-            r.b,
-            f"{r.err_a_test:.4f}",
-            f"{r.err_b_test:.4f}",
-            f"{r.r_test:.3f}",
-            f"{r.err_a_on_b:.4f}",
-            f"{r.err_b_on_a:.4f}",
-            f"{r.r_samples:.3f}",
-            r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {r.winner_label}",
-        ]
+        [r.a, r.b, *(f"{v:.4f}" for v in (r.err_a_test, r.err_b_test)), f"{r.r_test:.3f}",
+         *(f"{v:.4f}" for v in (r.err_a_on_b, r.err_b_on_a)), f"{r.r_samples:.3f}",
+         r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {r.winner_label}"]
         for r in results
-    ]
+    ]  # fmt: skip
     print_table(
         f"GAM battles (Im et al. 2016): winner by r_samples when |r_test - 1| <= {cfg.tolerance}",
         columns,
@@ -277,6 +255,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     )
     settings = {k: cfg[k] for k in ("checkpoint", "num_samples", "test_samples", "seed",
                                      "tolerance", "batch_stats")}  # fmt: skip
-    path = write_json({"settings": settings, "battles": [asdict(r) for r in results]}, cfg.out)
+    payload = {"settings": settings, "battles": [asdict(r) for r in results]}
+    path = write_json_atomically(cfg.out, payload, strict=True)
     log.info("wrote %s", path)
     return results, path

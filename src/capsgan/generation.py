@@ -17,7 +17,6 @@ checkpoint, loaded onto the CPU whatever device wrote it.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,17 +30,11 @@ from torchvision.utils import make_grid
 
 from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.inputs import (
-    find_run_config,
-    latent_size,
-    read_checkpoint,
-    read_image,
-    read_run_config,
-)
+from capsgan.inputs import latent_size, read_checkpoint, read_image
+from capsgan.runs import CheckpointRun, checkpoint_folder, run_config, sample_grids
 
 log = logging.getLogger(__name__)
 
-SAMPLE_FILE = re.compile(r"epoch_(\d+)\.png$")
 CAPTION_HEIGHT = 14  # pixels above each grid of the learning-process strip for "epoch N"
 
 
@@ -60,8 +53,8 @@ def load_generator(
         device: where to put the generator; the checkpoint's tensors are first mapped to
             the CPU, so a checkpoint written on a GPU loads on a machine without one.
 
-    The noise size is the run's (:func:`run_config` and :func:`capsgan.inputs.latent_size`),
-    not an attribute of the generator.
+    The noise size is the run's (:func:`capsgan.inputs.latent_size` of its config), not
+    an attribute of the generator.
     """
     cfg, config_path = run_config(ckpt_path, config_path)
     try:
@@ -84,28 +77,6 @@ def load_generator(
     return generator.to(device).eval(), state.get("fixed_z")
 
 
-def run_config(
-    ckpt_path: str | Path, config_path: str | Path | None = None
-) -> tuple[DictConfig, Path]:
-    """The config of the run that wrote ``ckpt_path`` (``config_path``, else the
-    ``.hydra/config.yaml`` of its run folder) and where it was read."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise UserError(
-            f"the checkpoint {str(ckpt_path)!r} does not exist. Pass ckpt_path=<run "
-            "folder>/checkpoints/last.ckpt (or epoch_NNN.ckpt) of a training run."
-        )
-    found = Path(config_path) if config_path else find_run_config(ckpt_path)
-    if found is None or not found.is_file():
-        raise ConfigError(
-            f"no run config found for {str(ckpt_path)!r}: the networks are rebuilt from the "
-            "training run's .hydra/config.yaml, looked for next to the checkpoint and in the "
-            "run folder above checkpoints/. Keep the checkpoint inside its run folder or pass "
-            "config_path=<run folder>/.hydra/config.yaml."
-        )
-    return read_run_config(found), found
-
-
 def network_weights(
     ckpt_path: str | Path, network: str
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -121,6 +92,16 @@ def network_weights(
             "state_dict); it is not a checkpoint of capsgan's GAN module."
         )
     return weights, state
+
+
+def load_discriminator(run: CheckpointRun, weights: bool = True) -> nn.Module:
+    """The run's discriminator in eval mode, on the CPU: trained (``weights``) or as
+    initialised (seeded with the run's seed), for an untrained control."""
+    torch.manual_seed(int(run.seed or 0))
+    discriminator = hydra.utils.instantiate(run.cfg.discriminator)
+    if weights:
+        discriminator.load_state_dict(network_weights(run.ckpt, "discriminator")[0])
+    return discriminator.eval().requires_grad_(False)
 
 
 # -- latent paths --------------------------------------------------------------------------
@@ -162,7 +143,7 @@ def interpolate_pairs(z_start: Tensor, z_end: Tensor, steps: int, spherical: boo
 @torch.no_grad()
 def generate(generator: nn.Module, z: Tensor, batch_size: int = 256) -> Tensor:
     """Images (N, C, H, W) in [-1, 1] for latents z (N, D), on the CPU."""
-    device = next(generator.parameters()).device
+    device = next(generator.parameters(), torch.empty(0)).device  # a module may have none
     return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(batch_size)])
 
 
@@ -217,17 +198,6 @@ def morph(
 # -- the learning process ---------------------------------------------------------------------
 
 
-def epoch_grids(samples_dir: Path) -> dict[int, Path]:
-    """``{epoch: path}`` of the fixed-noise grids ``epoch_NNNN.png`` in ``samples_dir``,
-    epochs counted from 1 as the file names count them (a folder with ``epoch_0000.png``
-    was written before they did, from 0: its numbers are shifted by one)."""
-    found = {
-        int(m[1]): p for p in samples_dir.glob("epoch_*.png") if (m := SAMPLE_FILE.search(p.name))
-    }
-    shift = 1 if 0 in found else 0
-    return {epoch + shift: path for epoch, path in sorted(found.items())}
-
-
 def pick_evenly(items: Sequence[int], count: int) -> list[int]:
     """``count`` items spread evenly over ``items``, first and last included."""
     if count >= len(items):
@@ -264,7 +234,7 @@ def learning_process(
             included), or the list of epochs (from 1, as in the file names) to show.
         frame_ms: duration of one GIF frame.
     """
-    grids = epoch_grids(run_dir / "samples")
+    grids = sample_grids(run_dir, "epoch")
     if not grids:
         raise UserError(
             f"no sample grids found in {str(run_dir / 'samples')!r}: run_dir must be a "
@@ -305,8 +275,7 @@ def default_out_dir(cfg: DictConfig) -> Path:
         return Path(cfg.out_dir)
     if cfg.ckpt_path:
         ckpt = Path(cfg.ckpt_path)
-        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        return run / "generated" / ckpt.stem
+        return checkpoint_folder(ckpt) / "generated" / ckpt.stem
     return Path(cfg.run_dir) / "generated"
 
 

@@ -15,15 +15,16 @@ lock behind (the lock file itself stays, unlocked and harmless).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from capsgan.atomic_write import TEMP_GLOB
 from capsgan.errors import RunLockedError
+from capsgan.run_info import last_session
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,17 @@ def folder_in_use(folder: str | Path) -> bool:
     return False
 
 
+def holder(folder: str | Path) -> dict[str, Any] | None:
+    """The newest session of the folder's ``run_info.json`` while it is marked running (its
+    ``pid``, ``started`` and ``machine``), else None: who trains the run, if known."""
+    last = last_session(folder)
+    return last if isinstance(last, dict) and last.get("status") == "running" else None
+
+
 def _holder(folder: str | Path) -> str:
-    """`` (pid N on host, started T)`` from the folder's newest running session, if known."""
-    try:
-        sessions = json.loads((Path(folder) / "run_info.json").read_text())["sessions"]
-        last = sessions[-1]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return ""
-    if last.get("status") != "running":
+    """`` (pid N on host, started T)`` of the run training in ``folder``, if known."""
+    last = holder(folder)
+    if last is None:
         return ""
     host = (last.get("machine") or {}).get("hostname", "?")
     return f" (pid {last.get('pid', '?')} on {host}, started {last.get('started', '?')})"

@@ -142,14 +142,10 @@ def event_dirs(run_dir: str | Path) -> list[Path]:
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """The run folders (each holding ``tensorboard/`` with event files, at any depth of
-    named runs) in or below ``root``."""
-    runs = set()
-    for events in Path(root).rglob("events.out.tfevents.*"):
-        folder = next((p for p in events.parents if p.name == "tensorboard"), None)
-        if folder is not None:
-            runs.add(folder.parent)
-    return sorted(runs)
+    """The run folders with TensorBoard events in or below ``root``."""
+    from capsgan.runs import find_runs  # late: capsgan.runs reads events with event_dirs
+
+    return [run for run in find_runs(root) if event_dirs(run)]
 
 
 # -- HPARAMS --------------------------------------------------------------------------

@@ -1,56 +1,64 @@
-"""The comparison report: read runs, compare arms at equal budgets, write report.md.
+"""The comparison report: compare arms at equal budgets, write report.md.
 
 ``python src/report.py <sweep folders | run folders | a report folder> [key=value ...]``
 writes ``report.md``, ``curves.csv`` / ``runs.csv`` (every run's curves, from which the
 report can be re-rendered alone) and PNG plots; docs/results.md says how to read them.
-Each run's settings come from the ``.hydra/`` files Hydra writes next to ``tensorboard/``.
-Runs are grouped into arms by the Hydra choices (and swept keys) that differ between them;
-nothing here knows a model by name. The x axis is generator steps (Lightning's batch
-counter divided by ``d_steps_per_g``); wall-clock is seconds since the run's first event,
-less the pauses between the sessions of a resumed run. The statistics (intervals, tests,
-censored costs) are :mod:`capsgan.statistics`'.
+The runs are read by :mod:`capsgan.runs` (settings from ``.hydra/``, curves against
+generator steps, wall-clock less the pauses of a resumed run) and measured, grouped into
+arms and compared by :mod:`capsgan.statistics` (arms: the Hydra choices and swept keys
+that differ between the runs; nothing here knows a model by name). This module renders:
+one function per section of report.md, the plots, the CSVs, and the real-data floor.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import logging
 import math
 import os
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from omegaconf import OmegaConf
 
 from capsgan.config import unwritable_reason
-from capsgan.convergence import (
-    DEFAULT_TOLERANCE,
-    DEFAULT_WINDOW,
-    flattened_at,
-    plateau_verdict,
-)
 from capsgan.errors import UserError
-from capsgan.locks import folder_in_use
-from capsgan.loggers import event_dirs
-from capsgan.loggers import find_runs as logged_runs
+from capsgan.runs import (
+    COLLAPSE_FID_FACTOR,
+    COLLAPSE_MODES,
+    FAILED_STATUSES,
+    RUNNING,
+    Run,
+    Series,
+    find_runs,
+    load_run,
+    sample_grids,
+)
 from capsgan.statistics import (
+    LAST_EVALS,
+    STEP_SLACK,
+    Arm,
     Cost,
     Estimate,
     Ratio,
+    RunSummary,
+    assign_arms,
     bootstrap,
     censored_ratio,
-    cost_to_level,
+    evaluation_grid,
+    group_arms,
     mean_cost,
+    pick_baseline,
+    quality_levels,
     rank_test,
     ratio_test,
     smallest_p,
+    summarize_run,
+    varying_keys,
     verdict,
 )
 
@@ -67,16 +75,8 @@ METRICS = (
     ("mode KL", "val/mode_kl", 3, True),
 )
 LEVEL_FRACTIONS = (0.25, 0.5, 1.0)
-# A run counts as collapsed when it ends covering fewer than 8 of the 10 classes, or with a
-# final FID this many times its best (e.g. 324 -> 636 for a run that fell apart).
-COLLAPSE_MODES = 8
-COLLAPSE_FID_FACTOR = 1.5
-LAST_EVALS = 3  # the stability window: FID spread over a run's last evaluations
 CURVES = (("D loss", "d_loss"), ("G loss", "g_loss"), ("D accuracy", "d_acc"))
 NA = "-"  # a table cell without a value
-# The statuses of sweep jobs (job.json) and runs (run_info.json) that did not finish
-FAILED_STATUSES = ("failed", "killed", "interrupted", "crashed", "diverged")
-RUNNING = "running"  # a run a live process still trains: reported with its evaluations so far
 CURVES_CSV, RUNS_CSV = "curves.csv", "runs.csv"
 # The settings a report needs from a run's config (also what runs.csv keeps of it)
 CONFIG_KEYS = (
@@ -91,85 +91,12 @@ CONFIG_KEYS = (
 )
 
 
-@dataclass
-class Series:
-    """One scalar tag of a run: generator step, wall-clock seconds and value per event."""
-
-    steps: list[int] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
+# -- the runs of a report -----------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """A training run: where it is, what was chosen for it, and its scalars."""
-
-    path: Path
-    name: str
-    choices: dict[str, str]  # Hydra config-group choices, e.g. {"discriminator": "cnn"}
-    overrides: list[str]  # what was typed (or swept) for this run
-    cfg: DictConfig | None
-    scalars: dict[str, Series]
-    status: str | None = None  # how the run ended (job.json / run_info.json), if recorded
-    error: str | None = None
-    arm: str = ""
-
-    @property
-    def seed(self) -> int | None:
-        seed = self.cfg.get("seed") if self.cfg is not None else None
-        return int(seed) if seed is not None else None
-
-    def setting(self, key: str) -> Any:
-        return OmegaConf.select(self.cfg, key) if self.cfg is not None else None
-
-    def series(self, tag: str) -> Series:
-        return self.scalars.get(tag, Series())
-
-
-# -- reading run folders -------------------------------------------------------------------------
-
-
-def is_run(folder: Path) -> bool:
-    return bool(event_dirs(folder))
-
-
-def _job_status(folder: Path) -> tuple[str | None, str | None]:
-    """How a run ended, and the first line of its error: a sweep job's ``job.json``, else
-    the last session of ``run_info.json`` (None: no record). A "running" record in a folder
-    no live process holds is a run that was killed; one a live process holds is running,
-    and its error field then names the holder."""
-    status = error = None
-    for name, key in (("job.json", "error"), ("run_info.json", "message")):
-        try:
-            record = json.loads((folder / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if name == "run_info.json":
-            record = (record.get("sessions") or [{}])[-1]
-        status, error = record.get("status"), record.get(key)
-        break
-    if status == RUNNING:
-        if not folder_in_use(folder):
-            status = "killed"
-        else:
-            error = _holder(folder)
-    return (None if status is None else str(status)), error
-
-
-def _holder(folder: Path) -> str:
-    """ "pid N, started T" of the process training the run, from its run_info.json."""
-    try:
-        last = json.loads((folder / "run_info.json").read_text())["sessions"][-1]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return "held by a live process"
-    return f"pid {last.get('pid', '?')}, started {last.get('started', '?')}"
-
-
-def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run folders (holding ``tensorboard/`` events or a sweep's ``job.json``) in or below
-    ``paths``; a sweep job that failed before logging anything is found by its job.json."""
+def run_folders(paths: Iterable[str | Path]) -> list[Path]:
+    """:func:`capsgan.runs.find_runs` of ``paths``, each once, or the error saying what to pass."""
     paths = list(paths)
-    found: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             raise UserError(
@@ -177,14 +104,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
                 "<date>/<time>), training run folders (each holding tensorboard/), or a "
                 "report folder holding curves.csv and runs.csv."
             )
-        if is_run(path) or (path / "job.json").is_file():
-            found.append(path)
-            continue
-        below = set(logged_runs(path)) | {p.parent for p in path.rglob("job.json")}
-        found += sorted(
-            below, key=lambda p: (len(p.parts), [int(s) if s.isdigit() else s for s in p.parts])
-        )
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+    unique = list(dict.fromkeys(p.resolve() for p in find_runs(paths)))
     if not unique:
         raise UserError(
             f"no training runs found in {[str(p) for p in paths]}: a run folder holds "
@@ -192,86 +112,6 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
             "folder holds curves.csv and runs.csv. Pass the sweep folder or the run folders."
         )
     return unique
-
-
-def read_scalars(
-    run_dir: str | Path, steps_per_unit: int = 1, pauses: Sequence[tuple[float, float]] = ()
-) -> dict[str, Series]:
-    """Every scalar tag of a run (all its TensorBoard event folders), in time order; steps
-    divided by ``steps_per_unit`` (the batches per generator step), times in seconds since
-    the run's first event, less the ``pauses`` (POSIX (from, to) times between the sessions
-    of a resumed run) before each event. The project's one reader of TensorBoard events;
-    it reads runs from before and after the x axis became the generator step."""
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)
-    events: dict[str, list[tuple[float, int, float]]] = {}
-    start = math.inf
-    for folder in event_dirs(run_dir):
-        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-        acc.Reload()
-        try:
-            start = min(start, acc.FirstEventTimestamp())
-        except ValueError:  # a folder without events
-            continue
-        for tag in acc.Tags()["scalars"]:
-            events.setdefault(tag, []).extend(
-                (e.wall_time, e.step, e.value) for e in acc.Scalars(tag)
-            )
-    # Runs since capsgan.loggers.GeneratorSteps write at the generator step and count epochs
-    # from 1; earlier ones wrote Lightning's count of batches before the current one.
-    epochs = sorted(events.get("epoch", []))
-    generator_steps = bool(epochs) and epochs[0][2] >= 1
-    scalars: dict[str, Series] = {}
-    for tag, items in events.items():
-        series = scalars[tag] = Series()
-        for wall, step, value in sorted(items):
-            series.steps.append(step if generator_steps else (step + 1) // steps_per_unit)
-            paused = sum(max(0.0, min(wall, end) - begin) for begin, end in pauses)
-            series.seconds.append(wall - start - paused)
-            series.values.append(float(value))
-    return scalars
-
-
-def session_pauses(folder: Path) -> list[tuple[float, float]]:
-    """The times between the sessions of a resumed run (``run_info.json``), which are not
-    training time: a run stopped and resumed an hour later did not train for that hour."""
-    try:
-        sessions = json.loads((folder / "run_info.json").read_text()).get("sessions") or []
-        times = [
-            (datetime.fromisoformat(s["started"]).timestamp(), s.get("ended")) for s in sessions
-        ]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    pauses = []
-    for (_, ended), (started, _) in itertools.pairwise(times):
-        if ended:
-            end = datetime.fromisoformat(ended).timestamp()
-            if started > end:
-                pauses.append((end, started))
-    return pauses
-
-
-def load_run(folder: str | Path, root: Path | None = None) -> Run:
-    """Read one run folder's settings and events."""
-    folder = Path(folder)
-    hydra_dir = folder / ".hydra"
-    cfg = (
-        OmegaConf.load(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").is_file() else None
-    )
-    choices: dict[str, str] = {}
-    overrides: list[str] = []
-    if (hydra_dir / "hydra.yaml").is_file():
-        hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml")
-        picked = OmegaConf.select(hydra_cfg, "hydra.runtime.choices") or {}
-        choices = {
-            str(k): str(v) for k, v in picked.items() if v is not None and not k.startswith("hydra")
-        }
-        overrides = [str(o) for o in OmegaConf.select(hydra_cfg, "hydra.overrides.task") or []]
-    d_steps = OmegaConf.select(cfg, "d_steps_per_g") if cfg is not None else None
-    scalars = read_scalars(folder, int(d_steps or 1), session_pauses(folder))
-    name = str(folder.relative_to(root)) if root and folder.is_relative_to(root) else ""
-    name = "" if name == "." else name  # the one run given
-    status, error = _job_status(folder)
-    return Run(folder, name or folder.name, choices, overrides, cfg, scalars, status, error)
 
 
 # -- curves.csv / runs.csv: a report folder that re-renders alone --------------------------------
@@ -350,232 +190,6 @@ def load_csvs(folder: Path) -> list[Run]:
             "<the sweep or run folders> out=<this folder>`."
         ) from err
     return list(runs.values())
-
-
-# -- arms -------------------------------------------------------------------------------------
-
-
-def _override_dict(run: Run) -> dict[str, str]:
-    return dict(o.split("=", 1) for o in run.overrides if "=" in o)
-
-
-def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
-    """The Hydra groups whose choice differs between the runs, and the other overrides
-    (not the seed) whose value differs (e.g. an lr sweep)."""
-    groups = sorted({g for r in runs for g in r.choices})
-    varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
-    keys = sorted({k for r in runs for k in _override_dict(r)} - {"seed", *groups})
-    others = [k for k in keys if len({_override_dict(r).get(k) for r in runs}) > 1]
-    return varying, others
-
-
-def assign_arms(runs: Sequence[Run]) -> None:
-    """Name each run's arm by what differs between the runs apart from the seed: the Hydra
-    choices (the value alone when one group differs and nothing else), then the other
-    swept keys (``lr=0.0002``)."""
-    groups, others = varying_keys(runs)
-    for run in runs:
-        own = _override_dict(run)
-        parts = [(g, run.choices.get(g, NA)) for g in groups]
-        parts += [(k, own.get(k, NA)) for k in others]
-        alone = len(parts) == 1 and groups
-        run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
-        run.arm = run.arm or "all runs"
-
-
-# -- per-run measurements ----------------------------------------------------------------------
-
-
-@dataclass
-class RunSummary:
-    """What the report says about one run."""
-
-    run: Run
-    fid: Series
-    best_fid: float | None = None
-    best_step: int | None = None
-    final_fid: float | None = None
-    final_step: int | None = None
-    final_seconds: float | None = None
-    final: dict[str, float] = field(default_factory=dict)  # every METRICS tag at the end
-    stopped: str | None = None  # the plateau rule's verdict, when it ended the run early
-    spread: float | None = None  # (max - min) / mean of the last LAST_EVALS FIDs
-    collapse: str | None = None  # why the run counts as collapsed, or None
-    eval_share: float | None = None  # share of the wall-clock spent in quality evaluation
-    d_acc: dict[str, float] = field(default_factory=dict)  # the accuracy phases
-
-    @property
-    def seed(self) -> int | None:
-        return self.run.seed
-
-    def at_step(self, tag: str, step: int) -> float | None:
-        """``tag``'s value at the evaluation of generator step ``step`` (within
-        :data:`STEP_SLACK`: a resumed run may log its evaluations a step or two off)."""
-        series = self.run.series(tag)
-        near = [
-            (abs(s - step), i) for i, s in enumerate(series.steps) if abs(s - step) <= STEP_SLACK
-        ]
-        return series.values[min(near)[1]] if near else None
-
-    def cost(self, level: float, what: str) -> Cost:
-        """Generator steps (``what="steps"``) or seconds to FID ``level``, censored at the
-        last evaluation when never reached."""
-        xs = self.fid.steps if what == "steps" else self.fid.seconds
-        return cost_to_level(xs, self.fid.values, level, xs[-1])
-
-
-STEP_SLACK = 2
-
-
-def accuracy_phases(acc: Series) -> dict[str, float]:
-    """The founding slides' discriminator-accuracy phases read off ``train/d_acc``: it rises
-    to a peak early (the discriminator learns faster), then falls back and settles. A
-    5-point moving mean smooths the logged values; the settled value is the mean (and std)
-    of the last 10 % of the logged points."""
-    values = acc.values
-    if len(values) < 5:
-        return {}
-    smooth = [statistics.fmean(values[max(0, i - 4) : i + 1]) for i in range(len(values))]
-    peak = max(range(len(smooth)), key=smooth.__getitem__)
-    tail = values[-max(2, len(values) // 10) :]
-    return {
-        "peak": smooth[peak],
-        "peak_step": float(acc.steps[peak]),
-        "settled": statistics.fmean(tail),
-        "settled_std": statistics.stdev(tail),
-    }
-
-
-def _stop_verdict(run: Run, fid: Series) -> str | None:
-    """The plateau rule's verdict when it ended the run before its budget, else None."""
-    node = run.setting("callbacks.stop_on_plateau")
-    budget = run.setting("trainer.max_steps")
-    if not node or not fid.steps or not budget or budget < 0 or fid.steps[-1] >= budget - 1:
-        return None  # no rule, or a run that trained its whole budget (or an unknown one)
-    window = int(node.get("window", DEFAULT_WINDOW))
-    tolerance = float(node.get("tolerance", DEFAULT_TOLERANCE))
-    n = flattened_at(fid.values, window, tolerance, int(node.get("min_evals", 0)))
-    return None if n is None else plateau_verdict(fid.steps, fid.values, n, tolerance)
-
-
-def summarize_run(run: Run) -> RunSummary:
-    fid = run.series(FID)
-    out = RunSummary(run, fid, d_acc=accuracy_phases(run.series("train/d_acc")))
-    finite = [i for i, v in enumerate(fid.values) if math.isfinite(v)]
-    if not finite:
-        return out
-    best = min(finite, key=fid.values.__getitem__)
-    out.best_fid, out.best_step = fid.values[best], fid.steps[best]
-    out.final_fid, out.final_step = fid.values[-1], fid.steps[-1]
-    out.final_seconds = fid.seconds[-1]
-    for _, tag, _, _ in METRICS:
-        series = run.series(tag)
-        if series.values:
-            out.final[tag] = series.values[-1]
-    out.stopped = _stop_verdict(run, fid)
-    last = [v for v in fid.values[-LAST_EVALS:] if math.isfinite(v)]
-    if len(last) == LAST_EVALS:
-        out.spread = (max(last) - min(last)) / statistics.fmean(last)
-    out.collapse = collapse_reason(out.final_fid, out.best_fid, out.final.get("val/modes"))
-    metric_seconds = run.series("val/metric_seconds").values
-    if metric_seconds and out.final_seconds:
-        out.eval_share = sum(metric_seconds) / out.final_seconds
-    return out
-
-
-def collapse_reason(final: float, best: float, modes: float | None) -> str | None:
-    """Why a run counts as collapsed (the report's and the sweep summary's one rule), or
-    None: fewer than COLLAPSE_MODES classes at the end, or a final FID above
-    COLLAPSE_FID_FACTOR times its best (also a non-finite one)."""
-    reasons = []
-    if modes is not None and modes < COLLAPSE_MODES:
-        reasons.append(f"{modes:.0f} of 10 modes at the end")
-    if not math.isfinite(final) or final > COLLAPSE_FID_FACTOR * best:
-        reasons.append(f"final FID {final:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
-    return "; ".join(reasons) or None
-
-
-# -- arms, levels, ratios ----------------------------------------------------------------------
-
-
-@dataclass
-class Arm:
-    name: str
-    runs: list[RunSummary]
-
-    def estimate(self, values: Iterable[float | None]) -> Estimate | None:
-        return bootstrap(list(values))
-
-    def costs(self, level: float, what: str) -> dict[int, Cost]:
-        return {s.seed or 0: s.cost(level, what) for s in self.runs if s.fid.steps}
-
-    @property
-    def budget(self) -> int | None:
-        """The generator steps of the arm's longest run (its last evaluation)."""
-        return max((s.final_step for s in self.runs if s.final_step is not None), default=None)
-
-
-def group_arms(summaries: Sequence[RunSummary], order: Sequence[str]) -> list[Arm]:
-    """Arms in ``order`` (the order their first run was found: a sweep's job order)."""
-    arms: dict[str, list[RunSummary]] = {name: [] for name in order}
-    for s in summaries:
-        arms.setdefault(s.run.arm, []).append(s)
-    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items() if m]
-
-
-def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
-    """The arm named ``baseline`` (its whole name, one of its words, or ``key=value``'s
-    value); None: the first arm, i.e. that of the sweep's first job (``experiment=
-    comparison`` sweeps the DCGAN discriminator first)."""
-    if baseline is None or len(arms) == 1:
-        return arms[0]
-    for arm in arms:
-        words = arm.name.split()
-        if (
-            arm.name == baseline
-            or baseline in words
-            or any(w.endswith(f"={baseline}") for w in words)
-        ):
-            return arm
-    raise UserError(
-        f"no arm is the baseline {baseline!r}: the arms are {[a.name for a in arms]}. Pass "
-        "baseline=<one of them> (the arm every other arm is compared with)."
-    )
-
-
-def best_within(steps: Sequence[int], values: Sequence[float], max_step: float) -> float | None:
-    """The best (lowest) finite value among evaluations at ``step <= max_step``."""
-    within = [v for s, v in zip(steps, values, strict=True) if s <= max_step and math.isfinite(v)]
-    return min(within, default=None)
-
-
-def quality_levels(baseline: Arm, fractions: Sequence[float] = LEVEL_FRACTIONS) -> list[float]:
-    """The baseline's mean best FID within each fraction of its generator steps (the rule of
-    docs/results.md): levels the baseline reaches, fixed before the arms are compared."""
-    levels = []
-    for fraction in fractions:
-        bests = [
-            best_within(s.fid.steps, s.fid.values, fraction * s.fid.steps[-1])
-            for s in baseline.runs
-            if s.fid.steps
-        ]
-        bests = [b for b in bests if b is not None]
-        if bests:
-            levels.append(statistics.fmean(bests))
-    return sorted(set(levels), reverse=True)
-
-
-def evaluation_grid(arms: Sequence[Arm]) -> list[int]:
-    """Every generator step at which some run was evaluated (equal budgets: one grid)."""
-    own = [set(s.fid.steps) for a in arms for s in a.runs]
-    merged: list[int] = []
-    for k in sorted(set().union(*own)):
-        # a resumed run's evaluation a step or two off is the same grid point, unless one
-        # run was evaluated at both (a grid that fine)
-        near = merged and k - merged[-1] <= STEP_SLACK
-        if not near or any(k in steps and merged[-1] in steps for steps in own):
-            merged.append(k)
-    return merged
 
 
 # -- the real-data floor -----------------------------------------------------------------------
@@ -759,10 +373,7 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     rows = []
     for arm in arms:
         for s in arm.runs:
-            pngs = {
-                int(p.stem.split("_")[1]): p for p in (s.run.path / "samples").glob("step_*.png")
-            }
-            rows.append((f"{arm.name}\nseed {s.seed}", pngs))
+            rows.append((f"{arm.name}\nseed {s.seed}", sample_grids(s.run.path)))
     if not any(pngs for _, pngs in rows) or not grid:
         return None
     picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})
@@ -875,12 +486,12 @@ def section_budget(ctx: Context) -> list[str]:
         per_k = [s.final_seconds / 60 / s.final_step * 1000 for s in arm.runs if s.final_step]
         rows.append(
             [arm.name, str(len(arm.runs)), fmt(arm.budget),
-             fmt_estimate(arm.estimate(s.best_fid for s in arm.runs), 1)]
-            + [fmt_estimate(arm.estimate(s.final.get(tag) for s in arm.runs), d, len(arm.runs))
+             fmt_estimate(bootstrap([s.best_fid for s in arm.runs]), 1)]
+            + [fmt_estimate(bootstrap([s.final.get(tag) for s in arm.runs]), d, len(arm.runs))
                for _, tag, d, _ in ctx.metrics]
             + [f"{sum(s.collapse is not None for s in arm.runs)}/{len(arm.runs)}",
                fmt_estimate(bootstrap(per_k), 2),
-               fmt_estimate(arm.estimate(s.eval_share for s in arm.runs), 3)]
+               fmt_estimate(bootstrap([s.eval_share for s in arm.runs]), 3)]
         )  # fmt: skip
     return [
         "## At the budget",
@@ -1082,15 +693,14 @@ def report_title(runs: Sequence[Run]) -> str:
 def load_runs(paths: Sequence[Path]) -> list[Run]:
     """The runs in ``paths``: report folders (curves.csv + runs.csv) or run / sweep folders."""
     runs: list[Run] = []
-    folders = [p for p in paths if not (p.is_dir() and is_report_folder(p) and not is_run(p)
-                                        and not any(logged_runs(p)))]  # fmt: skip
+    folders = [p for p in paths if not (p.is_dir() and is_report_folder(p) and not find_runs(p))]
     for path in paths:
         if path not in folders:
             runs += load_csvs(path)
     if folders:
         common = Path(os.path.commonpath(folders))  # runs are named by their path below it
-        found = find_runs(folders)
-        runs += [load_run(f, root=common if common.is_dir() else None) for f in found]
+        root = common if common.is_dir() else None
+        runs += [load_run(f, root=root) for f in run_folders(folders)]
     return runs
 
 
@@ -1112,12 +722,7 @@ def write_report(
             f"the report cannot be written into {str(out)!r}: {reason}. Pass out=<a folder "
             "you can write to>."
         )
-    for path in given:
-        if not path.is_dir():
-            find_runs([path])  # the one "not a folder" message
-    loaded = load_runs(given)
-    if not loaded:
-        find_runs(given)
+    loaded = load_runs(given) or run_folders(given)  # no runs in the report folders: say so
     left_out = [r for r in loaded if r.status in FAILED_STATUSES or not r.series(FID).values]
     runs = [r for r in loaded if r not in left_out]
     if not runs:
@@ -1131,12 +736,12 @@ def write_report(
     check_comparable(runs)
     assign_arms(runs)
     order = list(dict.fromkeys(r.arm for r in runs))
-    arms = group_arms([summarize_run(r) for r in runs], order)
+    arms = group_arms([summarize_run(r, FID, [m[1] for m in METRICS]) for r in runs], order)
     base = pick_baseline(arms, baseline)
     if levels:
         levels, level_note = sorted(levels, reverse=True), "given with levels="
     else:
-        levels = quality_levels(base)
+        levels = quality_levels(base, LEVEL_FRACTIONS)
         level_note = (
             f"the {base.name} baseline's mean best FID within "
             + ", ".join(f"{f:g}" for f in LEVEL_FRACTIONS)

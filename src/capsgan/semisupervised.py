@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
+from statistics import fmean, stdev
 from typing import Any
 
 import torch
@@ -27,19 +28,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from capsgan.atomic_write import write_json_atomically
 from capsgan.config import validate_semisupervised_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import (
-    DataSpec,
-    RunInfo,
-    as_list,
-    load_discriminator,
-    print_table,
-    real_images,
-    resolve_checkpoints,
-    run_info,
-    write_json,
-)
+from capsgan.evaluation import DataSpec, as_list, print_table, real_images
+from capsgan.generation import load_discriminator
+from capsgan.runs import CheckpointRun, checkpoint_run, resolve_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +222,6 @@ def seed_list(value: Any) -> list[int]:
     return list(range(int(value)))  # its range: capsgan.config.SEMISUPERVISED_RULES
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
     validate_semisupervised_config(cfg)  # every key and `out`, before any feature is computed
@@ -248,8 +235,8 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     seeds = seed_list(cfg.seeds)
     grid = [float(v) for v in cfg.l2_grid]
     folds = int(cfg.cv_folds)
-    infos: list[RunInfo] = [
-        run_info(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
+    infos: list[CheckpointRun] = [
+        checkpoint_run(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
     ]
     specs = {DataSpec.of(i.cfg.data) for i in infos}
     if len(specs) != 1:
@@ -321,7 +308,8 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     keys = ("checkpoint", "n_labels", "seeds", "test_samples", "feature_layer", "l2_grid",
             "cv_folds", "max_iter")  # fmt: skip
     settings = {k: cfg[k] for k in keys}
-    path = write_json({"settings": settings, "summary": summary, "results": rows}, cfg.out)
+    payload = {"settings": settings, "summary": summary, "results": rows}
+    path = write_json_atomically(cfg.out, payload, strict=True)
     log.info("wrote %s", path)
     return rows, path
 
@@ -354,7 +342,7 @@ def summarize(rows: list[dict[str, Any]], n_labels: list[int]) -> list[dict[str,
         for n in n_labels:
             values = by_n.get(n, [])
             if values:
-                mean, sd = mean_std(values)
+                mean, sd = fmean(values), stdev(values) if len(values) > 1 else math.nan
                 entry[f"n={n}"] = {"mean": mean, "sd": sd, "count": len(values)}
         out.append(entry)
     return out

@@ -17,6 +17,11 @@ Why these methods:
   take "no steps" to get there: it took *more than* its budget. Dropping it favours the
   arm that fails, so it enters every mean and ratio at its bound and the result is
   reported as a bound ("≥ 1.26").
+
+The report's numbers are computed here too: each run's summary (:func:`summarize_run`:
+best and final values, stability, collapse, plateau stop, accuracy phases), the runs
+grouped into arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality
+levels and the evaluation grid; :mod:`capsgan.report` renders them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import permutation_test, rankdata
+
+from capsgan.convergence import DEFAULT_TOLERANCE, DEFAULT_WINDOW, flattened_at, plateau_verdict
+from capsgan.errors import UserError
+from capsgan.runs import (
+    COLLAPSE_FID_FACTOR,
+    Run,
+    Series,
+    collapsed,
+    override_values,
+    varying_overrides,
+)
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -214,3 +230,218 @@ def ratio_test(arm: dict[int, Cost], baseline: dict[int, Cost]) -> float | None:
     a = [math.inf if c.censored else c.value for c in arm.values()]
     b = [math.inf if c.censored else c.value for c in baseline.values()]
     return rank_test(a, b)
+
+
+# -- one run, in numbers ----------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """What the report says about one run."""
+
+    run: Run
+    fid: Series
+    best_fid: float | None = None
+    best_step: int | None = None
+    final_fid: float | None = None
+    final_step: int | None = None
+    final_seconds: float | None = None
+    final: dict[str, float] = field(default_factory=dict)  # every metric tag at the end
+    stopped: str | None = None  # the plateau rule's verdict, when it ended the run early
+    spread: float | None = None  # (max - min) / mean of the last LAST_EVALS FIDs
+    collapse: str | None = None  # why the run counts as collapsed, or None
+    eval_share: float | None = None  # share of the wall-clock spent in quality evaluation
+    d_acc: dict[str, float] = field(default_factory=dict)  # the accuracy phases
+
+    @property
+    def seed(self) -> int | None:
+        return self.run.seed
+
+    def at_step(self, tag: str, step: int) -> float | None:
+        """``tag``'s value at the evaluation of generator step ``step`` (within
+        :data:`STEP_SLACK`: a resumed run may log its evaluations a step or two off)."""
+        series = self.run.series(tag)
+        near = [
+            (abs(s - step), i) for i, s in enumerate(series.steps) if abs(s - step) <= STEP_SLACK
+        ]
+        return series.values[min(near)[1]] if near else None
+
+    def cost(self, level: float, what: str) -> Cost:
+        """Generator steps (``what="steps"``) or seconds to FID ``level``, censored at the
+        last evaluation when never reached."""
+        xs = self.fid.steps if what == "steps" else self.fid.seconds
+        return cost_to_level(xs, self.fid.values, level, xs[-1])
+
+
+STEP_SLACK = 2  # generator steps: one evaluation of a resumed run may be this far off
+LAST_EVALS = 3  # the stability window: FID spread over a run's last evaluations
+
+
+def accuracy_phases(acc: Series) -> dict[str, float]:
+    """The founding slides' discriminator-accuracy phases read off ``train/d_acc``: it rises
+    to a peak early (the discriminator learns faster), then falls back and settles. A
+    5-point moving mean smooths the logged values; the settled value is the mean (and std)
+    of the last 10 % of the logged points."""
+    values = acc.values
+    if len(values) < 5:
+        return {}
+    smooth = [statistics.fmean(values[max(0, i - 4) : i + 1]) for i in range(len(values))]
+    peak = max(range(len(smooth)), key=smooth.__getitem__)
+    tail = values[-max(2, len(values) // 10) :]
+    return {
+        "peak": smooth[peak],
+        "peak_step": float(acc.steps[peak]),
+        "settled": statistics.fmean(tail),
+        "settled_std": statistics.stdev(tail),
+    }
+
+
+def _stop_verdict(run: Run, fid: Series) -> str | None:
+    """The plateau rule's verdict when it ended the run before its budget, else None."""
+    node = run.setting("callbacks.stop_on_plateau")
+    budget = run.setting("trainer.max_steps")
+    if not node or not fid.steps or not budget or budget < 0 or fid.steps[-1] >= budget - 1:
+        return None  # no rule, or a run that trained its whole budget (or an unknown one)
+    window = int(node.get("window", DEFAULT_WINDOW))
+    tolerance = float(node.get("tolerance", DEFAULT_TOLERANCE))
+    n = flattened_at(fid.values, window, tolerance, int(node.get("min_evals", 0)))
+    return None if n is None else plateau_verdict(fid.steps, fid.values, n, tolerance)
+
+
+def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
+    """One run's best and final FID (``fid_tag``), the final value of each of ``tags``, its
+    stability, collapse, plateau stop, evaluation share and accuracy phases."""
+    fid = run.series(fid_tag)
+    out = RunSummary(run, fid, d_acc=accuracy_phases(run.series("train/d_acc")))
+    finite = [i for i, v in enumerate(fid.values) if math.isfinite(v)]
+    if not finite:
+        return out
+    best = min(finite, key=fid.values.__getitem__)
+    out.best_fid, out.best_step = fid.values[best], fid.steps[best]
+    out.final_fid, out.final_step = fid.values[-1], fid.steps[-1]
+    out.final_seconds = fid.seconds[-1]
+    out.final = {tag: run.series(tag).values[-1] for tag in tags if run.series(tag).values}
+    out.stopped = _stop_verdict(run, fid)
+    last = [v for v in fid.values[-LAST_EVALS:] if math.isfinite(v)]
+    if len(last) == LAST_EVALS:
+        out.spread = (max(last) - min(last)) / statistics.fmean(last)
+    out.collapse = collapse_reason(out.final_fid, out.best_fid, out.final.get("val/modes"))
+    metric_seconds = run.series("val/metric_seconds").values
+    if metric_seconds and out.final_seconds:
+        out.eval_share = sum(metric_seconds) / out.final_seconds
+    return out
+
+
+def collapse_reason(final: float, best: float, modes: float | None) -> str | None:
+    """Why a run counts as collapsed by :func:`capsgan.runs.collapsed`, or None."""
+    few_modes, worse = collapsed(final, best, modes)
+    reasons = [f"{modes:.0f} of 10 modes at the end"] if few_modes else []
+    if worse:
+        reasons.append(f"final FID {final:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
+    return "; ".join(reasons) or None
+
+
+# -- arms, levels, the evaluation grid ---------------------------------------------------------
+
+
+@dataclass
+class Arm:
+    name: str
+    runs: list[RunSummary]
+
+    def costs(self, level: float, what: str) -> dict[int, Cost]:
+        return {s.seed or 0: s.cost(level, what) for s in self.runs if s.fid.steps}
+
+    @property
+    def budget(self) -> int | None:
+        """The generator steps of the arm's longest run (its last evaluation)."""
+        return max((s.final_step for s in self.runs if s.final_step is not None), default=None)
+
+
+def group_arms(summaries: Sequence[RunSummary], order: Sequence[str]) -> list[Arm]:
+    """Arms in ``order`` (the order their first run was found: a sweep's job order)."""
+    arms: dict[str, list[RunSummary]] = {name: [] for name in order}
+    for s in summaries:
+        arms.setdefault(s.run.arm, []).append(s)
+    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items() if m]
+
+
+def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
+    """The arm named ``baseline`` (its whole name, one of its words, or ``key=value``'s
+    value); None: the first arm, i.e. that of the sweep's first job (``experiment=
+    comparison`` sweeps the DCGAN discriminator first)."""
+    if baseline is None or len(arms) == 1:
+        return arms[0]
+    for arm in arms:
+        words = arm.name.split()
+        if (
+            arm.name == baseline
+            or baseline in words
+            or any(w.endswith(f"={baseline}") for w in words)
+        ):
+            return arm
+    raise UserError(
+        f"no arm is the baseline {baseline!r}: the arms are {[a.name for a in arms]}. Pass "
+        "baseline=<one of them> (the arm every other arm is compared with)."
+    )
+
+
+def best_within(steps: Sequence[int], values: Sequence[float], max_step: float) -> float | None:
+    """The best (lowest) finite value among evaluations at ``step <= max_step``."""
+    within = [v for s, v in zip(steps, values, strict=True) if s <= max_step and math.isfinite(v)]
+    return min(within, default=None)
+
+
+def quality_levels(baseline: Arm, fractions: Sequence[float]) -> list[float]:
+    """The baseline's mean best FID within each fraction of its generator steps (the rule of
+    docs/results.md): levels the baseline reaches, fixed before the arms are compared."""
+    levels = []
+    for fraction in fractions:
+        bests = [
+            best_within(s.fid.steps, s.fid.values, fraction * s.fid.steps[-1])
+            for s in baseline.runs
+            if s.fid.steps
+        ]
+        bests = [b for b in bests if b is not None]
+        if bests:
+            levels.append(statistics.fmean(bests))
+    return sorted(set(levels), reverse=True)
+
+
+def evaluation_grid(arms: Sequence[Arm]) -> list[int]:
+    """Every generator step at which some run was evaluated (equal budgets: one grid)."""
+    own = [set(s.fid.steps) for a in arms for s in a.runs]
+    merged: list[int] = []
+    for k in sorted(set().union(*own)):
+        # a resumed run's evaluation a step or two off is the same grid point, unless one
+        # run was evaluated at both (a grid that fine)
+        near = merged and k - merged[-1] <= STEP_SLACK
+        if not near or any(k in steps and merged[-1] in steps for steps in own):
+            merged.append(k)
+    return merged
+
+
+# -- runs grouped into arms -------------------------------------------------------------------
+
+
+def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
+    """The Hydra groups whose choice differs between the runs, and the other overrides
+    (not the seed) whose value differs (e.g. an lr sweep)."""
+    groups = sorted({g for r in runs for g in r.choices})
+    varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
+    others = sorted(set(varying_overrides(r.overrides for r in runs)) - {"seed", *groups})
+    return varying, others
+
+
+def assign_arms(runs: Sequence[Run]) -> None:
+    """Name each run's arm by what differs between the runs apart from the seed: the Hydra
+    choices (the value alone when one group differs and nothing else), then the other
+    swept keys (``lr=0.0002``)."""
+    groups, others = varying_keys(runs)
+    for run in runs:
+        own = override_values(run.overrides)
+        parts = [(g, run.choices.get(g, "-")) for g in groups]
+        parts += [(k, own.get(k, "-")) for k in others]
+        alone = len(parts) == 1 and groups
+        run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
+        run.arm = run.arm or "all runs"

@@ -55,13 +55,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from capsgan.atomic_write import write_json_atomically
 from capsgan.errors import RunInterruptedError, UserError
+from capsgan.runs import (
+    JOB_RECORD,
+    collapsed,
+    override_values,
+    read_job_record,
+    read_scalars,
+    varying_overrides,
+)
 
 log = logging.getLogger(__name__)
 
-JOB_RECORD = "job.json"
 STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
 STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
-SUMMARY_NAMES = ("summary.csv", "summary.md")
 NO_METRIC = "no {metric}: the job never logged it (no validation in its budget, or no callback)"
 
 
@@ -113,12 +119,9 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
 
     A run can fall apart after its best evaluation (e.g. FID 324 -> 636 while the best
     stays 324), so the summary shows the final value beside the best and ``flag`` says why
-    a run looks collapsed: a final value worse than the best by the report's factor
-    (``capsgan.report.COLLAPSE_FID_FACTOR``), or fewer than ``COLLAPSE_MODES`` classes
-    covered at the end. Empty values when the run logged no finite ``tag``.
+    the run looks collapsed by the report's rule (:func:`capsgan.runs.collapsed`). Empty
+    values when the run logged no finite ``tag``.
     """
-    from capsgan.report import COLLAPSE_FID_FACTOR, COLLAPSE_MODES, read_scalars
-
     out: dict[str, Any] = dict.fromkeys(
         ("best", "best_epoch", "best_step", "final", "final_step", "flag")
     )
@@ -127,8 +130,7 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
     finite = [i for i, v in enumerate(series.values) if math.isfinite(v)] if series else []
     if not finite:
         return out
-    pick = min if mode == "min" else max
-    best = pick(finite, key=series.values.__getitem__)
+    best = (min if mode == "min" else max)(finite, key=series.values.__getitem__)
     epoch_series = scalars.get("epoch")
     epochs = dict(zip(epoch_series.steps, epoch_series.values, strict=True)) if epoch_series else {}
     epoch = epochs.get(series.steps[best])
@@ -139,26 +141,18 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
         final=series.values[-1],
         final_step=series.steps[-1],
     )
-    flags = []
-    ratio = out["final"] / out["best"] if out["best"] else 1.0
-    if not math.isfinite(out["final"]):
-        flags.append("final value not finite")
-    elif (ratio > COLLAPSE_FID_FACTOR) if mode == "min" else (ratio < 1 / COLLAPSE_FID_FACTOR):
-        flags.append(f"final {out['final']:.4g} is {ratio:.2f}x the best")
     modes = scalars.get("val/modes")
-    if modes and modes.values and modes.values[-1] < COLLAPSE_MODES:
-        flags.append(f"{modes.values[-1]:.0f} of 10 modes at the end")
+    modes = modes.values[-1] if modes and modes.values else None
+    few_modes, worse = collapsed(out["final"], out["best"], modes, mode == "min")
+    flags = []
+    if worse and not math.isfinite(out["final"]):
+        flags.append("final value not finite")
+    elif worse:
+        flags.append(f"final {out['final']:.4g} is {out['final'] / out['best']:.2f}x the best")
+    if few_modes:
+        flags.append(f"{modes:.0f} of 10 modes at the end")
     out["flag"] = "; ".join(flags) or None
     return out
-
-
-def read_job_record(job_dir: str | Path) -> dict[str, Any] | None:
-    """A job folder's ``job.json``, or None (none, or unreadable)."""
-    try:
-        record = json.loads((Path(job_dir) / JOB_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def job_plan(job_dir: str | Path, overrides: Sequence[str]) -> str:
@@ -268,10 +262,7 @@ class SweepSummary(Callback):
         (self._sweep_dir / STOP_FILE).touch()
         pids = []
         for record in self._sweep_dir.rglob(JOB_RECORD):
-            try:
-                job = json.loads(record.read_text())
-            except (OSError, ValueError):
-                continue
+            job = read_job_record(record.parent) or {}
             pid = job.get("pid")
             here = job.get("host") == socket.gethostname()  # a cluster job's pid means nothing here
             if job.get("status") == "running" and here and pid and pid != os.getpid():
@@ -377,9 +368,7 @@ class SweepSummary(Callback):
                 "this launch: %s",
                 ", ".join(f"{launches.count(x)} {x}" for x in dict.fromkeys(launches)),
             )
-        for name in SUMMARY_NAMES:
-            writer = write_csv if name.endswith(".csv") else write_markdown
-            writer(sweep_dir / name, rows, self.metric)
+        write_summary(sweep_dir, rows, self.metric)
         failed = [
             r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
         ]
@@ -444,65 +433,28 @@ def resume_command(sweep_dir: Path, argv: Sequence[str] | None = None) -> str:
     return " ".join(shlex.quote(a) for a in ["python", argv[0], *args])
 
 
-def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The override keys whose values differ between jobs, in command-line order."""
-    values: dict[str, set[str]] = {}
-    for row in rows:
-        for o in row["overrides"]:
-            key, _, value = o.partition("=")
-            values.setdefault(key, set()).add(value)
-    varying = [k for k, v in values.items() if len(v) > 1]
-    missing = {
-        k for k in values for r in rows if not any(o.startswith(f"{k}=") for o in r["overrides"])
-    }
-    return [k for k in values if k in varying or k in missing]
-
-
-def _value(row: dict[str, Any], key: str) -> str:
-    for o in row["overrides"]:
-        k, _, v = o.partition("=")
-        if k == key:
-            return v
-    return ""
-
-
-def _table(rows: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], list[list[Any]]]:
-    keys = swept_keys(rows)
+def write_summary(sweep_dir: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
+    """``summary.csv`` (the table and every job's full override list) and ``summary.md``
+    (the table, with only the overrides that vary between jobs)."""
+    keys = varying_overrides(r["overrides"] for r in rows)
     header = ["job", *keys, "status", "this launch", "error", f"best {metric}", "epoch",
               "step", f"final {metric}", "warning", "wall_s", "dir"]  # fmt: skip
+
+    def blank(value: Any, spec: str = "") -> str:
+        return "" if value is None else format(value, spec)
+
     body = [
-        [
-            r["job"],
-            *(_value(r, k) for k in keys),
-            r["status"],
-            r.get("launch") or "run",
-            r["error"] or "",
-            "" if r.get("best") is None else f"{r['best']:.4g}",
-            "" if r.get("best_epoch") is None else r["best_epoch"],  # counts from 1
-            "" if r.get("best_step") is None else r["best_step"],
-            "" if r.get("final") is None else f"{r['final']:.4g}",
-            r.get("flag") or "",
-            "" if r["wall_s"] is None else r["wall_s"],
-            r["dir"],
-        ]
+        [r["job"], *(override_values(r["overrides"]).get(k, "") for k in keys), r["status"],
+         r.get("launch") or "run", r["error"] or "", blank(r.get("best"), ".4g"),
+         blank(r.get("best_epoch")), blank(r.get("best_step")),  # epochs count from 1
+         blank(r.get("final"), ".4g"), r.get("flag") or "", blank(r["wall_s"]), r["dir"]]
         for r in rows
-    ]
-    return header, body
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
-    """``summary.csv``: the table plus every job's full override list."""
-    header, body = _table(rows, metric)
-    with path.open("w", newline="") as f:
+    ]  # fmt: skip
+    with (sweep_dir / "summary.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*header, "overrides"])
         for line, row in zip(body, rows, strict=True):
             writer.writerow([*line, " ".join(row["overrides"])])
-
-
-def write_markdown(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
-    """``summary.md``: the table, only the overrides that vary between jobs."""
-    header, body = _table(rows, metric)
 
     def cell(v: Any) -> str:
         text = str(v).replace("|", "\\|").replace("\n", " ")
@@ -511,6 +463,6 @@ def write_markdown(path: Path, rows: Sequence[dict[str, Any]], metric: str) -> N
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in line) + " |" for line in body]
     ok = sum(r["status"] == "ok" for r in rows)
-    path.write_text(
+    (sweep_dir / "summary.md").write_text(
         f"# Sweep summary\n\n{ok} of {len(rows)} jobs ok.\n\n" + "\n".join(lines) + "\n"
     )

@@ -58,14 +58,15 @@ def write_real_roundtrip(out: Path, n: int) -> None:
 def write_ours_roundtrip(out: Path, checkpoints: list[str], n: int) -> None:
     """Our generators' samples (noise as the training callback draws it), upsampled to 32
     the way the script resizes its data, then back to 28: the same distortion as theirs."""
-    from capsgan.evaluation import generated_batches, run_info
+    from capsgan.evaluation import generated_batches
     from capsgan.generation import load_generator
+    from capsgan.runs import checkpoint_run
 
     out.mkdir(parents=True, exist_ok=True)
     for ckpt in map(Path, checkpoints):
         generator, _ = load_generator(ckpt)
         with torch.no_grad():
-            z_size = run_info(ckpt).latent_dim
+            z_size = checkpoint_run(ckpt).latent_dim
             images = torch.cat(generated_batches(generator, n, 500, 0, "cpu", z_size))  # uint8
             x = F.interpolate(images.float() / 127.5 - 1, size=32, mode="bilinear", antialias=True)
         run = ckpt.parent.parent.name
