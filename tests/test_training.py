@@ -175,15 +175,7 @@ def test_instance_noise_is_added_to_d_inputs_with_the_annealed_std(make_cfg) -> 
 
 def test_instance_noise_anneals_linearly_to_zero(make_cfg) -> None:
     _, module = build(make_cfg, "instance_noise=0.4", "instance_noise_anneal_steps=10")
-
-    class FakeTrainer:
-        global_step = 0
-
-    module._trainer = FakeTrainer()  # global_step is read through the trainer
-    sigmas = []
-    for step in (0, 5, 10, 20):
-        FakeTrainer.global_step = step
-        sigmas.append(module.instance_noise_sigma())
+    sigmas = [module.hp.instance_noise_sigma(step) for step in (0, 5, 10, 20)]
     assert sigmas == pytest.approx([0.4, 0.2, 0.0, 0.0])
 
 

@@ -3,10 +3,10 @@
 ``python src/bench.py`` (config ``conf/bench.yaml``) measures in one process, for every
 discriminator preset (and routing iteration count): images/s of a full GAN step (a)
 through the project's LightningModule under a Lightning Trainer and (b) in
-:class:`ReferenceStep`, a plain-PyTorch copy of the module's step over the same networks
-and batches; the step's FLOPs against the dense matmul rate; the routing layer's share of
-a capsule discriminator; the data loader alone, peak memory, batch-size scaling, and our
-routing layer against the broadcast formulation of public CapsNet code.
+:class:`BareLoop`, the module's own step function called from a plain PyTorch loop over
+the same networks and batches; the step's FLOPs against the dense matmul rate; the
+routing layer's share of a capsule discriminator; the data loader alone, peak memory,
+batch-size scaling, and our routing layer against the broadcast formulation of public CapsNet code.
 docs/performance.md says what each figure means.
 
 Every figure is a median over ``repeats`` timed repeats after ``warmup`` untimed steps.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
-import inspect
 import math
 import os
 import platform
@@ -43,9 +42,8 @@ from capsgan.atomic_write import write_json_atomically
 from capsgan.config import validate_bench_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError
-from capsgan.gan_module import GAN
+from capsgan.gan_module import GAN, adversarial_step
 from capsgan.hardware import check_speed_switches, resolve_precision
-from capsgan.losses import discriminator_loss, generator_loss
 from capsgan.models.capsules import RoutingCapsules, squash
 from capsgan.models.interface import supports_capsule_trace
 from capsgan.run_info import git_state, machine, package_versions
@@ -220,101 +218,69 @@ def batches(dm: ImageDataModule, device: torch.device) -> Iterator[tuple[int, Te
 
 # Lightning precision -> the autocast dtype its plugin runs the step under (None: none)
 AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}
-# the GAN hyperparameters ReferenceStep reproduces; any other is refused
-COVERED = {
-    "latent_dim", "lr", "lr_g", "lr_d", "betas", "d_steps_per_g", "label_smoothing",
-    "instance_noise", "instance_noise_anneal_steps", "gradient_clip_val", "num_fixed_samples",
-    "compile", "channels_last",
-}  # fmt: skip
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """What Lightning's precision plugin runs the step under, for the plain-PyTorch code."""
-    dtype = AUTOCAST.get(precision)
+    if precision not in AUTOCAST:
+        raise ConfigError(
+            f"the benchmark's bare loop runs the GAN step under the autocast of precision "
+            f"{' / '.join(AUTOCAST)}, not {precision!r} (a gradient scaler it does not "
+            "have). Pick one of those (trainer.precision=...), or add the precision to "
+            "capsgan.benchmark.AUTOCAST and PlainUpdates."
+        )
+    dtype = AUTOCAST[precision]
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-class ReferenceStep:
-    """The module's training step in plain PyTorch: the denominator of the overhead ratio.
+class PlainUpdates:
+    """:class:`capsgan.gan_module.Updates` in plain PyTorch: the other network's weights
+    frozen, ``backward``, ``clip_grad_norm_`` and Adam optimizers of its own from the
+    module's ``configure_optimizers``; no Lightning code runs."""
 
-    Per batch, as :meth:`GAN.training_step` under a Lightning Trainer: a discriminator
-    update on the real batch and as many generated images (real target ``1 -
-    label_smoothing``, instance noise annealed over generator steps, gradient-norm
-    clipping), then every ``d_steps_per_g`` batches a generator update with the
-    discriminator's weights frozen, under the autocast of the Trainer's precision. It uses
-    the module's networks and helpers (``sample_z``, ``prepare_images``, ``_discriminate``)
-    and Adam optimizers of its own from ``configure_optimizers``; no Lightning code runs.
+    def __init__(self, module: GAN) -> None:
+        self.module, self.generator_steps = module, 0  # the module's global_step
+        opt_g, opt_d = module.configure_optimizers()
+        self.optimizers = {"generator": opt_g, "discriminator": opt_d}
 
-    A module option or precision this class does not reproduce is refused (ConfigError)
-    rather than timed as a different step; ``tests/test_bench.py`` checks the losses and
-    weights against the module for every covered option.
-    """
+    @contextlib.contextmanager
+    def training(self, network: str) -> Iterator[None]:
+        other = "generator" if network == "discriminator" else "discriminator"
+        frozen = [p for p in getattr(self.module, other).parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def update(self, network: str, loss: Tensor) -> None:
+        optimizer, clip = self.optimizers[network], self.module.hp.gradient_clip_val
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+        optimizer.step()
+        self.generator_steps += network == "generator"
+
+
+class BareLoop:
+    """The module's training step (:func:`capsgan.gan_module.adversarial_step`, the
+    function ``GAN.training_step`` calls) in plain PyTorch, under the autocast of the
+    Trainer's precision: the denominator of the overhead ratio."""
 
     def __init__(
         self, module: GAN, precision: str, data: Iterator[tuple[int, Tensor]] | None = None
     ) -> None:
-        self.check_covers(set(module.hparams), precision)
+        autocast(torch.device("cpu"), precision)  # an uncovered precision: refused now
         self.module, self.precision, self.data = module, precision, data
-        self.opt_g, self.opt_d = module.configure_optimizers()
-        self.generator_steps = 0  # the module's global_step
+        self.updates = PlainUpdates(module)
 
-    @staticmethod
-    def check_covers(options: set[str], precision: str) -> None:
-        """A ConfigError unless this class reproduces the step with ``options`` set, under
-        the Trainer's ``precision``."""
-        uncovered = sorted(options - COVERED)
-        if precision in AUTOCAST and not uncovered:
-            return
-        what = [f"precision {precision!r}"] if precision not in AUTOCAST else []
-        raise ConfigError(
-            f"the benchmark's plain-PyTorch reference step does not cover "
-            f"{' and '.join([*what, *uncovered])}: it reproduces the GAN step for precision "
-            f"{' / '.join(AUTOCAST)} and the options {', '.join(sorted(COVERED))}. Leave it "
-            "out of the benchmark, or add it to capsgan.benchmark.ReferenceStep together with "
-            "a case in tests/test_bench.py's equivalence test."
-        )
-
-    def _sigma(self) -> float:
-        hp = self.module.hparams
-        sigma, anneal = hp.instance_noise, hp.instance_noise_anneal_steps
-        if sigma > 0 and anneal > 0:
-            sigma *= max(0.0, 1.0 - self.generator_steps / anneal)
-        return sigma
-
-    def _update(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.module.hparams.gradient_clip_val
-        if clip:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-
-    def __call__(self, batch_idx: int, real: Tensor) -> tuple[Tensor, Tensor | None]:
-        """One batch; returns the detached (d_loss, g_loss), g_loss None without a G step."""
-        module, hp = self.module, self.module.hparams
-        gen, disc, kind = module.generator, module.discriminator, module.score_kind
-        score = module._discriminate  # the discriminator, on images with instance noise
-        real = module.prepare_images(real)
-        n, sigma = real.shape[0], self._sigma()
+    def __call__(self, batch_idx: int, real: Tensor) -> dict[str, Tensor]:
+        """One batch; its detached statistics, as ``GAN.training_step`` returns them."""
         with autocast(real.device, self.precision):
-            with torch.no_grad():
-                fake = gen(module.sample_z(n))
-            score_real, score_fake = score(real, sigma), score(fake, sigma)
-            d_loss = discriminator_loss(score_real, score_fake, kind, 1.0 - hp.label_smoothing)
-        self._update(self.opt_d, d_loss)
-        if (batch_idx + 1) % hp.d_steps_per_g:
-            return d_loss.detach(), None
-        frozen = [p for p in disc.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        with autocast(real.device, self.precision):
-            g_loss = generator_loss(score(gen(module.sample_z(n)), sigma), kind)
-        self._update(self.opt_g, g_loss)
-        for p in frozen:
-            p.requires_grad_(True)
-        self.generator_steps += 1
-        return d_loss.detach(), g_loss.detach()
+            return adversarial_step(self.module, real, batch_idx, self.updates)
 
     def step(self) -> None:
         """One batch of ``data`` (batch index, images)."""
@@ -361,7 +327,7 @@ class StepClock(L.Callback):
         self._start = time.perf_counter()
 
 
-def steps_per_repeat(loop: ReferenceStep, device: torch.device, cfg: DictConfig) -> int:
+def steps_per_repeat(loop: BareLoop, device: torch.device, cfg: DictConfig) -> int:
     """Warm up, then pick enough steps per repeat to last ``min_repeat_seconds``.
 
     One cnn step takes milliseconds and one capsule step seconds: a fixed count would
@@ -416,7 +382,7 @@ def lightning_seconds(
     return clock.lightning[: cfg.repeats], clock.bare
 
 
-def step_flops(loop: ReferenceStep) -> int:
+def step_flops(loop: BareLoop) -> int:
     """FLOPs of one GAN step of ``loop`` (forward and backward of both updates)."""
     with FlopCounterMode(display=False) as counter:
         loop.step()
@@ -519,7 +485,7 @@ def measure_case(
     tag = name if iterations is None else f"{name}_r{iterations}"
 
     bare_module = build_module(cfg, name, iterations).to(device)
-    loop = ReferenceStep(bare_module, precision, batches(dm, device))
+    loop = BareLoop(bare_module, precision, batches(dm, device))
     steps = steps_per_repeat(loop, device, cfg)
     flops = step_flops(loop)
 
@@ -562,7 +528,7 @@ def measure_scaling(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         memory.reset()
         dm = build_datamodule(cfg, batch_size)
         module = build_module(cfg, cfg.scaling.discriminator, cfg.scaling.routing_iterations)
-        loop = ReferenceStep(module.to(device), precision, batches(dm, device))
+        loop = BareLoop(module.to(device), precision, batches(dm, device))
         steps = steps_per_repeat(loop, device, cfg)
         seconds = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)
         rows.append({
@@ -656,8 +622,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(cfg.device).type
     check_speed_switches(cfg, device)
     precision = resolve_precision(cfg, device)  # auto: as a training run on this device
-    options = set(inspect.signature(GAN).parameters) - {"generator", "discriminator"}
-    ReferenceStep.check_covers(options, str(cfg.trainer.precision))
+    autocast(torch.device("cpu"), str(cfg.trainer.precision))  # one the bare loop runs
     threads = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
