@@ -267,7 +267,7 @@ def test_hyperparameters_reach_tensorboards_hparams_tab(make_cfg) -> None:
     assert hparams["discriminator/_target_"].string_value.endswith("CapsuleDiscriminator")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     names = {m.name.tag for m in experiment.experiment.metric_infos}
-    assert {"val/fid", "epoch/d_loss", "val/d_acc"} <= names
+    assert {"val/fid", "val/precision", "val/recall", "epoch/d_loss", "val/d_acc"} <= names
 
 
 def test_two_job_multirun_writes_two_runs(tiny_data_dir: Path, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from capsgan.errors import ConfigError
+from capsgan.metrics import METRIC_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,9 @@ NOT_IN_NAME = (
 # the config groups whose choice is a hyperparameter of the run (not logger, paths...)
 CHOSEN_GROUPS = ("data", "generator", "discriminator", "trainer", "experiment", "debug")
 BEST_FID = "val/fid_best"
-HPARAM_METRICS = (
-    "val/fid", BEST_FID, "val/kid", "val/is", "val/modes", "val/mode_kl",
-    "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc",
-)  # fmt: skip
+# the metrics TensorBoard's HPARAMS tab shows: sample quality (capsgan.metrics) and training
+HPARAM_METRICS = (*METRIC_KEYS, BEST_FID,
+                  "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc")  # fmt: skip
 
 
 # -- run names ------------------------------------------------------------------------

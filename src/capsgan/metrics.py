@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import warnings
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -44,8 +44,32 @@ from capsgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("fid", "kid", "is", "precision", "recall", "modes", "mode_kl")  # compute()'s
-METRIC_KEYS = tuple(f"val/{k}" for k in RESULT_KEYS)  # as the callback logs them
+
+class QualityMetric(NamedTuple):
+    """One sample-quality metric: its report column, its tag, the digits shown, and
+    whether lower is better."""
+
+    column: str
+    tag: str  # val/<SampleQuality.compute()'s key>, as the callback logs it
+    digits: int
+    lower_is_better: bool
+
+
+# The metrics, stated once: SampleQuality.compute()'s keys, the logged tags, TensorBoard's
+# HPARAMS metrics (capsgan.loggers), the evaluation's rows and the report's tables.
+QUALITY_METRICS = (
+    QualityMetric("FID", "val/fid", 1, True),
+    QualityMetric("KID", "val/kid", 2, True),  # MMD^2 in the classifier's feature space, raw
+    QualityMetric("IS", "val/is", 2, False),
+    QualityMetric("precision", "val/precision", 3, False),
+    QualityMetric("recall", "val/recall", 3, False),
+    QualityMetric("modes", "val/modes", 1, False),
+    QualityMetric("mode KL", "val/mode_kl", 3, True),
+)
+METRIC_KEYS = tuple(m.tag for m in QUALITY_METRICS)
+RESULT_KEYS = tuple(tag.removeprefix("val/") for tag in METRIC_KEYS)  # compute()'s
+# the report compares arms on these (IS saturates on ten balanced classes: docs/metrics.md)
+REPORT_METRICS = tuple(m for m in QUALITY_METRICS if m.tag != "val/is")
 
 
 def to_uint8(images: Tensor) -> Tensor:

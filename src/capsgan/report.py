@@ -40,6 +40,7 @@ from capsgan.errors import UserError
 from capsgan.locks import folder_in_use
 from capsgan.loggers import event_dirs
 from capsgan.loggers import find_runs as logged_runs
+from capsgan.metrics import REPORT_METRICS
 from capsgan.statistics import (
     Cost,
     Estimate,
@@ -57,15 +58,7 @@ from capsgan.statistics import (
 log = logging.getLogger(__name__)
 
 FID = "val/fid"
-# (column, tag, digits, lower is better): what every evaluation measures (docs/metrics.md)
-METRICS = (
-    ("FID", FID, 1, True),
-    ("KID", "val/kid", 2, True),  # MMD^2 in the classifier's feature space, raw units
-    ("precision", "val/precision", 3, False),
-    ("recall", "val/recall", 3, False),
-    ("modes", "val/modes", 1, False),
-    ("mode KL", "val/mode_kl", 3, True),
-)
+METRICS = REPORT_METRICS  # (column, tag, digits, lower is better): capsgan.metrics' one list
 LEVEL_FRACTIONS = (0.25, 0.5, 1.0)
 # A run counts as collapsed when it ends covering fewer than 8 of the 10 classes, or with a
 # final FID this many times its best (e.g. 324 -> 636 for a run that fell apart).
