@@ -3,8 +3,9 @@ run on the CPU.
 
 Speed itself is never asserted: that is the benchmark's job. These tests check that the
 benchmark runs and reports sane figures, that its bare loop (the denominator of the
-overhead ratio), which calls the module's step function, gives the module's numbers, that its public-code baseline computes
-the same function as our routing layer, and that the switches do what they say.
+overhead ratio), which calls the module's step function, gives the module's numbers, that
+its public-code baseline computes the same function as our routing layer, and that the
+switches do what they say.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
+from capsgan import hparams as gan_hparams
 from capsgan.errors import ConfigError
 from capsgan.metrics import METRIC_KEYS
 
@@ -165,16 +166,6 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: str(node) if isinstance(node, list) else node}
 
 
-def gan_hyperparameters() -> list[str]:
-    """The GAN's hyperparameters: the top-level keys :func:`capsgan.training.build_gan`
-    passes to :class:`capsgan.gan_module.GAN` (``lr``, ``betas``, ``d_steps_per_g``...)."""
-    import inspect
-
-    from capsgan.gan_module import GAN  # late: gan_module imports this module's users
-
-    return [k for k in inspect.signature(GAN).parameters if k not in ("generator", "discriminator")]
-
-
 def run_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> tuple[dict[str, Any], set[str]]:
     """What TensorBoard's HPARAMS tab shows of a run, and which of those keys set it apart.
 
@@ -186,7 +177,7 @@ def run_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> tuple[dict[str, Any],
     ones), which :func:`log_hparams` marks so that TensorBoard lists them first.
     """
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    wanted = ["seed", *gan_hyperparameters()]
+    wanted = ["seed", *gan_hparams.names()]
     hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
     choices: dict[str, Any] = {}
     if hydra_cfg is None:  # composed outside @hydra.main: the models' classes instead
