@@ -167,14 +167,14 @@ def discriminator_cfg(cfg: DictConfig, name: str, iterations: int | None) -> Dic
 def build_module(cfg: DictConfig, name: str, iterations: int | None) -> GAN:
     torch.manual_seed(cfg.seed)
     generator = hydra.utils.instantiate(cfg.generator)
-    discriminator = hydra.utils.instantiate(discriminator_cfg(cfg, name, iterations))
-    return build_gan(cfg, generator, discriminator)
+    return build_gan(
+        cfg, generator, hydra.utils.instantiate(discriminator_cfg(cfg, name, iterations))
+    )
 
 
 def build_datamodule(cfg: DictConfig, batch_size: int) -> ImageDataModule:
     dm = hydra.utils.instantiate(cfg.data, batch_size=batch_size)
-    dm.prepare_data()
-    dm.setup("fit")
+    dm.prepare_data(), dm.setup("fit")
     return dm
 
 
@@ -197,7 +197,7 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
             f"the benchmark's bare loop runs the GAN step under the autocast of precision "
             f"{' / '.join(AUTOCAST)}, not {precision!r} (a gradient scaler it does not "
             "have). Pick one of those (trainer.precision=...), or add the precision to "
-            "capsgan.benchmark.AUTOCAST and PlainUpdates."
+            "capsgan.benchmark.AUTOCAST and BareLoop."
         )
     dtype = AUTOCAST[precision]
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
@@ -366,16 +366,15 @@ def routing_share(
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    )
 
 
 def command_line_keys() -> list[str]:
     """The keys given on this process's command line (Hydra's task overrides)."""
-    if not HydraConfig.initialized():
-        return []
-    return [str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in overrides]
 
 
 def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictConfig:

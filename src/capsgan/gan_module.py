@@ -1,15 +1,10 @@
-"""The GAN as a LightningModule with manual optimization, and its adversarial step.
+"""The GAN as a LightningModule with manual optimization, and its one adversarial step.
 
-:func:`adversarial_step` is the step, written once: one discriminator update on the real
-batch and as many generated images, then (every ``d_steps_per_g`` batches) one generator
-update with the non-saturating loss. :meth:`GAN.training_step` runs it through Lightning
-(:class:`LightningUpdates`: ``manual_backward``, ``clip_gradients``, the optimizers
-toggled); the benchmark's bare loop runs the same function through plain PyTorch
-(:class:`capsgan.benchmark.PlainUpdates`). The discriminator's optimizer steps are kept out
-of ``trainer.global_step`` (:func:`capsgan.compat.step_without_counting`), so it counts
-generator steps (the README's "Steps and epochs"); no LR scheduler is configured, so one
-added later must be stepped by hand. The module brings its step/epoch logging and
-divergence guard along (:meth:`GAN.configure_callbacks`).
+:func:`adversarial_step` runs under Lightning in :meth:`GAN.training_step`
+(:class:`LightningUpdates`) and in plain PyTorch in the benchmark's
+:class:`capsgan.benchmark.BareLoop`. ``trainer.global_step`` counts generator steps only
+(the README's "Steps and epochs"); no LR scheduler is configured (one added later must be
+stepped by hand). The module brings its logging and divergence guard along.
 """
 
 from __future__ import annotations
@@ -32,20 +27,21 @@ from capsgan.models.interface import score_kind
 
 
 class Updates(Protocol):
-    """How :func:`adversarial_step` updates a network: under Lightning or in plain PyTorch."""
+    """How :func:`adversarial_step` updates a network ("generator" / "discriminator")."""
 
     generator_steps: int  # done so far: the instance-noise schedule's clock
 
     def training(self, network: str) -> contextlib.AbstractContextManager[None]:
-        """Only ``network``'s ("generator" / "discriminator") weights take gradients."""
+        """Only ``network``'s weights take gradients."""
 
     def update(self, network: str, loss: Tensor) -> None:
         """Zero the gradients, backpropagate ``loss``, clip and step ``network``'s optimizer."""
 
 
 def adversarial_step(gan: GAN, real: Tensor, batch_idx: int, updates: Updates) -> dict[str, Tensor]:
-    """One D update and, every ``d_steps_per_g`` batches, one G update; the batch's
-    detached statistics (``g_loss`` only when G stepped)."""
+    """One D update on the real batch and as many generated images and, every
+    ``d_steps_per_g`` batches, one G update (non-saturating loss); the batch's detached
+    statistics (``g_loss`` only when G stepped)."""
     hp, kind, gen = gan.hp, gan.score_kind, gan.generator
     sigma = hp.instance_noise_sigma(updates.generator_steps)
     real, n = gan.prepare_images(real), real.shape[0]
@@ -65,8 +61,8 @@ def adversarial_step(gan: GAN, real: Tensor, batch_idx: int, updates: Updates) -
 
 
 class LightningUpdates:
-    """:class:`Updates` through Lightning: toggled optimizers, ``manual_backward`` (the
-    precision plugin's scaling) and ``clip_gradients``."""
+    """:class:`Updates` through Lightning: toggled optimizers, ``manual_backward`` and
+    ``clip_gradients`` (the Trainer's gradient_clip_val is refused with manual optimization)."""
 
     def __init__(self, module: GAN) -> None:
         self.module = module
@@ -97,15 +93,10 @@ class LightningUpdates:
 
 
 class GAN(L.LightningModule):
-    """Generator + discriminator trained adversarially.
-
-    Args:
-        generator: maps z (B, latent_dim) to images (B, C, H, W) in [-1, 1].
-        discriminator: maps images to a (B,) score; its ``score_kind`` (a ``ScoreKind``:
-            logit or capsule length) picks the loss.
-        hparams: the hyperparameters (:class:`capsgan.hparams.GANHParams`, which documents
-            each); ``**fields`` set (or override) single ones: ``GAN(g, d, lr=1e-4)``.
-    """
+    """Generator (z (B, latent_dim) -> images (B, C, H, W) in [-1, 1]) and discriminator
+    (images -> (B,) scores of its ``score_kind``, which picks the loss) trained
+    adversarially with ``hparams`` (:class:`GANHParams`); ``**fields`` set single ones:
+    ``GAN(g, d, lr=1e-4)``."""
 
     def __init__(
         self, generator: nn.Module, discriminator: nn.Module, hparams: GANHParams | None = None,
@@ -126,10 +117,7 @@ class GAN(L.LightningModule):
         if self.hp.compile:
             generator.compile()
             discriminator.compile()
-        else:
-            # Lightning's model summary runs this once through forward(*it), so its FLOPs
-            # column counts both networks for one image (a compiled network would compile
-            # for batch size 1 first: no summary input then).
+        else:  # the model summary's FLOPs of both networks for one image (not compiled)
             self.example_input_array = (torch.zeros(1, self.hp.latent_dim), True)
 
     def forward(self, z: Tensor, score: bool = False) -> Tensor:
@@ -146,8 +134,6 @@ class GAN(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         """The logging and the divergence guard every run of this module needs."""
         return [TrainingLog(), DivergenceGuard()]
-
-    # -- the step's pieces --------------------------------------------------------------
 
     def sample_z(self, n: int) -> Tensor:
         return torch.randn(n, self.hp.latent_dim, device=self.device)
@@ -172,8 +158,6 @@ class GAN(L.LightningModule):
                 "d_acc": 0.5 * (acc_real + acc_fake), "d_x": p_real.mean(),
                 "d_g_z": p_fake.mean()}  # fmt: skip
 
-    # -- Lightning hooks ---------------------------------------------------------------
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """:func:`adversarial_step`; its statistics go to the callbacks as ``outputs``."""
         return adversarial_step(self, batch[0], batch_idx, LightningUpdates(self))
@@ -188,8 +172,7 @@ class GAN(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in stats.items()}, on_epoch=True, sync_dist=True)
 
 
-# GAN(generator, discriminator, lr=..., ...) as introspection sees it: the fields are its
-# keyword arguments (capsgan.training.build_gan passes the config's keys of these names).
+# GAN(generator, discriminator, lr=..., ...) to introspection (capsgan.training.build_gan)
 GAN.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
      for n in ("generator", "discriminator")]

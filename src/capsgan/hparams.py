@@ -1,11 +1,7 @@
-"""The GAN's hyperparameters, stated once: :class:`GANHParams`.
-
-Its fields are :class:`capsgan.gan_module.GAN`'s arguments, the top-level keys of
-``conf/train.yaml`` of the same names (``lr=1e-4`` on the command line), their start-up
-check (:func:`config_problems`, through ``capsgan.config``), TensorBoard's HPARAMS keys and
-what the benchmark's bare loop runs (it calls the module's own step). A new hyperparameter
-is one field here plus its use in :func:`capsgan.gan_module.adversarial_step`
-(docs/extending.md).
+"""The GAN's hyperparameters, stated once: the fields of :class:`GANHParams` are the GAN's
+arguments, the config's top-level keys (``lr=1e-4``), their start-up check
+(:func:`config_problems`), TensorBoard's HPARAMS keys, and what the benchmark's bare loop
+runs. A new one is a field plus its use in ``gan_module.adversarial_step`` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -61,10 +57,9 @@ class GANHParams:
 
     def __post_init__(self) -> None:
         problems = value_problems({f.name: getattr(self, f.name) for f in fields(self)})
-        if len(problems) == 1:
-            raise ConfigError(problems[0])
         if problems:
-            raise ConfigError(f"the GAN has {len(problems)} problems:\n\n" + "\n\n".join(problems))
+            many = f"the GAN has {len(problems)} problems:\n\n" if len(problems) > 1 else ""
+            raise ConfigError(many + "\n\n".join(problems))
         object.__setattr__(self, "betas", tuple(self.betas))  # a YAML list: Adam's tuple
 
     @classmethod
@@ -79,9 +74,7 @@ class GANHParams:
     def instance_noise_sigma(self, generator_steps: int) -> float:
         """The noise std after ``generator_steps``: linear annealing to 0 (or constant)."""
         sigma, anneal = self.instance_noise, self.instance_noise_anneal_steps
-        if sigma <= 0 or anneal <= 0:
-            return sigma
-        return sigma * max(0.0, 1.0 - generator_steps / anneal)
+        return sigma * max(0.0, 1.0 - generator_steps / anneal) if anneal > 0 else sigma
 
 
 def names(cls: type = GANHParams) -> list[str]:
@@ -127,12 +120,10 @@ def value_problems(values: Mapping[str, Any], cls: type = GANHParams) -> list[st
         kind = args[0] if nullable else kind
         example = "..." if info["example"] is None else info["example"]
         fix = f"Fix it on the command line ({f.name}={example}) or in {YAML}."
-        what = f"`{f.name}` ({info['meaning']})" if info.get("meaning") else f"`{f.name}`"
-        must = info.get("must", "")
+        what, must = f"`{f.name}` ({info['meaning']})", info["must"]
         if not _fits(value, kind):
-            noun = _NOUN.get(kind, "")
             null = " or null" if nullable else ""
-            need = " ".join(w for w in (f"{noun}{null}", must) if w)
+            need = " ".join(w for w in (f"{_NOUN.get(kind, '')}{null}", must) if w)
             shown = list(value) if isinstance(value, (list, tuple)) else value
             problems.append(f"{what} must be {need}, but it is {shown!r} "
                             f"({type(value).__name__}). {fix}")  # fmt: skip
