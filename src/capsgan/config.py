@@ -811,7 +811,7 @@ def validate_bench_config(cfg: DictConfig) -> None:
     yaml = "conf/bench.yaml"
     problems = rule_problems(
         cfg, [*BENCH_RULES, *(r for r in COMMON_RULES if r.key != "data.batch_size")]
-    )
+    ) + gan_hparams.config_problems(cfg)  # the GAN's keys (hparams.py)
     problems += _int_list(cfg, "routing_iterations", 1, yaml)
     problems += _int_list(cfg, "scaling.batch_sizes", 1, yaml)
     presets = set(cfg.get("presets") or {})
