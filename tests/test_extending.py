@@ -12,7 +12,11 @@ contract asks: it must train and then go through generate.py, evaluate.py and ba
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,7 @@ from capsgan.errors import ConfigError
 from capsgan.evaluation import run_evaluate
 from capsgan.gam import run_battle
 from capsgan.generation import run_generate
+from capsgan.hparams import GANHParams, names
 from capsgan.models import ScoreKind
 from capsgan.report import write_report
 from capsgan.training import train
@@ -233,3 +238,76 @@ def test_spectral_norm_keeps_every_weight_at_norm_one() -> None:
     disc.classifier.parametrizations.weight.original.data.mul_(10.0)  # the raw weight grows,
     sigma = torch.linalg.matrix_norm(disc.classifier.weight.detach(), ord=2)  # the used one not
     assert abs(float(sigma) - 1.0) < 0.05
+
+
+# -- a new GAN hyperparameter is one field plus its use (issue 24) -----------------------
+
+# (file, the line after which, what is added): one field in GANHParams, one line using it
+NEW_HPARAM = (
+    ("hparams.py", '    channels_last: bool = hp(False, "NHWC memory format")\n',
+     '    fake_noise: float = hp(0.0, "extra noise on generated images", ">= 0", '
+     'lambda v: v >= 0)\n'),
+    ("gan_module.py", "        fake = gen(gan.sample_z(n))\n",
+     "        fake = fake + hp.fake_noise * torch.randn_like(fake)\n"),
+)  # fmt: skip
+NEW_HPARAM_SCRIPT = """
+import sys, torch
+from omegaconf import open_dict
+from capsgan.config import validate_config
+from capsgan.errors import ConfigError
+from capsgan.loggers import run_hparams
+from tests.conftest import TINY_OVERRIDES, compose_train_cfg
+from tests.test_bench import module_and_reference
+
+def cfg(*overrides):
+    c = compose_train_cfg([*TINY_OVERRIDES, "discriminator=cnn", *overrides])
+    with open_dict(c):
+        c.data.root, c.paths.output_dir = sys.argv[1], sys.argv[2]
+    return c
+
+try:  # the config check
+    validate_config(cfg("+fake_noise=-1"))
+    sys.exit("fake_noise=-1 was not refused")
+except ConfigError as err:
+    assert "`fake_noise` (extra noise on generated images) must be >= 0" in str(err), err
+    assert "+fake_noise" not in str(err) and "conf/train.yaml" in str(err), err
+assert run_hparams(cfg("+fake_noise=0.5"))[0]["fake_noise"] == 0.5  # TensorBoard's HPARAMS
+trained = {}
+for noise in (0.5, 0.0):  # the GAN (Lightning) and the benchmark's bare loop both use it
+    _, (module, losses), (twin, bare) = module_and_reference(cfg(f"+fake_noise={noise}"))
+    assert module.hp.fake_noise == module.hparams["fake_noise"] == noise
+    for (d, _), (d_bare, _) in zip(losses, bare, strict=True):
+        torch.testing.assert_close(d_bare, d)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(twin.state_dict()[key], value)
+    trained[noise] = module.discriminator.state_dict()
+assert any(not torch.equal(v, trained[0.0][k]) for k, v in trained[0.5].items())
+print("ok")
+"""
+
+
+def test_a_new_hyperparameter_is_one_field_plus_its_use(tiny_data_dir, tmp_path) -> None:
+    """A copy of the package with one field added to GANHParams and one line using it in
+    the step, nothing else: the config check refuses a bad value (naming the key), the
+    GAN and HPARAMS get it, and the benchmark's bare loop runs it as Lightning does."""
+    package = tmp_path / "src" / "capsgan"
+    shutil.copytree(ROOT / "src" / "capsgan", package,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name, after, added in NEW_HPARAM:
+        text = (package / name).read_text()
+        assert text.count(after) == 1, (name, after)
+        (package / name).write_text(text.replace(after, after + added))
+    env = {**os.environ, "PYTHONPATH": f"{package.parent}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", NEW_HPARAM_SCRIPT, str(tiny_data_dir), str(tmp_path / "run")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_train_yaml_lists_the_gan_hyperparameters_with_their_defaults() -> None:
+    """conf/train.yaml shows each field's default (``--help``, ``lr=...`` without ``+``);
+    the two must not drift apart."""
+    cfg = OmegaConf.load(CONF_DIR / "train.yaml")
+    assert [name for name in names() if name in cfg] == names()  # today every one is listed
+    assert GANHParams.from_config(cfg) == GANHParams()  # the listed values are the defaults

@@ -5,7 +5,7 @@ presets (``generator=dcgan`` and ``generator=capsule``) and timed INTERLEAVED in
 so load that changes during the run hits both alike. Two figures per pair, median over
 ``--repeats`` after ``--warmup`` untimed calls:
 
-* ``step``: one whole training step as the GAN module runs it (``benchmark.ReferenceStep``:
+* ``step``: one whole training step as the GAN module runs it (``benchmark.BareLoop``:
   a discriminator update on a real and a generated batch, then a generator update), which is
   the cost of one generator step in training;
 * ``g_fwd_bwd``: the generator's own share, its forward and backward from ``z`` through
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from capsgan.benchmark import ReferenceStep, build_module, load_average, time_interleaved
+from capsgan.benchmark import BareLoop, build_module, load_average, time_interleaved
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -47,7 +47,7 @@ def pair(discriminator: str, args: argparse.Namespace) -> dict[str, float]:
         shape = (args.batch_size, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
         real = torch.rand(shape) * 2 - 1
         batch = iter(lambda real=real: (0, real), None)  # the same batch, forever
-        loop = ReferenceStep(module, "32", batch)
+        loop = BareLoop(module, "32", batch)
         fns[f"step/{generator}"] = loop.steps(1)
 
         def g_fwd_bwd(module=module) -> None:

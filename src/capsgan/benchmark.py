@@ -1,17 +1,14 @@
 """Training-speed benchmark: what one GAN step costs, and where the time goes.
 
-``python src/bench.py`` (config ``conf/bench.yaml``) measures in one process, for every
-discriminator preset (and routing iteration count): images/s of a full GAN step (a)
-through the project's LightningModule under a Lightning Trainer and (b) in
-:class:`ReferenceStep`, a plain-PyTorch copy of the module's step over the same networks
-and batches; the step's FLOPs against the dense matmul rate; the routing layer's share of
-a capsule discriminator; the data loader alone, peak memory, batch-size scaling, and our
-routing layer against the broadcast formulation of public CapsNet code.
-docs/performance.md says what each figure means.
-
-Every figure is a median over ``repeats`` timed repeats after ``warmup`` untimed steps.
-Timed repeats of two things being compared are interleaved, so that load from other
-processes on a shared machine hits both alike.
+``python src/bench.py`` (``conf/bench.yaml``) measures, for every discriminator preset (and
+routing iteration count): images/s of a GAN step (a) through the LightningModule under a
+Trainer and (b) in :class:`BareLoop`, the module's own step function in a plain PyTorch
+loop on the same networks and batches; the step's FLOPs against the dense matmul rate; the
+routing layer's share of a capsule discriminator; the data loader alone, peak memory,
+batch-size scaling, and our routing layer against public CapsNet code's formulation
+(docs/performance.md). Every figure is a median over ``repeats`` timed repeats after
+``warmup`` untimed steps; repeats of things compared are interleaved, so that load from
+other processes hits both alike.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
-import inspect
 import math
 import os
 import platform
@@ -43,34 +39,24 @@ from capsgan.atomic_write import write_json_atomically
 from capsgan.config import validate_bench_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError
-from capsgan.gan_module import GAN
+from capsgan.gan_module import GAN, adversarial_step
 from capsgan.hardware import check_speed_switches, resolve_precision
-from capsgan.losses import discriminator_loss, generator_loss
 from capsgan.models.capsules import RoutingCapsules, squash
 from capsgan.models.interface import supports_capsule_trace
 from capsgan.run_info import git_state, machine, package_versions
 from capsgan.training import build_gan
 
-# The issues' targets: (figure, comparison, threshold), for a CPU run (issue 12) and for a
-# CUDA run (issue 22: an H200-class card; the FLOP ratio is meant at batch 512 in bf16,
-# the step time at batch 64).
+# The issues' targets (figure: comparison, threshold) for a CPU run (issue 12) and a CUDA
+# run (issue 22, an H200-class card: FLOP ratio at batch 512 in bf16, step time at batch 64)
 TARGETS = {
     "overhead_ratio_min": (">=", 0.90),
     "capsule_flops_ratio_min": (">=", 0.70),
     "routing_share_at_3_max": ("<=", 0.20),
     "data_images_per_s": (">=", 100_000.0),
 }
-GPU_TARGETS = {
-    "overhead_ratio_min": (">=", 0.90),
-    "capsule_flops_ratio_min": (">=", 0.30),
-    "capsule_step_ms_max": ("<=", 5.0),
-}
-# the reference matmul's side when matmul_size is null: 2048 keeps a CPU busy for a
-# fraction of a second; a GPU needs a larger one to reach its rate
-MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
-
-
-# -- measurement helpers --------------------------------------------------------------
+GPU_TARGETS = {"overhead_ratio_min": (">=", 0.90), "capsule_flops_ratio_min": (">=", 0.30),
+               "capsule_step_ms_max": ("<=", 5.0)}  # fmt: skip
+MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}  # the matmul's side when matmul_size is null
 
 
 def synchronize(device: torch.device) -> None:
@@ -80,32 +66,26 @@ def synchronize(device: torch.device) -> None:
 
 
 class PeakMemory:
-    """Peak memory since the last ``reset()``: max_memory_allocated on a GPU, RSS on a CPU.
-
-    On Linux the RSS high-water mark (``VmHWM``) can be reset by writing 5 to
-    ``/proc/self/clear_refs``, so each case gets its own peak; elsewhere the process-wide
-    peak (``ru_maxrss``) is reported.
-    """
+    """Peak memory since ``reset()``: max_memory_allocated on a GPU; on a CPU the RSS
+    high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` on Linux; else the
+    process-wide ``ru_maxrss``)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
     def reset(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
+            return torch.cuda.reset_peak_memory_stats(self.device)
         with contextlib.suppress(OSError):
             Path("/proc/self/clear_refs").write_text("5")
 
     def read_mb(self) -> float:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        try:
+        with contextlib.suppress(OSError):
             for line in Path("/proc/self/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
-        except OSError:
-            pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -136,34 +116,25 @@ def matmul_flops_per_s(n: int, device: torch.device, dtype: torch.dtype, repeats
 
 
 def load_average() -> list[float]:
-    try:
+    with contextlib.suppress(OSError):
         return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
+    return []
 
 
 def cpu_model() -> str:
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 
-# -- the baseline ---------------------------------------------------------------------
-
-
 class BroadcastRouting(nn.Module):
-    """Routing as most public PyTorch CapsNet code writes it, for comparison only.
-
-    The prediction vectors come from one broadcast ``torch.matmul(W[out, in, d_out, d_in],
-    u[B, 1, in, d_in, 1])`` (which expands W over the batch), and routing is broadcast
-    multiply-and-sum. It copies the weights of one of our :class:`RoutingCapsules` and
-    keeps our semantics (agreement from a detached u_hat except in the last iteration),
-    so both compute the same function and only the formulation differs.
-    """
+    """Routing as most public PyTorch CapsNet code writes it, for comparison only: one
+    broadcast ``torch.matmul(W[out, in, d_out, d_in], u[B, 1, in, d_in, 1])`` (W expanded
+    over the batch), then broadcast multiply-and-sum. It copies one of our
+    :class:`RoutingCapsules`' weights and semantics (agreement from a detached u_hat but in
+    the last iteration): the same function, another formulation."""
 
     def __init__(self, ours: RoutingCapsules) -> None:
         super().__init__()
@@ -184,9 +155,6 @@ class BroadcastRouting(nn.Module):
         return v
 
 
-# -- building and stepping ------------------------------------------------------------
-
-
 def discriminator_cfg(cfg: DictConfig, name: str, iterations: int | None) -> DictConfig:
     """Preset ``name``, with ``routing_iterations`` set when given (presets that route)."""
     dcfg = copy.deepcopy(cfg.presets[name])
@@ -199,14 +167,14 @@ def discriminator_cfg(cfg: DictConfig, name: str, iterations: int | None) -> Dic
 def build_module(cfg: DictConfig, name: str, iterations: int | None) -> GAN:
     torch.manual_seed(cfg.seed)
     generator = hydra.utils.instantiate(cfg.generator)
-    discriminator = hydra.utils.instantiate(discriminator_cfg(cfg, name, iterations))
-    return build_gan(cfg, generator, discriminator)
+    return build_gan(
+        cfg, generator, hydra.utils.instantiate(discriminator_cfg(cfg, name, iterations))
+    )
 
 
 def build_datamodule(cfg: DictConfig, batch_size: int) -> ImageDataModule:
     dm = hydra.utils.instantiate(cfg.data, batch_size=batch_size)
-    dm.prepare_data()
-    dm.setup("fit")
+    dm.prepare_data(), dm.setup("fit")
     return dm
 
 
@@ -220,105 +188,62 @@ def batches(dm: ImageDataModule, device: torch.device) -> Iterator[tuple[int, Te
 
 # Lightning precision -> the autocast dtype its plugin runs the step under (None: none)
 AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}
-# the GAN hyperparameters ReferenceStep reproduces; any other is refused
-COVERED = {
-    "latent_dim", "lr", "lr_g", "lr_d", "betas", "d_steps_per_g", "label_smoothing",
-    "instance_noise", "instance_noise_anneal_steps", "gradient_clip_val", "num_fixed_samples",
-    "compile", "channels_last",
-}  # fmt: skip
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """What Lightning's precision plugin runs the step under, for the plain-PyTorch code."""
-    dtype = AUTOCAST.get(precision)
+    if precision not in AUTOCAST:
+        raise ConfigError(
+            f"the benchmark's bare loop runs the GAN step under the autocast of precision "
+            f"{' / '.join(AUTOCAST)}, not {precision!r} (a gradient scaler it does not "
+            "have). Pick one of those (trainer.precision=...), or add the precision to "
+            "capsgan.benchmark.AUTOCAST and BareLoop."
+        )
+    dtype = AUTOCAST[precision]
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-class ReferenceStep:
-    """The module's training step in plain PyTorch: the denominator of the overhead ratio.
+class BareLoop:
+    """:func:`capsgan.gan_module.adversarial_step` (what ``GAN.training_step`` runs) in a
+    plain PyTorch loop under the Trainer precision's autocast, updating the networks as
+    :class:`capsgan.gan_module.Updates` asks: the other network frozen, ``backward``,
+    ``clip_grad_norm_``, Adam optimizers from ``configure_optimizers``; no Lightning code."""
 
-    Per batch, as :meth:`GAN.training_step` under a Lightning Trainer: a discriminator
-    update on the real batch and as many generated images (real target ``1 -
-    label_smoothing``, instance noise annealed over generator steps, gradient-norm
-    clipping), then every ``d_steps_per_g`` batches a generator update with the
-    discriminator's weights frozen, under the autocast of the Trainer's precision. It uses
-    the module's networks and helpers (``sample_z``, ``prepare_images``, ``_discriminate``)
-    and Adam optimizers of its own from ``configure_optimizers``; no Lightning code runs.
-
-    A module option or precision this class does not reproduce is refused (ConfigError)
-    rather than timed as a different step; ``tests/test_bench.py`` checks the losses and
-    weights against the module for every covered option.
-    """
-
-    def __init__(
-        self, module: GAN, precision: str, data: Iterator[tuple[int, Tensor]] | None = None
-    ) -> None:
-        self.check_covers(set(module.hparams), precision)
+    def __init__(self, module: GAN, precision: str, data: Iterator | None = None) -> None:
+        autocast(torch.device("cpu"), precision)  # a precision it cannot run: refused now
         self.module, self.precision, self.data = module, precision, data
-        self.opt_g, self.opt_d = module.configure_optimizers()
+        opt_g, opt_d = module.configure_optimizers()
+        self.optimizers = {"generator": opt_g, "discriminator": opt_d}
         self.generator_steps = 0  # the module's global_step
 
-    @staticmethod
-    def check_covers(options: set[str], precision: str) -> None:
-        """A ConfigError unless this class reproduces the step with ``options`` set, under
-        the Trainer's ``precision``."""
-        uncovered = sorted(options - COVERED)
-        if precision in AUTOCAST and not uncovered:
-            return
-        what = [f"precision {precision!r}"] if precision not in AUTOCAST else []
-        raise ConfigError(
-            f"the benchmark's plain-PyTorch reference step does not cover "
-            f"{' and '.join([*what, *uncovered])}: it reproduces the GAN step for precision "
-            f"{' / '.join(AUTOCAST)} and the options {', '.join(sorted(COVERED))}. Leave it "
-            "out of the benchmark, or add it to capsgan.benchmark.ReferenceStep together with "
-            "a case in tests/test_bench.py's equivalence test."
-        )
-
-    def _sigma(self) -> float:
-        hp = self.module.hparams
-        sigma, anneal = hp.instance_noise, hp.instance_noise_anneal_steps
-        if sigma > 0 and anneal > 0:
-            sigma *= max(0.0, 1.0 - self.generator_steps / anneal)
-        return sigma
-
-    def _update(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.module.hparams.gradient_clip_val
-        if clip:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-
-    def __call__(self, batch_idx: int, real: Tensor) -> tuple[Tensor, Tensor | None]:
-        """One batch; returns the detached (d_loss, g_loss), g_loss None without a G step."""
-        module, hp = self.module, self.module.hparams
-        gen, disc, kind = module.generator, module.discriminator, module.score_kind
-        score = module._discriminate  # the discriminator, on images with instance noise
-        real = module.prepare_images(real)
-        n, sigma = real.shape[0], self._sigma()
-        with autocast(real.device, self.precision):
-            with torch.no_grad():
-                fake = gen(module.sample_z(n))
-            score_real, score_fake = score(real, sigma), score(fake, sigma)
-            d_loss = discriminator_loss(score_real, score_fake, kind, 1.0 - hp.label_smoothing)
-        self._update(self.opt_d, d_loss)
-        if (batch_idx + 1) % hp.d_steps_per_g:
-            return d_loss.detach(), None
-        frozen = [p for p in disc.parameters() if p.requires_grad]
+    @contextlib.contextmanager
+    def training(self, network: str) -> Iterator[None]:
+        other = "generator" if network == "discriminator" else "discriminator"
+        frozen = [p for p in getattr(self.module, other).parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def update(self, network: str, loss: Tensor) -> None:
+        optimizer, clip = self.optimizers[network], self.module.hp.gradient_clip_val
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+        optimizer.step()
+        self.generator_steps += network == "generator"
+
+    def __call__(self, batch_idx: int, real: Tensor) -> dict[str, Tensor]:
+        """One batch; its detached statistics, as ``GAN.training_step`` returns them."""
         with autocast(real.device, self.precision):
-            g_loss = generator_loss(score(gen(module.sample_z(n)), sigma), kind)
-        self._update(self.opt_g, g_loss)
-        for p in frozen:
-            p.requires_grad_(True)
-        self.generator_steps += 1
-        return d_loss.detach(), g_loss.detach()
+            return adversarial_step(self.module, real, batch_idx, self)
 
     def step(self) -> None:
-        """One batch of ``data`` (batch index, images)."""
-        self(*next(self.data))
+        self(*next(self.data))  # one (batch index, images) of ``data``
 
     def steps(self, n: int) -> Callable[[], None]:
         def run() -> None:
@@ -329,23 +254,14 @@ class ReferenceStep:
 
 
 class StepClock(L.Callback):
-    """Times repeats of ``steps`` Lightning batches, with a bare-loop repeat between each two.
+    """Times repeats of ``steps`` Lightning batches after ``warmup`` ones; at each repeat's
+    end it runs ``between`` (a timed bare-loop repeat), so the two paths alternate in time."""
 
-    The clock starts after ``warmup`` batches. At every repeat boundary it stops, runs
-    ``between`` (a timed repeat of the bare loop) and restarts, so the two paths alternate
-    in time and a shared machine's changing load hits both alike.
-    """
-
-    def __init__(
-        self, device: torch.device, warmup: int, steps: int, repeats: int,
-        between: Callable[[], None],
-    ) -> None:  # fmt: skip
+    def __init__(self, device: torch.device, warmup: int, steps: int, repeats: int,
+                 between: Callable[[], None]) -> None:  # fmt: skip
         self.device, self.warmup, self.steps, self.repeats = device, warmup, steps, repeats
-        self.between = between
-        self.lightning: list[float] = []
-        self.bare: list[float] = []
-        self._start = 0.0
-        self._done = 0  # batches finished
+        self.between, self.lightning, self.bare = between, [], []
+        self._start, self._done = 0.0, 0  # batches finished
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         self._done += 1
@@ -361,35 +277,21 @@ class StepClock(L.Callback):
         self._start = time.perf_counter()
 
 
-def steps_per_repeat(loop: ReferenceStep, device: torch.device, cfg: DictConfig) -> int:
-    """Warm up, then pick enough steps per repeat to last ``min_repeat_seconds``.
-
-    One cnn step takes milliseconds and one capsule step seconds: a fixed count would
-    make the fast cases' repeats too short to time and the slow ones' too long to run.
-    """
+def steps_per_repeat(loop: BareLoop, device: torch.device, cfg: DictConfig) -> int:
+    """Warm up, then pick enough steps per repeat to last ``min_repeat_seconds`` (a cnn
+    step takes milliseconds, a capsule one seconds)."""
     for _ in range(cfg.warmup):
         loop.step()
     one = time_interleaved({"s": loop.steps(1)}, device, 0, 1)["s"]
     return max(int(cfg.steps), math.ceil(cfg.min_repeat_seconds / one))
 
 
-def lightning_seconds(
-    cfg: DictConfig,
-    module: GAN,
-    dm: ImageDataModule,
-    device: torch.device,
-    out_dir: Path,
-    tag: str,
-    steps: int,
-    between: Callable[[], None],
-) -> tuple[list[float], list[float]]:
-    """Fit for warm-up + repeats x steps batches; seconds of each timed repeat of the
-    Lightning path, and of the bare-loop repeats (``between``) run between them.
-
-    The Trainer is the training config's, with its normal logging: the module's
-    ``self.log`` calls, TensorBoard every ``log_every_n_steps`` and the progress bar.
-    Validation and checkpoints are off: they happen between epochs, not per step.
-    """
+def lightning_seconds(cfg: DictConfig, module: GAN, dm: ImageDataModule, device: torch.device,
+                      out_dir: Path, tag: str, steps: int, between: Callable[[], None],
+                      ) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Fit for warm-up + repeats x steps batches: seconds of each timed Lightning repeat and
+    of the bare-loop repeats (``between``) run between them. The training config's Trainer
+    and logging (TensorBoard, progress bar); no validation or checkpoints (not per step)."""
     # warm-up + 1 untimed batches, as many as the bare loop ran before its repeats
     clock = StepClock(device, cfg.warmup + 1, steps, cfg.repeats, between)
     callbacks: list[L.Callback] = [clock]
@@ -416,29 +318,22 @@ def lightning_seconds(
     return clock.lightning[: cfg.repeats], clock.bare
 
 
-def step_flops(loop: ReferenceStep) -> int:
+def step_flops(loop: BareLoop) -> int:
     """FLOPs of one GAN step of ``loop`` (forward and backward of both updates)."""
     with FlopCounterMode(display=False) as counter:
         loop.step()
     return counter.get_total_flops()
 
 
-def fwd_bwd(
-    module: nn.Module,
-    x: Tensor,
-    precision: str,
-    forward: Callable[[Tensor], Tensor] | None = None,
-) -> Callable[[], None]:
-    """A timed call: ``forward(x)`` (default: ``module(x)``) under the run's autocast, then
-    backward of its sum into ``module``'s parameters (and into ``x`` when it is a leaf that
-    needs a gradient)."""
-    forward = forward or module
+def fwd_bwd(module: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
+    """A timed call: ``module(x)`` under the run's autocast, then backward of its sum into
+    the parameters (and into ``x`` when it is a leaf that needs a gradient)."""
 
     def run() -> None:
         x.grad = None
         module.zero_grad(set_to_none=True)
         with autocast(x.device, precision):
-            out = forward(x)
+            out = module(x)
         out.float().sum().backward()
 
     return run
@@ -460,13 +355,8 @@ def routing_share(
     disc: nn.Module, x: Tensor, device: torch.device, cfg: DictConfig, precision: str
 ) -> tuple[float, int]:
     """Seconds of the routing layer's forward+backward over the whole discriminator's, and
-    the layer's routing iterations.
-
-    "Routing" is all of :class:`RoutingCapsules`: the prediction vectors and the
-    routing-by-agreement iterations, with the gradients both need, at the shapes the
-    discriminator's ``capsule_trace`` reports (this project's dynamic routing: a
-    discriminator routing another way would need its own layer here).
-    """
+    its iterations. "Routing" is all of :class:`RoutingCapsules` (prediction vectors and
+    routing by agreement, with their gradients) at the shapes ``capsule_trace`` reports."""
     layer, u = traced_routing(disc, x)
     t = time_interleaved(
         {"d": fwd_bwd(disc, x, precision), "r": fwd_bwd(layer, u, precision)},
@@ -475,26 +365,22 @@ def routing_share(
     return t["r"] / t["d"], layer.iterations
 
 
-# -- the benchmark --------------------------------------------------------------------
-
-
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    )
 
 
 def command_line_keys() -> list[str]:
     """The keys given on this process's command line (Hydra's task overrides)."""
-    if not HydraConfig.initialized():
-        return []
-    return [str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in overrides]
 
 
 def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictConfig:
-    """The config with ``quick_overrides`` merged in when ``quick=true``, except for the
-    keys the user ``given`` on the command line (default: this process's): quick mode
-    sizes what the user left alone and never replaces what they asked for."""
+    """The config with ``quick_overrides`` merged in when ``quick=true``, but for the keys
+    ``given`` on the command line (default: this process's): quick mode sizes what the user
+    left alone."""
     if not cfg.quick:
         return cfg
     quick = OmegaConf.to_container(cfg.quick_overrides, resolve=True)
@@ -519,7 +405,7 @@ def measure_case(
     tag = name if iterations is None else f"{name}_r{iterations}"
 
     bare_module = build_module(cfg, name, iterations).to(device)
-    loop = ReferenceStep(bare_module, precision, batches(dm, device))
+    loop = BareLoop(bare_module, precision, batches(dm, device))
     steps = steps_per_repeat(loop, device, cfg)
     flops = step_flops(loop)
 
@@ -529,18 +415,14 @@ def measure_case(
     )
     bare = statistics.median(bare_times)
     images = cfg.batch_size * steps
+    speed = images / statistics.median(lightning)
     result: dict[str, Any] = {
-        "discriminator": name,
-        "routing_iterations": iterations,
-        "batch_size": cfg.batch_size,
-        "steps_per_repeat": steps,
-        "lightning_images_per_s": images / statistics.median(lightning),
-        "bare_images_per_s": images / bare,
-    }
-    result["overhead_ratio"] = result["lightning_images_per_s"] / result["bare_images_per_s"]
-    result["step_ms"] = 1e3 * cfg.batch_size / result["lightning_images_per_s"]  # one batch
-    result["flops_per_step"] = flops
-    result["achieved_flops_per_s"] = flops * steps / bare
+        "discriminator": name, "routing_iterations": iterations, "batch_size": cfg.batch_size,
+        "steps_per_repeat": steps, "lightning_images_per_s": speed,
+        "bare_images_per_s": images / bare, "overhead_ratio": speed / (images / bare),
+        "step_ms": 1e3 * cfg.batch_size / speed,  # one batch
+        "flops_per_step": flops, "achieved_flops_per_s": flops * steps / bare,
+    }  # fmt: skip
     if supports_capsule_trace(bare_module.discriminator):
         _, real = next(loop.data)
         # the iterations as the discriminator reports them, whatever its config calls them
@@ -549,7 +431,7 @@ def measure_case(
         )
     result["peak_memory_mb"] = memory.read_mb()
     epoch_images = len(dm.train_dataloader()) * cfg.batch_size
-    result["epoch_seconds_estimate"] = epoch_images / result["lightning_images_per_s"]
+    result["epoch_seconds_estimate"] = epoch_images / speed
     return result
 
 
@@ -562,24 +444,20 @@ def measure_scaling(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         memory.reset()
         dm = build_datamodule(cfg, batch_size)
         module = build_module(cfg, cfg.scaling.discriminator, cfg.scaling.routing_iterations)
-        loop = ReferenceStep(module.to(device), precision, batches(dm, device))
+        loop = BareLoop(module.to(device), precision, batches(dm, device))
         steps = steps_per_repeat(loop, device, cfg)
         seconds = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)
-        rows.append({
-            "batch_size": batch_size,
-            "bare_images_per_s": batch_size * steps / seconds["b"],
-            "peak_memory_mb": memory.read_mb(),
-        })  # fmt: skip
+        rows.append({"batch_size": batch_size, "peak_memory_mb": memory.read_mb(),
+                     "bare_images_per_s": batch_size * steps / seconds["b"]})  # fmt: skip
     spec = cfg.scaling
     return {"discriminator": spec.discriminator, "routing_iterations": spec.routing_iterations,
             "rows": rows}  # fmt: skip
 
 
 def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
-    """Our routing layer vs :class:`BroadcastRouting`, the public-code formulation of the
-    same function, at the shapes of a capsule preset (``capsule_trace``), forward+backward
-    from its primary capsules. (The whole discriminators are not compared: both would share
-    the convolutions, which bound the ratio near 2x whatever the routing costs.)"""
+    """Our routing layer vs :class:`BroadcastRouting` at a capsule preset's shapes,
+    forward+backward from its primary capsules (whole discriminators would share the
+    convolutions, which bound the ratio near 2x whatever the routing costs)."""
     spec = cfg.baseline
     precision = str(cfg.trainer.precision)
     torch.manual_seed(cfg.seed)
@@ -597,15 +475,11 @@ def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         device, cfg.warmup, cfg.repeats,
     )  # fmt: skip
     return {
-        "discriminator": spec.discriminator,
-        "routing_iterations": spec.routing_iterations,
-        "batch_size": spec.batch_size,
-        "precision": precision,
-        "routing_layer_ours_ms": 1e3 * t["ours"],
-        "routing_layer_baseline_ms": 1e3 * t["baseline"],
-        "routing_layer_speedup": t["baseline"] / t["ours"],
-        "outputs_match": bool(same),
-    }
+        "discriminator": spec.discriminator, "routing_iterations": spec.routing_iterations,
+        "batch_size": spec.batch_size, "precision": precision,
+        "routing_layer_ours_ms": 1e3 * t["ours"], "routing_layer_baseline_ms": 1e3 * t["baseline"],
+        "routing_layer_speedup": t["baseline"] / t["ours"], "outputs_match": bool(same),
+    }  # fmt: skip
 
 
 def measure_data(cfg: DictConfig) -> dict[str, Any]:
@@ -625,27 +499,22 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     threshold and whether it is met."""
     cases = result["cases"]
     capsule = [c for c in cases if "routing_share" in c]
-    full_capsule = [c for c in capsule if c["discriminator"] == "capsule"]
+    at_3 = [c for c in capsule if c["routing_iterations"] == 3]
     values = {
         "overhead_ratio_min": min(c["overhead_ratio"] for c in cases),
         "capsule_flops_ratio_min": min((c["flops_ratio_vs_matmul"] for c in capsule), default=None),
-        "routing_share_at_3_max": max(
-            (c["routing_share"] for c in capsule if c["routing_iterations"] == 3), default=None
-        ),
+        "routing_share_at_3_max": max((c["routing_share"] for c in at_3), default=None),
         "data_images_per_s": result["data_pipeline"]["images_per_s"],
         "capsule_step_ms_max": max(
-            (c["step_ms"] for c in full_capsule if c["routing_iterations"] == 3), default=None
+            (c["step_ms"] for c in at_3 if c["discriminator"] == "capsule"), default=None
         ),
     }
     targets = GPU_TARGETS if result["meta"]["device"].startswith("cuda") else TARGETS
-    out = {}
-    for key, (op, threshold) in targets.items():
-        value = values[key]
-        if value is None:
-            continue
-        met = value >= threshold if op == ">=" else value <= threshold
-        out[key] = {"value": value, "target": f"{op} {threshold:g}", "met": bool(met)}
-    return out
+    return {
+        key: {"value": values[key], "target": f"{op} {threshold:g}",
+              "met": bool(values[key] >= threshold if op == ">=" else values[key] <= threshold)}
+        for key, (op, threshold) in targets.items() if values[key] is not None
+    }  # fmt: skip
 
 
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
@@ -656,8 +525,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(cfg.device).type
     check_speed_switches(cfg, device)
     precision = resolve_precision(cfg, device)  # auto: as a training run on this device
-    options = set(inspect.signature(GAN).parameters) - {"generator", "discriminator"}
-    ReferenceStep.check_covers(options, str(cfg.trainer.precision))
+    autocast(torch.device("cpu"), str(cfg.trainer.precision))  # one the bare loop runs
     threads = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -668,46 +536,31 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run(cfg: DictConfig, precision_why: str) -> dict[str, Any]:
-    device = pick_device(cfg.device)
-    out_path = Path(cfg.output)
-    out_dir = out_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    device, out_path = pick_device(cfg.device), Path(cfg.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     precision = str(cfg.trainer.precision)
-    mm_dtype = torch.bfloat16 if "bf16" in precision else torch.float32
-    started = dt.datetime.now(dt.timezone.utc)
-    on_gpu = device.type == "cuda"
-    cpu = cpu_model()
-    result: dict[str, Any] = {
-        "meta": {  # what run_info.json records for a training run, and the bench's settings
-            "date": started.isoformat(timespec="seconds"),
-            "quick": bool(cfg.quick),
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if on_gpu else cpu,
-            "cpu_model": cpu,
-            "git": git_state(),
-            "packages": package_versions(),
-            "machine": machine(),
-            "precision": precision,
-            "precision_why": precision_why,
-            "compile": bool(cfg.get("compile", False)),
-            "channels_last": bool(cfg.get("channels_last", False)),
-            "batch_size": cfg.batch_size,
-            "warmup": cfg.warmup,
-            "repeats": cfg.repeats,
-            "steps": cfg.steps,
-            "load_average_start": load_average(),
-        }
-    }
+    started, cpu = dt.datetime.now(dt.timezone.utc), cpu_model()
     matmul_size = cfg.matmul_size or MATMUL_SIZE.get(device.type, 2048)
+    meta = {  # what run_info.json records for a training run, and the bench's settings
+        "date": started.isoformat(timespec="seconds"), "quick": bool(cfg.quick),
+        "device": str(device), "cpu_model": cpu,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "git": git_state(), "packages": package_versions(), "machine": machine(),
+        "precision": precision, "precision_why": precision_why,
+        "compile": bool(cfg.get("compile", False)),
+        "channels_last": bool(cfg.get("channels_last", False)),
+        "batch_size": cfg.batch_size, "warmup": cfg.warmup, "repeats": cfg.repeats,
+        "steps": cfg.steps, "load_average_start": load_average(), "matmul_size": matmul_size,
+    }  # fmt: skip
+    mm_dtype = torch.bfloat16 if "bf16" in precision else torch.float32
     matmul = matmul_flops_per_s(matmul_size, device, mm_dtype, cfg.repeats)
-    result["matmul_flops_per_s"] = matmul
-    result["meta"]["matmul_size"] = matmul_size
-    result["data_pipeline"] = measure_data(cfg)
+    result: dict[str, Any] = {"meta": meta, "matmul_flops_per_s": matmul,
+                              "data_pipeline": measure_data(cfg)}  # fmt: skip
     cases = []
     for name in cfg.discriminators:
         routes = "routing_iterations" in cfg.presets[name]  # a constructor argument to sweep
         for iterations in cfg.routing_iterations if routes else [None]:
-            case = measure_case(cfg, name, iterations, device, out_dir)
+            case = measure_case(cfg, name, iterations, device, out_path.parent)
             case["flops_ratio_vs_matmul"] = case["achieved_flops_per_s"] / matmul
             cases.append(case)
             print_case(case)
@@ -721,9 +574,6 @@ def _run(cfg: DictConfig, precision_why: str) -> dict[str, Any]:
     print(format_report(result))
     print(f"\nwritten: {out_path}")
     return result
-
-
-# -- the report -----------------------------------------------------------------------
 
 
 def print_case(case: dict[str, Any]) -> None:

@@ -1,7 +1,5 @@
-"""Lightning callbacks: the GAN's step / epoch logging and divergence guard (which
-:class:`capsgan.gan_module.GAN` brings along itself), the fixed-noise sample grid of every
-epoch (and, optionally, of every N generator steps), and a warning when the first batches
-predict a very long epoch."""
+"""Lightning callbacks: the GAN's step / epoch logging and divergence guard (which the GAN
+brings along), the fixed-noise sample grids, the long-epoch warning and the progress bar."""
 
 from __future__ import annotations
 
@@ -27,26 +25,15 @@ log = logging.getLogger(__name__)
 
 class TrainingLog(L.Callback):
     """Logs the statistics ``GAN.training_step`` returns: ``train/<key>`` step values,
-    ``epoch/<key>`` means, and ``d_loss`` / ``d_acc`` on the progress bar.
-
-    Logging is kept off the per-batch path: each ``log`` call costs Lightning a fraction
-    of a millisecond of Python, which with 15 calls a batch was ~10 % of a ``cnn`` step on
-    the CPU (docs/performance.md). Step values are logged only on the batches Lightning's
-    logger writes (every ``log_every_n_steps`` batches, counted over the whole run). The
-    epoch means are running sums on the device, one stacked tensor per set of keys (a
-    batch with or without a generator step): one stack and one add a batch, no sync. Per
-    key a torchmetrics ``MeanMetric`` cost 0.2-0.3 ms of host time a batch (7 keys, about
-    50 kernel launches), which a GPU step of a few milliseconds cannot hide. Training
-    batches are equal-sized (the loader drops the last partial one), so the mean over
-    batches is the mean over images; under DDP every rank has as many batches, and the
-    logged means are averaged over the ranks (``sync_dist``).
-    """
+    ``epoch/<key>`` means, and ``d_loss`` / ``d_acc`` on the progress bar, off the per-batch
+    path (each ``log`` call costs Lightning a fraction of a millisecond; docs/performance.md):
+    step values only on the batches the logger writes, the epoch means as running sums on
+    the device (one stacked tensor per set of keys: no sync), averaged over DDP ranks."""
 
     BAR_SECONDS = 0.5  # the progress bar's values are at most this old
 
     def __init__(self) -> None:
-        # keys of a batch's statistics -> [their sums over the epoch's batches, batches]
-        self._sums: dict[tuple[str, ...], list[Any]] = {}
+        self._sums: dict[tuple[str, ...], list[Any]] = {}  # a batch's keys -> [sums, batches]
         self._bar_time = -math.inf
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -55,8 +42,7 @@ class TrainingLog(L.Callback):
                 logger.follow(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # A run shorter than the logging interval (limit_train_batches=3, max_steps=10 of
-        # log_every_n_steps=50) would write no train/ value: log at least once an epoch.
+        # a run shorter than the logging interval would write no train/ value: log once
         batches = run_batches(trainer, pl_module)
         if math.isfinite(batches) and 1 <= batches < trainer.log_every_n_steps:
             trainer.log_every_n_steps = int(batches)
@@ -66,21 +52,16 @@ class TrainingLog(L.Callback):
         batch_idx: int,
     ) -> None:  # fmt: skip
         stats: dict[str, Tensor] = outputs
-        keys = tuple(stats)
         values = torch.stack([v.float() for v in stats.values()])  # bf16 ones as fp32
-        entry = self._sums.get(keys)
-        if entry is None:
-            self._sums[keys] = [values, 1]
-        else:
-            entry[0].add_(values)
-            entry[1] += 1
+        entry = self._sums.setdefault(tuple(stats), [torch.zeros_like(values), 0])
+        entry[0].add_(values)
+        entry[1] += 1
         if compat.logger_writes_this_batch(trainer):
             pl_module.log_dict(
                 {f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False
             )
-        # The progress bar turns its values into Python floats whenever they are logged, a
-        # GPU sync; so they are refreshed every BAR_SECONDS and at an epoch's last batch,
-        # not every batch (the bar keeps showing the values last logged).
+        # the bar's values are Python floats (a GPU sync): refreshed every BAR_SECONDS and
+        # at an epoch's last batch
         last = batch_idx + 1 == trainer.num_training_batches or (
             0 < trainer.max_steps <= trainer.global_step
         )
@@ -91,10 +72,8 @@ class TrainingLog(L.Callback):
                 {"d_loss": stats["d_loss"], "d_acc": stats["d_acc"]},
                 prog_bar=True, on_step=True, on_epoch=False, logger=False,
             )  # fmt: skip
-        # max_steps ends a run in the middle of an epoch, where Lightning does not validate:
-        # stopping it as early stopping does makes Lightning validate first (when this
-        # epoch's validation is due), so a shortened run ends with its val/ metrics and
-        # the checkpoint monitor finds val/fid.
+        # max_steps ends a run mid-epoch, where Lightning does not validate; stopping it as
+        # early stopping does validates first (when due): a shortened run ends with val/
         if 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True
 
@@ -104,7 +83,7 @@ class TrainingLog(L.Callback):
         counts: dict[str, int] = {}
         for keys, (values, batches) in self._sums.items():
             for key, value in zip(keys, values, strict=True):
-                sums[key] = sums[key] + value if key in sums else value
+                sums[key] = sums.get(key, 0) + value
                 counts[key] = counts.get(key, 0) + batches
         return {key: sums[key] / counts[key] for key in sums}
 
@@ -128,13 +107,9 @@ def run_batches(trainer: L.Trainer, pl_module: L.LightningModule) -> float:
 class DivergenceGuard(L.Callback):
     """Stops training with a :class:`DivergenceError` (exit code 3) naming the network and
     the generator step at which a loss first became non-finite, and refuses to write a
-    checkpoint holding a non-finite weight.
-
-    The first bad step is recorded on the device, without a sync, and read only every
-    ``log_every_n_steps`` batches, at an epoch's end and before every checkpoint, so the
-    GPU never waits for a per-step check (on the CPU it is read every batch; that costs
-    nothing there).
-    """
+    checkpoint holding a non-finite weight. The first bad step is recorded on the device
+    and read every ``log_every_n_steps`` batches (every batch on a CPU), at an epoch's end
+    and before every checkpoint: the GPU never waits for a per-step check."""
 
     NETWORKS = ("discriminator", "generator")
     ADVICE = (
@@ -199,27 +174,15 @@ class DivergenceGuard(L.Callback):
 
 
 class SampleGrid(L.Callback):
-    """Logs a grid of samples from the module's fixed noise batch at every epoch end.
+    """A grid of samples from the module's fixed noise at every epoch end (a film of the
+    generator learning): TensorBoard's ``samples/fixed_noise`` at the epoch's generator step
+    and ``<run dir>/samples/epoch_NNNN.png`` (epochs from 1); with ``every_n_steps``, also
+    ``samples/step_NNNNNN.png`` every N generator steps (runs compared at equal steps)."""
 
-    The same z every epoch makes the grids a film of the generator learning (the
-    founding slides' "GAN learning process"). Each grid goes to TensorBoard's IMAGES
-    tab as ``samples/fixed_noise`` (at the generator step the epoch ended at, TensorBoard's
-    x axis) and to ``<run dir>/samples/epoch_NNNN.png`` (epochs from 1). With
-    ``every_n_steps``, a grid is also saved as ``samples/step_NNNNNN.png`` every N generator
-    steps: runs of different discriminators (or batch counts per epoch) are then compared
-    at equal generator steps (``report.py``'s side-by-side panel).
-    """
-
-    def __init__(
-        self,
-        every_n_epochs: int = 1,
-        nrow: int = 8,
-        dirname: str = "samples",
-        every_n_steps: int | None = None,
-    ) -> None:
+    def __init__(self, every_n_epochs: int = 1, nrow: int = 8, dirname: str = "samples",
+                 every_n_steps: int | None = None) -> None:  # fmt: skip
         self.every_n_epochs, self.nrow, self.dirname = every_n_epochs, nrow, dirname
-        self.every_n_steps = every_n_steps
-        self._last_step_saved = -1
+        self.every_n_steps, self._last_step_saved = every_n_steps, -1
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -230,18 +193,16 @@ class SampleGrid(L.Callback):
         self._save(trainer, grid, f"epoch_{epoch:04d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(
-                    "samples/fixed_noise", grid, global_step=trainer.global_step
-                )
+                logger.experiment.add_image("samples/fixed_noise", grid, trainer.global_step)
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        step = trainer.global_step  # generator steps
+        step = trainer.global_step  # generator steps; the same after a batch without one
         if (
             not self.every_n_steps
             or not trainer.is_global_zero
             or step % self.every_n_steps
-            or step == self._last_step_saved  # a batch without a generator step
+            or (step == self._last_step_saved)
         ):
             return
         self._last_step_saved = step
@@ -269,17 +230,12 @@ def _duration(seconds: float) -> str:
 
 
 class EpochTimeWarning(L.Callback):
-    """Says once, when the first batches predict an epoch longer than
-    ``threshold_minutes``, how long the epoch (and the run) will take here and how to
-    make it CPU-sized; training goes on.
-
-    The time is measured over ``measure_batches`` batches after the first one (which pays
-    for one-off allocations and kernel selection); validation is not included.
-    """
+    """Says once, when ``measure_batches`` batches after the first (which pays one-off costs)
+    predict an epoch longer than ``threshold_minutes``, how long the epoch (and the run)
+    will take here and how to make it CPU-sized; training goes on."""
 
     def __init__(self, threshold_minutes: float = 30.0, measure_batches: int = 3) -> None:
-        self.threshold_s = 60.0 * threshold_minutes
-        self.measure_batches = max(1, measure_batches)
+        self.threshold_s, self.measure_batches = 60.0 * threshold_minutes, max(1, measure_batches)
         self._start: tuple[float, int] | None = None
         self._done = False
 
@@ -297,10 +253,8 @@ class EpochTimeWarning(L.Callback):
         self._done = True
         per_batch = (time.perf_counter() - start) / (batch_idx - first)
         batches = trainer.num_training_batches
-        if not math.isfinite(batches) or batches <= 0:
-            return
         epoch_s = per_batch * batches
-        if epoch_s < self.threshold_s:
+        if not math.isfinite(batches) or batches <= 0 or epoch_s < self.threshold_s:
             return
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
         run = f", and the {epochs} epochs about {_duration(epochs * epoch_s)}" if epochs else ""
@@ -318,14 +272,8 @@ class EpochTimeWarning(L.Callback):
             "(discriminator=capsule_small, the CPU-sized capsule one, or discriminator=cnn),%s "
             "or fewer batches an epoch (trainer.limit_train_batches=%d for about %s); or run on "
             "a GPU. Measurements: docs/performance.md.",
-            per_batch,
-            batches,
-            _duration(epoch_s),
-            run,
-            bf16,
-            fit,
-            _duration(fit * per_batch),
-        )
+            per_batch, batches, _duration(epoch_s), run, bf16, fit, _duration(fit * per_batch),
+        )  # fmt: skip
 
 
 class ProgressBar(RichProgressBar):
@@ -339,17 +287,13 @@ class ProgressBar(RichProgressBar):
 
     @property
     def total_train_batches(self) -> int | float:
-        """The batches this epoch will train: fewer than the epoch's when ``max_steps``
-        ends the run first (``trainer.max_steps=10`` reads 10/10, not 10/937)."""
+        """The batches this epoch will train (``max_steps=10`` reads 10/10, not 10/937)."""
         return run_batches(self.trainer, self.trainer.lightning_module)
 
     def _get_train_description(self, current_epoch: int) -> str:
-        # "Epoch 1/20" for the first of 20 epochs, as the log and the summaries count
-        # (Lightning's bar says "Epoch 0/19"); a private hook, listed in capsgan.compat
-        description = f"Epoch {current_epoch + 1}"
+        # "Epoch 1/20" (Lightning's says "Epoch 0/19"); a private hook, listed in compat
         epochs = self._last_epoch()
-        if epochs:
-            description += f"/{epochs}"
+        description = f"Epoch {current_epoch + 1}" + (f"/{epochs}" if epochs else "")
         return f"{description:{len(self.validation_description)}}"
 
     def _last_epoch(self) -> int | None:

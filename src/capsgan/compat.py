@@ -152,7 +152,7 @@ PRIVATE_APIS = (
     ),
     PrivateAPI(
         "LightningOptimizer._on_before_step / _on_after_step",
-        "compat.step_without_counting (gan_module.GAN.discriminator_step)",
+        "compat.step_without_counting (gan_module.LightningUpdates.update)",
         "keeps the discriminator's optimizer steps out of trainer.global_step",
         "global_step counts two steps per batch; max_steps / checkpoint intervals halve",
         _optimizer_step_hooks,

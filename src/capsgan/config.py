@@ -38,6 +38,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from capsgan import hparams as gan_hparams
 from capsgan.cli import LATEST  # the newest run's last.ckpt, in its folder (cli.resume_dir)
 from capsgan.data import DATASETS
 from capsgan.errors import ConfigError, user_errors
@@ -111,16 +112,6 @@ SEED_RANGE = f"in [0, {SEED_MAX}] (numpy's seed range)"
 UNLIMITED = "-1 (no limit) or >= 1 (0 would train nothing)"
 COMMON_RULES = (
     Rule("seed", "int", seed_ok, SEED_RANGE, "the random seed of the run", example=42),
-    minimum("latent_dim", 1, "the size of the noise vector z", example=64),
-    Rule("lr", "float", positive, "> 0", "the Adam learning rate of both networks", example="2e-4"),
-    Rule("lr_g", "float", positive, "> 0", "the generator's learning rate", nullable=True),
-    Rule("lr_d", "float", positive, "> 0", "the discriminator's learning rate", nullable=True),
-    minimum("d_steps_per_g", 1, "D steps per G step", example=1),
-    Rule("label_smoothing", "float", in_unit_interval, "in [0, 1)", "one-sided label smoothing"),
-    Rule("instance_noise", "float", at_least(0), ">= 0", "the std of the instance noise"),
-    minimum("instance_noise_anneal_steps", 0, "the noise annealing steps"),
-    Rule("gradient_clip_val", "float", positive, "> 0", "the gradient-norm clip", nullable=True),
-    minimum("num_fixed_samples", 1, "the sample-grid size"),
     Rule("data.name", "str", DATASETS.__contains__, f"one of {sorted(DATASETS)}", example="mnist"),
     minimum("data.batch_size", 1, "real images per batch", example=64),
     minimum("data.channels", 1, "the image channels"),
@@ -132,8 +123,6 @@ COMMON_RULES = (
     Rule("data.pin_memory", "bool", meaning="whether batches go to pinned memory"),
     Rule("data.root", "str", meaning="the folder holding <DatasetName>/raw/"),
     minimum("threads", 1, "torch CPU threads of the run", True, 2),
-    Rule("compile", "bool", meaning="torch.compile both networks"),
-    Rule("channels_last", "bool", meaning="NHWC memory format"),
     Rule("ckpt_path", "str", meaning="a checkpoint to resume from, or last", nullable=True),
     Rule("optimized_metric", "str", meaning="the metric returned to a sweeper", nullable=True),
     Rule("trainer.max_epochs", "int", limit_or_unlimited, UNLIMITED, "the epoch limit", True, 20),
@@ -364,18 +353,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
     rules = list(COMMON_RULES)
     if OmegaConf.select(cfg, "callbacks.sample_quality", default=None):
         rules += METRICS_RULES
-    problems = rule_problems(cfg, rules)
-    betas = OmegaConf.select(cfg, "betas")
-    if betas is not None and (
-        not OmegaConf.is_list(betas)
-        or len(betas) != 2
-        or not all(_is_kind(b, "float") and 0 <= b < 1 for b in betas)
-    ):
-        shown = list(betas) if OmegaConf.is_list(betas) else betas
-        problems.append(
-            f"`betas` (Adam's betas) must be two numbers in [0, 1), but it is "
-            f"{shown!r}. {where('betas', '[0.5,0.999]')}"
-        )
+    problems = rule_problems(cfg, rules) + gan_hparams.config_problems(cfg)  # hparams.py
     if problems:  # the cross-key checks below assume the single keys are sane
         return problems
     problems += _subset_problems(cfg)
@@ -833,7 +811,7 @@ def validate_bench_config(cfg: DictConfig) -> None:
     yaml = "conf/bench.yaml"
     problems = rule_problems(
         cfg, [*BENCH_RULES, *(r for r in COMMON_RULES if r.key != "data.batch_size")]
-    )
+    ) + gan_hparams.config_problems(cfg)  # the GAN's keys (hparams.py)
     problems += _int_list(cfg, "routing_iterations", 1, yaml)
     problems += _int_list(cfg, "scaling.batch_sizes", 1, yaml)
     presets = set(cfg.get("presets") or {})

@@ -1,12 +1,10 @@
 """Capsule diagnostics in TensorBoard: does routing sharpen, which capsules light up?
 
-Every validation, :class:`CapsuleDiagnostics` runs one batch of real images (the first
-validation batch) and one of generated images (from a fixed z of its own) through the
-discriminator's ``capsule_trace`` hook (:mod:`capsgan.models.interface`) and logs what the
-routed layer did under ``capsules/``: coupling entropy per routing iteration, output-capsule
-lengths, the longest capsule, and prediction agreement. A discriminator without the hook
-(the CNN) is skipped silently; so is a run without a TensorBoard logger. docs/metrics.md
-("Capsule diagnostics") lists every tag and shows how to read each plot.
+Every validation, :class:`CapsuleDiagnostics` runs the first validation batch and as many
+generated images (a fixed z of its own) through the discriminator's ``capsule_trace`` hook
+and logs under ``val_capsules/`` the coupling entropy per routing iteration, the capsule
+lengths, the longest capsule and the prediction agreement; a discriminator without the hook,
+or a run without TensorBoard, is skipped. docs/metrics.md ("Capsule diagnostics") reads them.
 """
 
 from __future__ import annotations
@@ -22,12 +20,7 @@ from torch.nn import functional as F
 
 from capsgan.models.interface import CapsuleTrace, supports_capsule_trace
 
-# numpy's bin rule, not TensorBoard's default exponential buckets, which put all the
-# entropies between 1.8 and log(10) = 2.3 into three buckets
-BINS = "auto"
-
-
-# -- the statistics (pure functions of a trace) ---------------------------------------------
+BINS = "auto"  # numpy's rule: TensorBoard's buckets put entropies of 1.8-2.3 in three
 
 
 def coupling_entropy(couplings: Tensor) -> Tensor:
@@ -37,13 +30,8 @@ def coupling_entropy(couplings: Tensor) -> Tensor:
 
 
 def routing_agreement(trace: CapsuleTrace) -> Tensor:
-    """Per image (B,): sum_j c_ij cos(u_hat_j|i, v_j), averaged over the input capsules i.
-
-    The cosine between what input capsule i predicted for output capsule j and the v_j that
-    routing produced, weighted by the final couplings c_ij (each row sums to 1), so every
-    input capsule counts once and mostly through the outputs it was routed to. 1: every
-    prediction points where its output went; 0: unrelated directions.
-    """
+    """Per image (B,): sum_j c_ij cos(u_hat_j|i, v_j) averaged over the input capsules i,
+    with the final couplings c_ij: 1 when every prediction points where its output went."""
     v = trace.capsules.unsqueeze(1)  # (B, 1, J, out_dim)
     cosine = F.cosine_similarity(trace.u_hat, v, dim=-1)  # (B, I, J)
     return (trace.couplings[-1] * cosine).sum(dim=-1).mean(dim=-1)  # (B,)
@@ -58,32 +46,19 @@ def longest_share(lengths: Tensor) -> Tensor:
 def capsule_statistics(trace: CapsuleTrace) -> dict[str, Tensor]:
     """Everything the callback logs for one image set, as float32 tensors on the CPU."""
     lengths = trace.lengths.float()  # (B, J)
-    stats = {
-        "entropy": torch.stack([coupling_entropy(c.float()) for c in trace.couplings]),  # (R, B, I)
-        "lengths": lengths,
-        "longest": longest_share(lengths),  # (J,)
-        "agreement": routing_agreement(trace).float(),  # (B,)
-    }
+    stats = {"entropy": torch.stack([coupling_entropy(c.float()) for c in trace.couplings]),
+             "lengths": lengths, "longest": longest_share(lengths),  # (R, B, I), (B, J), (J,)
+             "agreement": routing_agreement(trace).float()}  # (B,)  # fmt: skip
     if trace.score_capsule is not None:
         stats["score_lengths"] = lengths[:, trace.score_capsule]  # (B,)
         stats["score_capsule"] = torch.tensor(trace.score_capsule)
     return {key: value.detach().cpu() for key, value in stats.items()}
 
 
-# -- the callback ------------------------------------------------------------------------------
-
-
 class CapsuleDiagnostics(L.Callback):
-    """Logs routing and output-capsule diagnostics to TensorBoard at every validation.
-
-    Args:
-        enabled: the switch (``callbacks.capsule_diagnostics.enabled=false``); off, every
-            hook returns at once. ``~callbacks.capsule_diagnostics`` removes it as well.
-        num_images: real images (at most the first validation batch) and as many generated
-            ones per evaluation.
-        seed: seed of the callback's own noise: the same z every epoch, and the training
-            run's random stream is untouched.
-    """
+    """Logs routing and output-capsule diagnostics to TensorBoard at every validation:
+    ``num_images`` real images (at most the first validation batch) and as many generated
+    from its own ``seed`` (the training RNG untouched); ``enabled=false`` turns it off."""
 
     def __init__(self, enabled: bool = True, num_images: int = 64, seed: int = 0) -> None:
         if num_images < 1:
@@ -97,20 +72,14 @@ class CapsuleDiagnostics(L.Callback):
             not self.enabled
             or not trainer.is_global_zero
             or trainer.sanity_checking
-            or not supports_capsule_trace(getattr(pl_module, "discriminator", None))
+            or not (supports_capsule_trace(getattr(pl_module, "discriminator", None)))
         ):
             return []
         return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0,
+                                ) -> None:  # fmt: skip
         if batch_idx == 0 and dataloader_idx == 0 and self._writers(trainer, pl_module):
             self._real = batch[0][: self.num_images].detach()
 
@@ -132,17 +101,14 @@ class CapsuleDiagnostics(L.Callback):
         noise = torch.Generator().manual_seed(self.seed)
         z = torch.randn(real.shape[0], pl_module.hparams.latent_dim, generator=noise)
         modes = generator.training, discriminator.training
-        generator.eval()
-        discriminator.eval()
+        generator.eval(), discriminator.eval()
         try:
-            fake = generator(z.to(real.device))
-            images = {"real": real, "fake": fake.to(real.dtype)}
+            images = {"real": real, "fake": generator(z.to(real.device)).to(real.dtype)}
             return {
                 k: capsule_statistics(discriminator.capsule_trace(x)) for k, x in images.items()
             }
         finally:
-            generator.train(modes[0])
-            discriminator.train(modes[1])
+            generator.train(modes[0]), discriminator.train(modes[1])
 
 
 def write(writer: Any, stats: dict[str, dict[str, Tensor]], step: int, title: str = "") -> None:
@@ -166,29 +132,23 @@ def write(writer: Any, stats: dict[str, dict[str, Tensor]], step: int, title: st
     writer.add_image("val_capsules/longest", image, step, dataformats="HWC")
 
 
-def longest_bar_chart(
-    shares: dict[str, Tensor], title: str = "", score_capsule: int | None = None
-) -> np.ndarray:
-    """An RGB image (H, W, 3) uint8: grouped bars, per output capsule, of each set's share
-    of images in which that capsule is the longest."""
+def longest_bar_chart(shares: dict[str, Tensor], title: str = "",
+                      score_capsule: int | None = None) -> np.ndarray:  # fmt: skip
+    """An RGB image (H, W, 3) uint8: per output capsule, bars of each set's share of images
+    in which it is the longest."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # only when it draws
     from matplotlib.figure import Figure  # no pyplot: no global figure state
 
     fig = Figure(figsize=(5.0, 2.6), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    capsules = len(next(iter(shares.values())))
-    x = np.arange(capsules)
-    width = 0.8 / len(shares)
+    canvas, ax = FigureCanvasAgg(fig), fig.subplots()
+    x, width = np.arange(len(next(iter(shares.values())))), 0.8 / len(shares)
     colors = {"real": "tab:blue", "fake": "tab:orange"}
     for k, (name, share) in enumerate(shares.items()):
         ax.bar(x + (k - (len(shares) - 1) / 2) * width, share.numpy(), width, label=name,
                color=colors.get(name))  # fmt: skip
     labels = [f"{j}\n(score)" if j == score_capsule else str(j) for j in x]
     ax.set_xticks(x, labels)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("output capsule")
-    ax.set_ylabel("longest in (share)")
+    ax.set(ylim=(0, 1), xlabel="output capsule", ylabel="longest in (share)")
     ax.set_title(f"Longest output capsule{': ' + title if title else ''}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,94 +1,124 @@
-"""The GAN as a LightningModule with manual optimization: the adversarial steps only.
+"""The GAN as a LightningModule with manual optimization, and its one adversarial step.
 
-Per training batch: one discriminator step on the real batch and an equal number of
-generated images, then (every ``d_steps_per_g`` batches) one generator step with the
-non-saturating loss. The discriminator's optimizer steps are kept out of
-``trainer.global_step`` (:func:`capsgan.compat.step_without_counting`), so it counts
-generator steps (the README's "Steps and epochs"); gradients are clipped through
-``self.clip_gradients`` (``gradient_clip_val`` here: the Trainer's is refused with manual
-optimization); no LR scheduler is configured, so one added later must be stepped by hand.
-
-What the module needs around the steps comes with it (:meth:`GAN.configure_callbacks`):
-the step and epoch statistics are logged by :class:`capsgan.callbacks.TrainingLog` and
-non-finite losses or weights stop the run through :class:`capsgan.callbacks.DivergenceGuard`.
-``training_step`` returns the batch's detached statistics for them.
+:func:`adversarial_step` runs under Lightning in :meth:`GAN.training_step`
+(:class:`LightningUpdates`) and in plain PyTorch in the benchmark's
+:class:`capsgan.benchmark.BareLoop`. ``trainer.global_step`` counts generator steps only
+(the README's "Steps and epochs"); no LR scheduler is configured (one added later must be
+stepped by hand). The module brings its logging and divergence guard along.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+import inspect
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import lightning as L
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from capsgan import compat
 from capsgan.callbacks import DivergenceGuard, TrainingLog
+from capsgan.hparams import GANHParams
 from capsgan.losses import discriminator_loss, generator_loss, probability_real
 from capsgan.models.interface import score_kind
 
 
-class GAN(L.LightningModule):
-    """Generator + discriminator trained adversarially.
+class Updates(Protocol):
+    """How :func:`adversarial_step` updates a network ("generator" / "discriminator")."""
 
-    Args:
-        generator: maps z (B, latent_dim) to images (B, C, H, W) in [-1, 1].
-        discriminator: maps images to a (B,) score; its ``score_kind`` (a
-            ``ScoreKind``: logit or capsule length) picks the loss.
-        latent_dim: size of z.
-        lr: Adam learning rate of both networks unless ``lr_g`` / ``lr_d`` is set.
-        betas: Adam betas; DCGAN's (0.5, 0.999) by default.
-        d_steps_per_g: discriminator steps (batches) per generator step.
-        label_smoothing: one-sided smoothing, the real target becomes 1 - this.
-        instance_noise: initial std of Gaussian noise added to every discriminator
-            input (real and fake), annealed linearly to 0 over
-            ``instance_noise_anneal_steps`` generator steps (0: never annealed).
-        gradient_clip_val: clip each network's gradient norm to this (None: off).
-        num_fixed_samples: size of the fixed noise batch behind the sample grids.
-        compile: ``torch.compile`` both networks (in place, so checkpoints keep their keys);
-            pays off on GPUs, where it fuses routing's elementwise work into few kernels.
-        channels_last: keep both networks' weights and the image batches in NHWC memory
-            format, which tensor-core GPUs convolve faster than NCHW.
-    """
+    generator_steps: int  # done so far: the instance-noise schedule's clock
+
+    def training(self, network: str) -> contextlib.AbstractContextManager[None]:
+        """Only ``network``'s weights take gradients."""
+
+    def update(self, network: str, loss: Tensor) -> None:
+        """Zero the gradients, backpropagate ``loss``, clip and step ``network``'s optimizer."""
+
+
+def adversarial_step(gan: GAN, real: Tensor, batch_idx: int, updates: Updates) -> dict[str, Tensor]:
+    """One D update on the real batch and as many generated images and, every
+    ``d_steps_per_g`` batches, one G update (non-saturating loss); the batch's detached
+    statistics (``g_loss`` only when G stepped)."""
+    hp, kind, gen = gan.hp, gan.score_kind, gan.generator
+    sigma = hp.instance_noise_sigma(updates.generator_steps)
+    real, n = gan.prepare_images(real), real.shape[0]
+    with torch.no_grad():
+        fake = gen(gan.sample_z(n))
+    with updates.training("discriminator"):
+        score_real, score_fake = gan.discriminate(real, sigma), gan.discriminate(fake, sigma)
+        d_loss = discriminator_loss(score_real, score_fake, kind, 1.0 - hp.label_smoothing)
+        updates.update("discriminator", d_loss)
+    stats = gan.d_stats(d_loss, score_real.detach(), score_fake.detach())
+    if (batch_idx + 1) % hp.d_steps_per_g == 0:
+        with updates.training("generator"):  # D's weights take no gradients here
+            g_loss = generator_loss(gan.discriminate(gen(gan.sample_z(n)), sigma), kind)
+            updates.update("generator", g_loss)
+        stats["g_loss"] = g_loss.detach()
+    return stats
+
+
+class LightningUpdates:
+    """:class:`Updates` through Lightning: toggled optimizers, ``manual_backward`` and
+    ``clip_gradients`` (the Trainer's gradient_clip_val is refused with manual optimization)."""
+
+    def __init__(self, module: GAN) -> None:
+        self.module = module
+        opt_g, opt_d = module.optimizers()
+        self.optimizers = {"generator": opt_g, "discriminator": opt_d}
+
+    @property
+    def generator_steps(self) -> int:
+        return self.module.global_step
+
+    @contextlib.contextmanager
+    def training(self, network: str) -> Iterator[None]:
+        self.module.toggle_optimizer(self.optimizers[network])
+        try:
+            yield
+        finally:
+            self.module.untoggle_optimizer(self.optimizers[network])
+
+    def update(self, network: str, loss: Tensor) -> None:
+        optimizer, clip = self.optimizers[network], self.module.hp.gradient_clip_val
+        if network == "discriminator":
+            compat.step_without_counting(optimizer)  # global_step counts generator steps only
+        optimizer.zero_grad(set_to_none=True)
+        self.module.manual_backward(loss)
+        if clip:
+            self.module.clip_gradients(optimizer, gradient_clip_val=clip)
+        optimizer.step()
+
+
+class GAN(L.LightningModule):
+    """Generator (z (B, latent_dim) -> images (B, C, H, W) in [-1, 1]) and discriminator
+    (images -> (B,) scores of its ``score_kind``, which picks the loss) trained
+    adversarially with ``hparams`` (:class:`GANHParams`); ``**fields`` set single ones:
+    ``GAN(g, d, lr=1e-4)``."""
 
     def __init__(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        latent_dim: int,
-        lr: float = 2e-4,
-        lr_g: float | None = None,
-        lr_d: float | None = None,
-        betas: Sequence[float] = (0.5, 0.999),
-        d_steps_per_g: int = 1,
-        label_smoothing: float = 0.0,
-        instance_noise: float = 0.0,
-        instance_noise_anneal_steps: int = 0,
-        gradient_clip_val: float | None = None,
-        num_fixed_samples: int = 64,
-        compile: bool = False,
-        channels_last: bool = False,
-    ) -> None:
+        self, generator: nn.Module, discriminator: nn.Module, hparams: GANHParams | None = None,
+        **fields: Any,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
+        self.hp = dataclasses.replace(hparams, **fields) if hparams else GANHParams(**fields)
+        # plain values (checkpoints, hparams.yaml); self.hparams.lr etc. for the callbacks
+        self.save_hyperparameters(self.hp.as_dict(), logger=False)
         self.automatic_optimization = False
-        self.generator = generator
-        self.discriminator = discriminator
+        self.generator, self.discriminator = generator, discriminator
         self.score_kind = score_kind(discriminator)  # an undeclared kind raises here
         # A buffer, so it is saved in checkpoints: a resumed run keeps drawing the same grid.
-        self.register_buffer("fixed_z", torch.randn(num_fixed_samples, latent_dim))
-        if channels_last:
+        self.register_buffer("fixed_z", torch.randn(self.hp.num_fixed_samples, self.hp.latent_dim))
+        if self.hp.channels_last:
             generator.to(memory_format=torch.channels_last)
             discriminator.to(memory_format=torch.channels_last)
-        if compile:
+        if self.hp.compile:
             generator.compile()
             discriminator.compile()
-        else:
-            # Lightning's model summary runs this once through forward(*it), so its FLOPs
-            # column counts both networks for one image (a compiled network would compile
-            # for batch size 1 first: no summary input then).
-            self.example_input_array = (torch.zeros(1, latent_dim), True)
+        else:  # the model summary's FLOPs of both networks for one image (not compiled)
+            self.example_input_array = (torch.zeros(1, self.hp.latent_dim), True)
 
     def forward(self, z: Tensor, score: bool = False) -> Tensor:
         """Images G(z); with ``score``, the discriminator's scores D(G(z)) of them."""
@@ -96,102 +126,56 @@ class GAN(L.LightningModule):
         return self.discriminator(images) if score else images
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        hp = self.hparams
-        betas = tuple(hp.betas)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g or hp.lr, betas=betas)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d or hp.lr, betas=betas)
+        hp, adam = self.hp, torch.optim.Adam
+        opt_g = adam(self.generator.parameters(), lr=hp.lr_g or hp.lr, betas=hp.betas)
+        opt_d = adam(self.discriminator.parameters(), lr=hp.lr_d or hp.lr, betas=hp.betas)
         return [opt_g, opt_d]
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The logging and the divergence guard every run of this module needs."""
         return [TrainingLog(), DivergenceGuard()]
 
-    # -- the steps ---------------------------------------------------------------------
-
     def sample_z(self, n: int) -> Tensor:
-        return torch.randn(n, self.hparams.latent_dim, device=self.device)
+        return torch.randn(n, self.hp.latent_dim, device=self.device)
 
-    def instance_noise_sigma(self) -> float:
-        sigma, anneal = self.hparams.instance_noise, self.hparams.instance_noise_anneal_steps
-        if sigma <= 0 or anneal <= 0:
-            return sigma
-        return sigma * max(0.0, 1.0 - self.global_step / anneal)
-
-    def _discriminate(self, images: Tensor, sigma: float) -> Tensor:
+    def discriminate(self, images: Tensor, sigma: float = 0.0) -> Tensor:
+        """D's scores of ``images`` plus instance noise of std ``sigma``."""
         if sigma > 0:
             images = images + sigma * torch.randn_like(images)
         return self.discriminator(images)
 
-    def _step(self, optimizer: LightningOptimizer, loss: Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.hparams.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
-        optimizer.step()
-
-    def discriminator_step(self, real: Tensor) -> dict[str, Tensor]:
-        """One discriminator update; returns detached statistics for logging."""
-        _, opt_d = self.optimizers()
-        sigma = self.instance_noise_sigma()
-        with torch.no_grad():
-            fake = self.generator(self.sample_z(real.shape[0]))
-        self.toggle_optimizer(opt_d)
-        score_real, score_fake = self._discriminate(real, sigma), self._discriminate(fake, sigma)
-        real_target = 1.0 - self.hparams.label_smoothing
-        loss = discriminator_loss(score_real, score_fake, self.score_kind, real_target)
-        compat.step_without_counting(opt_d)  # global_step counts generator steps only
-        self._step(opt_d, loss)
-        self.untoggle_optimizer(opt_d)
-        return self._d_stats(loss, score_real.detach(), score_fake.detach())
-
-    def generator_step(self, batch_size: int) -> Tensor:
-        """One generator update with the non-saturating loss; returns the loss."""
-        opt_g, _ = self.optimizers()
-        self.toggle_optimizer(opt_g)  # D's weights need no gradients here
-        score = self._discriminate(
-            self.generator(self.sample_z(batch_size)), self.instance_noise_sigma()
-        )
-        loss = generator_loss(score, self.score_kind)
-        self._step(opt_g, loss)
-        self.untoggle_optimizer(opt_g)
-        return loss.detach()
-
-    def _d_stats(self, loss: Tensor, score_real: Tensor, score_fake: Tensor) -> dict[str, Tensor]:
-        p_real = probability_real(score_real, self.score_kind)
-        p_fake = probability_real(score_fake, self.score_kind)
-        acc_real = (p_real > 0.5).float().mean()
-        acc_fake = (p_fake < 0.5).float().mean()
-        return {
-            "d_loss": loss.detach(),
-            "d_acc_real": acc_real,
-            "d_acc_fake": acc_fake,
-            "d_acc": 0.5 * (acc_real + acc_fake),
-            "d_x": p_real.mean(),
-            "d_g_z": p_fake.mean(),
-        }
-
     def prepare_images(self, images: Tensor) -> Tensor:
         """A batch in the networks' memory format (NHWC when ``channels_last``)."""
-        if self.hparams.get("channels_last"):
+        if self.hp.channels_last:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
-    # -- Lightning hooks ---------------------------------------------------------------
+    def d_stats(self, loss: Tensor, score_real: Tensor, score_fake: Tensor) -> dict[str, Tensor]:
+        p_real = probability_real(score_real, self.score_kind)
+        p_fake = probability_real(score_fake, self.score_kind)
+        acc_real, acc_fake = (p_real > 0.5).float().mean(), (p_fake < 0.5).float().mean()
+        return {"d_loss": loss.detach(), "d_acc_real": acc_real, "d_acc_fake": acc_fake,
+                "d_acc": 0.5 * (acc_real + acc_fake), "d_x": p_real.mean(),
+                "d_g_z": p_fake.mean()}  # fmt: skip
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """One D step, and a G step every ``d_steps_per_g`` batches; the batch's detached
-        statistics (``g_loss`` only when G stepped) go to the callbacks as ``outputs``."""
-        real = self.prepare_images(batch[0])
-        stats = self.discriminator_step(real)
-        if (batch_idx + 1) % self.hparams.d_steps_per_g == 0:
-            stats["g_loss"] = self.generator_step(real.shape[0])
-        return stats
+        """:func:`adversarial_step`; its statistics go to the callbacks as ``outputs``."""
+        return adversarial_step(self, batch[0], batch_idx, LightningUpdates(self))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, _ = batch
         fake = self.generator(self.sample_z(real.shape[0]))
         score_real, score_fake = self.discriminator(real), self.discriminator(fake)
         loss = discriminator_loss(score_real, score_fake, self.score_kind)
-        stats = self._d_stats(loss, score_real, score_fake)
+        stats = self.d_stats(loss, score_real, score_fake)
         stats["g_loss"] = generator_loss(score_fake, self.score_kind)
         self.log_dict({f"val/{k}": v for k, v in stats.items()}, on_epoch=True, sync_dist=True)
+
+
+# GAN(generator, discriminator, lr=..., ...) to introspection (capsgan.training.build_gan)
+GAN.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+     for n in ("generator", "discriminator")]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+       for f in dataclasses.fields(GANHParams)]
+)  # fmt: skip

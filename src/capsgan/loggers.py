@@ -1,11 +1,7 @@
-"""What a run shows in TensorBoard: its name in the run selector, its HPARAMS row, and
-whether that row says the run succeeded (the README's "What TensorBoard shows").
-
-A resumed run keeps the name its folder already has. The session's end (``SUCCESS`` or
-``FAILURE``) is written when the run ends, not at its start: a running run reads
-"unknown", and a run stopped by SIGTERM / Ctrl-C stays "unknown" until the resumed run
-ends it.
-"""
+"""What a run shows in TensorBoard (the README's "What TensorBoard shows"): its name in the
+run selector (a resumed run keeps its folder's), its HPARAMS row, and whether that row says
+the run succeeded: written when the run ends, so a running run, or one stopped by SIGTERM /
+Ctrl-C until its resumed run ends, reads "unknown"."""
 
 from __future__ import annotations
 
@@ -30,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
+from capsgan import hparams as gan_hparams
 from capsgan.errors import ConfigError
+from capsgan.metrics import METRIC_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +46,9 @@ NOT_IN_NAME = (
 # the config groups whose choice is a hyperparameter of the run (not logger, paths...)
 CHOSEN_GROUPS = ("data", "generator", "discriminator", "trainer", "experiment", "debug")
 BEST_FID = "val/fid_best"
-HPARAM_METRICS = (
-    "val/fid", BEST_FID, "val/kid", "val/is", "val/modes", "val/mode_kl",
-    "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc",
-)  # fmt: skip
-
-
-# -- run names ------------------------------------------------------------------------
+# the metrics TensorBoard's HPARAMS tab shows: sample quality (capsgan.metrics) and training
+HPARAM_METRICS = (*METRIC_KEYS, BEST_FID,
+                  "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc")  # fmt: skip
 
 
 def _key(override: str) -> str:
@@ -111,9 +105,7 @@ def _short(override: str) -> str:
         number = float(value)
     except ValueError:
         return override
-    if len(value) <= 8 or not math.isfinite(number):
-        return override
-    return f"{key}={number:.4g}"
+    return override if len(value) <= 8 or not math.isfinite(number) else f"{key}={number:.4g}"
 
 
 def _existing_name(cfg: DictConfig) -> str | None:
@@ -129,10 +121,9 @@ def _existing_name(cfg: DictConfig) -> str | None:
 
 def name_run(cfg: DictConfig) -> None:
     """Fill ``cfg.run_name`` (null: :func:`auto_run_name`) before the loggers are built."""
-    if cfg.get("run_name") or "run_name" not in cfg:
-        return
-    with open_dict(cfg):
-        cfg.run_name = auto_run_name(cfg)
+    if not cfg.get("run_name") and "run_name" in cfg:
+        with open_dict(cfg):
+            cfg.run_name = auto_run_name(cfg)
 
 
 def event_dirs(run_dir: str | Path) -> list[Path]:
@@ -161,28 +152,13 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: str(node) if isinstance(node, list) else node}
 
 
-def gan_hyperparameters() -> list[str]:
-    """The GAN's hyperparameters: the top-level keys :func:`capsgan.training.build_gan`
-    passes to :class:`capsgan.gan_module.GAN` (``lr``, ``betas``, ``d_steps_per_g``...)."""
-    import inspect
-
-    from capsgan.gan_module import GAN  # late: gan_module imports this module's users
-
-    return [k for k in inspect.signature(GAN).parameters if k not in ("generator", "discriminator")]
-
-
 def run_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> tuple[dict[str, Any], set[str]]:
-    """What TensorBoard's HPARAMS tab shows of a run, and which of those keys set it apart.
-
-    The keys that identify a run, not its whole config (``.hydra/config.yaml`` has that):
-    the config-group choices (``discriminator: capsule_small``), the seed and the GAN's
-    hyperparameters, every key typed on the command line and every key the sweep varies,
-    as ``a/b`` names; null values are left out, booleans stay booleans. The second value
-    is the keys that set the run apart (a sweep's varying keys; a single run's typed
-    ones), which :func:`log_hparams` marks so that TensorBoard lists them first.
-    """
+    """What TensorBoard's HPARAMS tab shows of a run (the keys that identify it, as ``a/b``
+    names, nulls left out: the config-group choices, the seed, the GAN's hyperparameters,
+    the keys typed or swept), and the keys that set it apart (a sweep's varying keys, a
+    single run's typed ones), which :func:`log_hparams` marks to be listed first."""
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    wanted = ["seed", *gan_hyperparameters()]
+    wanted = ["seed", *gan_hparams.names()]
     hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
     choices: dict[str, Any] = {}
     if hydra_cfg is None:  # composed outside @hydra.main: the models' classes instead
@@ -208,9 +184,8 @@ def run_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> tuple[dict[str, Any],
 
 
 def trial_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
-    """The HPARAMS row's name (TensorBoard's "Trial ID"): the run's name and, so that two
-    runs with the same name stay two rows, its job number or folder (``lr=0.0001 (job 1)``;
-    TensorBoard's own is the event folder's path, ``1/tensorboard/lr=0.0001``)."""
+    """The HPARAMS row's name ("Trial ID"): the run's name and its job number or folder, so
+    that two runs of one name stay two rows (``lr=0.0001 (job 1)``)."""
     hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
     name = str(cfg.get("run_name") or "")
     if hydra_cfg is None:
@@ -223,26 +198,17 @@ def trial_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
 def log_hparams(
     trainer: L.Trainer, params: dict[str, Any], apart: Iterable[str] = (), trial: str = ""
 ) -> None:
-    """Record the run's hyperparameters for TensorBoard's HPARAMS tab (and the other
-    loggers' ``log_hyperparams``).
-
-    The tab lists a run only if its hparams summary names metric tags; it then reads those
-    tags' values from the run's own scalars. Lightning's ``log_hyperparams(params,
-    metrics)`` would also write a fake value of each metric at step 0 and mark the session
-    successful at once, so the experiment and session-start summaries are written
-    directly (as tensorboard's ``experiment_pb`` / ``session_start_pb`` would, which need
-    TensorFlow: booleans as booleans, ``trial`` as the row's name), and the session's end by
-    :class:`TensorBoardLogger` when the run ends. The keys in ``apart`` are marked as
-    differing: TensorBoard sorts those first and shows the first five.
-    """
+    """Record the run's hyperparameters for TensorBoard's HPARAMS tab (other loggers:
+    ``log_hyperparams``). The tab lists a run whose summary names metric tags
+    (``HPARAM_METRICS``) and reads them from its scalars; Lightning's ``log_hyperparams(
+    params, metrics)`` would write fake values at step 0 and end the session at once, so
+    the experiment and session-start summaries are written here (booleans as booleans,
+    ``trial`` as the row's name, ``apart`` marked as differing: listed first), the
+    session's end by :class:`TensorBoardLogger` when the run ends."""
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
     kinds = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
-    infos = [
-        api_pb2.HParamInfo(
-            name=k, type=kinds.get(type(v), api_pb2.DATA_TYPE_FLOAT64), differs=k in set(apart)
-        )
-        for k, v in values.items()
-    ]
+    infos = [api_pb2.HParamInfo(name=k, type=kinds.get(type(v), api_pb2.DATA_TYPE_FLOAT64),
+                                differs=k in set(apart)) for k, v in values.items()]  # fmt: skip
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in HPARAM_METRICS]
     for logger in trainer.loggers:
         if isinstance(logger, _LightningTensorBoardLogger):
@@ -256,9 +222,8 @@ def log_hparams(
             for k, v in values.items():
                 field = {bool: "bool_value", str: "string_value"}.get(type(v), "number_value")
                 setattr(start.hparams[k], field, v)
-            writer.add_summary(
-                _hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=start)
-            )
+            writer.add_summary(_hparams_summary(metadata.SESSION_START_INFO_TAG,
+                                                session_start_info=start))  # fmt: skip
             if isinstance(logger, TensorBoardLogger):
                 logger.session_started = True
         else:
@@ -266,26 +231,18 @@ def log_hparams(
 
 
 class GeneratorSteps:
-    """A logger whose x axis is the generator step and whose ``epoch`` counts from 1: the
-    numbers the console, the checkpoint and sample file names and the report use.
-
-    Lightning writes every value at its count of batches before the current one (the
-    first batch at 0, an epoch's ``val/`` values at its last batch), which is neither the
-    generator step (``d_steps_per_g`` batches each) nor what the console says. Once
-    :meth:`follow` has given it the trainer (:class:`capsgan.callbacks.TrainingLog` does,
-    for every run of the GAN), each value is written at ``trainer.global_step``: a batch's
-    values at the generator steps done after it, a validation's at the step the console
-    reports with its FID. With ``d_steps_per_g`` = k, k batches share a step.
-    """
+    """A logger whose x axis is the generator step and whose ``epoch`` counts from 1, as
+    the console, the file names and the report count (Lightning's x axis counts batches).
+    Once :meth:`follow` has the trainer (:class:`capsgan.callbacks.TrainingLog` gives it),
+    each value is written at ``trainer.global_step``: a batch's at the generator steps done
+    after it, a validation's at the step the console reports with its FID."""
 
     _trainer: L.Trainer | None = None
 
     def follow(self, trainer: L.Trainer) -> None:
         self._trainer = trainer
 
-    def on_generator_steps(
-        self, metrics: dict[str, Any], step: int | None
-    ) -> tuple[dict[str, Any], int | None]:
+    def on_generator_steps(self, metrics: dict[str, Any], step: int | None) -> tuple[dict, Any]:
         if self._trainer is None:  # outside a GAN run: Lightning's numbers
             return metrics, step
         if "epoch" in metrics:  # Lightning adds the 0-based current_epoch
@@ -307,8 +264,7 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.session_started = False
-        self._best_fid: float | None = None
+        self.session_started, self._best_fid = False, None
         self._created = time.time()  # event files older than this are earlier sessions'
 
     @rank_zero_only
@@ -325,14 +281,12 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
     def _previous_best(self, step: int | None) -> float:
         """The lowest ``val/fid`` this folder's earlier sessions logged before ``step``
         (a resumed run continues their best; ``inf`` for a fresh run)."""
-        best = math.inf
-        previous = [p for p in Path(self.log_dir).glob("events.out.tfevents.*")
-                    if p.stat().st_mtime < self._created]  # fmt: skip
-        if not previous:
-            return best
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        for path in previous:
+        best = math.inf
+        for path in Path(self.log_dir).glob("events.out.tfevents.*"):
+            if path.stat().st_mtime >= self._created:
+                continue
             events = EventAccumulator(str(path), size_guidance={"scalars": 0})
             events.Reload()
             if "val/fid" in events.Tags()["scalars"]:
@@ -343,9 +297,8 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         if self.session_started and self._experiment is not None and status != "finished":
-            # Lightning calls finalize("failed") from inside its exception handler, so the
-            # exception is sys.exc_info()'s: SIGTERM / Ctrl-C leave the status unknown (the
-            # resumed run ends the session), anything else is a failure.
+            # called from Lightning's exception handler: SIGTERM / Ctrl-C leave the status
+            # unknown (the resumed run ends the session), anything else is a failure
             error = sys.exc_info()[1]
             if status == "success":
                 self._end_session(api_pb2.STATUS_SUCCESS)

@@ -1,16 +1,11 @@
-"""Sample quality: classifier-based FID, KID, Inception Score, precision / recall and
-mode coverage.
+"""Sample quality: classifier-based FID, KID, Inception Score, precision / recall and mode
+coverage, computed by :class:`SampleQualityCallback` at every validation on generated
+samples against the held-out real images (docs/metrics.md).
 
-FID, KID and IS are torchmetrics' own implementations with the project's digit
-classifier (:mod:`capsgan.classifier`) as their ``feature`` module instead of
-Inception-v3. :class:`SampleQualityCallback` computes all of them at the end of every
-validation epoch on generated samples against the held-out real images.
-
-Image convention: every metric here is fed uint8 images in [0, 255] (``normalize=False``),
-the images a PNG of the samples would hold. torchmetrics' IS converts float inputs with
-``(x * 255).byte()`` whenever ``normalize=True`` -- even for a custom feature module,
-unlike FID/KID -- so feeding one dtype to all three keeps them consistent;
-:class:`ClassifierFeatures` maps uint8 back to the classifier's [-1, 1].
+FID, KID and IS are torchmetrics' with the project's digit classifier
+(:mod:`capsgan.classifier`) as ``feature`` module instead of Inception-v3. Every metric is
+fed uint8 images in [0, 255], what a PNG of the samples holds (torchmetrics' IS would turn
+floats into ``(x * 255).byte()``); :class:`ClassifierFeatures` maps them back to [-1, 1].
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import logging
 import math
 import time
 import warnings
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -44,8 +39,29 @@ from capsgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("fid", "kid", "is", "precision", "recall", "modes", "mode_kl")  # compute()'s
-METRIC_KEYS = tuple(f"val/{k}" for k in RESULT_KEYS)  # as the callback logs them
+
+class QualityMetric(NamedTuple):
+    column: str  # its name in reports
+    tag: str  # val/<SampleQuality.compute()'s key>, as the callback logs it
+    digits: int  # shown in reports
+    lower_is_better: bool
+
+
+# The metrics, stated once: SampleQuality.compute()'s keys, the logged tags, TensorBoard's
+# HPARAMS metrics (capsgan.loggers), the evaluation's rows and the report's tables.
+QUALITY_METRICS = (
+    QualityMetric("FID", "val/fid", 1, True),
+    QualityMetric("KID", "val/kid", 2, True),  # MMD^2 in the classifier's feature space, raw
+    QualityMetric("IS", "val/is", 2, False),
+    QualityMetric("precision", "val/precision", 3, False),
+    QualityMetric("recall", "val/recall", 3, False),
+    QualityMetric("modes", "val/modes", 1, False),
+    QualityMetric("mode KL", "val/mode_kl", 3, True),
+)
+METRIC_KEYS = tuple(m.tag for m in QUALITY_METRICS)
+RESULT_KEYS = tuple(tag.removeprefix("val/") for tag in METRIC_KEYS)  # compute()'s
+# the report compares arms on these (IS saturates on ten balanced classes: docs/metrics.md)
+REPORT_METRICS = tuple(m for m in QUALITY_METRICS if m.tag != "val/is")
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -54,12 +70,9 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 class LastBatch:
-    """A one-entry memo shared by the :class:`ClassifierFeatures` of one classifier.
-
-    torchmetrics runs its feature module once per metric, each time on the very same
-    tensor; with the memo, one classifier pass serves FID, KID, IS and mode coverage
-    (4x fewer passes). Call :meth:`clear` after the batch to release it.
-    """
+    """A one-entry memo shared by the :class:`ClassifierFeatures` of one classifier:
+    torchmetrics runs its feature module once per metric on the same tensor, so one
+    classifier pass serves them all. :meth:`clear` after the batch releases it."""
 
     def __init__(self) -> None:
         self.images: Tensor | None = None
@@ -70,24 +83,15 @@ class LastBatch:
 
 
 class ClassifierFeatures(nn.Module):
-    """A frozen :class:`DigitClassifier` as a torchmetrics ``feature`` module.
+    """A frozen :class:`DigitClassifier` as a torchmetrics ``feature`` module: uint8 images
+    (B, C, H, W) (float ones are taken to be in [-1, 1]) to the penultimate-layer features
+    or the logits. ``num_features`` spares torchmetrics its probe with a dummy image."""
 
-    Takes uint8 images (B, C, H, W) in [0, 255] (float input is taken to be in [-1, 1]
-    already) and returns the penultimate-layer features or the logits. ``num_features``
-    spares torchmetrics its probe with a dummy image of ``input_img_size``. Views that
-    share a ``memo`` run the classifier once per batch.
-    """
-
-    def __init__(
-        self,
-        classifier: DigitClassifier,
-        output: Literal["features", "logits"],
-        memo: LastBatch | None = None,
-    ) -> None:
+    def __init__(self, classifier: DigitClassifier, output: Literal["features", "logits"],
+                 memo: LastBatch | None = None) -> None:  # fmt: skip
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
-        self.output = output
-        self.memo = memo
+        self.output, self.memo = output, memo
         features = output == "features"
         self.num_features = classifier.num_features if features else classifier.num_classes
 
@@ -109,26 +113,16 @@ class ClassifierFeatures(nn.Module):
 
 
 class ModeCoverage(Metric):
-    """Mode coverage of generated images, measured by the classifier's predicted classes.
-
-    ``compute()`` returns ``(modes, kl)``: ``modes`` is the number of classes the
-    generated class histogram covers -- a class counts when its share of the generated
-    samples is at least ``threshold`` times its share of the real ones (``threshold=0``:
-    at least one sample) -- and ``kl`` is KL(p_generated || p_real) in nats (0 = the real
-    class balance, log(10) = 2.30 for a generator stuck on one of ten balanced classes).
-    Both histograms come from the same classifier, so its mistakes largely cancel. The
-    real histogram survives ``reset()`` (it is computed once per run).
-    """
+    """Mode coverage by the classifier's predicted classes. ``compute()`` returns ``(modes,
+    kl)``: the classes whose generated share is at least ``threshold`` times their real
+    share (``threshold=0``: at least one sample), and KL(p_generated || p_real) in nats
+    (log(10) = 2.30 for a generator stuck on one of ten balanced classes). The real
+    histogram survives ``reset()``."""
 
     full_state_update = False
 
-    def __init__(
-        self,
-        classifier: DigitClassifier,
-        threshold: float = 0.1,
-        memo: LastBatch | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, classifier: DigitClassifier, threshold: float = 0.1,
+                 memo: LastBatch | None = None, **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.classify = ClassifierFeatures(classifier, "logits", memo)
         self.threshold = threshold
@@ -181,31 +175,18 @@ def covered_share(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 
 
 
 class PrecisionRecall(Metric):
-    """Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019) in the
-    classifier's feature space.
-
-    Each set's manifold is the union of balls around its samples, each ball reaching the
-    sample's k-th nearest neighbour in the same set. Precision is the share of generated
-    samples inside the real manifold (are they realistic?), recall the share of real
-    samples inside the generated manifold (is all of the data covered?). FID mixes the two;
-    a collapsed generator has high precision and low recall. ``compute()`` returns
-    ``(precision, recall)``. Real features survive ``reset()`` (added once per run), and
-    the real radii are computed once. Distances are O(N^2) in chunks: 10 000 x 10 000
-    128-D features take about a second on one CPU thread.
-    """
+    """Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019) in the classifier's
+    feature space: each set's manifold is the union of balls reaching each sample's k-th
+    nearest neighbour; precision is the share of generated samples inside the real manifold,
+    recall the share of real ones inside the generated one. ``compute()`` returns
+    ``(precision, recall)``; real features (and their radii) survive ``reset()``."""
 
     full_state_update = False
 
-    def __init__(
-        self,
-        classifier: DigitClassifier,
-        k: int = 3,
-        memo: LastBatch | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, classifier: DigitClassifier, k: int = 3, memo: LastBatch | None = None,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
-        self.features = ClassifierFeatures(classifier, "features", memo)
-        self.k = k
+        self.features, self.k = ClassifierFeatures(classifier, "features", memo), k
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")
         self._real_radii: Tensor | None = None
@@ -223,9 +204,7 @@ class PrecisionRecall(Metric):
     def compute(self) -> tuple[Tensor, Tensor]:
         real, fake = self._cat(self.real_features), self._cat(self.fake_features)
         if min(len(real), len(fake)) <= self.k:
-            raise RuntimeError(
-                f"PrecisionRecall needs more than k={self.k} real and generated samples"
-            )
+            raise RuntimeError(f"PrecisionRecall needs more than k={self.k} real and fake samples")
         if self._real_radii is None or len(self._real_radii) != len(real):
             self._real_radii = knn_radii(real, self.k)
         precision = covered_share(fake, real, self._real_radii)
@@ -239,23 +218,14 @@ class PrecisionRecall(Metric):
 
 
 class SampleQuality(nn.Module):
-    """FID, KID, IS, precision / recall and mode coverage sharing one classifier.
+    """FID, KID, IS, precision / recall and mode coverage sharing one classifier: add the
+    real (uint8) images once (``update(images, real=True)``), then per evaluation the
+    generated ones, :meth:`compute` and :meth:`reset` (which keeps the real statistics).
+    torchmetrics syncs the states across DDP processes in ``compute()``."""
 
-    Real-image statistics are kept across :meth:`reset` (``reset_real_features=False``):
-    add the real images once with ``update(images, real=True)``, then per evaluation add
-    generated ones, :meth:`compute` and :meth:`reset`. Images are uint8 (see the module
-    docstring). torchmetrics syncs the states across DDP processes in ``compute()``.
-    """
-
-    def __init__(
-        self,
-        classifier: DigitClassifier,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        is_splits: int = 10,
-        mode_threshold: float = 0.1,
-        pr_k: int = 3,
-    ) -> None:
+    def __init__(self, classifier: DigitClassifier, kid_subsets: int = 100,
+                 kid_subset_size: int = 1000, is_splits: int = 10, mode_threshold: float = 0.1,
+                 pr_k: int = 3) -> None:  # fmt: skip
         super().__init__()
         self.memo = LastBatch()
         features = ClassifierFeatures(classifier, "features", self.memo)
@@ -265,12 +235,9 @@ class SampleQuality(nn.Module):
         with warnings.catch_warnings():
             # "will save all extracted features in buffer": 20 000 x 128 floats here, 10 MB
             warnings.filterwarnings("ignore", message=r"Metric `.*` will save all extracted")
-            self.kid = KernelInceptionDistance(
-                feature=features,
-                subsets=kid_subsets,
-                subset_size=kid_subset_size,
-                reset_real_features=False,
-            )
+            self.kid = KernelInceptionDistance(feature=features, subsets=kid_subsets,
+                                               subset_size=kid_subset_size,
+                                               reset_real_features=False)  # fmt: skip
             self.inception_score = InceptionScore(
                 feature=ClassifierFeatures(classifier, "logits", self.memo), splits=is_splits
             )
@@ -294,27 +261,29 @@ class SampleQuality(nn.Module):
 
     @torch.no_grad()
     def compute(self, total_real: int | None = None, total_fake: int | None = None) -> dict:
-        """``{"fid", "kid", "is", "precision", "recall", "modes", "mode_kl"}`` as 0-d
-        tensors.
-
-        KID's subsets cannot be larger than either set; ``total_*`` (all processes
-        together) default to this process's counts.
-        """
+        """``RESULT_KEYS`` -> 0-d tensors. KID's subsets are shrunk to the smaller set;
+        ``total_*`` (all processes together) default to this process's counts."""
         n = min(total_real or self.num_real, total_fake or self.num_fake)
         self.kid.subset_size = min(self.kid_subset_size, n)
         kid_mean, _ = self.kid.compute()
         is_mean, _ = self.inception_score.compute()
         modes, mode_kl = self.modes.compute()
         precision, recall = self.precision_recall.compute()
-        return {
-            "fid": self.fid.compute(),
-            "kid": kid_mean,
-            "is": is_mean,
-            "precision": precision.float(),
-            "recall": recall.float(),
-            "modes": modes.float(),
-            "mode_kl": mode_kl.float(),
-        }
+        return dict(
+            zip(
+                RESULT_KEYS,
+                (
+                    self.fid.compute(),
+                    kid_mean,
+                    is_mean,
+                    precision.float(),
+                    recall.float(),
+                    modes.float(),
+                    mode_kl.float(),
+                ),
+                strict=True,
+            )
+        )
 
     def reset(self) -> None:
         """Forget the generated images; the real statistics stay."""
@@ -324,44 +293,27 @@ class SampleQuality(nn.Module):
 
 
 class SampleQualityCallback(L.Callback):
-    """Logs ``val/fid``, ``val/kid``, ``val/is``, ``val/precision``, ``val/recall``,
-    ``val/modes``, ``val/mode_kl`` and ``val/metric_seconds`` at the end of every
-    validation (every epoch, or every ``trainer.val_check_interval`` batches).
-
-    ``num_samples`` generated images (from a fixed noise seed, so epochs are compared on
-    the same z and the training RNG is left alone) are measured against the data module's
-    held-out real images (``dm.val_set``), whose statistics are computed once per run.
+    """Logs ``METRIC_KEYS`` and ``val/metric_seconds`` at the end of every validation:
+    ``num_samples`` generated images (all processes together; from a fixed noise ``seed``,
+    the training RNG left alone) against the data module's held-out images, whose
+    statistics are computed once per run.
 
     Args:
-        num_samples: generated images per evaluation (all processes together).
         batch_size: images per generator/classifier forward pass.
-        classifier_path: a classifier ``.pt`` to use; None: the data set's cached one,
-            trained first if missing (see :func:`capsgan.classifier.load_or_train`).
-        classifier_dir: where cached classifiers live; None: ``<data root>/classifiers``,
-            or ``~/.cache/capsgan/classifiers`` when the data root is read-only.
-        kid_subsets, kid_subset_size: KID's subset sampling (subsets are shrunk to the
-            number of images when there are fewer).
-        is_splits: Inception Score splits.
-        mode_threshold: see :class:`ModeCoverage`.
-        seed: seed of the evaluation noise.
-        every_n_epochs: evaluate every N validation epochs. Above 1, the default
-            ``ModelCheckpoint(monitor="val/fid")`` fails on the epochs without a value:
-            give it the same ``every_n_epochs`` (or ``monitor=null``).
+        classifier_path: a classifier ``.pt``; None: the data set's cached one, trained
+            first if missing (:func:`capsgan.classifier.load_or_train`) in
+            ``classifier_dir`` (None: ``<data root>/classifiers``, or
+            ``~/.cache/capsgan/classifiers`` when the data root is read-only).
+        kid_subsets, kid_subset_size, is_splits, mode_threshold: see :class:`SampleQuality`.
+        every_n_epochs: evaluate every N validation epochs (above 1, give the
+            ``ModelCheckpoint(monitor="val/fid")`` the same, or ``monitor=null``).
     """
 
-    def __init__(
-        self,
-        num_samples: int = 10_000,
-        batch_size: int = 500,
-        classifier_path: str | None = None,
-        classifier_dir: str | None = None,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        is_splits: int = 10,
-        mode_threshold: float = 0.1,
-        seed: int = 0,
-        every_n_epochs: int = 1,
-    ) -> None:
+    def __init__(self, num_samples: int = 10_000, batch_size: int = 500,
+                 classifier_path: str | None = None, classifier_dir: str | None = None,
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
+                 mode_threshold: float = 0.1, seed: int = 0, every_n_epochs: int = 1,
+                 ) -> None:  # fmt: skip
         if num_samples < 2:
             raise ConfigError(
                 f"metrics.num_samples is {num_samples}, but FID needs at least 2 generated "
@@ -369,12 +321,8 @@ class SampleQualityCallback(L.Callback):
             )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.classifier_path, self.classifier_dir = classifier_path, classifier_dir
-        self.metric_kwargs = {
-            "kid_subsets": kid_subsets,
-            "kid_subset_size": kid_subset_size,
-            "is_splits": is_splits,
-            "mode_threshold": mode_threshold,
-        }
+        self.metric_kwargs = {"kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size,
+                              "is_splits": is_splits, "mode_threshold": mode_threshold}  # fmt: skip
         self.seed, self.every_n_epochs = seed, every_n_epochs
         self.quality: SampleQuality | None = None
         self.num_real = 0
@@ -430,9 +378,11 @@ class SampleQualityCallback(L.Callback):
         generator.train(was_training)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.quality is None:
-            return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
+        if (
+            trainer.sanity_checking
+            or self.quality is None
+            or ((trainer.current_epoch + 1) % self.every_n_epochs)
+        ):
             return
         start = time.perf_counter()
         self.quality.to(pl_module.device)
@@ -444,21 +394,16 @@ class SampleQualityCallback(L.Callback):
         seconds = time.perf_counter() - start
         logged = {f"val/{k}": v.float() for k, v in values.items()}
         logged["val/metric_seconds"] = torch.tensor(seconds)
-        # every process holds the same synced values, so no further reduction is needed
+        # every process holds the same synced values: no further reduction
         pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False)
         if trainer.is_global_zero:
             log.info(
                 "epoch %d, generator step %d: FID %.3f, KID %.4f, IS %.2f, precision %.3f, "
                 "recall %.3f, modes %d, mode KL %.4f (%d generated vs %d real images, %.1f s)",
-                trainer.current_epoch + 1,
-                trainer.global_step,
-                *(float(values[k]) for k in ("fid", "kid", "is", "precision", "recall")),
-                int(values["modes"]),
-                float(values["mode_kl"]),
-                self.num_samples,
-                self.num_real,
-                seconds,
-            )
+                trainer.current_epoch + 1, trainer.global_step,
+                *(float(values[k]) for k in RESULT_KEYS[:5]), int(values["modes"]),
+                float(values["mode_kl"]), self.num_samples, self.num_real, seconds,
+            )  # fmt: skip
         if not math.isfinite(float(values["fid"])):
             log.warning("FID is not finite this epoch; the generator may have diverged")
 
@@ -466,12 +411,8 @@ class SampleQualityCallback(L.Callback):
 @torch.no_grad()
 def real_data_floor(dm: ImageDataModule, classifier: DigitClassifier, num_samples: int) -> float:
     """The FID a perfect generator would get: ``num_samples`` real *training* images scored
-    as if generated, against the data module's held-out images, with ``classifier``.
-
-    FID is biased upwards for small samples and its units depend on the classifier, so the
-    floor is measured with the same classifier and sample count as the runs it is a
-    reference for, never taken from a table.
-    """
+    as if generated against the held-out ones, with ``classifier`` (FID is biased upwards
+    for small samples and its units are the classifier's: measured, never from a table)."""
     quality = SampleQuality(classifier)
     for batch in dm.val_set.images.split(500):
         quality.update(to_uint8(batch), real=True)

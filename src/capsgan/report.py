@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from capsgan.config import unwritable_reason
 from capsgan.errors import UserError
+from capsgan.metrics import REPORT_METRICS
 from capsgan.runs import (
     COLLAPSE_FID_FACTOR,
     COLLAPSE_MODES,
@@ -65,15 +66,7 @@ from capsgan.statistics import (
 log = logging.getLogger(__name__)
 
 FID = "val/fid"
-# (column, tag, digits, lower is better): what every evaluation measures (docs/metrics.md)
-METRICS = (
-    ("FID", FID, 1, True),
-    ("KID", "val/kid", 2, True),  # MMD^2 in the classifier's feature space, raw units
-    ("precision", "val/precision", 3, False),
-    ("recall", "val/recall", 3, False),
-    ("modes", "val/modes", 1, False),
-    ("mode KL", "val/mode_kl", 3, True),
-)
+METRICS = REPORT_METRICS  # (column, tag, digits, lower is better): capsgan.metrics' one list
 LEVEL_FRACTIONS = (0.25, 0.5, 1.0)
 CURVES = (("D loss", "d_loss"), ("G loss", "g_loss"), ("D accuracy", "d_acc"))
 NA = "-"  # a table cell without a value

@@ -1,14 +1,10 @@
-"""``<run>/run_info.json``: what produced a run folder and how the run ended.
-
-Hydra already saves the resolved config (``.hydra/config.yaml``) and the overrides; this
-adds what the config cannot say: the code's git commit (and whether the tree had
-uncommitted changes), the versions of the packages that decide the numbers, the
-machine, and the run's status. A resumed run appends a session, so the file tells the
-whole history of the folder.
-"""
+"""``<run>/run_info.json``: what produced a run folder and how the run ended, beyond the
+config Hydra saves: the git commit (and uncommitted changes), the versions of the packages
+that decide the numbers, the machine, and the status. A resumed run appends a session."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -25,17 +21,8 @@ import torch
 from capsgan.atomic_write import write_json_atomically
 
 FILENAME = "run_info.json"
-PACKAGES = (
-    "capsgan",
-    "torch",
-    "torchvision",
-    "lightning",
-    "hydra-core",
-    "omegaconf",
-    "torchmetrics",
-    "numpy",
-    "tensorboard",
-)
+PACKAGES = ("capsgan", "torch", "torchvision", "lightning", "hydra-core", "omegaconf",
+            "torchmetrics", "numpy", "tensorboard")  # fmt: skip
 
 
 def git_state(folder: Path | None = None) -> dict[str, Any]:
@@ -43,13 +30,11 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
     folder = folder or Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
+                                 text=True, timeout=10)  # fmt: skip
+            return out.stdout.strip() if out.returncode == 0 else None
+        return None
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
@@ -59,10 +44,9 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
-        try:
+        versions[name] = None
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     return versions
 
 
@@ -81,27 +65,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def start_session(
-    output_dir: str | Path,
-    overrides: list[str],
-    ckpt_path: str | None,
-    config_dir: str | None = None,
-) -> dict[str, Any]:
+def start_session(output_dir: str | Path, overrides: list[str], ckpt_path: str | None,
+                  config_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Add a session (status ``running``) to ``<output_dir>/run_info.json`` and return it.
-    ``config_dir``: where Hydra saved this session's config (``.hydra``, or
-    ``.hydra/session_<n>`` for a later session of the folder: capsgan.resume)."""
+    ``config_dir``: where Hydra saved its config (``.hydra`` or ``.hydra/session_<n>``)."""
     session = {
-        "started": _now(),
-        "status": "running",
-        "pid": os.getpid(),
-        "command": [sys.executable, *sys.argv],
-        "overrides": overrides,
-        "config": config_dir,
-        "resumed_from": ckpt_path,
-        "git": git_state(),
-        "packages": package_versions(),
+        "started": _now(), "status": "running", "pid": os.getpid(),
+        "command": [sys.executable, *sys.argv], "overrides": overrides, "config": config_dir,
+        "resumed_from": ckpt_path, "git": git_state(), "packages": package_versions(),
         "machine": machine(),
-    }
+    }  # fmt: skip
     info = _read(output_dir)
     info.setdefault("sessions", []).append(session)
     _write(output_dir, info)
@@ -118,9 +91,8 @@ def note_session(output_dir: str | Path, **fields: Any) -> None:
 
 
 def end_session(output_dir: str | Path, status: str, message: str | None = None, **extra: Any):
-    """Record how the newest session ended: completed, failed, diverged, interrupted or
-    crashed (an unexpected exception). Best effort: a full disk must not hide the error
-    that ended the run behind a second one."""
+    """Record how the newest session ended (completed, failed, diverged, interrupted or
+    crashed); best effort: a full disk must not hide the error that ended the run."""
     info = _read(output_dir)
     if not info.get("sessions"):
         return
@@ -128,9 +100,8 @@ def end_session(output_dir: str | Path, status: str, message: str | None = None,
     try:
         _write(output_dir, info)
     except OSError as err:
-        print(
-            f"(could not record the run's end in {output_dir}/{FILENAME}: {err})", file=sys.stderr
-        )
+        print(f"(could not record the run's end in {output_dir}/{FILENAME}: {err})",
+              file=sys.stderr)  # fmt: skip
 
 
 def last_session(output_dir: str | Path) -> dict[str, Any] | None:
@@ -140,11 +111,9 @@ def last_session(output_dir: str | Path) -> dict[str, Any] | None:
 
 
 def _read(output_dir: str | Path) -> dict[str, Any]:
-    path = Path(output_dir) / FILENAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((Path(output_dir) / FILENAME).read_text())
+    return {}
 
 
 def _write(output_dir: str | Path, info: dict[str, Any]) -> None:
