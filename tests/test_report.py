@@ -371,6 +371,23 @@ def test_arms_that_differ_by_a_swept_key_and_a_generator_sweep_title(tmp_path: P
     assert {row[0] for row in report_rows(text, "Ratios to the baseline")} == {"lr=2e-4"}
 
 
+def test_a_run_without_the_swept_key_is_named_by_its_config_value(tmp_path: Path) -> None:
+    # E2's shape: the preset's runs set no routing_iterations, the ablations set 1 or 5
+    for name, routing, seed in [("a", None, 1), ("b", None, 2), ("c", 1, 1), ("d", 1, 2)]:
+        run = fake_run(tmp_path / name, "capsule_small", seed, [100, 90], 1.0)
+        cfg = OmegaConf.load(run / ".hydra/config.yaml")
+        cfg.discriminator = {"routing_iterations": routing or 3, "head": "fc"}
+        OmegaConf.save(cfg, run / ".hydra/config.yaml")
+        if routing:
+            hydra = OmegaConf.load(run / ".hydra/hydra.yaml")
+            hydra.hydra.overrides.task.append(f"discriminator.routing_iterations={routing}")
+            OmegaConf.save(hydra, run / ".hydra/hydra.yaml")
+    text = write_report(sorted(tmp_path.iterdir()), measure_floor_fid=False).read_text()
+    assert "baseline arm: **discriminator.routing_iterations=3**" in text  # not "=-"
+    rows = {row[0] for row in report_rows(text, "Ratios to the baseline")}
+    assert rows == {"discriminator.routing_iterations=1"}
+
+
 def test_runs_that_cannot_be_compared_name_the_setting(synthetic_sweep: Path) -> None:
     cfg_path = synthetic_sweep / "3" / ".hydra" / "config.yaml"
     cfg = OmegaConf.load(cfg_path)

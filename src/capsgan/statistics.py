@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from omegaconf import OmegaConf
 from scipy.stats import permutation_test, rankdata
 
 from capsgan.convergence import DEFAULT_TOLERANCE, DEFAULT_WINDOW, flattened_at, plateau_verdict
@@ -433,15 +434,25 @@ def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
     return varying, others
 
 
+def _resolved(run: Run, key: str) -> str:
+    """A run's own value of an override key it did not set, as the command line writes it."""
+    missing = object()
+    value = (
+        missing if run.cfg is None else OmegaConf.select(run.cfg, key.lstrip("+~"), default=missing)
+    )
+    return "-" if value is missing else "null" if value is None else str(value)
+
+
 def assign_arms(runs: Sequence[Run]) -> None:
     """Name each run's arm by what differs between the runs apart from the seed: the Hydra
     choices (the value alone when one group differs and nothing else), then the other
-    swept keys (``lr=0.0002``)."""
+    swept keys (``lr=0.0002``); a run that did not set a swept key shows the value its config
+    resolved (``discriminator.routing_iterations=3``), ``-`` only where that is unknown."""
     groups, others = varying_keys(runs)
     for run in runs:
         own = override_values(run.overrides)
         parts = [(g, run.choices.get(g, "-")) for g in groups]
-        parts += [(k, own.get(k, "-")) for k in others]
+        parts += [(k, own.get(k, _resolved(run, k))) for k in others]
         alone = len(parts) == 1 and groups
         run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
         run.arm = run.arm or "all runs"
