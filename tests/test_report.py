@@ -19,12 +19,14 @@ from capsgan.errors import UserError
 from capsgan.report import write_report
 from capsgan.runs import find_runs, load_run
 from capsgan.statistics import (
+    Arm,
     Cost,
     best_within,
     bootstrap,
     censored_ratio,
     cost_to_level,
     mean_cost,
+    pick_baseline,
     rank_test,
     ratio_test,
     smallest_p,
@@ -369,6 +371,18 @@ def test_arms_that_differ_by_a_swept_key_and_a_generator_sweep_title(tmp_path: P
     assert text.startswith("# Comparison report: lr\n")
     assert "baseline arm: **lr=1e-4**" in text
     assert {row[0] for row in report_rows(text, "Ratios to the baseline")} == {"lr=2e-4"}
+
+
+def test_a_baseline_named_by_some_of_its_words() -> None:
+    names = ["discriminator=cnn lr=0.0002 lr_d=null", "discriminator=cnn lr=0.0002 lr_d=0.0004"]
+    names.append("discriminator=capsule_small lr=0.0002 lr_d=null")
+    arms = [Arm(name, []) for name in names]
+    assert pick_baseline(arms, "discriminator=cnn lr_d=null") is arms[0]
+    assert pick_baseline(arms, "capsule_small") is arms[2]  # a value alone
+    with pytest.raises(UserError, match=r"several arms match the baseline 'cnn'.*0.0004']"):
+        pick_baseline(arms, "cnn")
+    with pytest.raises(UserError, match=r"no arm is the baseline 'lr=1'"):
+        pick_baseline(arms, "lr=1")
 
 
 def test_a_run_without_the_swept_key_is_named_by_its_config_value(tmp_path: Path) -> None:

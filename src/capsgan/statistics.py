@@ -368,21 +368,30 @@ def group_arms(summaries: Sequence[RunSummary], order: Sequence[str]) -> list[Ar
 
 
 def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
-    """The arm named ``baseline`` (its whole name, one of its words, or ``key=value``'s
-    value); None: the first arm, i.e. that of the sweep's first job (``experiment=
-    comparison`` sweeps the DCGAN discriminator first)."""
+    """The arm named ``baseline``: its whole name, or the one arm whose name holds every word of
+    it (a word matches ``key=value`` or, alone, a value), so ``baseline="discriminator=cnn
+    lr=0.0002"`` finds ``discriminator=cnn lr=0.0002 lr_d=null``. None: the first arm, i.e.
+    that of the sweep's first job (``experiment=comparison`` sweeps the DCGAN discriminator
+    first)."""
     if baseline is None or len(arms) == 1:
         return arms[0]
-    for arm in arms:
-        words = arm.name.split()
-        if (
-            arm.name == baseline
-            or baseline in words
-            or any(w.endswith(f"={baseline}") for w in words)
-        ):
-            return arm
+    exact = [arm for arm in arms if arm.name == baseline]
+    if exact:
+        return exact[0]
+
+    def holds(arm: Arm, word: str) -> bool:
+        return any(w == word or w.endswith(f"={word}") for w in arm.name.split())
+
+    found = [arm for arm in arms if all(holds(arm, word) for word in baseline.split())]
+    if len(found) == 1:
+        return found[0]
+    what = (
+        f"several arms match the baseline {baseline!r}"
+        if found
+        else (f"no arm is the baseline {baseline!r}")
+    )
     raise UserError(
-        f"no arm is the baseline {baseline!r}: the arms are {[a.name for a in arms]}. Pass "
+        f"{what}: the arms are {[a.name for a in (found or arms)]}. Pass "
         "baseline=<one of them> (the arm every other arm is compared with)."
     )
 

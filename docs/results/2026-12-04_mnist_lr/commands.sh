@@ -14,10 +14,11 @@ python src/train.py -m experiment=comparison trainer.precision=32 trainer.max_st
 python src/evaluate.py "source=[$(ls -d runs/e1_lr/[0-9]* | paste -sd, -)]" num_samples=5000 \
   out=runs/e1_budget_evaluation.json      # the finished runs only
 python docs/results/2026-12-04_mnist_lr/budget_evaluation.py runs/e1_budget_evaluation.json runs/e1_lr
-python src/report.py <the finished run folders> out=docs/results/2026-12-04_mnist_lr
 
-# Not run (pending; the same worktree keeps the code equal):
-#   E1 seed 3:       the sweep above with 'seed=3'
-#   E1 two time-scale (lr_d 4e-4, lr_g 1e-4):
-#     python src/train.py -m experiment=comparison trainer.precision=32 trainer.max_steps=1404 \
-#       'seed=1,2,3' 'discriminator=cnn,capsule_small' lr_d=4e-4 lr_g=1e-4 hydra.sweep.dir=runs/e1_ttur
+# Seed 3 and the two-time-scale runs (second session, same worktree): run_e1b.sh, then
+# finish_e1.sh (the same evaluation at the budget for each new sweep). The reports:
+python src/report.py runs/e1_lr/{0..18} runs/e1_lr_s3/[0-9]* runs/e1_lr_s3cnn/[0-9]* \
+  baseline="discriminator=cnn lr=0.0002" out=docs/results/2026-12-04_mnist_lr
+# two time-scales beside the same arms at lr 2e-4 (the runs of cnn / capsule_small with lr=2e-4):
+python src/report.py <those 6 runs> runs/e1_ttur/[0-9]* baseline="discriminator=cnn lr_d=null" \
+  out=docs/results/2026-12-04_mnist_ttur
