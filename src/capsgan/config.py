@@ -1,16 +1,13 @@
-"""Start-up validation of the composed config: every bad value is reported before any
-data is read, so a sweep fails its bad jobs in seconds.
+"""Start-up validation: every bad value is reported before any data is read, so a sweep
+fails its bad jobs in seconds. One mechanism for every entry point:
 
-Two kinds of rule, each stated once:
-
-* the models' rules live in their constructors. :func:`build_models` builds the generator
-  and the discriminator first (they are cheap) and turns a constructor's ``ValueError`` /
-  ``TypeError`` into a :class:`~capsgan.errors.ConfigError` naming the key
-  (``discriminator.out_capsules``); the values' types are checked against the
-  constructor's annotations. A new model gets its checks by writing them in its
-  constructor; nothing here knows a model.
-* the keys no constructor owns (the training hyperparameters, data, trainer, callbacks,
-  output folder, checkpoint) are a table of typed rules, plus a few cross-key checks.
+* the settings of each entry point are structured configs (:class:`Keys` dataclasses, one
+  per config node). :func:`key_problems` merges the user's values into
+  ``OmegaConf.structured(schema)``, so OmegaConf judges the types, and builds the dataclass,
+  whose ``__post_init__`` judges the ranges (:meth:`Keys.ranges`);
+* the models' rules live in their constructors (their annotations are a schema too);
+* what Lightning refuses itself (``trainer.max_epochs=-5``...) it refuses when the Trainer
+  is built, which :mod:`capsgan.training` does before the models and the data.
 
 Each problem becomes one paragraph: the key, the value, what it must be, and the file or
 command-line override that fixes it.
@@ -18,24 +15,26 @@ command-line override that fixes it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
-import math
 import os
 import re
 import tempfile
+import types
 import typing
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import MISSING, DictConfig, OmegaConf, ValidationError
 from torch import nn
 
 from capsgan.cli import LATEST  # the newest run's last.ckpt, in its folder (cli.resume_dir)
@@ -48,225 +47,12 @@ from capsgan.resume import register_resolver as register_session_resolver
 register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in every process
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
-
-
-# -- the typed rules --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One key of the schema: its type, its range, and what it is for (for the message)."""
-
-    key: str  # dotted key in the composed config
-    kind: str  # "int", "float" (any real number), "str", "bool"
-    check: Callable[[Any], bool] = lambda v: True
-    must: str = ""  # the range in words, e.g. "> 0"
-    meaning: str = ""  # what the key does, so the user knows what to pick
-    nullable: bool = False
-    example: Any = None  # a sensible value, shown in the fix
-    yaml: str | None = None  # the file that sets it, when not found from the key's group
-
-
-def positive(v: float) -> bool:
-    return v > 0
-
-
-def at_least(n: int) -> Callable[[Any], bool]:
-    return lambda v: v >= n
-
-
-def minimum(key: str, n: int, meaning: str, nullable: bool = False, example: Any = None) -> Rule:
-    """An integer rule: ``key`` must be >= ``n``."""
-    return Rule(key, "int", at_least(n), f">= {n}", meaning, nullable, example)
-
-
-def in_unit_interval(v: float) -> bool:
-    return 0 <= v < 1
-
-
-def limit_or_unlimited(v: int) -> bool:
-    return v == -1 or v >= 1
-
-
-def count_or_fraction(minimum: int) -> Callable[[Any], bool]:
-    """Lightning's ``limit_*_batches``: an int >= minimum (batches) or a float fraction."""
-
-    def check(v: float) -> bool:
-        if isinstance(v, int):
-            return v >= minimum
-        return 0 < v <= 1 or (minimum == 0 and v == 0)
-
-    return check
-
-
 SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
-
-
-def seed_ok(v: int) -> bool:
-    return 0 <= v <= SEED_MAX
-
-
 SEED_RANGE = f"in [0, {SEED_MAX}] (numpy's seed range)"
+MIN_IMAGES = 4  # of each side of the quality metrics: FID needs 2, precision/recall > k=3
+DEVICES = "auto, cpu or cuda[:n]"
+NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
-UNLIMITED = "-1 (no limit) or >= 1 (0 would train nothing)"
-COMMON_RULES = (
-    Rule("seed", "int", seed_ok, SEED_RANGE, "the random seed of the run", example=42),
-    minimum("latent_dim", 1, "the size of the noise vector z", example=64),
-    Rule("lr", "float", positive, "> 0", "the Adam learning rate of both networks", example="2e-4"),
-    Rule("lr_g", "float", positive, "> 0", "the generator's learning rate", nullable=True),
-    Rule("lr_d", "float", positive, "> 0", "the discriminator's learning rate", nullable=True),
-    minimum("d_steps_per_g", 1, "D steps per G step", example=1),
-    Rule("label_smoothing", "float", in_unit_interval, "in [0, 1)", "one-sided label smoothing"),
-    Rule("instance_noise", "float", at_least(0), ">= 0", "the std of the instance noise"),
-    minimum("instance_noise_anneal_steps", 0, "the noise annealing steps"),
-    Rule("gradient_clip_val", "float", positive, "> 0", "the gradient-norm clip", nullable=True),
-    minimum("num_fixed_samples", 1, "the sample-grid size"),
-    Rule("data.name", "str", DATASETS.__contains__, f"one of {sorted(DATASETS)}", example="mnist"),
-    minimum("data.batch_size", 1, "real images per batch", example=64),
-    minimum("data.channels", 1, "the image channels"),
-    minimum("data.image_size", 1, "the image side in pixels"),
-    minimum("data.train_subset", 1, "the training images used", True),
-    minimum("data.val_subset", 1, "the validation images used", True),
-    minimum("data.num_workers", 0, "the DataLoader workers"),
-    Rule("data.download", "bool", meaning="whether torchvision may download the data"),
-    Rule("data.pin_memory", "bool", meaning="whether batches go to pinned memory"),
-    Rule("data.root", "str", meaning="the folder holding <DatasetName>/raw/"),
-    minimum("threads", 1, "torch CPU threads of the run", True, 2),
-    Rule("compile", "bool", meaning="torch.compile both networks"),
-    Rule("channels_last", "bool", meaning="NHWC memory format"),
-    Rule("ckpt_path", "str", meaning="a checkpoint to resume from, or last", nullable=True),
-    Rule("optimized_metric", "str", meaning="the metric returned to a sweeper", nullable=True),
-    Rule("trainer.max_epochs", "int", limit_or_unlimited, UNLIMITED, "the epoch limit", True, 20),
-    Rule(
-        "trainer.max_steps",
-        "int",
-        limit_or_unlimited,
-        UNLIMITED,
-        "the generator-step limit",
-        example=-1,
-    ),
-    Rule(
-        "trainer.limit_train_batches",
-        "float",
-        count_or_fraction(1),
-        "an integer >= 1 (batches) or a fraction in (0, 1] (0 would train nothing)",
-        "the training batches per epoch",
-        True,
-    ),
-    Rule(
-        "trainer.limit_val_batches",
-        "float",
-        count_or_fraction(0),
-        "an integer >= 0 (batches) or a fraction in [0, 1]",
-        "the validation batches",
-        True,
-    ),
-    minimum("trainer.check_val_every_n_epoch", 1, "the validation interval", True),
-    minimum("trainer.num_sanity_val_steps", -1, "the sanity-check batches", True),
-    minimum("trainer.log_every_n_steps", 1, "the logging interval"),
-    Rule(
-        "trainer.gradient_clip_val",
-        "float",
-        lambda v: False,
-        "null: the GAN steps its optimizers itself, so clip with the top-level gradient_clip_val",
-        "Lightning's automatic clipping",
-        True,
-        "null",
-    ),
-    Rule(
-        "trainer.accumulate_grad_batches",
-        "int",
-        lambda v: v == 1,
-        "1: the GAN steps its optimizers itself (raise data.batch_size instead)",
-        "Lightning's gradient accumulation",
-        example=1,
-    ),
-    Rule(
-        "trainer.deterministic",
-        "any",
-        lambda v: v in (True, False, "warn"),
-        "true, false or warn",
-        "torch's deterministic algorithms",
-        True,
-        "warn",
-    ),
-    Rule(
-        "trainer.fast_dev_run",
-        "any",
-        lambda v: isinstance(v, int) and v >= 0,
-        "false, true or a number of batches >= 1",
-        "Lightning's smoke-test mode",
-        example="false",
-    ),
-    minimum(
-        "callbacks.model_checkpoint.every_n_epochs",
-        0,
-        "the epochs between epoch checkpoints (0: none)",
-        True,
-    ),
-    minimum(
-        "callbacks.model_checkpoint.save_top_k", -1, "how many epoch checkpoints to keep (-1: all)"
-    ),
-    Rule(
-        "callbacks.model_checkpoint.mode",
-        "str",
-        lambda v: v in ("min", "max"),
-        "min or max",
-        "whether a lower or higher monitored value is better",
-    ),
-    Rule(
-        "callbacks.model_checkpoint.monitor",
-        "str",
-        meaning="the metric ranking checkpoints",
-        nullable=True,
-    ),
-    minimum(
-        "callbacks.last_checkpoint.every_n_train_steps",
-        0,
-        "the generator steps between mid-epoch saves of last.ckpt (0: none)",
-        True,
-        200,
-    ),
-    minimum(
-        "callbacks.sample_grid.every_n_epochs", 1, "the epochs between sample grids", example=1
-    ),
-    minimum("callbacks.sample_grid.nrow", 1, "images per grid row"),
-    minimum(
-        "callbacks.sample_grid.every_n_steps", 1, "the generator steps between step grids", True
-    ),
-)
-
-# Only when the sample_quality callback is on (its values are interpolated from metrics.*).
-METRICS_RULES = (
-    Rule(
-        "metrics.num_samples",
-        "int",
-        at_least(4),
-        ">= 4 (FID needs 2 images, precision and recall more than k=3)",
-        "generated images per quality evaluation",
-        example=10000,
-    ),
-    minimum("metrics.batch_size", 1, "images per metric batch", example=500),
-    minimum("metrics.kid_subset_size", 2, "KID's subset size", example=1000),
-    Rule(
-        "metrics.mode_threshold",
-        "float",
-        at_least(0),
-        ">= 0",
-        "the mode-coverage threshold",
-        example=0.1,
-    ),
-    Rule("metrics.classifier_path", "str", meaning="the classifier .pt file", nullable=True),
-    Rule("metrics.classifier_dir", "str", meaning="the classifier cache folder", nullable=True),
-    minimum(
-        "callbacks.sample_quality.every_n_epochs",
-        1,
-        "the epochs between quality evaluations",
-        example=1,
-    ),
-    minimum("callbacks.sample_quality.kid_subsets", 1, "KID's subsets"),
-    minimum("callbacks.sample_quality.is_splits", 1, "IS's splits"),
-)
 
 # -- where a key is set, for the "how to fix" part --------------------------------------
 
@@ -287,106 +73,257 @@ def where(key: str, example: Any = None, yaml: str | None = None) -> str:
     return f"Fix it on the command line ({override}) or in {yaml or yaml_file(key)}."
 
 
-def describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-# -- the checks ---------------------------------------------------------------------------
-
-
-def _is_kind(value: Any, kind: str) -> bool:
-    if kind == "any":
-        return True
-    if kind == "bool":
-        return isinstance(value, bool)
-    if isinstance(value, bool):  # True is an int to Python, never to a user
-        return False
-    if kind == "int":
-        return isinstance(value, int)
-    if kind == "float":
-        return isinstance(value, (int, float)) and math.isfinite(value)
-    return isinstance(value, str)
-
-
-_ABSENT = object()  # marks a key the config does not have
-
-
-def check_rule(cfg: DictConfig, rule: Rule) -> str | None:
-    """The problem with ``rule.key`` in ``cfg`` as a paragraph, or None if it is fine."""
-    value = OmegaConf.select(cfg, rule.key, default=_ABSENT)
-    if value is _ABSENT:
-        return None  # a custom _target_ without this key: not ours to judge
-    if value is None and rule.nullable:
-        return None
-    noun = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
-    what = f"`{rule.key}` ({rule.meaning})" if rule.meaning else f"`{rule.key}`"
-    if not _is_kind(value, rule.kind):
-        null = " or null" if rule.nullable else ""
-        return (
-            f"{what} must be {noun[rule.kind]}{null}{f' {rule.must}' if rule.must else ''}, "
-            f"but it is {describe(value)}. {where(rule.key, rule.example, rule.yaml)}"
-        )
-    try:
-        fine = rule.check(value)
-    except TypeError:  # e.g. a list where a number was expected, in an "any" rule
-        fine = False
-    if not fine:
-        fix = where(rule.key, rule.example, rule.yaml)
-        return f"{what} must be {rule.must}, but it is {value!r}. {fix}"
-    return None
-
-
-def rule_problems(cfg: DictConfig, rules: Iterable[Rule]) -> list[str]:
-    """The paragraphs of every rule ``cfg`` breaks."""
-    return [p for p in (check_rule(cfg, r) for r in rules) if p]
-
-
 def raise_problems(problems: list[str]) -> None:
     """One :class:`ConfigError` listing ``problems`` (a paragraph each), if there are any."""
-    if len(problems) == 1:
-        raise ConfigError(problems[0])
     if problems:
-        raise ConfigError(f"the config has {len(problems)} problems:\n\n" + "\n\n".join(problems))
+        raise ConfigError(*problems)
 
 
-def _subset_problems(cfg: DictConfig) -> Iterator[str]:
-    subset, batch = cfg.data.get("train_subset"), cfg.data.batch_size
-    if subset is not None and subset < batch:
-        yield (
-            f"`data.train_subset`={subset} is smaller than `data.batch_size`={batch}; the last "
-            "incomplete batch is dropped, so there would be nothing to train on. Raise "
-            f"data.train_subset or lower data.batch_size. {where('data.train_subset')}"
-        )
+# -- the one checking mechanism: structured configs ----------------------------------------
+
+
+class Keys:
+    """Base of the schemas: ``PREFIX`` is the config node the fields sit in, ``YAML`` the
+    file that sets them (None: found from the key); :meth:`ranges` lists the rules beyond
+    the type as ``(field, fine, what it must be, example)``, judged in ``__post_init__``."""
+
+    PREFIX: ClassVar[str] = ""
+    YAML: ClassVar[str | None] = None
+
+    def ranges(self) -> Iterable[tuple[str, bool, str, Any]]:
+        return ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, fine, must, example in self.ranges():
+            key, value = f"{self.PREFIX}.{name}".lstrip("."), getattr(self, name)
+            example = getattr(type(self), name, None) if example is None else example
+            if not fine:
+                problems.append(f"`{key}` must be {must}, but it is {value!r}. "
+                                f"{where(key, example, self.YAML)}")  # fmt: skip
+        raise_problems(problems)
+
+    def at_least(self, n: int, *names: str) -> list[tuple[str, bool, str, Any]]:
+        """``>= n`` rules for integer fields (null passes: the Optional ones)."""
+        return [(f, getattr(self, f) is None or getattr(self, f) >= n, f">= {n}", None)
+                for f in names]  # fmt: skip
+
+
+def noun(hint: Any) -> str:
+    """A field's type in words: ``int | None`` -> "an integer or null"."""
+    args = typing.get_args(hint)
+    plain = [a for a in args if a is not type(None)] or [hint]
+    if typing.get_origin(hint) is list:
+        return f"a list of {NOUNS.get(plain[0], 'a value').split(' ')[-1]}s"
+    null = " or null" if type(None) in args else ""
+    return " or ".join(NOUNS.get(a, f"a {getattr(a, '__name__', a)}") for a in plain) + null
+
+
+def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> list[str]:
+    """The problems of ``schema``'s keys in ``cfg``: their types by OmegaConf (a structured
+    config of ``schema``), then, for a :class:`Keys`, their ranges by its ``__post_init__``.
+    A key the config does not have is not judged (a custom ``_target_`` without it)."""
+    prefix = getattr(schema, "PREFIX", "") if prefix is None else prefix
+    node = OmegaConf.select(cfg, prefix, default=None) if prefix else cfg
+    if not isinstance(node, DictConfig):
+        return []
+    typed, problems = OmegaConf.structured(schema), []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name not in node:
+            continue
+        value = node[f.name]
+        value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        try:
+            typed = OmegaConf.merge(typed, {f.name: value})
+        except ValidationError:
+            key = f"{prefix}.{f.name}".lstrip(".")
+            problems.append(f"`{key}` must be {noun(hints[f.name])}, but it is {value!r} "
+                            f"({type(value).__name__}). "
+                            f"{where(key, None, getattr(schema, 'YAML', None))}")  # fmt: skip
+    if problems or not issubclass(schema, Keys):
+        return problems
+    try:
+        OmegaConf.to_object(typed)  # __post_init__: the ranges
+    except ConfigError as err:
+        return err.problems
+    return []
+
+
+def schema_problems(cfg: DictConfig, *schemas: type) -> list[str]:
+    return [p for schema in schemas for p in key_problems(cfg, schema)]
+
+
+# -- training: src/train.py (and src/bench.py, which composes it) -------------------------
+
+
+# GAN hyper-parameters: moving to capsgan.hparams (issue 24 P3)
+@dataclass
+class GanKeys(Keys):
+    """The arguments of :class:`capsgan.gan_module.GAN`, top-level keys of conf/train.yaml."""
+
+    latent_dim: int = 64
+    lr: float = 2e-4
+    lr_g: float | None = None
+    lr_d: float | None = None
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    d_steps_per_g: int = 1
+    label_smoothing: float = 0.0
+    instance_noise: float = 0.0
+    instance_noise_anneal_steps: int = 0
+    gradient_clip_val: float | None = None
+    num_fixed_samples: int = 64
+    compile: bool = False
+    channels_last: bool = False
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [
+            *self.at_least(1, "latent_dim", "d_steps_per_g", "num_fixed_samples"),
+            *[(k, getattr(self, k) is None or getattr(self, k) > 0, "> 0", "2e-4")
+              for k in ("lr", "lr_g", "lr_d", "gradient_clip_val")],
+            ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+             "two numbers in [0, 1)", "[0.5,0.999]"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", 0.0),
+            ("instance_noise", self.instance_noise >= 0, ">= 0", 0.0),
+            *self.at_least(0, "instance_noise_anneal_steps"),
+        ]  # fmt: skip
+
+
+# (end of the GAN hyper-parameters)
+
+
+@dataclass
+class TrainKeys(Keys):
+    seed: int = 42
+    threads: int | None = None
+    ckpt_path: str | None = None
+    run_name: str | None = None
+    optimized_metric: str | None = None
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 42), *self.at_least(1, "threads")]
+
+
+@dataclass
+class DataKeys(Keys):
+    PREFIX: ClassVar[str] = "data"
+    name: str = "mnist"
+    batch_size: int = 64
+    channels: int = 1
+    image_size: int = 28
+    train_subset: int | None = None
+    val_subset: int | None = None
+    num_workers: int = 0
+    download: bool = False
+    pin_memory: bool = False
+    root: str = ""
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        names = sorted(DATASETS)
+        return [
+            ("name", self.name in DATASETS, f"one of {names}", "mnist"),
+            *self.at_least(1, "batch_size", "channels", "image_size"),
+            *self.at_least(1, "train_subset", "val_subset"),
+            *self.at_least(0, "num_workers"),
+        ]
+
+
+@dataclass
+class TrainerKeys(Keys):
+    """Lightning judges the trainer's values itself when the Trainer is built (max_epochs
+    >= -1, limit_*_batches...); these are the types it does not check, and this project's
+    own rules: a limit of 0 trains nothing, and the GAN steps its optimizers itself."""
+
+    PREFIX: ClassVar[str] = "trainer"
+    max_epochs: int | None = None
+    max_steps: int = -1
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = 0
+    log_every_n_steps: int = 50
+    fast_dev_run: bool | int = False
+    deterministic: bool | str | None = None
+    gradient_clip_val: Any = None
+    accumulate_grad_batches: Any = 1
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        zero = "not 0 (0 would train nothing; -1: no limit)"
+        return [
+            ("max_epochs", self.max_epochs != 0, zero, 20),
+            ("max_steps", self.max_steps != 0, zero, -1),
+            ("limit_train_batches", self.limit_train_batches != 0, "not 0 (0 would train "
+             "nothing): an integer >= 1 (batches) or a fraction in (0, 1]", "null"),
+            *self.at_least(1, "check_val_every_n_epoch", "log_every_n_steps"),
+            *self.at_least(-1, "num_sanity_val_steps"),
+            ("deterministic", self.deterministic in (True, False, None, "warn"),
+             "true, false or warn", "warn"),
+            ("gradient_clip_val", self.gradient_clip_val is None, "null: the GAN steps its "
+             "optimizers itself, so clip with the top-level gradient_clip_val", "null"),
+            ("accumulate_grad_batches", self.accumulate_grad_batches == 1, "1: the GAN steps "
+             "its optimizers itself (raise data.batch_size instead)", 1),
+        ]  # fmt: skip
+
+
+@dataclass
+class SampleGridKeys(Keys):
+    PREFIX: ClassVar[str] = "callbacks.sample_grid"
+    every_n_epochs: int = 1
+    nrow: int = 8
+    every_n_steps: int | None = None
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return self.at_least(1, "every_n_epochs", "nrow", "every_n_steps")
+
+
+@dataclass
+class SampleQualityKeys(Keys):
+    PREFIX: ClassVar[str] = "callbacks.sample_quality"
+    every_n_epochs: int = 1
+    kid_subsets: int = 100
+    is_splits: int = 10
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return self.at_least(1, "every_n_epochs", "kid_subsets", "is_splits")
+
+
+@dataclass
+class MetricsKeys(Keys):
+    """conf/train.yaml's metrics.*, read by the sample_quality callback when it is on."""
+
+    PREFIX: ClassVar[str] = "metrics"
+    num_samples: int = 10000
+    batch_size: int = 500
+    kid_subset_size: int = 1000
+    mode_threshold: float = 0.1
+    classifier_path: str | None = None
+    classifier_dir: str | None = None
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [
+            ("num_samples", self.num_samples >= MIN_IMAGES, f">= {MIN_IMAGES} (FID needs 2 "
+             "images, precision and recall more than k=3)", 10000),
+            *self.at_least(1, "batch_size"),
+            *self.at_least(2, "kid_subset_size"),
+            ("mode_threshold", self.mode_threshold >= 0, ">= 0", 0.1),
+        ]  # fmt: skip
+
+
+TRAIN_SCHEMAS = (GanKeys, TrainKeys, DataKeys, TrainerKeys, SampleGridKeys)
 
 
 def config_problems(cfg: DictConfig) -> list[str]:
     """Every problem of the keys no model owns, one paragraph each; empty if they are usable."""
-    rules = list(COMMON_RULES)
-    if OmegaConf.select(cfg, "callbacks.sample_quality", default=None):
-        rules += METRICS_RULES
-    problems = rule_problems(cfg, rules)
-    betas = OmegaConf.select(cfg, "betas")
-    if betas is not None and (
-        not OmegaConf.is_list(betas)
-        or len(betas) != 2
-        or not all(_is_kind(b, "float") and 0 <= b < 1 for b in betas)
-    ):
-        shown = list(betas) if OmegaConf.is_list(betas) else betas
-        problems.append(
-            f"`betas` (Adam's betas) must be two numbers in [0, 1), but it is "
-            f"{shown!r}. {where('betas', '[0.5,0.999]')}"
-        )
-    if problems:  # the cross-key checks below assume the single keys are sane
+    quality = OmegaConf.select(cfg, "callbacks.sample_quality", default=None)
+    extra = (SampleQualityKeys, MetricsKeys) if quality else ()
+    problems = schema_problems(cfg, *TRAIN_SCHEMAS, *extra)
+    if problems or not quality:  # the classifier check below needs sane values
         return problems
-    problems += _subset_problems(cfg)
-    problems += _metrics_problems(cfg)
-    return problems
+    return list(_classifier_file_problems(cfg))
 
 
-def _metrics_problems(cfg: DictConfig) -> Iterator[str]:
-    if not OmegaConf.select(cfg, "callbacks.sample_quality", default=None):
-        return
-    path = OmegaConf.select(cfg, "metrics.classifier_path", default=None)
+def _classifier_file_problems(cfg: DictConfig) -> Iterator[str]:
+    path = cfg.metrics.classifier_path
     if path and not Path(str(path)).expanduser().is_file():
         yield (
             f"`metrics.classifier_path`={str(path)!r} is not a file. Pass a classifier .pt "
@@ -397,62 +334,31 @@ def _metrics_problems(cfg: DictConfig) -> Iterator[str]:
     name, shape = str(cfg.data.name), (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     try:
         yield from classifier_problems(
-            str(cfg.data.root), path, OmegaConf.select(cfg, "metrics.classifier_dir"), name,
-            shape, "metrics.",
-        )  # fmt: skip
+            str(cfg.data.root), path, cfg.metrics.classifier_dir, name, shape, "metrics."
+        )
     except ConfigError as err:  # a file that is not a classifier, or one for other images
         yield str(err)
-
-
-def classifier_problems(
-    data_root: str,
-    path: str | None,
-    directory: str | None,
-    name: str,
-    shape: tuple[int, int, int],
-    prefix: str = "",
-) -> Iterator[str]:
-    """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
-    evaluate.py): a given file must be a classifier of these images; a missing cached one
-    must have a folder that takes it once trained. ``prefix``: ``metrics.`` for train.py's
-    keys. A file that is no classifier, or one of other images, raises its ConfigError."""
-    from capsgan.classifier import check_classifier_fits, load_classifier
-
-    if path:
-        check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
-        return
-    problem = classifier_dir_problem(data_root, directory, name, f"{prefix}classifier_dir")
-    if problem:
-        yield problem
 
 
 # -- the models: their constructors' rules --------------------------------------------
 
 
-def _annotated_kind(hint: Any) -> tuple[str, bool] | None:
-    """A constructor argument's annotation as a rule kind and nullability, for the plain
-    types (``int``, ``float | None``, ...); None for the rest (lists, mappings...)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    nullable = len(args) < len(typing.get_args(hint))
-    plain = args[0] if nullable and len(args) == 1 else hint
-    kind = {int: "int", float: "float", str: "str", bool: "bool"}.get(plain)
-    return (kind, nullable) if kind else None
-
-
-def _argument_problems(cfg: DictConfig, group: str) -> list[str]:
-    """The values of ``cfg[group]`` whose type is not the constructor's annotation."""
-    module, _, name = str(cfg[group].get("_target_", "")).rpartition(".")
+def constructor_schema(target: str) -> type | None:
+    """The plainly typed arguments (``int``, ``float | None``...) of ``target``'s
+    constructor as a schema, so OmegaConf judges their types as it does every other key."""
+    module, _, name = target.rpartition(".")
     try:
         hints = typing.get_type_hints(getattr(importlib.import_module(module), name).__init__)
     except Exception:  # a _target_ that cannot be imported is reported when it is built
-        return []
-    problems = []
-    for arg, hint in hints.items():
-        kind = _annotated_kind(hint)
-        if kind and arg in cfg[group]:
-            rule = Rule(f"{group}.{arg}", kind[0], nullable=kind[1])
-            problems += [p for p in [check_rule(cfg, rule)] if p]
-    return problems
+        return None
+    plain = [
+        (arg, hint, field(default=MISSING))
+        for arg, hint in hints.items()
+        if arg != "return"
+        and typing.get_origin(hint) in (None, typing.Union, types.UnionType)
+        and set(typing.get_args(hint) or (hint,)) - {type(None)} <= NOUNS.keys()
+    ]
+    return dataclasses.make_dataclass(f"{name}Arguments", plain)
 
 
 def _named_key(message: str, group: str, names: Iterable[str]) -> str | None:
@@ -471,7 +377,8 @@ def instantiate(cfg: DictConfig, group: str, model: bool = True) -> Any:
     arguments are type-checked first, and its constructor's refusal (``ValueError`` /
     ``TypeError``) names the key."""
     if model:
-        raise_problems(_argument_problems(cfg, group))
+        schema = constructor_schema(str(cfg[group].get("_target_", "")))
+        raise_problems(key_problems(cfg, schema, group) if schema else [])
     try:
         return hydra.utils.instantiate(cfg[group])
     except InstantiationException as err:
@@ -496,7 +403,9 @@ def build_models(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
     """The generator and discriminator of ``cfg``, each refusing bad settings in its
     constructor (as a :class:`ConfigError` naming the key); then checked together on two
     images: the generator must make the data's image shape, the discriminator must score
-    them with a (B,) score of a kind the losses handle. Cheap: no data is read."""
+    them with a (B,) score of a kind the losses handle. Cheap: no data is read. Seeded
+    with ``cfg.seed``, so their first weights are the run's."""
+    torch.manual_seed(cfg.seed)  # the models' first weights are the run's
     generator, discriminator = instantiate(cfg, "generator"), instantiate(cfg, "discriminator")
     try:
         kind = score_kind(discriminator)
@@ -537,9 +446,13 @@ def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
     """Raise one :class:`ConfigError` listing every problem of the keys no model owns, else
     build the models (from ``cfg.seed``, so their first weights are the run's) and return
     ``(generator, discriminator)``; a model's refusal is a :class:`ConfigError` too."""
-    raise_problems(config_problems(cfg))
-    torch.manual_seed(cfg.seed)
+    check_config(cfg)
     return build_models(cfg)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """One :class:`ConfigError` listing every problem of the keys no model owns."""
+    raise_problems(config_problems(cfg))
 
 
 # -- paths: the output folder and the checkpoint to resume from ------------------------
@@ -665,7 +578,7 @@ class OutputDirCheck(Callback):
             check_output_dir(folder, key)
             # a single run holds its folder from here, before Hydra rewrites .hydra/ in it
             # (released when the process ends; train() takes the same hold again)
-            if hold and all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK")):
+            if hold and rank_zero_only.rank == 0:
                 hold_run_folder(folder)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -675,106 +588,20 @@ class OutputDirCheck(Callback):
         self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
 
 
-# -- the other entry points: generate.py, bench.py, train_classifier.py -----------------
+# -- the other entry points ------------------------------------------------------------------
 
 
 def _device_ok(v: str) -> bool:
-    return v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:")
+    return v in ("auto", "cpu", "mps", "cuda") or v.startswith("cuda:")
 
 
-def _strip_epochs_ok(v: Any) -> bool:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v >= 1
-    is_list = isinstance(v, (list, tuple)) or OmegaConf.is_list(v)
-    return is_list and len(v) > 0 and all(_is_kind(e, "int") and e >= 0 for e in v)
-
-
-def _file_rules(yaml: str, *rules: tuple) -> tuple[Rule, ...]:
-    return tuple(Rule(*r, yaml=yaml) for r in rules)
-
-
-GENERATE_RULES = _file_rules(
-    "conf/generate.yaml",
-    ("run_dir", "str", lambda v: True, "", "a training run folder", True),
-    ("ckpt_path", "str", lambda v: True, "", "a GAN checkpoint", True),
-    ("config_path", "str", lambda v: True, "", "the run's config.yaml", True),
-    ("out_dir", "str", lambda v: True, "", "where the pictures go", True),
-    (
-        "strip_epochs",
-        "any",
-        _strip_epochs_ok,
-        "a count >= 1 or a list of epochs >= 0",
-        "the epochs on the learning-process strip",
-        False,
-        8,
-    ),
-    ("learning_frame_ms", "int", at_least(1), ">= 1", "ms per learning-process frame", False, 200),
-    ("seed", "int", seed_ok, SEED_RANGE, "the seed of the latent points", False, 0),
-    ("num_samples", "int", at_least(1), ">= 1", "images in samples.png", False, 64),
-    ("nrow", "int", at_least(1), ">= 1", "images per grid row", False, 8),
-    ("num_pairs", "int", at_least(1), ">= 1", "morphing rows", False, 6),
-    ("steps", "int", at_least(2), ">= 2", "images per morphing row", False, 10),
-    ("slerp", "bool", lambda v: True, "", "spherical interpolation"),
-    ("morph_frame_ms", "int", at_least(1), ">= 1", "ms per morphing frame", False, 100),
-    ("device", "str", _device_ok, "cpu or cuda", "where to generate", False, "cpu"),
-)
-
-CLASSIFIER_RULES = _file_rules(
-    "conf/train_classifier.yaml",
-    ("classifier_dir", "str", lambda v: True, "", "where the classifier is cached", True),
-    ("seed", "int", seed_ok, SEED_RANGE, "the seed", False, 0),
-    ("epochs", "int", at_least(1), ">= 1", "training epochs", False, 3),
-    ("lr", "float", positive, "> 0", "the peak learning rate", False, "2e-3"),
-    ("weight_decay", "float", at_least(0), ">= 0", "AdamW's weight decay", False, "1e-4"),
-    ("hidden", "int", at_least(1), ">= 1", "the feature size", False, 128),
-    ("dropout", "float", in_unit_interval, "in [0, 1)", "the dropout rate", False, 0.25),
-    (
-        "accelerator",
-        "str",
-        lambda v: v in ("auto", "cpu", "gpu", "cuda", "mps"),
-        "auto, cpu or gpu",
-        "where to train",
-        False,
-        "auto",
-    ),
-)
-
-BENCH_RULES = _file_rules(
-    "conf/bench.yaml",
-    ("quick", "bool", lambda v: True, "", "the CI-sized benchmark"),
-    ("device", "str", _device_ok, "auto, cpu or cuda", "where to measure", False, "auto"),
-    ("batch_size", "int", at_least(1), ">= 1", "the batch size", False, 64),
-    ("warmup", "int", at_least(0), ">= 0", "untimed steps", False, 1),
-    ("repeats", "int", at_least(1), ">= 1", "timed repeats", False, 5),
-    ("steps", "int", at_least(1), ">= 1", "steps per repeat", False, 1),
-    ("min_repeat_seconds", "float", at_least(0), ">= 0", "the least time per repeat", False, 1.0),
-    ("matmul_size", "int", at_least(1), ">= 1", "the reference matmul's size", True, 2048),
-    ("data_epochs", "int", at_least(1), ">= 1", "passes over the loader", False, 3),
-    ("threads", "int", at_least(1), ">= 1", "torch CPU threads", True, 2),
-    ("output", "str", lambda v: True, "", "the JSON file"),
-    ("scaling.discriminator", "str", lambda v: True, "", "the scaling preset"),
-    ("scaling.routing_iterations", "int", at_least(1), ">= 1", "the scaling routing iterations"),
-    ("baseline.discriminator", "str", lambda v: True, "", "the baseline preset"),
-    ("baseline.routing_iterations", "int", at_least(1), ">= 1", "the baseline routing iterations"),
-    ("baseline.batch_size", "int", at_least(1), ">= 1", "the baseline batch size"),
-)
-
-
-def _int_list(cfg: DictConfig, key: str, minimum: int, yaml: str) -> list[str]:
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
-        return []
-    if (
-        not OmegaConf.is_list(value)
-        or not value
-        or not all(_is_kind(v, "int") and v >= minimum for v in value)
-    ):
-        return [
-            f"`{key}` must be a non-empty list of integers >= {minimum}, but it is "
-            f"{OmegaConf.to_container(value) if OmegaConf.is_list(value) else value!r}. "
-            f"{where(key, None, yaml)}"
-        ]
-    return []
+def _ints(values: Any, minimum: int) -> bool:
+    """A non-empty list of integers >= ``minimum``."""
+    return (
+        isinstance(values, list)
+        and bool(values)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
+    )
 
 
 def _device_problem(device: str, key: str, yaml: str) -> list[str]:
@@ -787,11 +614,42 @@ def _device_problem(device: str, key: str, yaml: str) -> list[str]:
     return []
 
 
+@dataclass
+class GenerateKeys(Keys):
+    YAML: ClassVar[str] = "conf/generate.yaml"
+    run_dir: str | None = None
+    ckpt_path: str | None = None
+    config_path: str | None = None
+    out_dir: str | None = None
+    strip_epochs: Any = 8
+    learning_frame_ms: int = 200
+    seed: int = 0
+    num_samples: int = 64
+    nrow: int = 8
+    num_pairs: int = 6
+    steps: int = 10
+    slerp: bool = False
+    morph_frame_ms: int = 100
+    device: str = "cpu"
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        strip = self.strip_epochs
+        count = isinstance(strip, int) and not isinstance(strip, bool)
+        return [
+            ("strip_epochs", strip >= 1 if count else _ints(strip, 0),
+             "a count >= 1 or a list of epochs >= 0", 8),
+            ("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 0),
+            *self.at_least(1, "learning_frame_ms", "num_samples", "nrow", "num_pairs"),
+            *self.at_least(2, "steps"),
+            *self.at_least(1, "morph_frame_ms"),
+            ("device", _device_ok(self.device), DEVICES, "cpu"),
+        ]  # fmt: skip
+
+
 def validate_generate_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/generate.yaml`` config, as one :class:`ConfigError`."""
-    yaml = "conf/generate.yaml"
-    problems = rule_problems(cfg, GENERATE_RULES)
-    raise_problems(problems)  # the checks below need sane values
+    raise_problems(key_problems(cfg, GenerateKeys))  # the checks below need sane values
+    problems = _device_problem(str(cfg.device), "device", GenerateKeys.YAML)
     if cfg.run_dir and not Path(str(cfg.run_dir)).is_dir():
         problems.append(
             f"`run_dir`={str(cfg.run_dir)!r} is not a folder. Pass a training run's folder "
@@ -802,160 +660,248 @@ def validate_generate_config(cfg: DictConfig) -> None:
             f"`config_path`={str(cfg.config_path)!r} is not a file. Pass <run folder>/.hydra/"
             "config.yaml, or config_path=null to find it next to the checkpoint."
         )
-    problems += _device_problem(str(cfg.device), "device", yaml)
     raise_problems(problems)
+
+
+@dataclass
+class ClassifierKeys(Keys):
+    YAML: ClassVar[str] = "conf/train_classifier.yaml"
+    classifier_dir: str | None = None
+    seed: int = 0
+    epochs: int = 3
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    hidden: int = 128
+    dropout: float = 0.25
+    accelerator: str = "auto"
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [
+            ("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 0),
+            *self.at_least(1, "epochs", "hidden"),
+            ("lr", self.lr > 0, "> 0", "2e-3"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0", "1e-4"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)", 0.25),
+            ("channels", _ints(self.channels, 1), "a non-empty list of integers >= 1", "[32,64]"),
+            ("accelerator", self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"),
+             "auto, cpu or gpu", "auto"),
+        ]  # fmt: skip
 
 
 def validate_classifier_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/train_classifier.yaml`` config (its data.* included)."""
-    yaml = "conf/train_classifier.yaml"
-    data_rules = [r for r in COMMON_RULES if r.key.startswith("data.")]
-    problems = rule_problems(cfg, [*CLASSIFIER_RULES, *data_rules])
-    problems += _int_list(cfg, "channels", 1, yaml)
-    if not problems and cfg.data.image_size // 2 ** len(cfg.channels) < 1:
+    raise_problems(schema_problems(cfg, ClassifierKeys, DataKeys))
+    problems = []
+    if cfg.data.image_size // 2 ** len(cfg.channels) < 1:
         problems.append(
             f"`channels` has {len(cfg.channels)} pooling blocks, which shrink a "
-            f"{cfg.data.image_size}px image to nothing. {where('channels', '[32,64]', yaml)}"
+            f"{cfg.data.image_size}px image to nothing. "
+            f"{where('channels', '[32,64]', ClassifierKeys.YAML)}"
         )
-    if cfg.classifier_dir:
-        reason = unwritable_reason(str(cfg.classifier_dir))
-        if reason:
-            problems.append(
-                f"`classifier_dir`={str(cfg.classifier_dir)!r} cannot be written: {reason}. "
-                "Pass a writable folder, or classifier_dir=null (the data root's classifiers/, "
-                "else ~/.cache/capsgan/classifiers)."
-            )
+    reason = unwritable_reason(str(cfg.classifier_dir)) if cfg.classifier_dir else None
+    if reason:
+        problems.append(
+            f"`classifier_dir`={str(cfg.classifier_dir)!r} cannot be written: {reason}. "
+            "Pass a writable folder, or classifier_dir=null (the data root's classifiers/, "
+            "else ~/.cache/capsgan/classifiers)."
+        )
     raise_problems(problems)
+
+
+@dataclass
+class BenchKeys(Keys):
+    YAML: ClassVar[str] = "conf/bench.yaml"
+    quick: bool = False
+    device: str = "auto"
+    discriminators: list[str] = field(default_factory=list)
+    routing_iterations: list[int] = field(default_factory=lambda: [1])
+    batch_size: int = 64
+    warmup: int = 1
+    repeats: int = 5
+    steps: int = 1
+    min_repeat_seconds: float = 1.0
+    matmul_size: int | None = None
+    data_epochs: int = 3
+    output: str = "bench.json"
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [
+            ("device", _device_ok(self.device), DEVICES, "auto"),
+            ("routing_iterations", _ints(self.routing_iterations, 1),
+             "a non-empty list of integers >= 1", "[1,3]"),
+            *self.at_least(1, "batch_size", "repeats", "steps", "matmul_size", "data_epochs"),
+            *self.at_least(0, "warmup"),
+            ("min_repeat_seconds", self.min_repeat_seconds >= 0, ">= 0", 1.0),
+        ]  # fmt: skip
+
+
+@dataclass
+class ScalingKeys(Keys):
+    PREFIX: ClassVar[str] = "scaling"
+    YAML: ClassVar[str] = "conf/bench.yaml"
+    discriminator: str = "capsule_small"
+    routing_iterations: int = 3
+    batch_sizes: list[int] = field(default_factory=lambda: [32])
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [*self.at_least(1, "routing_iterations"), ("batch_sizes", _ints(
+            self.batch_sizes, 1), "a non-empty list of integers >= 1", "[32,64]")]  # fmt: skip
+
+
+@dataclass
+class BaselineKeys(Keys):
+    PREFIX: ClassVar[str] = "baseline"
+    YAML: ClassVar[str] = "conf/bench.yaml"
+    discriminator: str = "capsule"
+    routing_iterations: int = 3
+    batch_size: int = 64
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return self.at_least(1, "routing_iterations", "batch_size")
 
 
 def validate_bench_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/bench.yaml`` config, its training keys included."""
-    yaml = "conf/bench.yaml"
-    problems = rule_problems(
-        cfg, [*BENCH_RULES, *(r for r in COMMON_RULES if r.key != "data.batch_size")]
-    )
-    problems += _int_list(cfg, "routing_iterations", 1, yaml)
-    problems += _int_list(cfg, "scaling.batch_sizes", 1, yaml)
-    presets = set(cfg.get("presets") or {})
+    problems = schema_problems(cfg, BenchKeys, ScalingKeys, BaselineKeys, *TRAIN_SCHEMAS)
+    presets = sorted(cfg.get("presets") or {})
     names = OmegaConf.select(cfg, "discriminators", default=None)
-    if not OmegaConf.is_list(names) or not names or not set(names) <= presets:
+    names = OmegaConf.to_container(names) if OmegaConf.is_list(names) else names
+    if not isinstance(names, list) or not names or not set(names) <= set(presets):
         problems.append(
-            f"`discriminators` must be a non-empty list of {sorted(presets)}, but it is "
-            f"{OmegaConf.to_container(names) if OmegaConf.is_list(names) else names!r}. "
-            f"{where('discriminators', '[cnn,capsule_small]', yaml)}"
+            f"`discriminators` must be a non-empty list of {presets}, but it is {names!r}. "
+            f"{where('discriminators', '[cnn,capsule_small]', BenchKeys.YAML)}"
         )
     for key in ("scaling.discriminator", "baseline.discriminator"):
         value = OmegaConf.select(cfg, key, default=None)
         if isinstance(value, str) and value not in presets:
             problems.append(
-                f"`{key}`={value!r} must be one of {sorted(presets)}. {where(key, None, yaml)}"
+                f"`{key}`={value!r} must be one of {presets}. {where(key, None, BenchKeys.YAML)}"
             )
-    if not problems:
-        problems += _device_problem(str(cfg.device), "device", yaml)
-        problems += [p for p in [output_file_problem(cfg.output, "output", yaml)] if p]
     raise_problems(problems)
+    problems = _device_problem(str(cfg.device), "device", BenchKeys.YAML)
+    raise_problems(
+        problems + [p for p in [output_file_problem(cfg.output, "output", BenchKeys.YAML)] if p]
+    )
 
 
 # -- the scoring tools: evaluate.py, battle.py, semisupervised.py ---------------------------
 
 
-def _value_range_ok(v: Any) -> bool:
-    if v == "auto":
-        return True
-    pair = list(v) if OmegaConf.is_list(v) or isinstance(v, (list, tuple)) else None
-    return (
-        bool(pair)
-        and len(pair) == 2
-        and all(_is_kind(b, "float") for b in pair)
-        and (pair[0] < pair[1])
-    )
-
-
-def _count_or_list(minimum: int) -> Callable[[Any], bool]:
+def _count_or_list(v: Any, minimum: int) -> bool:
     """An integer >= ``minimum`` or a non-empty list of them (``n_labels``, ``seeds``)."""
-
-    def check(v: Any) -> bool:
-        values = list(v) if OmegaConf.is_list(v) else [v]
-        return bool(values) and all(_is_kind(e, "int") and e >= minimum for e in values)
-
-    return check
+    return _ints(v if isinstance(v, list) else [v], minimum)
 
 
-def _positive_numbers(v: Any) -> bool:
-    return OmegaConf.is_list(v) and len(v) > 0 and all(_is_kind(e, "float") and e > 0 for e in v)
+@dataclass
+class ToolKeys(Keys):
+    """The keys the scoring tools share."""
+
+    checkpoint: str = "last"
+    batch_size: int = 500
+    out: str = "out.json"
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [
+            ("checkpoint", bool(self.checkpoint), "last, best or a file name in checkpoints/",
+             "last"),
+            *self.at_least(1, "batch_size"),
+            ("out", bool(self.out), "a file name", "out.json"),
+        ]  # fmt: skip
+
+    def seed_range(self) -> tuple[str, bool, str, Any]:
+        return ("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 0)  # type: ignore[attr-defined]
 
 
-def _seeds_ok(v: Any) -> bool:
-    """``seeds``: a count >= 1 (seeds 0..k-1) or a non-empty list of seeds >= 0."""
-    return _count_or_list(0)(v) if OmegaConf.is_list(v) else _count_or_list(1)(v)
+@dataclass
+class EvaluateKeys(ToolKeys):
+    YAML: ClassVar[str] = "conf/evaluate.yaml"
+    real_split: str = "test"
+    real_samples: int | None = None
+    num_samples: int | None = None
+    seed: int = 0
+    npz_key: str | None = None
+    value_range: Any = "auto"
+    classifier_path: str | None = None
+    classifier_dir: str | None = None
+    kid_subset_size: int = 1000
+    mode_threshold: float = 0.1
+    device: str = "cpu"
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        pair = self.value_range
+        pair_ok = (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in pair)
+            and pair[0] < pair[1]
+        )
+        return [
+            *super().ranges(),
+            ("real_split", self.real_split in ("train", "test"), "train or test", "test"),
+            *[(k, getattr(self, k) is None or getattr(self, k) >= 2, ">= 2 (FID needs 2 images)",
+               10000) for k in ("real_samples", "num_samples")],
+            self.seed_range(),
+            ("value_range", pair == "auto" or pair_ok, "auto or [low,high] with low < high",
+             "auto"),
+            *self.at_least(2, "kid_subset_size"),
+            ("mode_threshold", self.mode_threshold >= 0, ">= 0", 0.1),
+            ("device", _device_ok(self.device), DEVICES, "cpu"),
+        ]  # fmt: skip
 
 
-CHECKPOINT_RULE = ("checkpoint", "str", lambda v: bool(v), "last, best or a file name in "
-                   "checkpoints/", "which checkpoint of a run folder", False, "last")  # fmt: skip
-EVALUATE_YAML, BATTLE_YAML, SEMI_YAML = (
-    "conf/evaluate.yaml",
-    "conf/battle.yaml",
-    "conf/semisupervised.yaml",
-)
-EVALUATE_RULES = _file_rules(
-    EVALUATE_YAML,
-    CHECKPOINT_RULE,
-    ("real_split", "str", lambda v: v in ("train", "test"), "train or test",
-     "the real images the samples are measured against", False, "test"),
-    ("real_samples", "int", at_least(2), ">= 2 (FID needs 2 images)", "real images used", True,
-     10000),
-    ("num_samples", "int", at_least(2), ">= 2 (FID needs 2 images)",
-     "generated images per checkpoint", True, 10000),
-    ("seed", "int", seed_ok, SEED_RANGE, "the noise seed", False, 0),
-    ("batch_size", "int", at_least(1), ">= 1", "images per forward pass", False, 500),
-    ("npz_key", "str", lambda v: True, "", "the array of an .npz", True),
-    ("value_range", "any", _value_range_ok, "auto or [low,high] with low < high",
-     "the range of float images", False, "auto"),
-    ("classifier_path", "str", lambda v: True, "", "a classifier .pt", True),
-    ("classifier_dir", "str", lambda v: True, "", "the classifier cache folder", True),
-    ("kid_subset_size", "int", at_least(2), ">= 2", "KID's subset size", False, 1000),
-    ("mode_threshold", "float", at_least(0), ">= 0", "the mode-coverage threshold", False, 0.1),
-    ("device", "str", _device_ok, "cpu or cuda", "where to score", False, "cpu"),
-    ("out", "str", lambda v: bool(v), "a file name", "the JSON written", False,
-     "evaluation.json"),
-)  # fmt: skip
-BATTLE_RULES = _file_rules(
-    BATTLE_YAML,
-    CHECKPOINT_RULE,
-    ("num_samples", "int", at_least(1), ">= 1", "generated images per generator", False, 10000),
-    ("test_samples", "int", at_least(1), ">= 1", "real test images judged", True, 10000),
-    ("seed", "int", seed_ok, SEED_RANGE, "the noise seed", False, 0),
-    ("tolerance", "float", in_unit_interval, "in [0, 1)", "how near 1 r_test must be", False, 0.1),
-    ("batch_size", "int", at_least(1), ">= 1", "images per forward pass", False, 500),
-    ("batch_stats", "bool", lambda v: True, "", "BatchNorm on each batch's own statistics"),
-    ("data_root", "str", lambda v: True, "", "the data root"),
-    ("out", "str", lambda v: bool(v), "a file name", "the JSON written", False, "battle.json"),
-)  # fmt: skip
-SEMISUPERVISED_RULES = _file_rules(
-    SEMI_YAML,
-    CHECKPOINT_RULE,
-    ("n_labels", "any", _count_or_list(1), "a count >= 1 or a non-empty list of them",
-     "labelled training images", False, "[100,1000]"),
-    ("seeds", "any", _seeds_ok, "a count >= 1 or a non-empty list of seeds >= 0",
-     "the label draws", False, 3),
-    ("test_samples", "int", at_least(1), ">= 1", "real test images", True, 10000),
-    ("feature_layer", "str", lambda v: True, "", "the discriminator's feature submodule", True),
-    ("pixels", "bool", lambda v: True, "", "the raw-pixel control"),
-    ("untrained", "bool", lambda v: True, "", "the untrained-discriminator control"),
-    ("l2_grid", "any", _positive_numbers, "a non-empty list of numbers > 0",
-     "the L2 strengths tried", False, "[1e-3,1e-2,1e-1]"),
-    ("cv_folds", "int", at_least(2), ">= 2", "cross-validation folds", False, 3),
-    ("max_iter", "int", at_least(1), ">= 1", "L-BFGS iterations per fit", False, 200),
-    ("batch_size", "int", at_least(1), ">= 1", "images per forward pass", False, 500),
-    ("data_root", "str", lambda v: True, "", "the data root"),
-    ("out", "str", lambda v: bool(v), "a file name", "the JSON written", False,
-     "semisupervised.json"),
-)  # fmt: skip
+@dataclass
+class BattleKeys(ToolKeys):
+    YAML: ClassVar[str] = "conf/battle.yaml"
+    num_samples: int = 10000
+    test_samples: int | None = None
+    seed: int = 0
+    tolerance: float = 0.1
+    batch_stats: bool = False
+    data_root: str = ""
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        return [
+            *super().ranges(),
+            *self.at_least(1, "num_samples", "test_samples"),
+            self.seed_range(),
+            ("tolerance", 0 <= self.tolerance < 1, "in [0, 1)", 0.1),
+        ]
 
 
-def _tool_problems(cfg: DictConfig, rules: Iterable[Rule], yaml: str) -> None:
-    """Raise every rule ``cfg`` breaks; then the device and the output file (``out``)."""
-    raise_problems(rule_problems(cfg, rules))  # the checks below need sane values
+@dataclass
+class SemisupervisedKeys(ToolKeys):
+    YAML: ClassVar[str] = "conf/semisupervised.yaml"
+    n_labels: Any = 100
+    seeds: Any = 3
+    test_samples: int | None = None
+    feature_layer: str | None = None
+    pixels: bool = True
+    untrained: bool = True
+    l2_grid: list[float] = field(default_factory=lambda: [1.0])
+    cv_folds: int = 3
+    max_iter: int = 200
+    data_root: str = ""
+
+    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+        grid = self.l2_grid
+        return [
+            *super().ranges(),
+            ("n_labels", _count_or_list(self.n_labels, 1),
+             "a count >= 1 or a non-empty list of them", "[100,1000]"),
+            ("seeds", _ints(self.seeds, 0) if isinstance(self.seeds, list) else
+             _count_or_list(self.seeds, 1), "a count >= 1 or a non-empty list of seeds >= 0", 3),
+            *self.at_least(1, "test_samples", "max_iter"),
+            ("l2_grid", bool(grid) and all(v > 0 for v in grid),
+             "a non-empty list of numbers > 0", "[1e-3,1e-2,1e-1]"),
+            *self.at_least(2, "cv_folds"),
+        ]  # fmt: skip
+
+
+def _tool_problems(cfg: DictConfig, *schemas: type[Keys]) -> None:
+    """Raise every problem of ``schemas``'s keys; then the device and the output file."""
+    raise_problems(schema_problems(cfg, *schemas))  # the checks below need sane values
+    yaml = str(schemas[0].YAML)
     problems = _device_problem(str(cfg.device), "device", yaml) if "device" in cfg else []
     problems += [p for p in [output_file_problem(cfg.out, "out", yaml)] if p]
     raise_problems(problems)
@@ -963,21 +909,42 @@ def _tool_problems(cfg: DictConfig, rules: Iterable[Rule], yaml: str) -> None:
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/evaluate.yaml`` config, before anything is scored."""
-    _tool_problems(cfg, [*EVALUATE_RULES, *(r for r in COMMON_RULES if r.key == "data.name")],
-                   EVALUATE_YAML)  # fmt: skip
+    _tool_problems(cfg, EvaluateKeys, DataKeys)
 
 
 def validate_battle_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/battle.yaml`` config, before any GAN is loaded."""
-    _tool_problems(cfg, BATTLE_RULES, BATTLE_YAML)
+    _tool_problems(cfg, BattleKeys)
 
 
 def validate_semisupervised_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/semisupervised.yaml`` config, before any feature is computed."""
-    _tool_problems(cfg, SEMISUPERVISED_RULES, SEMI_YAML)
+    _tool_problems(cfg, SemisupervisedKeys)
 
 
 # -- the FID classifier: the one that fits, and a cache folder that takes it ----------------
+
+
+def classifier_problems(
+    data_root: str,
+    path: str | None,
+    directory: str | None,
+    name: str,
+    shape: tuple[int, int, int],
+    prefix: str = "",
+) -> Iterator[str]:
+    """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
+    evaluate.py): a given file must be a classifier of these images; a missing cached one
+    must have a folder that takes it once trained. ``prefix``: ``metrics.`` for train.py's
+    keys. A file that is no classifier, or one of other images, raises its ConfigError."""
+    from capsgan.classifier import check_classifier_fits, load_classifier
+
+    if path:
+        check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
+        return
+    problem = classifier_dir_problem(data_root, directory, name, f"{prefix}classifier_dir")
+    if problem:
+        yield problem
 
 
 def classifier_dir_problem(

@@ -1,7 +1,7 @@
 """Checks that need the built trainer and the loaded data, done before the first batch.
 
-:func:`capsgan.config.validate_config` judges each value on its own, before anything is
-built. Some problems only show with the data and the callbacks in hand, and Lightning
+:func:`capsgan.config.check_config` judges each value on its own, and Lightning the
+trainer's, before anything else is built. Some problems only show with the data and the callbacks in hand, and Lightning
 would find them late: a checkpoint that monitors ``val/fid`` while no callback logs it
 fails at the first validation, after a whole epoch of training (half an hour of CPU for
 the full capsule) and before that epoch's checkpoint is written. A run whose batch is
@@ -20,12 +20,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from capsgan.config import raise_problems
+from capsgan.config import MIN_IMAGES, raise_problems
 from capsgan.errors import ConfigError
 from capsgan.metrics import METRIC_KEYS, SampleQualityCallback
 
 QUALITY_KEYS = (*METRIC_KEYS, "val/metric_seconds")
-MIN_REAL_IMAGES = 4  # FID needs 2, precision/recall more than k=3
 
 
 class TrainingStarted(L.Callback):
@@ -138,10 +137,10 @@ def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
                 f"{name}.monitor=null."
             )
     problems += _no_evaluation_in_budget(cfg, trainer, dm, quality, names, validates)
-    if quality is not None and validates and len(dm.val_set) < MIN_REAL_IMAGES:
+    if quality is not None and validates and len(dm.val_set) < MIN_IMAGES:
         subset = cfg.data.get("val_subset")
         problems.append(
-            f"the quality metrics need at least {MIN_REAL_IMAGES} real images, but "
+            f"the quality metrics need at least {MIN_IMAGES} real images, but "
             f"{f'data.val_subset={subset}' if subset else 'the validation split'} has "
             f"{len(dm.val_set)}. Raise data.val_subset (null: all), or remove the metrics "
             "(~callbacks.sample_quality callbacks.model_checkpoint.monitor=null)."
