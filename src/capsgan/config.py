@@ -1,16 +1,12 @@
-"""Start-up validation: every bad value is reported before any data is read, so a sweep
-fails its bad jobs in seconds. One mechanism for every entry point:
-
-* the settings of each entry point are structured configs (:class:`Keys` dataclasses, one
-  per config node). :func:`key_problems` merges the user's values into
-  ``OmegaConf.structured(schema)``, so OmegaConf judges the types, and builds the dataclass,
-  whose ``__post_init__`` judges the ranges (:meth:`Keys.ranges`);
-* the models' rules live in their constructors (their annotations are a schema too);
-* what Lightning refuses itself (``trainer.max_epochs=-5``...) it refuses when the Trainer
-  is built, which :mod:`capsgan.training` does before the models and the data.
-
-Each problem becomes one paragraph: the key, the value, what it must be, and the file or
-command-line override that fixes it.
+"""Start-up checks and what they need: the models, the paths. Every bad value is reported
+before any data is read, so a sweep fails its bad jobs in seconds, one way for every
+entry point: its settings are structured configs (:class:`Keys` dataclasses, one per
+config node); :func:`key_problems` merges the user's values into
+``OmegaConf.structured(schema)``, so OmegaConf judges the types, then builds the
+dataclass, whose ``__post_init__`` judges the ranges. A model's constructor is its
+schema (the types of its annotations) and judges its own ranges; Lightning judges the
+trainer's when the Trainer is built (:func:`capsgan.training.build_trainer`, before the
+models). Each problem is one paragraph: the key, the value, what it must be, the fix.
 """
 
 from __future__ import annotations
@@ -48,13 +44,9 @@ register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in
 
 LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
-SEED_RANGE = f"in [0, {SEED_MAX}] (numpy's seed range)"
-MIN_IMAGES = 4  # of each side of the quality metrics: FID needs 2, precision/recall > k=3
-DEVICES = "auto, cpu or cuda[:n]"
+MIN_IMAGES = 4  # per side of the quality metrics: FID needs 2, precision/recall > k=3
 NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-
-
-# -- where a key is set, for the "how to fix" part --------------------------------------
+Range = tuple[str, bool, str, Any]  # (field, fine, what it must be, example for the fix)
 
 
 def yaml_file(key: str) -> str:
@@ -82,31 +74,48 @@ def raise_problems(problems: list[str]) -> None:
 # -- the one checking mechanism: structured configs ----------------------------------------
 
 
+def _ints(values: Any, minimum: int) -> bool:
+    """A non-empty list of integers >= ``minimum``."""
+    ints = isinstance(values, list) and all(type(v) is int for v in values)
+    return ints and bool(values) and min(values) >= minimum
+
+
 class Keys:
-    """Base of the schemas: ``PREFIX`` is the config node the fields sit in, ``YAML`` the
-    file that sets them (None: found from the key); :meth:`ranges` lists the rules beyond
-    the type as ``(field, fine, what it must be, example)``, judged in ``__post_init__``."""
+    """Base of the schemas: ``PREFIX`` is their config node, ``YAML`` the file that sets
+    them (None: found from the key); :meth:`ranges` the rules beyond the types, judged by
+    ``__post_init__`` together with the range of a ``seed`` and a ``device`` field."""
 
     PREFIX: ClassVar[str] = ""
     YAML: ClassVar[str | None] = None
 
-    def ranges(self) -> Iterable[tuple[str, bool, str, Any]]:
+    def ranges(self) -> Iterable[Range]:
         return ()
 
     def __post_init__(self) -> None:
+        rules = list(self.ranges())
+        if hasattr(self, "seed"):
+            seed_range = f"in [0, {SEED_MAX}] (numpy's seed range)"
+            rules.append(("seed", 0 <= self.seed <= SEED_MAX, seed_range, None))
+        if hasattr(self, "device"):
+            ok = self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
+            rules.append(("device", ok, "auto, cpu or cuda[:n]", "cpu"))
         problems = []
-        for name, fine, must, example in self.ranges():
+        for name, fine, must, example in rules:
             key, value = f"{self.PREFIX}.{name}".lstrip("."), getattr(self, name)
             example = getattr(type(self), name, None) if example is None else example
             if not fine:
-                problems.append(f"`{key}` must be {must}, but it is {value!r}. "
-                                f"{where(key, example, self.YAML)}")  # fmt: skip
+                fix = where(key, example, self.YAML)
+                problems.append(f"`{key}` must be {must}, but it is {value!r}. {fix}")
         raise_problems(problems)
 
-    def at_least(self, n: int, *names: str) -> list[tuple[str, bool, str, Any]]:
-        """``>= n`` rules for integer fields (null passes: the Optional ones)."""
-        return [(f, getattr(self, f) is None or getattr(self, f) >= n, f">= {n}", None)
-                for f in names]  # fmt: skip
+    def at_least(self, n: float, *names: str, example: Any = None, strict: bool = False):
+        """``>= n`` (``strict``: ``> n``) rules of number fields; null passes (Optional ones)."""
+
+        def fine(v: Any) -> bool:
+            return v is None or v > n or (v == n and not strict)
+
+        must = f"{'>' if strict else '>='} {n}"
+        return [(f, fine(getattr(self, f)), must, example) for f in names]
 
 
 def noun(hint: Any) -> str:
@@ -127,20 +136,16 @@ def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> li
     node = OmegaConf.select(cfg, prefix, default=None) if prefix else cfg
     if not isinstance(node, DictConfig):
         return []
-    typed, problems = OmegaConf.structured(schema), []
-    hints = typing.get_type_hints(schema)
-    for f in dataclasses.fields(schema):
-        if f.name not in node:
-            continue
-        value = node[f.name]
+    typed, problems, hints = OmegaConf.structured(schema), [], typing.get_type_hints(schema)
+    for name in [f.name for f in dataclasses.fields(schema) if f.name in node]:
+        value = node[name]
         value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         try:
-            typed = OmegaConf.merge(typed, {f.name: value})
+            typed = OmegaConf.merge(typed, {name: value})
         except ValidationError:
-            key = f"{prefix}.{f.name}".lstrip(".")
-            problems.append(f"`{key}` must be {noun(hints[f.name])}, but it is {value!r} "
-                            f"({type(value).__name__}). "
-                            f"{where(key, None, getattr(schema, 'YAML', None))}")  # fmt: skip
+            key, yaml = f"{prefix}.{name}".lstrip("."), getattr(schema, "YAML", None)
+            problems.append(f"`{key}` must be {noun(hints[name])}, but it is {value!r} "
+                            f"({type(value).__name__}). {where(key, None, yaml)}")  # fmt: skip
     if problems or not issubclass(schema, Keys):
         return problems
     try:
@@ -154,7 +159,7 @@ def schema_problems(cfg: DictConfig, *schemas: type) -> list[str]:
     return [p for schema in schemas for p in key_problems(cfg, schema)]
 
 
-# -- training: src/train.py (and src/bench.py, which composes it) -------------------------
+# -- training: src/train.py (and src/bench.py, which composes its config) -------------------
 
 
 # GAN hyper-parameters: moving to capsgan.hparams (issue 24 P3)
@@ -176,16 +181,15 @@ class GanKeys(Keys):
     compile: bool = False
     channels_last: bool = False
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
+        betas = len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)
         return [
             *self.at_least(1, "latent_dim", "d_steps_per_g", "num_fixed_samples"),
-            *[(k, getattr(self, k) is None or getattr(self, k) > 0, "> 0", "2e-4")
-              for k in ("lr", "lr_g", "lr_d", "gradient_clip_val")],
-            ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-             "two numbers in [0, 1)", "[0.5,0.999]"),
+            *self.at_least(0, "lr", "lr_g", "lr_d", example="2e-4", strict=True),
+            *self.at_least(0, "gradient_clip_val", strict=True),
+            ("betas", betas, "two numbers in [0, 1)", "[0.5,0.999]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", 0.0),
-            ("instance_noise", self.instance_noise >= 0, ">= 0", 0.0),
-            *self.at_least(0, "instance_noise_anneal_steps"),
+            *self.at_least(0, "instance_noise", "instance_noise_anneal_steps"),
         ]  # fmt: skip
 
 
@@ -200,8 +204,8 @@ class TrainKeys(Keys):
     run_name: str | None = None
     optimized_metric: str | None = None
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
-        return [("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 42), *self.at_least(1, "threads")]
+    def ranges(self) -> list[Range]:
+        return self.at_least(1, "threads")
 
 
 @dataclass
@@ -218,21 +222,19 @@ class DataKeys(Keys):
     pin_memory: bool = False
     root: str = ""
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
-        names = sorted(DATASETS)
+    def ranges(self) -> list[Range]:
         return [
-            ("name", self.name in DATASETS, f"one of {names}", "mnist"),
-            *self.at_least(1, "batch_size", "channels", "image_size"),
-            *self.at_least(1, "train_subset", "val_subset"),
+            ("name", self.name in DATASETS, f"one of {sorted(DATASETS)}", "mnist"),
+            *self.at_least(1, "batch_size", "channels", "image_size", "train_subset", "val_subset"),
             *self.at_least(0, "num_workers"),
         ]
 
 
 @dataclass
 class TrainerKeys(Keys):
-    """Lightning judges the trainer's values itself when the Trainer is built (max_epochs
-    >= -1, limit_*_batches...); these are the types it does not check, and this project's
-    own rules: a limit of 0 trains nothing, and the GAN steps its optimizers itself."""
+    """Lightning judges the trainer's values when the Trainer is built (max_epochs >= -1,
+    limit_*_batches, fast_dev_run...); here are the types it leaves unchecked and this
+    project's own rules: a limit of 0 trains nothing, the GAN steps its optimizers itself."""
 
     PREFIX: ClassVar[str] = "trainer"
     max_epochs: int | None = None
@@ -247,13 +249,12 @@ class TrainerKeys(Keys):
     gradient_clip_val: Any = None
     accumulate_grad_batches: Any = 1
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
-        zero = "not 0 (0 would train nothing; -1: no limit)"
+    def ranges(self) -> list[Range]:
+        nothing = "other than 0 (0 would train nothing)"
         return [
-            ("max_epochs", self.max_epochs != 0, zero, 20),
-            ("max_steps", self.max_steps != 0, zero, -1),
-            ("limit_train_batches", self.limit_train_batches != 0, "not 0 (0 would train "
-             "nothing): an integer >= 1 (batches) or a fraction in (0, 1]", "null"),
+            ("max_epochs", self.max_epochs != 0, nothing, 20),
+            ("max_steps", self.max_steps != 0, f"{nothing}; -1: no limit", -1),
+            ("limit_train_batches", self.limit_train_batches != 0, nothing, "null"),
             *self.at_least(1, "check_val_every_n_epoch", "log_every_n_steps"),
             *self.at_least(-1, "num_sanity_val_steps"),
             ("deterministic", self.deterministic in (True, False, None, "warn"),
@@ -272,7 +273,7 @@ class SampleGridKeys(Keys):
     nrow: int = 8
     every_n_steps: int | None = None
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
         return self.at_least(1, "every_n_epochs", "nrow", "every_n_steps")
 
 
@@ -283,7 +284,7 @@ class SampleQualityKeys(Keys):
     kid_subsets: int = 100
     is_splits: int = 10
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
         return self.at_least(1, "every_n_epochs", "kid_subsets", "is_splits")
 
 
@@ -299,13 +300,13 @@ class MetricsKeys(Keys):
     classifier_path: str | None = None
     classifier_dir: str | None = None
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
         return [
             ("num_samples", self.num_samples >= MIN_IMAGES, f">= {MIN_IMAGES} (FID needs 2 "
              "images, precision and recall more than k=3)", 10000),
             *self.at_least(1, "batch_size"),
             *self.at_least(2, "kid_subset_size"),
-            ("mode_threshold", self.mode_threshold >= 0, ">= 0", 0.1),
+            *self.at_least(0, "mode_threshold"),
         ]  # fmt: skip
 
 
@@ -315,29 +316,34 @@ TRAIN_SCHEMAS = (GanKeys, TrainKeys, DataKeys, TrainerKeys, SampleGridKeys)
 def config_problems(cfg: DictConfig) -> list[str]:
     """Every problem of the keys no model owns, one paragraph each; empty if they are usable."""
     quality = OmegaConf.select(cfg, "callbacks.sample_quality", default=None)
-    extra = (SampleQualityKeys, MetricsKeys) if quality else ()
+    extra = [SampleQualityKeys, MetricsKeys] if quality else []
     problems = schema_problems(cfg, *TRAIN_SCHEMAS, *extra)
     if problems or not quality:  # the classifier check below needs sane values
         return problems
-    return list(_classifier_file_problems(cfg))
-
-
-def _classifier_file_problems(cfg: DictConfig) -> Iterator[str]:
-    path = cfg.metrics.classifier_path
+    path, m = cfg.metrics.classifier_path, cfg.metrics
     if path and not Path(str(path)).expanduser().is_file():
-        yield (
+        return [
             f"`metrics.classifier_path`={str(path)!r} is not a file. Pass a classifier .pt "
             "written by `python src/train_classifier.py` (<classifier_dir>/<data set>.pt), "
             "or metrics.classifier_path=null to use (or train) the data set's cached one."
-        )
-        return
-    name, shape = str(cfg.data.name), (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+        ]
+    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     try:
-        yield from classifier_problems(
-            str(cfg.data.root), path, cfg.metrics.classifier_dir, name, shape, "metrics."
-        )
+        root, name = str(cfg.data.root), str(cfg.data.name)
+        return list(classifier_problems(root, path, m.classifier_dir, name, shape, "metrics."))
     except ConfigError as err:  # a file that is not a classifier, or one for other images
-        yield str(err)
+        return [str(err)]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """One :class:`ConfigError` listing every problem of the keys no model owns."""
+    raise_problems(config_problems(cfg))
+
+
+def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
+    """:func:`check_config`, then :func:`build_models`: ``(generator, discriminator)``."""
+    check_config(cfg)
+    return build_models(cfg)
 
 
 # -- the models: their constructors' rules --------------------------------------------
@@ -351,24 +357,18 @@ def constructor_schema(target: str) -> type | None:
         hints = typing.get_type_hints(getattr(importlib.import_module(module), name).__init__)
     except Exception:  # a _target_ that cannot be imported is reported when it is built
         return None
-    plain = [
-        (arg, hint, field(default=MISSING))
-        for arg, hint in hints.items()
-        if arg != "return"
-        and typing.get_origin(hint) in (None, typing.Union, types.UnionType)
-        and set(typing.get_args(hint) or (hint,)) - {type(None)} <= NOUNS.keys()
-    ]
+    plain = [(arg, hint, field(default=MISSING)) for arg, hint in hints.items() if arg != "return"
+             and typing.get_origin(hint) in (None, typing.Union, types.UnionType)
+             and set(typing.get_args(hint) or (hint,)) - {type(None)} <= NOUNS.keys()]  # fmt: skip
     return dataclasses.make_dataclass(f"{name}Arguments", plain)
 
 
 def _named_key(message: str, group: str, names: Iterable[str]) -> str | None:
     """The key of ``group`` that a constructor's message names first, by its argument name
     (``blocks[1].kernel`` as such)."""
-    found = [
-        (m.start(), m.group())
-        for name in names
-        if (m := re.search(rf"(?<![\w.]){re.escape(name)}(\[\d+\](\.\w+)?)?(?!\w)", message))
-    ]
+    pattern = r"(?<![\w.]){}(\[\d+\](\.\w+)?)?(?!\w)"
+    found = [(m.start(), m.group()) for name in names
+             if (m := re.search(pattern.format(re.escape(name)), message))]  # fmt: skip
     return f"{group}.{min(found)[1]}" if found else None
 
 
@@ -376,14 +376,12 @@ def instantiate(cfg: DictConfig, group: str, model: bool = True) -> Any:
     """``cfg[group]`` instantiated, a failure as a :class:`ConfigError`. A ``model``'s
     arguments are type-checked first, and its constructor's refusal (``ValueError`` /
     ``TypeError``) names the key."""
-    if model:
-        schema = constructor_schema(str(cfg[group].get("_target_", "")))
-        raise_problems(key_problems(cfg, schema, group) if schema else [])
+    schema = constructor_schema(str(cfg[group].get("_target_", ""))) if model else None
+    raise_problems(key_problems(cfg, schema, group) if schema else [])
     try:
         return hydra.utils.instantiate(cfg[group])
     except InstantiationException as err:
-        reason = err.__cause__ or err
-        yaml = yaml_file(f"{group}.x")
+        reason, yaml = err.__cause__ or err, yaml_file(f"{group}.x")
         if not model or not isinstance(reason, (ValueError, TypeError)):  # a _target_ not found
             raise ConfigError(
                 f"the {group} could not be built from the {group}.* settings: "
@@ -400,12 +398,11 @@ def instantiate(cfg: DictConfig, group: str, model: bool = True) -> Any:
 
 
 def build_models(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
-    """The generator and discriminator of ``cfg``, each refusing bad settings in its
-    constructor (as a :class:`ConfigError` naming the key); then checked together on two
-    images: the generator must make the data's image shape, the discriminator must score
-    them with a (B,) score of a kind the losses handle. Cheap: no data is read. Seeded
-    with ``cfg.seed``, so their first weights are the run's."""
-    torch.manual_seed(cfg.seed)  # the models' first weights are the run's
+    """The generator and discriminator of ``cfg`` (seeded with ``cfg.seed``: their first
+    weights are the run's), each refusing bad settings in its constructor; then checked
+    together on two images: the generator must make the data's image shape, the
+    discriminator must score them with a (B,) score of a kind the losses handle."""
+    torch.manual_seed(cfg.seed)
     generator, discriminator = instantiate(cfg, "generator"), instantiate(cfg, "discriminator")
     try:
         kind = score_kind(discriminator)
@@ -442,33 +439,14 @@ def build_models(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
     return generator, discriminator
 
 
-def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
-    """Raise one :class:`ConfigError` listing every problem of the keys no model owns, else
-    build the models (from ``cfg.seed``, so their first weights are the run's) and return
-    ``(generator, discriminator)``; a model's refusal is a :class:`ConfigError` too."""
-    check_config(cfg)
-    return build_models(cfg)
-
-
-def check_config(cfg: DictConfig) -> None:
-    """One :class:`ConfigError` listing every problem of the keys no model owns."""
-    raise_problems(config_problems(cfg))
-
-
 # -- paths: the output folder and the checkpoint to resume from ------------------------
 
 
-PROBE_BYTES = 256 * 1024  # a probe of realistic size: .hydra/, run_info.json, a JSON result
-
-
-def unwritable_reason(folder: str | Path, size: int = PROBE_BYTES) -> str | None:
-    """Why ``folder`` cannot be created and written to, or None if it can.
-
-    Tried, with a file of ``size`` bytes written to the disk (an empty file fits on a full
-    disk, and the first real write then fails), then deleted. Permission bits do not tell:
-    root passes os.access everywhere, yet cannot write to a read-only mount or /proc."""
-    path = Path(folder).expanduser().absolute()
-    existing = path
+def unwritable_reason(folder: str | Path, size: int = 256 * 1024) -> str | None:
+    """Why ``folder`` cannot be created and written to, or None if it can: tried with a
+    file of ``size`` bytes written to the disk (an empty file fits on a full disk), then
+    deleted. Permission bits do not tell: root passes os.access, yet cannot write to /proc."""
+    existing = Path(folder).expanduser().absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
@@ -479,10 +457,8 @@ def unwritable_reason(folder: str | Path, size: int = PROBE_BYTES) -> str | None
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:
-        return (
-            f"no file of {size // 1024} KiB can be written in {str(existing)!r} "
-            f"({err.strerror or err})"
-        )
+        where_ = f"{str(existing)!r} ({err.strerror or err})"
+        return f"no file of {size // 1024} KiB can be written in {where_}"
     return None
 
 
@@ -490,12 +466,9 @@ def check_output_dir(folder: str | Path, key: str = "paths.output_dir") -> None:
     """Raise a :class:`ConfigError` if the run folder cannot be written."""
     reason = unwritable_reason(folder)
     if reason:
-        hint = (
-            " (single runs: hydra.run.dir=<folder>, sweeps: hydra.sweep.dir=<folder>; the "
-            "default is paths.log_dir=outputs under the current folder)"
-            if key.startswith(("paths.", "hydra."))
-            else ""
-        )
+        hint = (" (single runs: hydra.run.dir=<folder>, sweeps: hydra.sweep.dir=<folder>; the "
+                "default is paths.log_dir=outputs under the current folder)"
+                if key.startswith(("paths.", "hydra.")) else "")  # fmt: skip
         raise ConfigError(
             f"the output folder {str(folder)!r} cannot be written: {reason}. Point the run "
             f"somewhere writable with {key}=<folder>{hint}."
@@ -519,29 +492,32 @@ def output_file_problem(path: str | Path, key: str, yaml: str) -> str | None:
 def resolve_ckpt_path(
     ckpt_path: str | None, output_dir: str | Path, missing_ok: bool = False
 ) -> str | None:
-    """``ckpt_path`` as a file that exists: ``last`` means ``<output_dir>/checkpoints/last.ckpt``.
-
-    Raises a :class:`ConfigError` naming the file when it does not exist. With
-    ``missing_ok`` (the jobs of a resumed sweep), ``last`` without the file means "start
-    from scratch".
-    """
+    """``ckpt_path`` as a file that exists (``last``: ``<output_dir>/checkpoints/last.ckpt``),
+    else a :class:`ConfigError` naming it. ``missing_ok`` (the jobs of a resumed sweep):
+    ``last`` without the file means "start from scratch"."""
     if ckpt_path in (None, ""):
         return None
-    if str(ckpt_path) == LATEST:  # hydra.run.dir is already that run's folder (conf/train.yaml)
-        return _resolve_latest(output_dir)
-    if str(ckpt_path) == LAST:
-        path = Path(output_dir) / "checkpoints" / "last.ckpt"
-        if not path.is_file() and missing_ok:
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if str(ckpt_path) == LATEST and not last.is_file():  # hydra.run.dir is that run's folder
+        raise ConfigError(
+            "ckpt_path=latest resumes the newest run folder under paths.log_dir (outputs/ by "
+            "default) that has checkpoints/last.ckpt, in that folder; there is none. Resume a "
+            "given file with ckpt_path=<run>/checkpoints/last.ckpt, or start from scratch with "
+            "ckpt_path=null. In a sweep (-m) give each job its own ckpt_path."
+        )
+    if str(ckpt_path) == LATEST:
+        logging.getLogger(__name__).info("ckpt_path=latest: resuming %s", last)
+        return str(last)
+    if str(ckpt_path) == LAST and not last.is_file():
+        if missing_ok:
             return None
-        if not path.is_file():
-            raise ConfigError(
-                f"ckpt_path=last but this run folder has no {str(path)!r}. To resume a run, run "
-                "in its folder: python src/train.py hydra.run.dir=<that run's folder> "
-                "ckpt_path=last (its saved overrides are reused), or pass the file itself: "
-                "ckpt_path=<run>/checkpoints/last.ckpt."
-            )
-        return str(path)
-    path = Path(str(ckpt_path)).expanduser()
+        raise ConfigError(
+            f"ckpt_path=last but this run folder has no {str(last)!r}. To resume a run, run "
+            "in its folder: python src/train.py hydra.run.dir=<that run's folder> "
+            "ckpt_path=last (its saved overrides are reused), or pass the file itself: "
+            "ckpt_path=<run>/checkpoints/last.ckpt."
+        )
+    path = last if str(ckpt_path) == LAST else Path(str(ckpt_path)).expanduser()
     if not path.is_file():
         what = "is a folder, not a .ckpt file" if path.is_dir() else "does not exist"
         raise ConfigError(
@@ -552,26 +528,9 @@ def resolve_ckpt_path(
     return str(path)
 
 
-def _resolve_latest(output_dir: str | Path) -> str:
-    path = Path(output_dir) / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(
-            "ckpt_path=latest resumes the newest run folder under paths.log_dir (outputs/ by "
-            "default) that has checkpoints/last.ckpt, in that folder; there is none. Resume a "
-            "given file with ckpt_path=<run>/checkpoints/last.ckpt, or start from scratch with "
-            "ckpt_path=null. In a sweep (-m) give each job its own ckpt_path."
-        )
-    logging.getLogger(__name__).info("ckpt_path=latest: resuming %s", path)
-    return str(path)
-
-
 class OutputDirCheck(Callback):
-    """Hydra callback: refuse an unwritable run/sweep folder before Hydra creates it.
-
-    Hydra makes ``hydra.run.dir`` (or ``hydra.sweep.dir``) before the task runs, and its own
-    failure there is a traceback. This runs first and exits with code 2 and one paragraph
-    (``HYDRA_FULL_ERROR=1`` raises the error instead, with its traceback).
-    """
+    """Hydra callback: refuse an unwritable run/sweep folder before Hydra creates it (its
+    own failure there is a traceback): one paragraph, exit code 2."""
 
     def _check(self, folder: str, key: str, hold: bool = False) -> None:
         with user_errors():
@@ -591,27 +550,20 @@ class OutputDirCheck(Callback):
 # -- the other entry points ------------------------------------------------------------------
 
 
-def _device_ok(v: str) -> bool:
-    return v in ("auto", "cpu", "mps", "cuda") or v.startswith("cuda:")
-
-
-def _ints(values: Any, minimum: int) -> bool:
-    """A non-empty list of integers >= ``minimum``."""
-    return (
-        isinstance(values, list)
-        and bool(values)
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
-    )
-
-
-def _device_problem(device: str, key: str, yaml: str) -> list[str]:
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        return [
-            f"`{key}`={device} but this machine has no usable CUDA GPU (torch "
-            f"{torch.__version__}, CUDA {torch.version.cuda}). Use {key}=cpu "
-            f"(or auto). {where(key, 'cpu', yaml)}"
-        ]
-    return []
+def _tool_problems(cfg: DictConfig, *schemas: type[Keys], out: str | None = "out") -> list[str]:
+    """Every problem of ``schemas``'s keys, else of the device and the output file."""
+    problems, yaml = schema_problems(cfg, *schemas), str(schemas[0].YAML)
+    if problems:  # the checks below need sane values
+        return problems
+    device = str(cfg.get("device", "cpu"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(
+            f"`device`={device} but this machine has no usable CUDA GPU (torch "
+            f"{torch.__version__}, CUDA {torch.version.cuda}). Use device=cpu (or auto). "
+            f"{where('device', 'cpu', yaml)}"
+        )
+    output = output_file_problem(cfg[out], out, yaml) if out and cfg.get(out) else None
+    return problems + [output] * bool(output)
 
 
 @dataclass
@@ -632,30 +584,26 @@ class GenerateKeys(Keys):
     morph_frame_ms: int = 100
     device: str = "cpu"
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
         strip = self.strip_epochs
-        count = isinstance(strip, int) and not isinstance(strip, bool)
+        strip_ok = strip >= 1 if type(strip) is int else _ints(strip, 0)
         return [
-            ("strip_epochs", strip >= 1 if count else _ints(strip, 0),
-             "a count >= 1 or a list of epochs >= 0", 8),
-            ("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 0),
+            ("strip_epochs", strip_ok, "a count >= 1 or a list of epochs >= 0", 8),
             *self.at_least(1, "learning_frame_ms", "num_samples", "nrow", "num_pairs"),
             *self.at_least(2, "steps"),
             *self.at_least(1, "morph_frame_ms"),
-            ("device", _device_ok(self.device), DEVICES, "cpu"),
-        ]  # fmt: skip
+        ]
 
 
 def validate_generate_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/generate.yaml`` config, as one :class:`ConfigError`."""
-    raise_problems(key_problems(cfg, GenerateKeys))  # the checks below need sane values
-    problems = _device_problem(str(cfg.device), "device", GenerateKeys.YAML)
-    if cfg.run_dir and not Path(str(cfg.run_dir)).is_dir():
+    problems = _tool_problems(cfg, GenerateKeys, out=None)  # out_dir: generation checks it
+    if not problems and cfg.run_dir and not Path(str(cfg.run_dir)).is_dir():
         problems.append(
             f"`run_dir`={str(cfg.run_dir)!r} is not a folder. Pass a training run's folder "
             "(outputs/<date>/<time>, the one holding samples/)."
         )
-    if cfg.config_path and not Path(str(cfg.config_path)).is_file():
+    if not problems and cfg.config_path and not Path(str(cfg.config_path)).is_file():
         problems.append(
             f"`config_path`={str(cfg.config_path)!r} is not a file. Pass <run folder>/.hydra/"
             "config.yaml, or config_path=null to find it next to the checkpoint."
@@ -676,35 +624,34 @@ class ClassifierKeys(Keys):
     dropout: float = 0.25
     accelerator: str = "auto"
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
+        accelerators = ("auto", "cpu", "gpu", "cuda", "mps")
         return [
-            ("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 0),
             *self.at_least(1, "epochs", "hidden"),
-            ("lr", self.lr > 0, "> 0", "2e-3"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0", "1e-4"),
+            *self.at_least(0, "lr", strict=True),
+            *self.at_least(0, "weight_decay"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)", 0.25),
             ("channels", _ints(self.channels, 1), "a non-empty list of integers >= 1", "[32,64]"),
-            ("accelerator", self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"),
-             "auto, cpu or gpu", "auto"),
-        ]  # fmt: skip
+            ("accelerator", self.accelerator in accelerators, "auto, cpu or gpu", "auto"),
+        ]
 
 
 def validate_classifier_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/train_classifier.yaml`` config (its data.* included)."""
     raise_problems(schema_problems(cfg, ClassifierKeys, DataKeys))
-    problems = []
+    problems, folder = [], cfg.classifier_dir
     if cfg.data.image_size // 2 ** len(cfg.channels) < 1:
         problems.append(
             f"`channels` has {len(cfg.channels)} pooling blocks, which shrink a "
             f"{cfg.data.image_size}px image to nothing. "
             f"{where('channels', '[32,64]', ClassifierKeys.YAML)}"
         )
-    reason = unwritable_reason(str(cfg.classifier_dir)) if cfg.classifier_dir else None
+    reason = unwritable_reason(str(folder)) if folder else None
     if reason:
         problems.append(
-            f"`classifier_dir`={str(cfg.classifier_dir)!r} cannot be written: {reason}. "
-            "Pass a writable folder, or classifier_dir=null (the data root's classifiers/, "
-            "else ~/.cache/capsgan/classifiers)."
+            f"`classifier_dir`={str(folder)!r} cannot be written: {reason}. Pass a writable "
+            "folder, or classifier_dir=null (the data root's classifiers/, else "
+            "~/.cache/capsgan/classifiers)."
         )
     raise_problems(problems)
 
@@ -725,14 +672,13 @@ class BenchKeys(Keys):
     data_epochs: int = 3
     output: str = "bench.json"
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
         return [
-            ("device", _device_ok(self.device), DEVICES, "auto"),
             ("routing_iterations", _ints(self.routing_iterations, 1),
              "a non-empty list of integers >= 1", "[1,3]"),
             *self.at_least(1, "batch_size", "repeats", "steps", "matmul_size", "data_epochs"),
             *self.at_least(0, "warmup"),
-            ("min_repeat_seconds", self.min_repeat_seconds >= 0, ">= 0", 1.0),
+            *self.at_least(0, "min_repeat_seconds"),
         ]  # fmt: skip
 
 
@@ -744,9 +690,9 @@ class ScalingKeys(Keys):
     routing_iterations: int = 3
     batch_sizes: list[int] = field(default_factory=lambda: [32])
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
-        return [*self.at_least(1, "routing_iterations"), ("batch_sizes", _ints(
-            self.batch_sizes, 1), "a non-empty list of integers >= 1", "[32,64]")]  # fmt: skip
+    def ranges(self) -> list[Range]:
+        sizes = ("batch_sizes", _ints(self.batch_sizes, 1), "a non-empty list of integers >= 1")
+        return [*self.at_least(1, "routing_iterations"), (*sizes, "[32,64]")]
 
 
 @dataclass
@@ -757,14 +703,14 @@ class BaselineKeys(Keys):
     routing_iterations: int = 3
     batch_size: int = 64
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
         return self.at_least(1, "routing_iterations", "batch_size")
 
 
 def validate_bench_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/bench.yaml`` config, its training keys included."""
-    problems = schema_problems(cfg, BenchKeys, ScalingKeys, BaselineKeys, *TRAIN_SCHEMAS)
-    presets = sorted(cfg.get("presets") or {})
+    schemas = (BenchKeys, ScalingKeys, BaselineKeys, *TRAIN_SCHEMAS)
+    problems, presets = schema_problems(cfg, *schemas), sorted(cfg.get("presets") or {})
     names = OmegaConf.select(cfg, "discriminators", default=None)
     names = OmegaConf.to_container(names) if OmegaConf.is_list(names) else names
     if not isinstance(names, list) or not names or not set(names) <= set(presets):
@@ -775,22 +721,12 @@ def validate_bench_config(cfg: DictConfig) -> None:
     for key in ("scaling.discriminator", "baseline.discriminator"):
         value = OmegaConf.select(cfg, key, default=None)
         if isinstance(value, str) and value not in presets:
-            problems.append(
-                f"`{key}`={value!r} must be one of {presets}. {where(key, None, BenchKeys.YAML)}"
-            )
-    raise_problems(problems)
-    problems = _device_problem(str(cfg.device), "device", BenchKeys.YAML)
-    raise_problems(
-        problems + [p for p in [output_file_problem(cfg.output, "output", BenchKeys.YAML)] if p]
-    )
+            fix = where(key, None, BenchKeys.YAML)
+            problems.append(f"`{key}`={value!r} must be one of {presets}. {fix}")
+    raise_problems(problems or _tool_problems(cfg, *schemas, out="output"))
 
 
 # -- the scoring tools: evaluate.py, battle.py, semisupervised.py ---------------------------
-
-
-def _count_or_list(v: Any, minimum: int) -> bool:
-    """An integer >= ``minimum`` or a non-empty list of them (``n_labels``, ``seeds``)."""
-    return _ints(v if isinstance(v, list) else [v], minimum)
 
 
 @dataclass
@@ -800,17 +736,20 @@ class ToolKeys(Keys):
     checkpoint: str = "last"
     batch_size: int = 500
     out: str = "out.json"
+    seed: int = 0
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
+    def ranges(self) -> list[Range]:
+        which = (
+            "checkpoint",
+            bool(self.checkpoint),
+            "last, best or a file in checkpoints/",
+            "last",
+        )
         return [
-            ("checkpoint", bool(self.checkpoint), "last, best or a file name in checkpoints/",
-             "last"),
+            which,
             *self.at_least(1, "batch_size"),
-            ("out", bool(self.out), "a file name", "out.json"),
-        ]  # fmt: skip
-
-    def seed_range(self) -> tuple[str, bool, str, Any]:
-        return ("seed", 0 <= self.seed <= SEED_MAX, SEED_RANGE, 0)  # type: ignore[attr-defined]
+            ("out", bool(self.out), "a file name", None),
+        ]
 
 
 @dataclass
@@ -819,7 +758,6 @@ class EvaluateKeys(ToolKeys):
     real_split: str = "test"
     real_samples: int | None = None
     num_samples: int | None = None
-    seed: int = 0
     npz_key: str | None = None
     value_range: Any = "auto"
     classifier_path: str | None = None
@@ -828,25 +766,17 @@ class EvaluateKeys(ToolKeys):
     mode_threshold: float = 0.1
     device: str = "cpu"
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
-        pair = self.value_range
-        pair_ok = (
-            isinstance(pair, list)
-            and len(pair) == 2
-            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in pair)
-            and pair[0] < pair[1]
-        )
+    def ranges(self) -> list[Range]:
+        low_high = self.value_range if isinstance(self.value_range, list) else []
+        pair = len(low_high) == 2 and all(type(b) in (int, float) for b in low_high)
         return [
             *super().ranges(),
             ("real_split", self.real_split in ("train", "test"), "train or test", "test"),
-            *[(k, getattr(self, k) is None or getattr(self, k) >= 2, ">= 2 (FID needs 2 images)",
-               10000) for k in ("real_samples", "num_samples")],
-            self.seed_range(),
-            ("value_range", pair == "auto" or pair_ok, "auto or [low,high] with low < high",
-             "auto"),
+            *self.at_least(2, "real_samples", "num_samples", example=10000),
+            ("value_range", self.value_range == "auto" or (pair and low_high[0] < low_high[1]),
+             "auto or [low,high] with low < high", "auto"),
             *self.at_least(2, "kid_subset_size"),
-            ("mode_threshold", self.mode_threshold >= 0, ">= 0", 0.1),
-            ("device", _device_ok(self.device), DEVICES, "cpu"),
+            *self.at_least(0, "mode_threshold"),
         ]  # fmt: skip
 
 
@@ -855,18 +785,13 @@ class BattleKeys(ToolKeys):
     YAML: ClassVar[str] = "conf/battle.yaml"
     num_samples: int = 10000
     test_samples: int | None = None
-    seed: int = 0
     tolerance: float = 0.1
     batch_stats: bool = False
     data_root: str = ""
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
-        return [
-            *super().ranges(),
-            *self.at_least(1, "num_samples", "test_samples"),
-            self.seed_range(),
-            ("tolerance", 0 <= self.tolerance < 1, "in [0, 1)", 0.1),
-        ]
+    def ranges(self) -> list[Range]:
+        tolerance = ("tolerance", 0 <= self.tolerance < 1, "in [0, 1)", 0.1)
+        return [*super().ranges(), *self.at_least(1, "num_samples", "test_samples"), tolerance]
 
 
 @dataclass
@@ -883,82 +808,64 @@ class SemisupervisedKeys(ToolKeys):
     max_iter: int = 200
     data_root: str = ""
 
-    def ranges(self) -> list[tuple[str, bool, str, Any]]:
-        grid = self.l2_grid
+    def ranges(self) -> list[Range]:
+        seeds, n = self.seeds, self.n_labels  # a count (seeds 0..k-1) or a list of seeds
+        seeds_ok = _ints(seeds, 0) if isinstance(seeds, list) else _ints([seeds], 1)
         return [
             *super().ranges(),
-            ("n_labels", _count_or_list(self.n_labels, 1),
+            ("n_labels", _ints(n if isinstance(n, list) else [n], 1),
              "a count >= 1 or a non-empty list of them", "[100,1000]"),
-            ("seeds", _ints(self.seeds, 0) if isinstance(self.seeds, list) else
-             _count_or_list(self.seeds, 1), "a count >= 1 or a non-empty list of seeds >= 0", 3),
+            ("seeds", seeds_ok, "a count >= 1 or a non-empty list of seeds >= 0", 3),
             *self.at_least(1, "test_samples", "max_iter"),
-            ("l2_grid", bool(grid) and all(v > 0 for v in grid),
+            ("l2_grid", bool(self.l2_grid) and min(self.l2_grid) > 0,
              "a non-empty list of numbers > 0", "[1e-3,1e-2,1e-1]"),
             *self.at_least(2, "cv_folds"),
         ]  # fmt: skip
 
 
-def _tool_problems(cfg: DictConfig, *schemas: type[Keys]) -> None:
-    """Raise every problem of ``schemas``'s keys; then the device and the output file."""
-    raise_problems(schema_problems(cfg, *schemas))  # the checks below need sane values
-    yaml = str(schemas[0].YAML)
-    problems = _device_problem(str(cfg.device), "device", yaml) if "device" in cfg else []
-    problems += [p for p in [output_file_problem(cfg.out, "out", yaml)] if p]
-    raise_problems(problems)
-
-
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/evaluate.yaml`` config, before anything is scored."""
-    _tool_problems(cfg, EvaluateKeys, DataKeys)
+    raise_problems(_tool_problems(cfg, EvaluateKeys, DataKeys))
 
 
 def validate_battle_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/battle.yaml`` config, before any GAN is loaded."""
-    _tool_problems(cfg, BattleKeys)
+    raise_problems(_tool_problems(cfg, BattleKeys))
 
 
 def validate_semisupervised_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/semisupervised.yaml`` config, before any feature is computed."""
-    _tool_problems(cfg, SemisupervisedKeys)
+    raise_problems(_tool_problems(cfg, SemisupervisedKeys))
 
 
 # -- the FID classifier: the one that fits, and a cache folder that takes it ----------------
 
 
 def classifier_problems(
-    data_root: str,
-    path: str | None,
-    directory: str | None,
-    name: str,
-    shape: tuple[int, int, int],
-    prefix: str = "",
+    data_root: str, path: str | None, directory: str | None, name: str, shape: tuple, prefix=""
 ) -> Iterator[str]:
     """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
-    evaluate.py): a given file must be a classifier of these images; a missing cached one
-    must have a folder that takes it once trained. ``prefix``: ``metrics.`` for train.py's
-    keys. A file that is no classifier, or one of other images, raises its ConfigError."""
+    evaluate.py): a given file must be a classifier of these images (else its ConfigError);
+    a missing cached one must have a folder that takes it once trained. ``prefix``:
+    ``metrics.`` for train.py's keys."""
     from capsgan.classifier import check_classifier_fits, load_classifier
 
     if path:
         check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
         return
     problem = classifier_dir_problem(data_root, directory, name, f"{prefix}classifier_dir")
-    if problem:
-        yield problem
+    yield from [problem] * bool(problem)
 
 
 def classifier_dir_problem(
     data_root: str, configured: str | None, name: str, key: str
 ) -> str | None:
     """Why the ``name`` classifier, missing from its cache, could not be saved there after
-    minutes of training; None when it is cached or the folder takes it. Checked at start-up
-    by every tool that trains it on first use."""
+    minutes of training; None when it is cached or the folder takes it."""
     from capsgan.classifier import resolve_classifier_dir, weights_path
 
     directory = resolve_classifier_dir(data_root, configured, name)
-    if weights_path(directory, name).exists():
-        return None
-    reason = unwritable_reason(directory)
+    reason = None if weights_path(directory, name).exists() else unwritable_reason(directory)
     if reason is None:
         return None
     return (
