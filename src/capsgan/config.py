@@ -789,9 +789,20 @@ class BattleKeys(ToolKeys):
     batch_stats: bool = False
     data_root: str = ""
 
+    a: Any = None  # a run folder or checkpoint, or a list of them battled pairwise with b
+    b: Any = None
+
     def ranges(self) -> list[Range]:
-        tolerance = ("tolerance", 0 <= self.tolerance < 1, "in [0, 1)", 0.1)
-        return [*super().ranges(), *self.at_least(1, "num_samples", "test_samples"), tolerance]
+        a, b = (v if isinstance(v, list) else [v] * (v is not None) for v in (self.a, self.b))
+        return [
+            *super().ranges(),
+            *self.at_least(1, "num_samples", "test_samples"),
+            ("tolerance", 0 <= self.tolerance < 1, "in [0, 1)", 0.1),
+            ("a", bool(a and b), "given with b: a battle needs two GANs, a=<run folder or "
+             ".ckpt> b=<run folder or .ckpt> (or lists a=[...] b=[...])", "<run folder>"),
+            ("b", not (a and b) or len(a) == len(b), f"as long as a ({len(a)}): the lists are "
+             "battled pairwise (a[0] vs b[0], ...), so give them the same length", None),
+        ]  # fmt: skip
 
 
 @dataclass
@@ -807,6 +818,7 @@ class SemisupervisedKeys(ToolKeys):
     cv_folds: int = 3
     max_iter: int = 200
     data_root: str = ""
+    run: Any = None  # a run folder, checkpoint or sweep folder, or a list of them
 
     def ranges(self) -> list[Range]:
         seeds, n = self.seeds, self.n_labels  # a count (seeds 0..k-1) or a list of seeds
@@ -820,6 +832,9 @@ class SemisupervisedKeys(ToolKeys):
             ("l2_grid", bool(self.l2_grid) and min(self.l2_grid) > 0,
              "a non-empty list of numbers > 0", "[1e-3,1e-2,1e-1]"),
             *self.at_least(2, "cv_folds"),
+            ("run", bool(self.run), "a run folder, checkpoint or sweep folder (or a list "
+             "run=[a,b]) of the trained GANs whose discriminators give the features: pass "
+             "run=<...>", "<run folder>"),
         ]  # fmt: skip
 
 
