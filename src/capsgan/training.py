@@ -220,6 +220,8 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     # The values, the Trainer (Lightning's own refusals), then the models (their
     # constructors' rules), before any data is read: a bad sweep job fails in seconds.
     check_config(cfg)
+    if cfg.get("threads"):  # e.g. parallel sweep jobs sharing the cores ("Scaling out")
+        torch.set_num_threads(cfg.threads)
     # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     device = device_type(cfg.trainer.get("accelerator", "auto"))
@@ -301,9 +303,6 @@ def run(cfg: DictConfig) -> float | None:
     raised instead, so Hydra records the failed job and the other jobs still run
     (:class:`capsgan.sweep.SweepSummary`).
     """
-    threads = cfg.get("threads")  # e.g. parallel sweep jobs sharing the cores ("Scaling out")
-    if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
-        torch.set_num_threads(threads)  # a bad value is reported by validate_config
     spawn_ddp_in_multirun(cfg)
     single = not in_multirun() and rank_zero_only.rank == 0  # a sweep names its own folder
     if single:
