@@ -116,13 +116,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the GAN described by ``cfg``; return the trainer's final metrics as floats.
-
-    Bad input raises a :class:`UserError` before any data is read or model built (the
-    config, the output folder, the checkpoint to resume from) or, for what needs the data
-    and the callbacks, before the first batch (:mod:`capsgan.preflight`). The run folder is
-    held for this process (:mod:`capsgan.locks`), and every way the run ends is recorded
-    in ``<run>/run_info.json`` with the commit and package versions.
-    """
+    Bad input raises a :class:`UserError` before any data is read (or, for what needs the
+    data, before the first batch: :mod:`capsgan.preflight`); the run folder is held
+    (:mod:`capsgan.locks`) and every way the run ends is recorded in ``run_info.json``."""
     output_dir = str(cfg.paths.output_dir)
     check_output_dir(output_dir)
     rank_zero = rank_zero_only.rank == 0
@@ -203,9 +199,8 @@ def _how_it_ended(err: BaseException) -> tuple[str, str]:
 
 
 def build_gan(cfg: DictConfig, generator: nn.Module, discriminator: nn.Module) -> GAN:
-    """The GAN module of ``cfg``: its hyperparameters are the top-level keys of the same
-    names (``lr``, ``betas``, ``d_steps_per_g``...), the one name each value has, read
-    here, by validation, in HPARAMS, by the report and by the sweepers."""
+    """The GAN module of ``cfg``, its hyperparameters the top-level keys of the same names
+    (``lr``, ``betas``...): the one name of each value, in HPARAMS, reports and sweeps."""
     names = inspect.signature(GAN).parameters.keys() - {"generator", "discriminator"}
     # plain lists, not OmegaConf containers, in the saved hyperparameters: torch.load(
     # weights_only=True), Lightning's default on resume, refuses the latter
@@ -296,13 +291,9 @@ def announce_run_folder(cfg: DictConfig, what: str) -> None:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Entry point behind ``src/train.py``: train, then return the optimized metric.
-
-    A :class:`UserError` is printed as one paragraph and ends the process with exit
-    code 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead). In a multirun it is
-    raised instead, so Hydra records the failed job and the other jobs still run
-    (:class:`capsgan.sweep.SweepSummary`).
-    """
+    """Entry point behind ``src/train.py``: train, then return the optimized metric. A
+    :class:`UserError` is one paragraph and exit code 2; in a multirun it is raised, so
+    Hydra records the failed job and the others run (:class:`capsgan.sweep.SweepSummary`)."""
     spawn_ddp_in_multirun(cfg)
     single = not in_multirun() and rank_zero_only.rank == 0  # a sweep names its own folder
     if single:
