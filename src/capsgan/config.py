@@ -38,11 +38,11 @@ from capsgan.data import DATASETS
 from capsgan.errors import ConfigError, user_errors
 from capsgan.locks import hold_run_folder
 from capsgan.models.interface import score_kind
+from capsgan.resume import LAST  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 from capsgan.resume import register_resolver as register_session_resolver
 
 register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in every process
 
-LAST = "last"  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
 MIN_IMAGES = 4  # per side of the quality metrics: FID needs 2, precision/recall > k=3
 NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
@@ -108,13 +108,14 @@ class Keys:
                 problems.append(f"`{key}` must be {must}, but it is {value!r}. {fix}")
         raise_problems(problems)
 
-    def at_least(self, n: float, *names: str, example: Any = None, strict: bool = False):
-        """``>= n`` (``strict``: ``> n``) rules of number fields; null passes (Optional ones)."""
+    def at_least(self, n: float, *names: str, example: Any = None, strict=False, why=""):
+        """``>= n`` (``strict``: ``> n``) rules of number fields; null passes (Optional ones).
+        ``why``: what the fields are, for the message."""
 
         def fine(v: Any) -> bool:
             return v is None or v > n or (v == n and not strict)
 
-        must = f"{'>' if strict else '>='} {n}"
+        must = f"{'>' if strict else '>='} {n}" + (f" ({why})" if why else "")
         return [(f, fine(getattr(self, f)), must, example) for f in names]
 
 
@@ -182,10 +183,11 @@ class GanKeys(Keys):
     channels_last: bool = False
 
     def ranges(self) -> list[Range]:
+        rate = "an Adam learning rate"
         betas = len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)
         return [
             *self.at_least(1, "latent_dim", "d_steps_per_g", "num_fixed_samples"),
-            *self.at_least(0, "lr", "lr_g", "lr_d", example="2e-4", strict=True),
+            *self.at_least(0, "lr", "lr_g", "lr_d", example="2e-4", strict=True, why=rate),
             *self.at_least(0, "gradient_clip_val", strict=True),
             ("betas", betas, "two numbers in [0, 1)", "[0.5,0.999]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", 0.0),
@@ -739,22 +741,18 @@ class ToolKeys(Keys):
     seed: int = 0
 
     def ranges(self) -> list[Range]:
-        which = (
-            "checkpoint",
-            bool(self.checkpoint),
-            "last, best or a file in checkpoints/",
-            "last",
-        )
+        checkpoint = "last, best or a file in checkpoints/"
         return [
-            which,
+            ("checkpoint", bool(self.checkpoint), checkpoint, "last"),
             *self.at_least(1, "batch_size"),
-            ("out", bool(self.out), "a file name", None),
+            ("out", self.out != "", "a file name", None),
         ]
 
 
 @dataclass
 class EvaluateKeys(ToolKeys):
     YAML: ClassVar[str] = "conf/evaluate.yaml"
+    out: str | None = None  # null: beside what was scored (capsgan.evaluation.output_path)
     real_split: str = "test"
     real_samples: int | None = None
     num_samples: int | None = None
