@@ -153,6 +153,8 @@ def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> li
         OmegaConf.to_object(typed)  # __post_init__: the ranges
     except ConfigError as err:
         return err.problems
+    except ValueError as err:  # a schema of another module raising its own (capsgan.hparams)
+        return [str(err)]
     return []
 
 
@@ -565,7 +567,7 @@ def _tool_problems(cfg: DictConfig, *schemas: type[Keys], out: str | None = "out
             f"{where('device', 'cpu', yaml)}"
         )
     output = output_file_problem(cfg[out], out, yaml) if out and cfg.get(out) else None
-    return problems + [output] * bool(output)
+    return problems + ([output] if output else [])
 
 
 @dataclass
@@ -791,7 +793,7 @@ class BattleKeys(ToolKeys):
     b: Any = None
 
     def ranges(self) -> list[Range]:
-        a, b = (v if isinstance(v, list) else [v] * (v is not None) for v in (self.a, self.b))
+        a, b = ([] if v is None else v if isinstance(v, list) else [v] for v in (self.a, self.b))
         return [
             *super().ranges(),
             *self.at_least(1, "num_samples", "test_samples"),
@@ -867,7 +869,8 @@ def classifier_problems(
         check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
         return
     problem = classifier_dir_problem(data_root, directory, name, f"{prefix}classifier_dir")
-    yield from [problem] * bool(problem)
+    if problem:
+        yield problem
 
 
 def classifier_dir_problem(
