@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import math
 import os
 import re
 import tempfile
@@ -109,11 +110,11 @@ class Keys:
         raise_problems(problems)
 
     def at_least(self, n: float, *names: str, example: Any = None, strict=False, why=""):
-        """``>= n`` (``strict``: ``> n``) rules of number fields; null passes (Optional ones).
-        ``why``: what the fields are, for the message."""
+        """``>= n`` (``strict``: ``> n``) rules of finite number fields; null passes (the
+        Optional ones). ``why``: what the fields are, for the message."""
 
         def fine(v: Any) -> bool:
-            return v is None or v > n or (v == n and not strict)
+            return v is None or (math.isfinite(v) and (v > n or (v == n and not strict)))
 
         must = f"{'>' if strict else '>='} {n}" + (f" ({why})" if why else "")
         return [(f, fine(getattr(self, f)), must, example) for f in names]
@@ -147,7 +148,7 @@ def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> li
             key, yaml = f"{prefix}.{name}".lstrip("."), getattr(schema, "YAML", None)
             problems.append(f"`{key}` must be {noun(hints[name])}, but it is {value!r} "
                             f"({type(value).__name__}). {where(key, None, yaml)}")  # fmt: skip
-    if problems or not issubclass(schema, Keys):
+    if problems or not hasattr(schema, "__post_init__"):  # a constructor's: types only
         return problems
     try:
         OmegaConf.to_object(typed)  # __post_init__: the ranges
