@@ -15,9 +15,7 @@ from capsgan.errors import user_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     cli.quiet_library_noise()  # Lightning messages a user cannot act on
-    with user_errors(
-        output_key="output"
-    ):  # bad settings: one paragraph, exit 2 (HYDRA_FULL_ERROR=1: traceback)
+    with user_errors(output_key="output"):  # one paragraph, exit 2 (HYDRA_FULL_ERROR=1: traceback)
         run_benchmark(cfg)
 
 

@@ -15,9 +15,7 @@ from capsgan.errors import user_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
 def main(cfg: DictConfig) -> float:
     cli.quiet_library_noise()  # Lightning messages a user cannot act on
-    with user_errors(
-        output_key="classifier_dir"
-    ):  # one paragraph, exit 2, no traceback (HYDRA_FULL_ERROR=1 shows it)
+    with user_errors(output_key="classifier_dir"):  # one paragraph, exit 2
         return fit(cfg)
 
 

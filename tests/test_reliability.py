@@ -81,7 +81,6 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
         (["discriminator.conv_kernel=25"], ["do not fit", "28x28", "primary_kernel"]),
         (["discriminator=cnn", "discriminator.channels=[8,8,8,8,8]"], ["stride-2 blocks"]),
         (["generator.init_size=8"], ["generator makes images of shape (1, 32, 32)", "(1, 28, 28)"]),
-        (["data.train_subset=8"], ["train_subset", "batch_size"]),
         (["label_smoothing=1.0"], ["label_smoothing", "[0, 1)"]),
         (
             ["discriminator=cnn", "+discriminator.routing_iterations=3"],

@@ -85,21 +85,15 @@ def assert_one_paragraph(proc, *words: str, code: int = 2) -> None:
     [
         (["threads=-1"], ["`threads`", ">= 1"]),
         (["threads=1.5"], ["`threads`", "an integer"]),
-        (["trainer.limit_train_batches=-3"], ["limit_train_batches"]),
-        (["trainer.limit_val_batches=1.5"], ["limit_val_batches"]),
         (["trainer.check_val_every_n_epoch=0"], ["check_val_every_n_epoch", ">= 1"]),
         (["trainer.num_sanity_val_steps=-5"], ["num_sanity_val_steps"]),
         (["trainer.deterministic=maybe"], ["trainer.deterministic", "warn"]),
-        (["trainer.fast_dev_run=-1"], ["fast_dev_run"]),
         (["+trainer.gradient_clip_val=1.0"], ["trainer.gradient_clip_val", "top-level"]),
         (["+trainer.accumulate_grad_batches=4"], ["accumulate_grad_batches"]),
         (["callbacks.sample_grid.every_n_epochs=0"], ["sample_grid.every_n_epochs"]),
         (["callbacks.sample_grid.nrow=0"], ["sample_grid.nrow"]),
-        (["callbacks.last_checkpoint.every_n_train_steps=-1"], ["every_n_train_steps"]),
-        (["callbacks.model_checkpoint.mode=best"], ["model_checkpoint.mode", "min or max"]),
-        (["callbacks.model_checkpoint.save_top_k=-2"], ["save_top_k"]),
         (["data.pin_memory=maybe"], ["data.pin_memory", "true or false"]),
-        (["compile=yes"], ["`compile`", "true or false"]),
+        (["compile=sometimes"], ["`compile`", "true or false"]),  # yes/no: OmegaConf bools
         (["data.num_workers=-1"], ["data.num_workers"]),
     ],
 )
@@ -126,6 +120,35 @@ def test_metric_settings_are_checked_at_start_up(make_cfg, overrides, words) -> 
         validate_config(make_cfg(*overrides))
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["trainer.limit_train_batches=-3"], ["`trainer`", "limit_train_batches"]),
+        (["trainer.limit_val_batches=1.5"], ["`trainer`", "limit_val_batches"]),
+        (["trainer.fast_dev_run=-1"], ["`trainer`", "fast_dev_run"]),
+        (["trainer.max_epochs=-5"], ["`trainer`", "max_epochs"]),
+        (["callbacks.last_checkpoint.every_n_train_steps=-1"], ["`callbacks.last_checkpoint`"]),
+        (["callbacks.model_checkpoint.mode=best"], ["`callbacks.model_checkpoint`", "min"]),
+        (["callbacks.model_checkpoint.save_top_k=-2"], ["`callbacks.model_checkpoint`"]),
+    ],
+)
+def test_lightnings_own_refusals_come_before_the_models_and_the_data(
+    fast_cfg, monkeypatch, overrides, words
+) -> None:
+    import capsgan.training
+
+    def no_models(cfg):
+        raise AssertionError("the models were built before the trainer")
+
+    monkeypatch.setattr(capsgan.training, "build_models", no_models)
+    cfg = fast_cfg(*overrides)
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+    assert run_info(Path(cfg.paths.output_dir))["status"] == "failed"
 
 
 def test_cli_negative_thread_count_exits_2_and_is_recorded(tiny_data_dir, tmp_path) -> None:
@@ -286,6 +309,7 @@ def test_validation_and_checkpoint_needs_are_checked_before_the_first_batch(
     ("overrides", "words"),
     [
         (["data.batch_size=512"], ["nothing would be trained", "320 images", "batch_size=512"]),
+        (["data.train_subset=8"], ["nothing would be trained", "data.train_subset=8"]),
         (["trainer.limit_train_batches=0.01"], ["nothing would be trained", "0 batches"]),
         (["d_steps_per_g=5"], ["generator would never be trained", "d_steps_per_g=5"]),
     ],

@@ -32,18 +32,10 @@ _TIP_FILTER = _DropLightningTips()
 
 
 def quiet_library_noise() -> None:
-    """Silence, at their source, the library messages that are not the user's business.
-
-    * Lightning's ``_pytree.py`` (2.6) uses torch's deprecated ``LeafSpec`` (torch 2.10+),
-      a ``FutureWarning`` on the first Trainer of every process; the fix is Lightning's.
-    * Lightning's "💡 Tip:" lines advertising its cloud loggers, on every Trainer.
-    * Lightning's advice to raise ``num_workers`` ("The 'train_dataloader' does not have
-      many workers ..."), on every machine with more than two cores: every loader here
-      serves batches of one in-memory tensor (:mod:`capsgan.data`), which workers would
-      only copy between processes, so the user can do nothing with it.
-
-    Each filter matches one message from one module; nothing else is hidden. Idempotent.
-    """
+    """Silence, at their source, library messages the user cannot act on: Lightning's
+    ``LeafSpec`` FutureWarning (its fix), its "💡 Tip:" adverts, and its advice to raise
+    ``num_workers`` (every loader here serves one in-memory tensor, :mod:`capsgan.data`).
+    Each filter matches one message from one module; nothing else is hidden. Idempotent."""
     warnings.filterwarnings(
         "ignore",
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",

@@ -22,7 +22,13 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """A config value is out of range, of the wrong type, or inconsistent with another."""
+    """A config value is out of range, of the wrong type, or inconsistent with another;
+    ``problems``: one paragraph each, listed together in the message."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        many = f"the config has {len(problems)} problems:\n\n" if len(problems) > 1 else ""
+        super().__init__(many + "\n\n".join(problems))
 
 
 class DataError(UserError):

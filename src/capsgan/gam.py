@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from capsgan.atomic_write import write_json_atomically
 from capsgan.config import validate_battle_config
-from capsgan.errors import ConfigError, UserError
+from capsgan.errors import UserError
 from capsgan.evaluation import DataSpec, as_list, print_table, real_images
 from capsgan.generation import generate, load_discriminator, load_generator
 from capsgan.losses import probability_real
@@ -203,16 +203,6 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     """``src/battle.py`` (conf/battle.yaml): battle a[i] against b[i], print, write JSON."""
     validate_battle_config(cfg)  # every key and `out`, before any GAN is loaded
     side_a, side_b = [str(v) for v in as_list(cfg.a)], [str(v) for v in as_list(cfg.b)]
-    if not side_a or not side_b:
-        raise ConfigError(
-            "a battle needs two GANs: pass a=<run folder or .ckpt> b=<run folder or .ckpt> "
-            "(or equally long lists a=[...] b=[...], battled pairwise)."
-        )
-    if len(side_a) != len(side_b):
-        raise ConfigError(
-            f"a has {len(side_a)} entries and b has {len(side_b)}; the lists are battled "
-            "pairwise (a[0] vs b[0], ...), so give them the same length."
-        )
     torch.set_grad_enabled(False)
     results: list[Battle] = []
     test_cache: dict[tuple[DataSpec, int | None], Tensor] = {}

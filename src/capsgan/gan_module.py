@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -170,12 +169,3 @@ class GAN(L.LightningModule):
         stats = self.d_stats(loss, score_real, score_fake)
         stats["g_loss"] = generator_loss(score_fake, self.score_kind)
         self.log_dict({f"val/{k}": v for k, v in stats.items()}, on_epoch=True, sync_dist=True)
-
-
-# GAN(generator, discriminator, lr=..., ...) to introspection (capsgan.training.build_gan)
-GAN.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-     for n in ("generator", "discriminator")]
-    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
-       for f in dataclasses.fields(GANHParams)]
-)  # fmt: skip

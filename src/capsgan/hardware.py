@@ -1,10 +1,6 @@
-"""What the run's device decides, before the Trainer is built: which device Lightning's
-``trainer.accelerator`` will pick, what ``trainer.precision: auto`` becomes on it, and the
-speed switches that device cannot run together.
-
-Lightning accepts no ``"auto"`` precision, so :func:`resolve_precision` writes the chosen
-value into the config (the Trainer, TensorBoard's HPARAMS and the benchmark then read a
-concrete one) and says why; an explicit value is left as it is.
+"""What the run's device decides before the Trainer is built: the device Lightning's
+``trainer.accelerator`` picks, what ``trainer.precision: auto`` becomes on it (written into
+the config: Lightning accepts no ``auto``), and the speed switches it cannot run together.
 """
 
 from __future__ import annotations
@@ -27,12 +23,9 @@ COMPILE_CHANNELS_LAST_BUG = "https://github.com/pytorch/pytorch/issues/171622"
 
 
 def device_type(accelerator: Any) -> str:
-    """The device Lightning runs on for ``trainer.accelerator``: ``cuda``, ``mps`` or
-    ``cpu``; any other value (``tpu``, an Accelerator object) as its lower-case name.
-
-    ``auto`` and ``gpu`` pick as Lightning does for the devices this project supports: a
-    CUDA GPU when one is usable, else Apple's MPS, else (``auto`` only) the CPU.
-    """
+    """The device Lightning runs on for ``trainer.accelerator`` (``auto``/``gpu``: CUDA,
+    else MPS, else, for ``auto``, the CPU); another value (``tpu``, an Accelerator object)
+    as its lower-case name."""
     if not isinstance(accelerator, str):  # CUDAAccelerator() -> "cuda"
         return type(accelerator).__name__.lower().removesuffix("accelerator")
     name = accelerator.lower()
@@ -54,26 +47,17 @@ class PrecisionChoice:
 
 
 def native_bf16_gpu() -> bool:
-    """Whether the current CUDA device computes bf16 natively: compute capability 8.0+
-    (Ampere, Hopper...), or any ROCm device. The rule of
-    ``torch.cuda.is_bf16_supported(including_emulation=False)``, whose argument torch
-    versions before it lack; without it that query also says yes where bf16 is emulated."""
+    """Whether the CUDA device computes bf16 natively: compute capability 8.0+ or ROCm
+    (``torch.cuda.is_bf16_supported(including_emulation=False)``, which older torch lacks)."""
     if torch.version.hip:
         return True
     return torch.cuda.get_device_capability()[0] >= 8
 
 
 def auto_precision(device: str) -> PrecisionChoice:
-    """What ``trainer.precision: auto`` means on ``device`` (see :func:`device_type`).
-
-    * CUDA: ``bf16-mixed`` when the GPU computes bf16 natively (:func:`native_bf16_gpu`),
-      else fp32: older GPUs only emulate bf16.
-    * CPU: always fp32. Where bf16 is emulated (no ``avx512_bf16`` / ``amx_bf16`` in
-      /proc/cpuinfo) autocast is ~15x slower, and even where it is native the gain depends
-      on the CPU and the preset (README "Speed"); the user opts in with
-      ``trainer.precision=bf16-mixed`` after measuring (``python src/bench.py``).
-    * MPS and anything else: fp32 (bf16 autocast there is not measured).
-    """
+    """What ``trainer.precision: auto`` means on ``device``: ``bf16-mixed`` on a CUDA GPU
+    with native bf16, else fp32 (on CPUs the gain varies and emulated bf16 is ~15x slower:
+    the user opts in after measuring, README "Speed")."""
     if device == "cuda":
         name = torch.cuda.get_device_name()
         if native_bf16_gpu():
@@ -107,16 +91,9 @@ def resolve_precision(cfg: DictConfig, device: str | None = None) -> PrecisionCh
 
 
 def check_speed_switches(cfg: DictConfig, device: str) -> None:
-    """Refuse ``compile=true`` with ``channels_last=true`` on a CUDA or MPS device.
-
-    There torch.compile's backward of a channels-last convolution chain (the DCGAN
-    generator's transposed convolutions) predicts NCHW gradient strides where the GPU
-    kernels return NHWC ones, and the run dies after its first steps in the generated
-    code's ``assert_size_stride`` (seen on an H200 with torch 2.11, every discriminator; the
-    open report is pytorch/pytorch#171622). The CPU kernels return the predicted strides,
-    so the combination runs there. ``tests/test_gpu.py`` has a strict-xfail reproducer of
-    our networks that starts passing once PyTorch fixes it: then lift this refusal.
-    """
+    """Refuse ``compile=true`` with ``channels_last=true`` on a CUDA or MPS device (seen on
+    an H200 with torch 2.11; the CPU kernels are fine). ``tests/test_gpu.py`` has a
+    strict-xfail reproducer that passes once PyTorch fixes it: then lift this refusal."""
     if not (cfg.get("compile") and cfg.get("channels_last")) or device not in ("cuda", "mps"):
         return
     raise ConfigError(

@@ -1,7 +1,8 @@
 """The GAN's hyperparameters, stated once: the fields of :class:`GANHParams` are the GAN's
-arguments, the config's top-level keys (``lr=1e-4``), their start-up check
-(:func:`config_problems`), TensorBoard's HPARAMS keys, and what the benchmark's bare loop
-runs. A new one is a field plus its use in ``gan_module.adversarial_step`` (docs/extending.md).
+arguments, the config's top-level keys (``lr=1e-4``), their start-up check (a schema of
+``capsgan.config``: OmegaConf judges the types, ``__post_init__`` the ranges), TensorBoard's
+HPARAMS keys, and what the benchmark's bare loop runs. A new one is a field plus its use in
+``gan_module.adversarial_step`` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -130,8 +131,3 @@ def value_problems(values: Mapping[str, Any], cls: type = GANHParams) -> list[st
         elif not info["check"](value):
             problems.append(f"{what} must be {must}, but it is {value!r}. {fix}")
     return problems
-
-
-def config_problems(cfg: Mapping[str, Any], cls: type = GANHParams) -> list[str]:
-    """The start-up check of the GAN's keys in a composed config: a paragraph each."""
-    return value_problems({k: plain(cfg[k]) for k in names(cls) if k in cfg}, cls)

@@ -1,20 +1,9 @@
-"""Every input file a user names is opened here: one guarded loader per kind.
-
-numpy, PIL, torch and OmegaConf each fail in their own way on a truncated, foreign or
-unreadable file (``BadZipFile``, ``UnpicklingError``, ``UnidentifiedImageError``,
-``EOFError``, a YAML ``ScannerError``...), and a traceback from deep inside them names
-neither the file nor the key that pointed at it. Each loader below turns any of those
-into one :class:`~capsgan.errors.UserError` paragraph that names the file, the key, and
-what to pass instead. The kinds:
-
-* a GAN checkpoint (:func:`read_checkpoint`): resume (``ckpt_path``), generate, evaluate,
-  battle, semisupervised, and the ``checkpoint=best`` lookup;
-* a training run's config (:func:`read_run_config`), found beside its checkpoints
-  (:func:`find_run_config`);
-* an ``.npz`` of images (:func:`load_npz`) and a folder of PNGs (:func:`load_png_folder`);
-* the FID classifier: :func:`capsgan.classifier.load_classifier` (it rebuilds the
-  network from the file, so it lives with the network);
-* the IDX data files: :mod:`capsgan.data` (``DataError``).
+"""Every input file a user names is opened here, one guarded loader per kind: a GAN
+checkpoint, a run's config, an ``.npz`` of images, a folder of PNGs (the FID classifier:
+:func:`capsgan.classifier.load_classifier`; the IDX files: :mod:`capsgan.data`). numpy,
+PIL, torch and OmegaConf each fail their own way on a truncated or foreign file; each
+loader turns that into one :class:`~capsgan.errors.UserError` naming the file, the key
+that pointed at it, and what to pass instead.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Checks that need the built trainer and the loaded data, done before the first batch.
-
-:func:`capsgan.config.validate_config` judges each value on its own, before anything is
-built. Some problems only show with the data and the callbacks in hand, and Lightning
-would find them late: a checkpoint that monitors ``val/fid`` while no callback logs it
-fails at the first validation, after a whole epoch of training (half an hour of CPU for
-the full capsule) and before that epoch's checkpoint is written. A run whose batch is
-larger than its data set would "complete" without training anything. Both are refused
-here, in seconds.
+"""Checks that need the built trainer and the loaded data, done before the first batch
+(:mod:`capsgan.config` judges each value before anything is built). Lightning would find
+these late or never: a checkpoint monitoring ``val/fid`` that no callback logs fails after
+a whole epoch; a batch larger than the data set "completes" without training anything.
 """
 
 from __future__ import annotations
@@ -20,12 +15,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from capsgan.config import raise_problems
+from capsgan.config import MIN_IMAGES, raise_problems
 from capsgan.errors import ConfigError
 from capsgan.metrics import METRIC_KEYS, SampleQualityCallback
 
 QUALITY_KEYS = (*METRIC_KEYS, "val/metric_seconds")
-MIN_REAL_IMAGES = 4  # FID needs 2, precision/recall more than k=3
 
 
 class TrainingStarted(L.Callback):
@@ -43,10 +37,7 @@ def check_before_training(cfg: DictConfig, trainer: L.Trainer, datamodule: Any) 
     """Raise one :class:`ConfigError` for every problem the first epoch would hit; return
     the :class:`TrainingStarted` counter, added to the trainer's callbacks."""
     datamodule.setup("fit")  # the in-memory tensors; fit() finds them loaded
-    problems = [
-        *_trains_nothing(cfg, trainer, datamodule),
-        *_metric_problems(cfg, trainer, datamodule),
-    ]
+    problems = [*_trains_nothing(cfg, trainer, datamodule), *_metrics(cfg, trainer, datamodule)]
     if trainer.world_size > 1:  # spawned DDP ranks load their own copy: do not pickle this one
         datamodule.train_set = datamodule.val_set = None
     raise_problems(problems)
@@ -57,8 +48,7 @@ def check_before_training(cfg: DictConfig, trainer: L.Trainer, datamodule: Any) 
 
 def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
     images = len(dm.train_set)
-    per_rank = images // max(trainer.world_size, 1)
-    batches = per_rank // dm.batch_size  # the loader drops the last incomplete batch
+    batches = images // max(trainer.world_size, 1) // dm.batch_size  # last one incomplete
     subset = cfg.data.get("train_subset")
     source = f"data.train_subset={subset}" if subset else f"the {dm.name} training split"
     ranks = f" per process ({trainer.world_size} processes)" if trainer.world_size > 1 else ""
@@ -68,14 +58,13 @@ def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
             f"batch of data.batch_size={dm.batch_size}, and the last incomplete batch is "
             "dropped. Lower data.batch_size or use more images (data.train_subset=null: all)."
         ]
-    limit = trainer.limit_train_batches
-    if isinstance(limit, float) and int(batches * limit) == 0:
+    per_epoch, limit = batches_per_epoch(trainer, dm), trainer.limit_train_batches
+    if per_epoch == 0:  # a fraction of the batches that rounds to none
         return [
             f"nothing would be trained: trainer.limit_train_batches={limit} of the {batches} "
             f"batches per epoch is 0 batches. Use a larger fraction or a count of batches "
             "(trainer.limit_train_batches=10)."
         ]
-    per_epoch = batches_per_epoch(trainer, dm)
     d_steps = int(cfg.get("d_steps_per_g", 1) or 1)
     if per_epoch < d_steps:
         return [
@@ -108,7 +97,7 @@ def _checkpoint_keys(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
+def _metrics(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
     problems = []
     quality = next((c for c in trainer.callbacks if isinstance(c, SampleQualityCallback)), None)
     validates = trainer.limit_val_batches != 0
@@ -138,10 +127,10 @@ def _metric_problems(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
                 f"{name}.monitor=null."
             )
     problems += _no_evaluation_in_budget(cfg, trainer, dm, quality, names, validates)
-    if quality is not None and validates and len(dm.val_set) < MIN_REAL_IMAGES:
+    if quality is not None and validates and len(dm.val_set) < MIN_IMAGES:
         subset = cfg.data.get("val_subset")
         problems.append(
-            f"the quality metrics need at least {MIN_REAL_IMAGES} real images, but "
+            f"the quality metrics need at least {MIN_IMAGES} real images, but "
             f"{f'data.val_subset={subset}' if subset else 'the validation split'} has "
             f"{len(dm.val_set)}. Raise data.val_subset (null: all), or remove the metrics "
             "(~callbacks.sample_quality callbacks.model_checkpoint.monitor=null)."

@@ -1,23 +1,12 @@
 """Resuming a run in its folder: its config comes from the run's own record, and that
 record is never rewritten.
 
-``python src/train.py ckpt_path=latest`` and ``python src/train.py hydra.run.dir=<run>
-ckpt_path=last`` used to compose the config from the command line alone: without the
-run's original overrides the checkpoint did not fit (correctly refused), but Hydra had
-already overwritten the run's ``.hydra/config.yaml`` and ``overrides.yaml`` with the new,
-wrong ones. Now:
-
 * :func:`resume_argv` (``src/train.py``, before Hydra composes) puts the run's saved
-  overrides (``.hydra/overrides.yaml``) first and the user's own on top. An override that
-  would change the architecture (the generator, the discriminator, the data's image
-  shape, ``latent_dim``) is refused, with the saved overrides in the message: the
-  checkpoint's weights could not be loaded into it. Other keys (``trainer.max_epochs``,
-  ``lr``...) are the user's to change.
-* ``hydra.output_subdir`` (``conf/hydra/default.yaml``, :func:`hydra_output_subdir`) sends
-  Hydra's files of a later session to ``.hydra/session_<n>/`` when the folder already
-  holds a run's ``.hydra/config.yaml``; the original stays as it was. This holds for a
-  sweep's jobs too (a resumed sweep: ``-m ... ckpt_path=last``), whose overrides are the
-  sweep's own command repeated.
+  overrides (``.hydra/overrides.yaml``) first and the user's on top; an override that
+  would change the architecture the checkpoint was saved with is refused.
+* ``hydra.output_subdir`` (:func:`hydra_output_subdir`) sends Hydra's files of a later
+  session to ``.hydra/session_<n>/``, so the run's original ``.hydra/`` stays as it was
+  (a resumed sweep's jobs too).
 """
 
 from __future__ import annotations

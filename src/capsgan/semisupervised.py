@@ -219,18 +219,13 @@ def seed_list(value: Any) -> list[int]:
     """``seeds=3`` -> [0, 1, 2]; a list is taken as the seeds themselves."""
     if OmegaConf.is_list(value):
         return [int(s) for s in value]
-    return list(range(int(value)))  # its range: capsgan.config.SEMISUPERVISED_RULES
+    return list(range(int(value)))  # its range: capsgan.config.SemisupervisedKeys
 
 
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
     validate_semisupervised_config(cfg)  # every key and `out`, before any feature is computed
     paths = [str(p) for p in as_list(cfg.run)]
-    if not paths:
-        raise ConfigError(
-            "pass run=<run folder | checkpoint | sweep folder> (or a list run=[a,b]) of the "
-            "trained GANs whose discriminators give the features."
-        )
     n_labels = [int(n) for n in as_list(cfg.n_labels)]
     seeds = seed_list(cfg.seeds)
     grid = [float(v) for v in cfg.l2_grid]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import signal
@@ -19,12 +18,19 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint, run_seed
-from capsgan.config import LAST, check_output_dir, instantiate, resolve_ckpt_path, validate_config
+from capsgan.config import (
+    LAST,
+    build_models,
+    check_config,
+    check_output_dir,
+    instantiate,
+    resolve_ckpt_path,
+)
 from capsgan.errors import (
     ConfigError,
     DivergenceError,
@@ -35,6 +41,7 @@ from capsgan.errors import (
 )
 from capsgan.gan_module import GAN
 from capsgan.hardware import check_speed_switches, device_type, resolve_precision
+from capsgan.hparams import GANHParams
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
 from capsgan.loggers import check_logger_packages, log_hparams, name_run, run_hparams, trial_name
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
@@ -49,11 +56,26 @@ from capsgan.sweep import (
 log = logging.getLogger(__name__)
 
 
-def instantiate_list(section: DictConfig | None) -> list[Any]:
+def instantiate_list(section: DictConfig | None, group: str = "callbacks") -> list[Any]:
     """Instantiate every entry of a callbacks/logger group that has a ``_target_``."""
-    if not section:
-        return []
-    return [hydra.utils.instantiate(c) for c in section.values() if c and "_target_" in c]
+    return [_built(c, f"{group}.{k}") for k, c in (section or {}).items() if c and "_target_" in c]
+
+
+def _built(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``node`` instantiated; a refusal of its settings (Lightning's, a constructor's) as one
+    paragraph naming ``key``, a :class:`UserError` of ours as it is."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except (InstantiationException, MisconfigurationException) as err:
+        reason = err.__cause__ or err
+        if isinstance(reason, UserError):
+            raise reason from err
+        group = key.split(".", 1)[0]
+        raise ConfigError(
+            f"`{key}` was refused when the trainer was built: {type(reason).__name__}: "
+            f"{reason}. Fix the {key}.* override or conf/{group}/, as the Lightning "
+            "documentation of the named setting says; nothing was trained."
+        ) from err
 
 
 def repeated_in_sweep() -> bool:
@@ -79,37 +101,24 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         if _DEVICE_FILTER not in logging.getLogger(name).filters:
             logging.getLogger(name).addFilter(_DEVICE_FILTER)
-    try:
-        callbacks = instantiate_list(cfg.get("callbacks"))
-        if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
-            callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
-        if cfg.trainer.get("fast_dev_run"):
-            # a smoke run writes no checkpoint (Lightning's ModelCheckpoint still saves
-            # last.ckpt at the end of a fast_dev_run), so ckpt_path=latest never picks it
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        loggers = instantiate_list(cfg.get("logger"))
-        # the model table (and its FLOPs pass) is the same for every job of a sweep: once
-        once = {"enable_model_summary": False} if repeated_in_sweep() else {}
-        return hydra.utils.instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, **once
-        )
-    except (InstantiationException, MisconfigurationException) as err:
-        raise ConfigError(
-            f"Lightning refused the trainer / callbacks / logger settings: {err}. Check the "
-            "trainer.*, callbacks.* and logger.* keys (conf/trainer/, conf/callbacks/, "
-            "conf/logger/) against the Lightning documentation of the named class."
-        ) from err
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    if cfg.trainer.get("fast_dev_run"):
+        # a smoke run writes no checkpoint (Lightning's ModelCheckpoint still saves
+        # last.ckpt at the end of a fast_dev_run), so ckpt_path=latest never picks it
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    loggers = instantiate_list(cfg.get("logger"), "logger")
+    # the model table (and its FLOPs pass) is the same for every job of a sweep: once
+    once = {"enable_model_summary": False} if repeated_in_sweep() else {}
+    return _built(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **once)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the GAN described by ``cfg``; return the trainer's final metrics as floats.
-
-    Bad input raises a :class:`UserError` before any data is read or model built (the
-    config, the output folder, the checkpoint to resume from) or, for what needs the data
-    and the callbacks, before the first batch (:mod:`capsgan.preflight`). The run folder is
-    held for this process (:mod:`capsgan.locks`), and every way the run ends is recorded
-    in ``<run>/run_info.json`` with the commit and package versions.
-    """
+    Bad input raises a :class:`UserError` before any data is read (or, for what needs the
+    data, before the first batch: :mod:`capsgan.preflight`); the run folder is held
+    (:mod:`capsgan.locks`) and every way the run ends is recorded in ``run_info.json``."""
     output_dir = str(cfg.paths.output_dir)
     check_output_dir(output_dir)
     rank_zero = rank_zero_only.rank == 0
@@ -190,23 +199,19 @@ def _how_it_ended(err: BaseException) -> tuple[str, str]:
 
 
 def build_gan(cfg: DictConfig, generator: nn.Module, discriminator: nn.Module) -> GAN:
-    """The GAN module of ``cfg``: its hyperparameters are the top-level keys of the same
-    names (``lr``, ``betas``, ``d_steps_per_g``...), the one name each value has, read
-    here, by validation, in HPARAMS, by the report and by the sweepers."""
-    names = inspect.signature(GAN).parameters.keys() - {"generator", "discriminator"}
-    # plain lists, not OmegaConf containers, in the saved hyperparameters: torch.load(
-    # weights_only=True), Lightning's default on resume, refuses the latter
-    values = {k: cfg[k] for k in names if k in cfg}
-    hparams = {
-        k: OmegaConf.to_object(v) if OmegaConf.is_config(v) else v for k, v in values.items()
-    }
-    return GAN(generator, discriminator, **hparams)
+    """The GAN module of ``cfg``: its hyperparameters are the top-level keys named like
+    :class:`GANHParams`' fields (``lr``, ``betas``...), one name each in HPARAMS and sweeps."""
+    return GAN(generator, discriminator, GANHParams.from_config(cfg))
 
 
 def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
-    # The values, then the models (their constructors' rules), before any data is read: a
-    # bad sweep job fails in seconds.
-    generator, discriminator = validate_config(cfg)
+    # The values, the Trainer (Lightning's own refusals), then the models (their
+    # constructors' rules), before any data is read: a bad sweep job fails in seconds.
+    check_config(cfg)
+    if cfg.get("threads"):  # e.g. parallel sweep jobs sharing the cores ("Scaling out")
+        torch.set_num_threads(cfg.threads)
+    # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
     device = device_type(cfg.trainer.get("accelerator", "auto"))
     check_speed_switches(cfg, device)  # compile + channels_last on a GPU: refused, why
     precision = resolve_precision(cfg, device)  # trainer.precision: auto -> a Lightning value
@@ -215,8 +220,9 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
             output_dir, precision={"value": precision.precision, "why": precision.reason}
         )
     check_logger_packages(cfg)  # logger=wandb without wandb: the pip line, now
-    # a resumed sweep (-m ... ckpt_path=last) starts the jobs that have no last.ckpt afresh
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, missing_ok=in_multirun())
+    name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
+    trainer = build_trainer(cfg)
+    generator, discriminator = build_models(cfg)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     L.seed_everything(run_seed(cfg.seed, ckpt), workers=True)  # a resume: the run's own
     datamodule = instantiate(cfg, "data", model=False)
@@ -228,8 +234,6 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
         # Missing or corrupt data fails here, before the loggers write an event file that
         # would list a run with no steps (fit() calls it again; reading MNIST took 0.15 s here).
         datamodule.prepare_data()
-    name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
-    trainer = build_trainer(cfg)
     started = check_before_training(cfg, trainer, datamodule)  # metrics, checkpoints, data size
     log_hparams(trainer, *run_hparams(cfg), trial=trial_name(cfg))
     with warnings.catch_warnings():
@@ -280,16 +284,9 @@ def announce_run_folder(cfg: DictConfig, what: str) -> None:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Entry point behind ``src/train.py``: train, then return the optimized metric.
-
-    A :class:`UserError` is printed as one paragraph and ends the process with exit
-    code 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead). In a multirun it is
-    raised instead, so Hydra records the failed job and the other jobs still run
-    (:class:`capsgan.sweep.SweepSummary`).
-    """
-    threads = cfg.get("threads")  # e.g. parallel sweep jobs sharing the cores ("Scaling out")
-    if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
-        torch.set_num_threads(threads)  # a bad value is reported by validate_config
+    """Entry point behind ``src/train.py``: train, then return the optimized metric. A
+    :class:`UserError` is one paragraph and exit code 2; in a multirun it is raised, so
+    Hydra records the failed job and the others run (:class:`capsgan.sweep.SweepSummary`)."""
     spawn_ddp_in_multirun(cfg)
     single = not in_multirun() and rank_zero_only.rank == 0  # a sweep names its own folder
     if single:
