@@ -10,8 +10,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from capsgan.cli import bracket_lists
 from capsgan.errors import user_errors
-from capsgan.evaluation import bracket_lists
 from capsgan.gam import run_battle
 
 

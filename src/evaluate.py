@@ -11,8 +11,9 @@ import hydra
 from omegaconf import DictConfig
 
 from capsgan import cli
+from capsgan.cli import bracket_lists
 from capsgan.errors import user_errors
-from capsgan.evaluation import bracket_lists, run_evaluate
+from capsgan.evaluation import run_evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

@@ -18,8 +18,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from capsgan.classifier import ClassifierSpec, DigitClassifier, save_classifier
+from capsgan.cli import bracket_lists
 from capsgan.errors import UserError
-from capsgan.evaluation import bracket_lists, output_path, run_evaluate, to_uint8_images
+from capsgan.evaluation import output_path, run_evaluate, to_uint8_images
 from capsgan.gam import (
     Contender,
     battle,

@@ -55,6 +55,16 @@ class ClassifierSpec:
     dropout: float = 0.25
     arch: str = "digit"  # "digit" (grey digits/clothes) or "resnet" (RGB); files before it: digit
 
+    def __post_init__(self) -> None:
+        if self.arch not in ("digit", "resnet"):
+            raise ValueError(f"classifier arch must be 'digit' or 'resnet', got {self.arch!r}")
+        # the digit CNN halves the image per block (the residual trunk pools adaptively)
+        if self.arch == "digit" and self.image_size // 2 ** len(self.channels) < 1:
+            raise ValueError(
+                f"`channels` has {len(self.channels)} pooling blocks, which shrink a "
+                f"{self.image_size}px image to nothing."
+            )
+
 
 def default_arch(in_channels: int) -> str:
     """The reference classifier's trunk for images of ``in_channels``: the digit CNN for
@@ -119,8 +129,6 @@ class DigitClassifier(nn.Module):
     def __init__(self, spec: ClassifierSpec | None = None) -> None:
         super().__init__()
         self.spec = spec = spec or ClassifierSpec()
-        if spec.arch not in ("digit", "resnet"):
-            raise ValueError(f"classifier arch must be 'digit' or 'resnet', got {spec.arch!r}")
         layers: list[nn.Module] = []
         in_ch, size = spec.in_channels, spec.image_size
         if spec.arch == "resnet":

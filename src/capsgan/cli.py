@@ -1,7 +1,7 @@
 """What the entry points (``src/train.py``, ``src/train_classifier.py``, ``src/bench.py``,
 ``src/evaluate.py``) set up before Hydra runs: narrow filters for library messages a user
-cannot act on, the ``ckpt_path=latest`` resolver, and a plain message when an optional
-plugin is missing.
+cannot act on, the ``ckpt_path=latest`` resolver, a plain message when an optional plugin
+is missing; and the scoring tools' list arguments and terminal tables.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from omegaconf import OmegaConf
@@ -116,3 +117,42 @@ def setup(argv: Sequence[str]) -> None:
     prepare_process()
     with user_errors():  # one Error: paragraph, exit 2
         check_optional_plugins(argv)
+
+
+# -- the scoring tools' command lines and tables (evaluate, battle, semisupervised) --------
+
+
+def as_list(value: Any) -> list[Any]:
+    """A key that takes one item or a list of them (null: none), as a list."""
+    if value is None:
+        return []
+    return list(value) if OmegaConf.is_list(value) else [value]
+
+
+def bracket_lists(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """``key=a,b`` -> ``key=[a,b]`` for the list-valued ``keys`` of a script without -m.
+
+    Hydra reads an unbracketed comma list as a sweep and refuses it outside ``-m``; the
+    evaluation scripts never sweep, so ``n_labels=100,1000`` means the list.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in keys and "," in value and value[:1] not in "[{'\"":
+            arg = f"{key}=[{value}]"
+        out.append(arg)
+    return out
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on the terminal (plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    Console(width=max(80, sum(widths) + 3 * len(columns) + 1)).print(table)

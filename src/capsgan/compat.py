@@ -20,6 +20,7 @@ from typing import Any
 
 CHECKED_ON = {
     "torch": "2.14.1",
+    "torchvision": "0.29.1",
     "lightning": "2.6.6",
     "hydra-core": "1.3.8",
     "tensorboard": "2.21.0",
@@ -117,6 +118,15 @@ def _job_return_value() -> bool:
     return "_return_value" in JobReturn.__dataclass_fields__
 
 
+def _cifar10_hooks() -> bool:
+    import inspect
+
+    from torchvision.datasets import CIFAR10
+
+    init = inspect.getsource(CIFAR10.__init__)  # it must still call both, in this order
+    return "self._check_integrity()" in init and "self._load_meta()" in init
+
+
 def _rich_train_description() -> bool:
     from lightning.pytorch.callbacks import RichProgressBar
 
@@ -212,5 +222,12 @@ PRIVATE_APIS = (
         "a failed job's exception without re-raising it (.return_value raises)",
         "failed sweep jobs end the sweep instead of being recorded",
         _job_return_value,
+    ),
+    PrivateAPI(
+        "torchvision CIFAR10._check_integrity / _load_meta (overridden)",
+        "data.CIFAR10Copy",
+        "reads a CIFAR-10 copy whose MD5s differ from the official files, with a warning",
+        "such a copy is refused as corrupt again, or read without the warning",
+        _cifar10_hooks,
     ),
 )

@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import MISSING, DictConfig, OmegaConf, ValidationError
 from torch import nn
 
+from capsgan.classifier import ClassifierSpec, default_arch
 from capsgan.cli import LATEST  # the newest run's last.ckpt, in its folder (cli.resume_dir)
 from capsgan.data import DATASETS
 from capsgan.errors import ConfigError, user_errors
@@ -612,12 +613,11 @@ def validate_classifier_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/train_classifier.yaml`` config (its data.* included)."""
     raise_problems(schema_problems(cfg, ClassifierKeys, DataKeys))
     problems, folder = [], cfg.classifier_dir
-    if cfg.data.image_size // 2 ** len(cfg.channels) < 1:
-        problems.append(
-            f"`channels` has {len(cfg.channels)} pooling blocks, which shrink a "
-            f"{cfg.data.image_size}px image to nothing. "
-            f"{where('channels', '[32,64]', ClassifierKeys.YAML)}"
-        )
+    try:  # the architecture's own rules (capsgan.classifier)
+        ClassifierSpec(cfg.data.channels, cfg.data.image_size, tuple(cfg.channels),
+                       arch=default_arch(cfg.data.channels))  # fmt: skip
+    except ValueError as err:
+        problems.append(f"{err} {where('channels', '[32,64]', ClassifierKeys.YAML)}")
     reason = unwritable_reason(str(folder)) if folder else None
     if reason:
         problems.append(

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from capsgan.atomic_write import write_json_atomically
 from capsgan.classifier import check_classifier_fits, load_classifier, load_or_train
+from capsgan.cli import as_list, print_table
 from capsgan.config import classifier_problems, raise_problems, validate_evaluate_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError, UserError
@@ -366,45 +367,6 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         log.info("scoring %s ...", source.name)
         rows.append(scorer.score(source))
     return rows
-
-
-def as_list(value: Any) -> list[Any]:
-    """A key that takes one item or a list of them (null: none), as a list."""
-    if value is None:
-        return []
-    return list(value) if OmegaConf.is_list(value) else [value]
-
-
-def bracket_lists(argv: list[str], keys: tuple[str, ...]) -> list[str]:
-    """``key=a,b`` -> ``key=[a,b]`` for the list-valued ``keys`` of a script without -m.
-
-    Hydra reads an unbracketed comma list as a sweep and refuses it outside ``-m``; the
-    evaluation scripts never sweep, so ``n_labels=100,1000`` means the list.
-    """
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+~") in keys and "," in value and value[:1] not in "[{'\"":
-            arg = f"{key}=[{value}]"
-        out.append(arg)
-    return out
-
-
-# -- output ------------------------------------------------------------------------------
-
-
-def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A rich table on the terminal (plain text when not a terminal)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    Console(width=max(80, sum(widths) + 3 * len(columns) + 1)).print(table)
 
 
 # (column, result key, format) of the evaluation table

@@ -28,9 +28,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from capsgan.atomic_write import write_json_atomically
+from capsgan.cli import as_list, print_table
 from capsgan.config import validate_battle_config
 from capsgan.errors import UserError
-from capsgan.evaluation import DataSpec, as_list, print_table, real_images
+from capsgan.evaluation import DataSpec, real_images
 from capsgan.generation import generate, load_discriminator, load_generator
 from capsgan.losses import probability_real
 from capsgan.runs import checkpoint_run, resolve_checkpoints

@@ -29,9 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from capsgan.atomic_write import write_json_atomically
+from capsgan.cli import as_list, print_table
 from capsgan.config import validate_semisupervised_config
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import DataSpec, as_list, print_table, real_images
+from capsgan.evaluation import DataSpec, real_images
 from capsgan.generation import load_discriminator
 from capsgan.runs import CheckpointRun, checkpoint_run, resolve_checkpoints
 

@@ -51,6 +51,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from capsgan.atomic_write import write_json_atomically
@@ -74,11 +75,6 @@ NO_METRIC = "no {metric}: the job never logged it (no validation in its budget, 
 def in_multirun() -> bool:
     """True inside a job of a Hydra multirun (``-m`` or ``hydra.mode=MULTIRUN``)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _is_rank_zero() -> bool:
-    """False in the extra DDP ranks that SLURM or torchrun start as copies of the job."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
 
 
 # Lightning's popen-launched DDP re-runs the command line once per extra rank; spawn starts
@@ -283,7 +279,9 @@ class SweepSummary(Callback):
             )
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
+        # rank_zero_only.rank: Lightning's reading of RANK/LOCAL_RANK/SLURM_PROCID (the extra DDP
+        # ranks SLURM or torchrun start as copies of the job), as config.py and training.py use
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
             return
         if os.getpid() == self._launcher_pid:
             self._job_here = True
@@ -300,7 +298,9 @@ class SweepSummary(Callback):
         write_json_atomically(Path(out) / JOB_RECORD, record)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN or not _is_rank_zero():
+        # rank_zero_only.rank: Lightning's reading of RANK/LOCAL_RANK/SLURM_PROCID (the extra DDP
+        # ranks SLURM or torchrun start as copies of the job), as config.py and training.py use
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
             return
         self._job_here = False
         for signum, handler in getattr(self, "_worker_handlers", {}).items():
