@@ -40,6 +40,7 @@ from capsgan.data import DATASETS
 from capsgan.errors import ConfigError, user_errors
 from capsgan.hparams import GANHParams  # the GAN's keys and their ranges
 from capsgan.locks import hold_run_folder
+from capsgan.metrics import MIN_IMAGES  # the quality metrics' smallest sample
 from capsgan.models.interface import score_kind
 from capsgan.resume import LAST  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 from capsgan.resume import register_resolver as register_session_resolver
@@ -47,7 +48,6 @@ from capsgan.resume import register_resolver as register_session_resolver
 register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in every process
 
 SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
-MIN_IMAGES = 4  # per side of the quality metrics: FID needs 2, precision/recall > k=3
 NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 Range = tuple[str, bool, str, Any]  # (field, fine, what it must be, example for the fix)
 

@@ -49,6 +49,8 @@ class QualityMetric(NamedTuple):
 
 # The metrics, stated once: SampleQuality.compute()'s keys, the logged tags, TensorBoard's
 # HPARAMS metrics (capsgan.loggers), the evaluation's rows and the report's tables.
+MIN_IMAGES = 4  # per side: FID needs 2, precision/recall's k-NN radius more than k=3
+
 QUALITY_METRICS = (
     QualityMetric("FID", "val/fid", 1, True),
     QualityMetric("KID", "val/kid", 2, True),  # MMD^2 in the classifier's feature space, raw
@@ -314,10 +316,11 @@ class SampleQualityCallback(L.Callback):
                  kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
                  mode_threshold: float = 0.1, seed: int = 0, every_n_epochs: int = 1,
                  ) -> None:  # fmt: skip
-        if num_samples < 2:
+        if num_samples < MIN_IMAGES:
             raise ConfigError(
-                f"metrics.num_samples is {num_samples}, but FID needs at least 2 generated "
-                "images; use a few hundred for a quick check, 10000 for reportable numbers."
+                f"metrics.num_samples is {num_samples}, but the metrics need at least "
+                f"{MIN_IMAGES} generated images (FID 2, precision and recall more than k=3); "
+                "use a few hundred for a quick check, 10000 for reportable numbers."
             )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.classifier_path, self.classifier_dir = classifier_path, classifier_dir

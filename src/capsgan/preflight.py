@@ -15,9 +15,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from capsgan.config import MIN_IMAGES, raise_problems
+from capsgan.config import raise_problems
 from capsgan.errors import ConfigError
-from capsgan.metrics import METRIC_KEYS, SampleQualityCallback
+from capsgan.metrics import METRIC_KEYS, MIN_IMAGES, SampleQualityCallback
 
 QUALITY_KEYS = (*METRIC_KEYS, "val/metric_seconds")
 
