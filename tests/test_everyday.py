@@ -28,7 +28,8 @@ from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hpar
 from capsgan import cli
 from capsgan.compat import PRIVATE_APIS
 from capsgan.errors import ConfigError
-from capsgan.loggers import auto_run_name, event_dirs, find_runs, run_hparams
+from capsgan.loggers import auto_run_name, event_dirs, run_hparams
+from capsgan.runs import find_runs
 from capsgan.training import train
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train_cfg
 

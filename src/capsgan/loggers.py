@@ -132,13 +132,6 @@ def event_dirs(run_dir: str | Path) -> list[Path]:
     return sorted({p.parent for p in Path(run_dir).glob("tensorboard/**/events.out.tfevents.*")})
 
 
-def find_runs(root: str | Path) -> list[Path]:
-    """The run folders with TensorBoard events in or below ``root``."""
-    from capsgan.runs import find_runs  # late: capsgan.runs reads events with event_dirs
-
-    return [run for run in find_runs(root) if event_dirs(run)]
-
-
 # -- HPARAMS --------------------------------------------------------------------------
 
 
