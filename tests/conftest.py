@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny IDX data sets written to a temp dir, and a shrunk train config."""
+"""Shared fixtures: tiny IDX data sets written to a temp dir, the train config shrunk to
+seconds on CPU, and the broken input files of the error tests."""
 
 from __future__ import annotations
 
+import shutil
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -130,3 +132,94 @@ def make_cfg(tiny_data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return make
+
+
+# No FID network, no per-epoch validation sweep: for the tests of the plumbing.
+FAST = [
+    "~callbacks.sample_quality",
+    "callbacks.model_checkpoint.monitor=null",
+    "optimized_metric=null",
+    "trainer.limit_val_batches=1",
+]
+
+
+@pytest.fixture
+def fast_cfg(make_cfg: Callable[..., DictConfig]) -> Callable[..., DictConfig]:
+    """``make_cfg`` with ``FAST``: a run of the default length without the quality metrics."""
+
+    def make(*overrides: str):
+        return make_cfg(*FAST, *overrides)
+
+    return make
+
+
+@pytest.fixture
+def two_batch_cfg(make_cfg: Callable[..., DictConfig]) -> Callable[..., DictConfig]:
+    """``fast_cfg`` with two training batches an epoch."""
+
+    def make(*overrides: str):
+        return make_cfg(*FAST, "trainer.limit_train_batches=2", *overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def inputs(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A toy run and the broken files a careless or unlucky user has, by placeholder ({run},
+    {text_npz}, ...): the paths the error battery's commands name."""
+    from capsgan.classifier import ClassifierSpec, DigitClassifier, save_classifier
+
+    base = tmp_path_factory.mktemp("inputs")
+    run_dir = train_toy_run(base / "run", tiny_data_dir, "trainer.limit_train_batches=2")
+    truncated = base / "truncated"
+    shutil.copytree(run_dir, truncated)
+    last = truncated / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:2000])  # a kill or a full disk cut it short
+    no_config = base / "loose" / "gan.ckpt"
+    no_config.parent.mkdir()
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", no_config)
+    bad_config = base / "bad_config"
+    shutil.copytree(run_dir, bad_config)
+    (bad_config / ".hydra" / "config.yaml").write_bytes(b"\x00\xff: [unclosed")
+    (base / "text.npz").write_text("these are not images\n")
+    np.save(base / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    shutil.move(base / "objects.npy", base / "objects.npz")
+    np.savez(base / "good.npz", images=np.zeros((8, 28, 28), np.uint8))
+    pngs = base / "pngs"
+    pngs.mkdir()
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(pngs / "a.png")
+    (pngs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (base / "text.ckpt").write_text("not a checkpoint\n")
+    grids = base / "grids"
+    (grids / "samples").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(grids / "samples" / "epoch_0000.png")
+    (grids / "samples" / "epoch_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    junk = base / "junk_overrides"
+    (junk / ".hydra").mkdir(parents=True)
+    (junk / ".hydra" / "overrides.yaml").write_bytes(b"\x00\xff: [unclosed")
+    torch.manual_seed(0)
+    fashion = save_classifier(
+        DigitClassifier(ClassifierSpec(channels=(4, 8), hidden=8)).eval(),
+        base / "clf",
+        "fashion_mnist",
+        {},
+    )
+    return {
+        "data": str(tiny_data_dir),
+        "run": str(run_dir),
+        "ckpt": str(run_dir / "checkpoints" / "last.ckpt"),
+        "truncated": str(truncated),
+        "no_config": str(no_config),
+        "bad_config": str(bad_config / "checkpoints" / "last.ckpt"),
+        "text_npz": str(base / "text.npz"),
+        "object_npz": str(base / "objects.npz"),
+        "good_npz": str(base / "good.npz"),
+        "pngs": str(pngs),
+        "text_ckpt": str(base / "text.ckpt"),
+        "fashion_clf": str(fashion),
+        "missing": str(base / "no_such_thing"),
+        "broken_grids": str(grids),
+        "junk_overrides": str(junk),
+    }

@@ -20,14 +20,22 @@ import hydra
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 
-from capsgan.benchmark import BareLoop, BroadcastRouting, check_targets, run_benchmark
+from capsgan.benchmark import (
+    BareLoop,
+    BroadcastRouting,
+    check_targets,
+    effective_cfg,
+    run_benchmark,
+)
 from capsgan.errors import ConfigError
 from capsgan.hardware import resolve_precision
 from capsgan.models import RoutingCapsules, squash
 from capsgan.training import build_gan, train
 from tests.conftest import CONF_DIR, TINY_CAPSULES
+from tests.helpers import compose
 
 CASE_KEYS = {
     "discriminator", "routing_iterations", "batch_size", "steps_per_repeat",
@@ -51,7 +59,7 @@ def numbers(node: object, path: str = "") -> list[tuple[str, float]]:
 def test_quick_benchmark_writes_a_complete_json(tiny_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(
+        cfg = hydra_compose(
             config_name="bench",
             overrides=[
                 "quick=true",
@@ -87,6 +95,16 @@ def test_quick_benchmark_writes_a_complete_json(tiny_data_dir: Path, tmp_path: P
     assert len(figures) > 50
     bad = [(p, v) for p, v in figures if not (math.isfinite(v) and v > 0)]
     assert not bad, f"figures that are not positive and finite: {bad}"
+
+
+def test_bench_quick_mode_keeps_the_users_values(tmp_path: Path) -> None:
+    """quick=true used to overwrite batch_size=0 with its own 8, silently."""
+    cfg = compose("bench", "quick=true", "batch_size=4", f"paths.output_dir={tmp_path}")
+    assert effective_cfg(cfg, given=["batch_size"]).batch_size == 4
+    assert effective_cfg(cfg, given=[]).batch_size == 8  # what the user left alone is sized
+    bad = compose("bench", "quick=true", "batch_size=0", f"paths.output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="`batch_size`"):
+        run_benchmark(bad)
 
 
 def test_a_cuda_run_is_held_to_the_gpu_targets() -> None:

@@ -9,6 +9,7 @@ import torch
 
 from capsgan.data import ImageDataModule, load_split
 from capsgan.errors import DataError
+from tests.conftest import make_idx_root
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
@@ -51,3 +52,15 @@ def test_scaling_maps_uint8_range_to_minus_one_one(tiny_data_dir: Path) -> None:
 def test_missing_data_offline_says_what_to_put_where(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"MNIST[/\\]raw.*train-images-idx3-ubyte.*DATA_DIR"):
         load_split("mnist", tmp_path, train=True, download=False)
+
+
+def test_data_errors_name_the_file(tmp_path: Path) -> None:
+    root = make_idx_root(tmp_path / "data", n_train=32, n_test=16)
+    raw = root / "MNIST" / "raw"
+    (raw / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte' is missing"):
+        load_split("mnist", root, train=True, download=False)
+    labels = raw / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-3])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte' is corrupt or truncated"):
+        load_split("mnist", root, train=False, download=False)

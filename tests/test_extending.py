@@ -39,12 +39,7 @@ from capsgan.models import ScoreKind
 from capsgan.report import write_report
 from capsgan.training import train
 from tests.conftest import CONF_DIR, ROOT, TINY_OVERRIDES, compose_train_cfg, train_toy_run
-
-
-def compose(name: str, *overrides: str):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return hydra_compose(name, list(overrides))
-
+from tests.helpers import compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ import lightning as L
 import pytest
 import torch
 
+from capsgan.sweep import SweepSummary
 from tests.conftest import ROOT, TINY_CAPSULES, TINY_OVERRIDES
+from tests.helpers import PY_ENV, run_info
 
 TINY = [
     *TINY_OVERRIDES,
@@ -411,6 +414,16 @@ def test_a_user_error_in_a_multirun_is_recorded_not_exited(
     assert row["status"] == "failed" and row["error"].startswith("DataError: mnist was not found")
 
 
+def test_the_sweep_summary_marks_a_job_with_no_metric(tmp_path: Path) -> None:
+    job = tmp_path / "0"
+    job.mkdir()
+    record = {"job": 0, "overrides": ["debug=overfit"], "status": "ok", "error": None,
+              "wall_s": 1.0, "pid": 1, "host": "h"}  # fmt: skip
+    (job / "job.json").write_text(json.dumps(record))
+    (row,) = SweepSummary().collect(tmp_path)
+    assert row["best"] is None and "no val/fid" in row["flag"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_an_interrupted_sweep_finishes_when_its_command_is_run_again(
@@ -487,3 +500,90 @@ def test_a_job_folder_holding_another_job_is_left_as_it_was(
     kept = json.loads((sweep / "0" / "job.json").read_text())
     assert kept["overrides"] == record["overrides"] and kept["status"] == "ok"
     assert kept["launch"].startswith("refused")
+
+
+# -- SIGTERM to a parallel sweep ----------------------------------------------------------
+
+
+class Started(L.Callback):
+    """Test probe: writes <run>/started once the first training batch ran, and makes each
+    batch last at least 0.1 s, so the jobs are still training when the sweep is stopped."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        Path(trainer.default_root_dir, "started").touch()
+        time.sleep(0.1)
+
+
+SWEEP = [
+    *TINY_OVERRIDES,
+    "discriminator=capsule_small",
+    *(f"discriminator.{k}={v}" for k, v in TINY_CAPSULES.items()),
+    "++callbacks.sample_quality=null",
+    "++callbacks.model_checkpoint.monitor=null",
+    "optimized_metric=null",
+    "hydra.callbacks.sweep_summary.metric=val/d_loss",
+    "trainer.limit_val_batches=1",
+    "threads=1",
+    "+callbacks.started._target_=tests.test_sweeps.Started",
+]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_joblib_sweep_and_prints_how_to_resume(tiny_data_dir, tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "lr=1e-4,2e-4,3e-4",  # two run at once, the third waits for a free worker
+        *SWEEP,
+        "trainer.max_epochs=3",  # 3 x 20 batches of 16 of the 320 images
+        f"hydra.sweep.dir={sweep}",
+    ]
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *args]
+    env = {**PY_ENV, "DATA_DIR": str(tiny_data_dir)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 240
+    while not ((sweep / "0" / "started").exists() and (sweep / "1" / "started").exists()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    pids = [json.loads((sweep / j / "job.json").read_text())["pid"] for j in ("0", "1")]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    records = {j: json.loads((sweep / j / "job.json").read_text()) for j in ("0", "1", "2")}
+    assert {r["status"] for r in records.values()} == {"interrupted"}, records
+    assert "not started" in records["2"]["error"]
+    for j in ("0", "1"):
+        ckpt = torch.load(sweep / j / "checkpoints" / "last.ckpt", weights_only=False)
+        assert 0 < ckpt["global_step"] < 60  # stopped mid-run, saved
+        assert run_info(sweep / j)["status"] == "interrupted"
+    assert "interrupted" in (sweep / "summary.md").read_text()
+    time.sleep(2)
+    assert not any(_alive(p) for p in pids), "worker processes outlived the sweep"
+    resume = stderr.strip().splitlines()[-1]
+    assert resume.startswith("python ") and f"hydra.sweep.dir={sweep}" in resume
+    assert resume.endswith("ckpt_path=last")
+
+    # the printed command resumes: 0 and 1 from their last.ckpt, 2 from scratch
+    resumed = subprocess.run([sys.executable, *shlex.split(resume)[1:]], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for j in ("0", "1", "2"):
+        assert json.loads((sweep / j / "job.json").read_text())["status"] == "ok"
+        final = torch.load(sweep / j / "checkpoints" / "last.ckpt", weights_only=False)
+        assert final["global_step"] == 60
+    sessions = json.loads((sweep / "0" / "run_info.json").read_text())["sessions"]
+    assert [s["status"] for s in sessions] == ["interrupted", "completed"]
+    assert sessions[1]["resumed_from"] == "last"

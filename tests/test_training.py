@@ -15,12 +15,13 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
-from capsgan import gan_module
+from capsgan import cli, gan_module
 from capsgan.callbacks import TrainingLog
 from capsgan.hardware import resolve_precision
 from capsgan.losses import discriminator_loss
 from capsgan.training import build_gan, train
-from tests.conftest import CONF_DIR, ROOT, TINY_CAPSULES, TINY_OVERRIDES
+from tests.conftest import CONF_DIR, FAST, ROOT, TINY_CAPSULES, TINY_OVERRIDES
+from tests.helpers import run_info, scalars
 
 GROUPS = {  # every option of these groups: composed and built below
     "data": ["mnist", "fashion_mnist", "cifar10"],
@@ -295,3 +296,51 @@ def test_two_job_multirun_writes_two_runs(tiny_data_dir: Path, tmp_path: Path) -
         assert (sweep / job / "checkpoints" / "last.ckpt").exists()
     lrs = [(sweep / j / ".hydra" / "overrides.yaml").read_text() for j in ("0", "1")]
     assert "lr=0.0001" in lrs[0] and "lr=0.0002" in lrs[1]
+
+
+# -- reproducibility, the debug presets ---------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_same_seed_same_losses_for_50_steps(make_cfg, tmp_path: Path) -> None:
+    losses = []
+    for name in ("a", "b"):
+        cfg = make_cfg(
+            *FAST,
+            "trainer.max_epochs=3",
+            "trainer.max_steps=50",
+            "trainer.limit_val_batches=0",
+            "~callbacks.sample_grid",
+            "seed=7",
+        )
+        with open_dict(cfg):  # a toy generator: this test is about the numbers, not the images
+            cfg.paths.output_dir = str(tmp_path / name)
+            cfg.generator.init_channels = 16
+            cfg.generator.blocks[0].channels = 8
+        train(cfg)
+        run = Path(cfg.paths.output_dir)
+        losses.append([scalars(run, t) for t in ("train/d_loss", "train/g_loss")])
+        info = run_info(run)
+        assert info["status"] == "completed" and info["git"]["commit"]
+        assert torch.__version__.startswith(info["packages"]["torch"])
+    assert [s for s, _ in losses[0][0]] == list(range(1, 51))  # generator steps
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit", "profiler"])
+def test_debug_presets_compose_and_run(make_cfg, preset: str, recwarn) -> None:
+    cli.quiet_library_noise()  # as the entry points do
+    extra = ["trainer.max_epochs=5"] if preset == "overfit" else []
+    cfg = make_cfg(f"debug={preset}", *extra)
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    if preset == "profiler":
+        assert (run / "fit-profile.txt").exists()
+    if preset == "limit":
+        assert (run / "checkpoints" / "last.ckpt").exists()
+    if preset == "overfit":
+        assert cfg.trainer.overfit_batches == 4
+    messages = [
+        str(w.message) for w in recwarn if "does not have many workers" not in str(w.message)
+    ]
+    assert not messages, messages

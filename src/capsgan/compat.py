@@ -3,9 +3,9 @@ this code relies on, in one place, with the versions it was checked on.
 
 Checked on: torch 2.14.1, lightning 2.6.6, hydra-core 1.3.8, tensorboard 2.21.0 (the
 versions ``pyproject.toml`` pins below: ``torch<2.15``, ``lightning<2.7``). To adopt
-torch 2.15 or Lightning 2.7, install them, run ``pytest tests/test_everyday.py -k
-private_api`` (it probes each entry on the installed versions) and then the whole suite,
-fix what an entry's ``breaks`` names, update ``CHECKED_ON`` and move the pin.
+torch 2.15 or Lightning 2.7, install them, run ``pytest tests/test_compat.py`` (it probes
+each entry on the installed versions) and then the whole suite, fix what an entry's
+``breaks`` names, update ``CHECKED_ON`` and move the pin.
 
 Use a private API only where no public one does the job, and add it here in the same
 commit. The Lightning trainer internals the training code reads go through the functions
@@ -60,7 +60,7 @@ class PrivateAPI:
     used_in: str  # where
     why: str  # what it gives that no public API does
     breaks: str  # what goes wrong when it changes
-    probe: Callable[[], bool]  # True while the API is there (tests/test_everyday.py)
+    probe: Callable[[], bool]  # True while the API is there (tests/test_compat.py)
 
 
 def _trainer():

@@ -1,6 +1,6 @@
-"""Everyday use (issue 16): quiet runs, honest HPARAMS, run names, the debug presets,
-ckpt_path=latest, the CSV / W&B / MLflow loggers, --help, the slow-epoch warning, and the
-private APIs the code relies on."""
+"""What a run records: TensorBoard's HPARAMS (the session status, the keys, the best FID),
+run names, one numbering across console, files and events, and the CSV / W&B / MLflow
+loggers."""
 
 from __future__ import annotations
 
@@ -8,39 +8,24 @@ import csv
 import importlib.util
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
-import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import ClassVar
 
 import lightning as L
 import pytest
-import torch
 from omegaconf import OmegaConf, open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
 
 from capsgan import cli
-from capsgan.compat import PRIVATE_APIS
 from capsgan.errors import ConfigError
 from capsgan.loggers import auto_run_name, event_dirs, run_hparams
-from capsgan.runs import find_runs
 from capsgan.training import train
 from tests.conftest import ROOT, TINY_OVERRIDES, compose_train_cfg
-
-SHORT = ("trainer.limit_train_batches=3", "trainer.limit_val_batches=1")
-
-
-def events_of(run: Path) -> EventAccumulator:
-    (folder,) = event_dirs(run)
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc
+from tests.helpers import SHORT, events_of
 
 
 def session_status(run: Path) -> int | None:
@@ -52,142 +37,7 @@ def session_status(run: Path) -> int | None:
     return data.session_end_info.status
 
 
-# -- warnings and messages --------------------------------------------------------------
-
-
-def test_train_cli_prints_no_library_noise_and_real_flops(tiny_data_dir: Path, tmp_path: Path):
-    """The whole output of a first run (which also trains the classifier): no Lightning tip,
-    no deprecation warning, FLOPs counted, and the classifier's reason, place and time."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "discriminator=cnn",
-        "debug=limit",
-        *[o for o in TINY_OVERRIDES if "enable_progress_bar" not in o],
-        "trainer.limit_train_batches=5",
-        f"metrics.classifier_dir={tmp_path / 'classifiers'}",  # a first run: none cached
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    env = {**os.environ, "DATA_DIR": str(tiny_data_dir), "COLUMNS": "200"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    for noise in ("Tip:", "Warning", "warn(", "deprecated", "Total FLOPs: 0 "):
-        assert noise not in out, (noise, out[-3000:])
-    assert "Total FLOPs" in out
-    assert "training it now" in out and str(tmp_path / "classifiers") in out
-    assert "82 s" in out and "train_classifier.py data=mnist" in out
-    # the run folder at the start and as the last line, with the command that opens it
-    assert "run folder: run  (view it: tensorboard --logdir run)" in out
-    assert proc.stdout.strip().splitlines()[-1].endswith("tensorboard --logdir run)")
-
-
-def test_warning_filters_match_only_their_message_and_module() -> None:
-    cli.quiet_library_noise()
-    message = "`isinstance(treespec, LeafSpec)` is deprecated, use ..."
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cli.quiet_library_noise()  # after simplefilter, as in a process that starts fresh
-        for module in ("lightning.pytorch.utilities._pytree", "mycode"):
-            warnings.warn_explicit(message, FutureWarning, "x.py", 1, module=module)
-        warnings.warn_explicit("other", FutureWarning, "x.py", 1, module=module)
-    assert [(str(w.message)[:10], w.filename) for w in caught] == [
-        (message[:10], "x.py"),
-        ("other", "x.py"),
-    ]
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    lightning_log.addHandler(handler)
-    try:
-        lightning_log.warning("💡 Tip: For seamless cloud logging ...")
-        lightning_log.warning("GPU available: False")
-    finally:
-        lightning_log.removeHandler(handler)
-    assert [r.getMessage() for r in records] == ["GPU available: False"]
-
-
-def test_worker_advice_is_silenced_and_only_it(monkeypatch) -> None:
-    """Lightning's own check, on a machine where it would advise 15 workers: silent after
-    quiet_library_noise(); another warning of the same category still shows."""
-    from lightning.fabric.utilities.warnings import PossibleUserWarning
-    from lightning.pytorch.trainer.connectors import data_connector
-
-    monkeypatch.setattr(data_connector, "suggested_max_num_workers", lambda devices: 15)
-    trainer = SimpleNamespace(num_devices=1, reload_dataloaders_every_n_epochs=0)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1)))
-
-    def caught(quiet: bool) -> list[str]:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            if quiet:
-                cli.quiet_library_noise()
-            data_connector._worker_check(trainer, loader, "train_dataloader")
-            warnings.warn("another possible problem", PossibleUserWarning, stacklevel=1)
-        return [str(w.message)[:40] for w in seen]
-
-    assert caught(quiet=False)[0].startswith("The 'train_dataloader' does not have")
-    assert caught(quiet=True) == ["another possible problem"]
-
-
-def test_slow_epoch_is_announced_once_and_training_goes_on(make_cfg, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="capsgan")
-    cfg = make_cfg(
-        "trainer.max_epochs=2",
-        "trainer.limit_train_batches=6",
-        "trainer.limit_val_batches=1",
-        "callbacks.epoch_time_warning.threshold_minutes=1e-6",
-    )
-    train(cfg)
-    slow = [r.getMessage() for r in caplog.records if "This run is slow here" in r.getMessage()]
-    assert len(slow) == 1
-    assert "one epoch of 6 batches" in slow[0] and "2 epochs" in slow[0]
-    assert "discriminator=capsule_small" in slow[0] and "trainer.precision=bf16-mixed" in slow[0]
-    assert "trainer.limit_train_batches=" in slow[0] and "Training goes on" in slow[0]
-    assert (Path(cfg.paths.output_dir) / "checkpoints" / "epoch_0002.ckpt").exists()
-
-
-def test_optuna_search_without_its_extra_names_the_install_line(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "_importable", lambda module: False)
-    with pytest.raises(SystemExit) as stop:
-        cli.setup(["lr=1e-4", "hparams_search=capsule_optuna"])
-    assert stop.value.code == 2
-    assert "pip install -e '.[optuna]'" in capsys.readouterr().err
-    cli.check_optional_plugins(["lr=1e-4"])  # nothing optional asked for: no exit
-
-
-def test_help_lists_every_preset_of_every_group_with_its_description() -> None:
-    """The help is read from conf/ when shown: a preset added there is listed with the
-    `# description:` line of its file, and a file without one is caught here."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=600,  # a busy machine starts Python + torch slowly
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    presets = sorted((ROOT / "conf").glob("*/**/*.yaml"))
-    assert len(presets) > 30
-    for path in presets:
-        found = re.search(r"^# description: (.+)$", path.read_text(), re.MULTILINE)
-        assert found, f"{path} has no `# description:` line"
-        group = str(path.parent.relative_to(ROOT / "conf"))
-        if group == "hydra":
-            continue  # Hydra's own settings, not an option to pick
-        assert f"  {group}=  " in proc.stdout, group
-        option = [x for x in lines if x.split()[:1] == [path.stem] and found[1] in x]
-        assert option, (path, found[1])
-    assert "  hydra/launcher=  (default: basic)" in proc.stdout
-    assert "    joblib " in proc.stdout  # a plugin's option too
-    assert "discriminator=  (default: capsule)" in proc.stdout
-    assert "discriminator=capsule_small debug=limit" in proc.stdout  # the CPU smoke test
-    assert "ckpt_path=latest" in proc.stdout
-    assert "one-minute" not in proc.stdout
-
-
-# -- TensorBoard: HPARAMS status, keys, metrics, run names, image steps -----------------
+# -- HPARAMS: the session status ----------------------------------------------------------
 
 
 class StatusProbe(L.Callback):
@@ -209,7 +59,7 @@ class StatusProbe(L.Callback):
 def _with_probe(cfg, crash_at=None):
     with open_dict(cfg):
         cfg.callbacks.status_probe = {
-            "_target_": "tests.test_everyday.StatusProbe",
+            "_target_": "tests.test_logging.StatusProbe",
             "crash_at": crash_at,
         }
     return cfg
@@ -237,13 +87,16 @@ def test_hparams_status_after_sigterm_or_ctrl_c_stays_unknown(make_cfg, signum: 
 
     cfg = make_cfg(
         "trainer.limit_train_batches=6",
-        "+callbacks.signal._target_=tests.test_reliability.SendSignal",
+        "+callbacks.signal._target_=tests.helpers.SendSignal",
         "+callbacks.signal.at_step=2",
         f"+callbacks.signal.signum={int(getattr(signal, signum))}",
     )
     with pytest.raises(RunInterruptedError):
         train(cfg)
     assert session_status(Path(cfg.paths.output_dir)) is None  # the resumed run ends it
+
+
+# -- HPARAMS keys and metrics, run names --------------------------------------------------
 
 
 def test_hparams_leave_out_paths_and_include_the_best_fid(make_cfg) -> None:
@@ -375,6 +228,9 @@ def test_two_job_sweep_names_its_tensorboard_runs(tiny_data_dir: Path, tmp_path:
         assert start.hparams["compile"].WhichOneof("kind") == "bool_value"
 
 
+# -- numbering and short runs -------------------------------------------------------------
+
+
 def test_numbering_agrees_across_console_files_and_events(make_cfg, caplog) -> None:
     """Epochs from 1 and generator steps: the console's FID line, the checkpoint and sample
     file names, the capsule plot's title and TensorBoard's x axis say the same numbers."""
@@ -436,7 +292,7 @@ def test_max_steps_gives_a_quiet_correct_short_run(make_cfg, recwarn) -> None:
         "trainer.limit_train_batches=5",
         "trainer.limit_val_batches=1",
         "trainer.log_every_n_steps=50",
-        "+callbacks.probe._target_=tests.test_everyday.ShortRunProbe",
+        "+callbacks.probe._target_=tests.test_logging.ShortRunProbe",
     )
     metrics = train(cfg)
     messages = [
@@ -452,7 +308,7 @@ def test_max_steps_gives_a_quiet_correct_short_run(make_cfg, recwarn) -> None:
     assert [e.step for e in events_of(run).Scalars("train/d_loss")] == [3]
 
 
-# -- loggers -------------------------------------------------------------------------------
+# -- loggers ------------------------------------------------------------------------------
 
 
 def test_csv_logger_writes_a_row_per_logged_step(make_cfg) -> None:
@@ -487,89 +343,3 @@ def test_a_logger_whose_package_is_missing_fails_at_start_with_the_pip_line(
     with pytest.raises(ConfigError, match=f"pip install {package}"):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
-
-
-# -- debug presets and ckpt_path=latest --------------------------------------------------
-
-
-@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit", "profiler"])
-def test_debug_presets_compose_and_run(make_cfg, preset: str, recwarn) -> None:
-    cli.quiet_library_noise()  # as the entry points do
-    extra = ["trainer.max_epochs=5"] if preset == "overfit" else []
-    cfg = make_cfg(f"debug={preset}", *extra)
-    train(cfg)
-    run = Path(cfg.paths.output_dir)
-    if preset == "profiler":
-        assert (run / "fit-profile.txt").exists()
-    if preset == "limit":
-        assert (run / "checkpoints" / "last.ckpt").exists()
-    if preset == "overfit":
-        assert cfg.trainer.overfit_batches == 4
-    messages = [
-        str(w.message) for w in recwarn if "does not have many workers" not in str(w.message)
-    ]
-    assert not messages, messages
-
-
-def test_ckpt_path_latest_resumes_the_newest_run_in_its_folder(make_cfg, tmp_path: Path) -> None:
-    log_dir = tmp_path / "outputs"
-    older, newest = log_dir / "2026-01-01" / "09-00-00", log_dir / "2026-01-02" / "10-00-00"
-    for folder, epochs in ((older, 1), (newest, 1)):
-        cfg = make_cfg(f"trainer.max_epochs={epochs}", *SHORT)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(folder)
-        train(cfg)
-    cli.register_resolvers()
-    composed = compose_train_cfg_with_hydra(["ckpt_path=latest", f"paths.log_dir={log_dir}"])
-    assert composed.hydra.run.dir == str(newest)
-    fresh = compose_train_cfg_with_hydra([f"paths.log_dir={tmp_path / 'empty'}"])
-    assert "empty" in fresh.hydra.run.dir and fresh.hydra.run.dir != str(newest)
-
-    cfg = make_cfg("trainer.max_epochs=3", *SHORT, "ckpt_path=latest")
-    with open_dict(cfg):
-        cfg.paths.output_dir = composed.hydra.run.dir
-    train(cfg)
-    assert (newest / "checkpoints" / "epoch_0003.ckpt").exists()
-    assert not (older / "checkpoints" / "epoch_0002.ckpt").exists()
-    # one TensorBoard run continued: val/fid_best carries the first session's best on
-    acc = events_of(newest)
-    fid = [e.value for e in acc.Scalars("val/fid")]
-    assert len(fid) == 3 and len(list(event_dirs(newest)[0].glob("events.*"))) == 2
-    assert [e.value for e in acc.Scalars("val/fid_best")] == pytest.approx(
-        [min(fid[: i + 1]) for i in range(3)]
-    )
-    assert find_runs(tmp_path / "outputs") == [older, newest]
-
-    cfg = make_cfg("ckpt_path=latest")  # a folder with no last.ckpt: says what latest means
-    with pytest.raises(ConfigError, match="ckpt_path=latest resumes the newest run"):
-        train(cfg)
-
-
-def compose_train_cfg_with_hydra(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from tests.conftest import CONF_DIR
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-# -- private APIs -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("api", PRIVATE_APIS, ids=lambda a: a.name[:60])
-def test_private_api_is_still_there(api) -> None:
-    """Each private Lightning / PyTorch / Hydra API in capsgan.compat exists on the
-    installed versions (the check to run before moving an upper pin)."""
-    assert api.probe(), f"{api.name} changed: {api.breaks} (used in {api.used_in})"
-
-
-def test_a_resumed_run_seeds_with_its_own_seed(make_cfg, caplog) -> None:
-    """A resume that leaves seed= out (the default 42) still seeds with the run's seed=2."""
-    cfg = make_cfg("seed=2", *SHORT)
-    train(cfg)
-    caplog.set_level(logging.INFO)
-    train(make_cfg("trainer.max_epochs=2", "ckpt_path=last", *SHORT))
-    messages = [r.getMessage() for r in caplog.records]
-    assert "Seed set to 2" in messages and "Seed set to 42" not in messages
-    assert any("made with seed=2" in m for m in messages)
