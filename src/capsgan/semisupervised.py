@@ -186,12 +186,13 @@ def row_space(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
     n, d = train_x.shape
     if d <= n:
         return train_x, test_x
-    gram = (train_x @ train_x.T).double()  # (n, n)
+    x = train_x.double()  # float32's rounding would leave a centred set's null direction in
+    gram = x @ x.T  # (n, n)
     eigvals, eigvecs = torch.linalg.eigh(gram)
     keep = eigvals > eigvals.max() * 1e-10
     eigvals, eigvecs = eigvals[keep], eigvecs[:, keep]  # (r,), (n, r)
-    basis = (eigvecs / eigvals.sqrt()).T.float() @ train_x  # (r, D), orthonormal rows
-    return (eigvecs * eigvals.sqrt()).float(), test_x @ basis.T
+    basis = (eigvecs / eigvals.sqrt()).T @ x  # (r, D), orthonormal rows
+    return (eigvecs * eigvals.sqrt()).float(), (test_x.double() @ basis.T).float()
 
 
 def linear_probe(
