@@ -134,6 +134,33 @@ def make_cfg(tiny_data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
+@pytest.fixture(scope="session")
+def readme_sweep(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The README's first command, ``train.py discriminator=capsule_small -m
+    lr=1e-4,2e-4``, at toy sizes in a subprocess, run once for every test that reads a
+    two-job sweep: ``(sweep folder, the process with stdout and stderr interleaved)``."""
+    import os
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("readme_sweep")
+    sweep = tmp / "sweep"
+    cmd = [
+        sys.executable, str(ROOT / "src" / "train.py"),
+        "discriminator=capsule_small",  # an override before -m, as in the README's command
+        "-m", "lr=1e-4,2e-4", *TINY_OVERRIDES,
+        *(f"discriminator.{k}={v}" for k, v in TINY_CAPSULES.items()),
+        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    env = {**os.environ, "DATA_DIR": str(tiny_data_dir), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=600,
+    )  # fmt: skip
+    return sweep, proc
+
+
 # No FID network, no per-epoch validation sweep: for the tests of the plumbing.
 FAST = [
     "~callbacks.sample_quality",

@@ -7,10 +7,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import logging
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,7 +21,7 @@ from capsgan import cli
 from capsgan.errors import ConfigError
 from capsgan.loggers import auto_run_name, event_dirs, run_hparams
 from capsgan.training import train
-from tests.conftest import ROOT, TINY_OVERRIDES, compose_train_cfg
+from tests.conftest import compose_train_cfg
 from tests.helpers import SHORT, events_of
 
 
@@ -186,22 +183,8 @@ def test_run_names_say_what_sets_a_run_apart(tmp_path: Path) -> None:
     )
 
 
-def test_two_job_sweep_names_its_tensorboard_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    cmd = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "-m",
-        "discriminator=cnn,capsule_small",
-        *TINY_OVERRIDES,
-        *SHORT,
-        f"hydra.sweep.dir={sweep}",
-    ]
-    env = {**os.environ, "DATA_DIR": str(tiny_data_dir), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=600,
-    )  # fmt: skip
+def test_two_job_sweep_names_its_tensorboard_runs(readme_sweep) -> None:
+    sweep, proc = readme_sweep
     out = proc.stdout  # and stderr, in the order they were written
     assert proc.returncode == 0, out[-3000:]
     # the model table and the device lines once per sweep: the first job's, not the second's
@@ -210,21 +193,23 @@ def test_two_job_sweep_names_its_tensorboard_runs(tiny_data_dir: Path, tmp_path:
     assert "GPU available" in out and "GPU available" not in second, second
     assert "run folder:" not in out  # a sweep's folder is named by its summary
     names = {p.name for job in ("0", "1") for p in event_dirs(sweep / job)}
-    assert names == {"discriminator=cnn", "discriminator=capsule_small"}
+    assert names == {"lr=0.0001", "lr=0.0002"}  # the swept key, not the fixed choice
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "1"]  # epochs count from 1
-    for job, choice in (("0", "cnn"), ("1", "capsule_small")):
+    for job, lr in (("0", "0.0001"), ("1", "0.0002")):
         content = events_of(sweep / job).PluginTagToContent("hparams")
         data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
         # what TensorBoard's HPARAMS view ticks: the first five after its backend's sort
-        # (differing keys first, then by name); alphabetically `discriminator` is sixth
+        # (differing keys first, then by name); alphabetically `lr` is further down
         _sort_and_reduce_to_hparams_limit(data.experiment)
-        assert "discriminator" in [h.name for h in data.experiment.hparam_infos][:5]
+        infos = [h.name for h in data.experiment.hparam_infos]
+        assert "lr" in infos[:5] and "lr" not in sorted(infos)[:5], infos
         start = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/session_start_info"]
         ).session_start_info
-        assert start.group_name == f"discriminator={choice} (job {job})"  # the Trial ID
-        assert start.hparams["discriminator"].string_value == choice
+        assert start.group_name == f"lr={lr} (job {job})"  # the Trial ID
+        assert start.hparams["lr"].number_value == pytest.approx(float(lr))
+        assert start.hparams["discriminator"].string_value == "capsule_small"
         assert start.hparams["compile"].WhichOneof("kind") == "bool_value"
 
 

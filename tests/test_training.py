@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +9,6 @@ import hydra
 import lightning as L
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from capsgan import cli, gan_module
@@ -20,7 +16,7 @@ from capsgan.callbacks import TrainingLog
 from capsgan.hardware import resolve_precision
 from capsgan.losses import discriminator_loss
 from capsgan.training import build_gan, train
-from tests.conftest import CONF_DIR, FAST, ROOT, TINY_CAPSULES, TINY_OVERRIDES
+from tests.conftest import CONF_DIR, FAST
 from tests.helpers import run_info, scalars
 
 GROUPS = {  # every option of these groups: composed and built below
@@ -271,24 +267,9 @@ def test_hyperparameters_reach_tensorboards_hparams_tab(make_cfg) -> None:
     assert {"val/fid", "val/precision", "val/recall", "epoch/d_loss", "val/d_acc"} <= names
 
 
-def test_two_job_multirun_writes_two_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
-    GlobalHydra.instance().clear()
-    sweep = tmp_path / "sweep"
-    cmd = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "discriminator=capsule_small",  # an override before -m, as in the README's command
-        "-m",
-        "lr=1e-4,2e-4",
-        *TINY_OVERRIDES,
-        *(f"discriminator.{k}={v}" for k, v in TINY_CAPSULES.items()),
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1",
-        f"hydra.sweep.dir={sweep}",
-    ]
-    env = {**os.environ, "DATA_DIR": str(tiny_data_dir)}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_two_job_multirun_writes_two_runs(readme_sweep) -> None:
+    sweep, proc = readme_sweep
+    assert proc.returncode == 0, proc.stdout[-3000:]
     for job in ("0", "1"):
         # in tensorboard/<run name>/ (capsgan.loggers): lr=0.0001 and lr=0.0002
         assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 1
