@@ -69,6 +69,7 @@ def test_cli_batch_larger_than_the_data_set_exits_2(tiny_data_dir, tmp_path) -> 
     assert not (run / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cli_generate_bench_and_classifier_exit_2(tmp_path: Path) -> None:
     """The three other Hydra entry points: one paragraph, exit 2, no traceback."""
     assert_one_paragraph(script("generate.py", "steps=1", "ckpt_path=x", cwd=tmp_path), "`steps`")
@@ -76,6 +77,7 @@ def test_cli_generate_bench_and_classifier_exit_2(tmp_path: Path) -> None:
     assert_one_paragraph(script("train_classifier.py", "epochs=0", cwd=tmp_path), "`epochs`")
 
 
+@pytest.mark.slow
 def test_cli_scoring_tools_exit_2_before_any_work(inputs, tmp_path: Path) -> None:
     proc = script("evaluate.py", "source=real:test", "out=/proc/capsgan/x.json", cwd=tmp_path,
                   data=Path(inputs["data"]))  # fmt: skip

@@ -186,6 +186,7 @@ def test_bracket_lists_only_touches_the_list_keys() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_evaluate_script_writes_json_and_reports_errors(
     tiny_data_dir, classifier_path, tmp_path
 ) -> None:
@@ -344,6 +345,7 @@ def test_trained_gan_against_an_untrained_one(tiny_data_dir, toy_run, tmp_path) 
     assert result.winner in ("a", "undecided")  # never the untrained GAN
 
 
+@pytest.mark.slow
 def test_battle_script_and_its_errors(tiny_data_dir, toy_run, tmp_path) -> None:
     script = str(ROOT / "src" / "battle.py")
     common = [f"data_root={tiny_data_dir}", "num_samples=40", "test_samples=40",

@@ -134,6 +134,7 @@ def test_checkpoint_outside_its_run_needs_config_path(trained_run, tmp_path) -> 
         load_generator(tmp_path / "missing.ckpt")
 
 
+@pytest.mark.slow
 def test_generate_script_runs_and_reports_a_missing_argument(trained_run, tmp_path) -> None:
     script = str(ROOT / "src" / "generate.py")
     ok = subprocess.run(

@@ -485,6 +485,7 @@ def test_report_on_short_training_runs(short_runs: Path, tmp_path: Path) -> None
     ]
 
 
+@pytest.mark.slow
 def test_report_cli_error_is_one_paragraph(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "src" / "report.py"), str(tmp_path / "missing")],

@@ -176,6 +176,7 @@ def test_ddp_in_a_multirun_spawns_its_ranks(monkeypatch: pytest.MonkeyPatch) -> 
 # -- launchers ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_joblib_runs_two_jobs_in_their_own_processes(tiny_data_dir: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = train_py(
@@ -198,6 +199,7 @@ def test_joblib_runs_two_jobs_in_their_own_processes(tiny_data_dir: Path, tmp_pa
     assert [p["threads"] for p in probes] == [1, 1]
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_two_jobs(tiny_data_dir: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = train_py(
@@ -485,6 +487,7 @@ def test_an_interrupted_sweep_finishes_when_its_command_is_run_again(
     assert sessions[1]["resumed_from"] == "last"  # from its last.ckpt, not afresh
 
 
+@pytest.mark.slow
 def test_a_job_folder_holding_another_job_is_left_as_it_was(
     tiny_data_dir: Path, tmp_path: Path
 ) -> None:
