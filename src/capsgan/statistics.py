@@ -69,10 +69,6 @@ class Estimate:
     bound: str = ""
 
 
-def _finite(values: Sequence[float | None]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
-
-
 def bootstrap(
     values: Sequence[float | None],
     confidence: float = CONFIDENCE,
@@ -81,7 +77,7 @@ def bootstrap(
 ) -> Estimate | None:
     """Mean of ``values`` (geometric mean for ``geometric``: ratios) with the percentile
     bootstrap interval over them; missing and non-finite values are left out."""
-    data = _finite(values)
+    data = [float(v) for v in values if v is not None and math.isfinite(v)]
     if geometric:
         data = [math.log(v) for v in data if v > 0]
     if not data:
@@ -103,8 +99,7 @@ def rank_test(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided p-value of an exact permutation test of the difference in mean ranks of
     ``a`` and ``b`` (Wilcoxon-Mann-Whitney); ``inf`` is a valid value (a censored cost,
     tied with the other censored ones). None when either side has no value."""
-    a = [float(v) for v in a if v is not None and not math.isnan(v)]
-    b = [float(v) for v in b if v is not None and not math.isnan(v)]
+    a, b = ([float(v) for v in x if v is not None and not math.isnan(v)] for x in (a, b))
     if not a or not b:
         return None
     if len(set(a + b)) == 1:
@@ -202,11 +197,6 @@ class Ratio:
     unpaired: list[int] = field(default_factory=list)
 
 
-def _combined_bound(kinds: Sequence[str]) -> str:
-    kinds = {k for k in kinds if k}
-    return "" if not kinds else kinds.pop() if len(kinds) == 1 else "~"
-
-
 def censored_ratio(arm: dict[int, Cost], baseline: dict[int, Cost]) -> Ratio:
     """Pair ``arm`` and ``baseline`` costs by seed; geometric mean with its bootstrap
     interval, every seed with information counted (see :class:`Ratio`)."""
@@ -218,10 +208,9 @@ def censored_ratio(arm: dict[int, Cost], baseline: dict[int, Cost]) -> Ratio:
         elif a.value > 0 and b.value > 0:
             kind = ">=" if a.censored else "<=" if b.censored else ""
             out.per_seed[seed] = (a.value / b.value, kind)
-    kinds = [kind for _, kind in out.per_seed.values()]
-    out.estimate = bootstrap(
-        [r for r, _ in out.per_seed.values()], geometric=True, bound=_combined_bound(kinds)
-    )
+    kinds = {kind for _, kind in out.per_seed.values() if kind}
+    bound = "" if not kinds else kinds.pop() if len(kinds) == 1 else "~"
+    out.estimate = bootstrap([r for r, _ in out.per_seed.values()], geometric=True, bound=bound)
     return out
 
 
@@ -375,23 +364,18 @@ def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
     first)."""
     if baseline is None or len(arms) == 1:
         return arms[0]
-    exact = [arm for arm in arms if arm.name == baseline]
-    if exact:
-        return exact[0]
 
     def holds(arm: Arm, word: str) -> bool:
         return any(w == word or w.endswith(f"={word}") for w in arm.name.split())
 
-    found = [arm for arm in arms if all(holds(arm, word) for word in baseline.split())]
+    found = [arm for arm in arms if arm.name == baseline] or [
+        arm for arm in arms if all(holds(arm, word) for word in baseline.split())
+    ]
     if len(found) == 1:
         return found[0]
-    what = (
-        f"several arms match the baseline {baseline!r}"
-        if found
-        else (f"no arm is the baseline {baseline!r}")
-    )
+    what = "several arms match" if found else "no arm is"
     raise UserError(
-        f"{what}: the arms are {[a.name for a in (found or arms)]}. Pass "
+        f"{what} the baseline {baseline!r}: the arms are {[a.name for a in (found or arms)]}. Pass "
         "baseline=<one of them> (the arm every other arm is compared with)."
     )
 
