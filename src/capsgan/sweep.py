@@ -298,44 +298,39 @@ class SweepSummary(Callback):
         write_json_atomically(Path(out) / JOB_RECORD, record)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        # rank_zero_only.rank: Lightning's reading of RANK/LOCAL_RANK/SLURM_PROCID (the extra DDP
-        # ranks SLURM or torchrun start as copies of the job), as config.py and training.py use
-        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:  # as on_job_start
             return
         self._job_here = False
         for signum, handler in getattr(self, "_worker_handlers", {}).items():
             signal.signal(signum, handler)
         self._worker_handlers = {}
-        out = config.hydra.runtime.output_dir
+        out, num = config.hydra.runtime.output_dir, config.hydra.job.num
         wall = time.time() - self._started.pop(out, time.time())
         plan = self._plans.pop(out, "run")
+        failed = job_return.status == JobStatus.FAILED
+        err = job_return._return_value  # the exception if failed; .return_value would raise it
         if plan in ("skip", "conflict"):  # its earlier record, marked with this launch
             record = read_job_record(out) or {}
             record["launch"] = "skipped" if plan == "skip" else "refused: another job's folder"
-            write_json_atomically(Path(out) / JOB_RECORD, record)
-            if plan == "conflict" and self.keep_going and job_return.status == JobStatus.FAILED:
-                log.error("job %s refused: %s", config.hydra.job.num, job_return._return_value)
-                job_return.status = JobStatus.COMPLETED
-                job_return.return_value = None
-            return
-        error, interrupted = None, False
-        if job_return.status == JobStatus.FAILED:
-            err = job_return._return_value  # the exception; .return_value would raise it
-            error = _first_line(err)
-            interrupted = isinstance(err, RunInterruptedError)
-            if interrupted:
-                log.warning("job %s: %s", config.hydra.job.num, err)
-            elif isinstance(err, UserError):
-                log.error("job %s failed: %s", config.hydra.job.num, err)
-            else:
-                log.error("job %s failed", config.hydra.job.num, exc_info=err)
-            if self.keep_going:
-                job_return.status = JobStatus.COMPLETED
-                job_return.return_value = None
-        status = "interrupted" if interrupted else "failed" if error else "ok"
-        launch = "resumed" if plan == "resume" else "run"
-        record = self._record(config, status, error, wall, launch)
+            if plan == "conflict" and self.keep_going and failed:
+                log.error("job %s refused: %s", num, err)
+        else:
+            status, error = "ok", None
+            if failed:
+                status = "interrupted" if isinstance(err, RunInterruptedError) else "failed"
+                error = _first_line(err)
+            if status == "interrupted":
+                log.warning("job %s: %s", num, err)
+            elif failed and isinstance(err, UserError):
+                log.error("job %s failed: %s", num, err)
+            elif failed:
+                log.error("job %s failed", num, exc_info=err)
+            launch = "resumed" if plan == "resume" else "run"
+            record = self._record(config, status, error, wall, launch)
         write_json_atomically(Path(out) / JOB_RECORD, record)
+        if failed and self.keep_going and plan != "skip":
+            job_return.status = JobStatus.COMPLETED
+            job_return.return_value = None
 
     @staticmethod
     def _record(
