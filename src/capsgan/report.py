@@ -231,9 +231,9 @@ def describe_end(run: Run) -> str:
 
 
 def fmt(value: float | int | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return NA if value is None else str(value)
-    if isinstance(value, int):
+    if value is None:
+        return NA
+    if isinstance(value, int) or not math.isfinite(value):
         return str(value)
     return f"{value:.{digits}f}"
 
@@ -281,6 +281,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path, dpi: int) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _mean_curve(runs: Sequence[RunSummary], tag: str) -> tuple[list[int], list[float]]:
     by_step: dict[int, list[float]] = {}
     for s in runs:
@@ -324,11 +331,7 @@ def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Pat
         ax.grid(True, alpha=0.3)
     ax_steps.legend(title="dashed: quality levels", fontsize="small")
     ax_p.legend(fontsize="small")
-    fig.tight_layout()
-    path = out / "fid.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "fid.png", dpi=100)
 
 
 def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
@@ -351,11 +354,7 @@ def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
         row[2].axhline(0.5, color="grey", linestyle="--", linewidth=1)
         row[2].set_ylim(-0.02, 1.02)
         row[0].legend(fontsize="small")
-    fig.tight_layout()
-    path = out / "training_curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "training_curves.png", dpi=90)
 
 
 def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Path | None:
@@ -363,10 +362,7 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     generator steps (up to 5 of the evaluation grid, the budget included): a collapsed
     seed shows as plainly as a good one. Needs the runs' ``samples/step_NNNNNN.png``
     (``callbacks.sample_grid.every_n_steps``); a report re-rendered from CSVs has none."""
-    rows = []
-    for arm in arms:
-        for s in arm.runs:
-            rows.append((f"{arm.name}\nseed {s.seed}", sample_grids(s.run.path)))
+    rows = [(f"{a.name}\nseed {s.seed}", sample_grids(s.run.path)) for a in arms for s in a.runs]
     if not any(pngs for _, pngs in rows) or not grid:
         return None
     picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})
@@ -391,11 +387,7 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
             if ax is ax_row[0]:
                 ax.set_ylabel(label, fontsize="small")
             ax.set_title(title, fontsize="small")
-    fig.tight_layout()
-    path = out / "samples.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "samples.png", dpi=90)
 
 
 # -- report.md, one function per section -------------------------------------------------------
@@ -741,9 +733,7 @@ def write_report(
             + " of its generator steps"
         )
     ctx = Context(arms, base, list(levels), evaluation_grid(arms))
-    floor_note = "not measured (floor=false)"
-    if measure_floor_fid:
-        _, floor_note = measure_floor(runs)
+    floor_note = measure_floor(runs)[1] if measure_floor_fid else "not measured (floor=false)"
     out.mkdir(parents=True, exist_ok=True)
     write_csvs(runs, out)
     plots = [plot_quality(arms, levels, out), plot_training_curves(arms, out),
