@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from capsgan.cli import LATEST, resume_dir
 from capsgan.errors import ConfigError
+from capsgan.schema import plain
 
 LAST = "last"
 HYDRA_DIR = ".hydra"
@@ -73,13 +74,7 @@ def saved_overrides(folder: Path) -> list[str]:
 
 def architecture(cfg: DictConfig) -> dict[str, object]:
     """The parts of a composed training config that the checkpoint's weights depend on."""
-    out = {}
-    for key in ARCHITECTURE:
-        value = OmegaConf.select(cfg, key, default=None)
-        out[key] = (
-            OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        )
-    return out
+    return {key: plain(OmegaConf.select(cfg, key, default=None)) for key in ARCHITECTURE}
 
 
 def _changes(before: dict[str, object], after: dict[str, object]) -> list[str]:
