@@ -18,7 +18,7 @@ import re
 import tempfile
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -175,31 +175,23 @@ class MetricsKeys(Keys):
 TRAIN_SCHEMAS = (GANHParams, TrainKeys, DataKeys, TrainerKeys, SampleGridKeys)
 
 
-def config_problems(cfg: DictConfig) -> list[str]:
-    """Every problem of the keys no model owns, one paragraph each; empty if they are usable."""
+def check_config(cfg: DictConfig) -> None:
+    """One :class:`ConfigError` listing every problem of the keys no model owns."""
     quality = OmegaConf.select(cfg, "callbacks.sample_quality", default=None)
     extra = [SampleQualityKeys, MetricsKeys] if quality else []
-    problems = schema_problems(cfg, *TRAIN_SCHEMAS, *extra)
-    if problems or not quality:  # the classifier check below needs sane values
-        return problems
+    raise_problems(schema_problems(cfg, *TRAIN_SCHEMAS, *extra))
+    if not quality:  # then the metrics' classifier, of sane values
+        return
     path, m = cfg.metrics.classifier_path, cfg.metrics
     if path and not Path(str(path)).expanduser().is_file():
-        return [
+        raise ConfigError(
             f"`metrics.classifier_path`={str(path)!r} is not a file. Pass a classifier .pt "
             "written by `python src/train_classifier.py` (<classifier_dir>/<data set>.pt), "
             "or metrics.classifier_path=null to use (or train) the data set's cached one."
-        ]
+        )
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    try:
-        root, name = str(cfg.data.root), str(cfg.data.name)
-        return list(classifier_problems(root, path, m.classifier_dir, name, shape, "metrics."))
-    except ConfigError as err:  # a file that is not a classifier, or one for other images
-        return [str(err)]
-
-
-def check_config(cfg: DictConfig) -> None:
-    """One :class:`ConfigError` listing every problem of the keys no model owns."""
-    raise_problems(config_problems(cfg))
+    root, name = str(cfg.data.root), str(cfg.data.name)
+    check_classifier(root, path, m.classifier_dir, name, shape, "metrics.")
 
 
 def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
@@ -713,38 +705,29 @@ def validate_semisupervised_config(cfg: DictConfig) -> None:
 # -- the FID classifier: the one that fits, and a cache folder that takes it ----------------
 
 
-def classifier_problems(
+def check_classifier(
     data_root: str, path: str | None, directory: str | None, name: str, shape: tuple, prefix=""
-) -> Iterator[str]:
+) -> None:
     """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
-    evaluate.py): a given file must be a classifier of these images (else its ConfigError);
-    a missing cached one must have a folder that takes it once trained. ``prefix``:
-    ``metrics.`` for train.py's keys."""
-    from capsgan.classifier import check_classifier_fits, load_classifier
+    evaluate.py): a given file must be a classifier of these images; a missing cached one
+    must have a folder that takes it, found now rather than after minutes of training. Else
+    a :class:`ConfigError`; ``prefix``: ``metrics.`` for train.py's keys."""
+    from capsgan.classifier import (
+        check_classifier_fits,
+        load_classifier,
+        resolve_classifier_dir,
+        weights_path,
+    )
 
     if path:
-        check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
-        return
-    problem = classifier_dir_problem(data_root, directory, name, f"{prefix}classifier_dir")
-    if problem:
-        yield problem
-
-
-def classifier_dir_problem(
-    data_root: str, configured: str | None, name: str, key: str
-) -> str | None:
-    """Why the ``name`` classifier, missing from its cache, could not be saved there after
-    minutes of training; None when it is cached or the folder takes it."""
-    from capsgan.classifier import resolve_classifier_dir, weights_path
-
-    directory = resolve_classifier_dir(data_root, configured, name)
+        return check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
+    key, directory = f"{prefix}classifier_dir", resolve_classifier_dir(data_root, directory, name)
     reason = None if weights_path(directory, name).exists() else unwritable_reason(directory)
-    if reason is None:
-        return None
-    return (
-        f"the {name} classifier behind the quality metrics is not cached yet and would be "
-        f"trained now, but its folder {str(directory)!r} (`{key}`) cannot be written: "
-        f"{reason}. Pass {key}=<writable folder> (or null: the data root's classifiers/, else "
-        "~/.cache/capsgan/classifiers), or train it once with `python src/train_classifier.py "
-        f"data={name}`."
-    )
+    if reason:
+        raise ConfigError(
+            f"the {name} classifier behind the quality metrics is not cached yet and would be "
+            f"trained now, but its folder {str(directory)!r} (`{key}`) cannot be written: "
+            f"{reason}. Pass {key}=<writable folder> (or null: the data root's classifiers/, "
+            "else ~/.cache/capsgan/classifiers), or train it once with `python "
+            f"src/train_classifier.py data={name}`."
+        )
