@@ -47,6 +47,11 @@ class RunLockedError(UserError):
     """Another process is running in the same run folder."""
 
 
+def brief(err: BaseException) -> str:
+    """``err`` inside a message: its type and the start of its text."""
+    return f"{type(err).__name__}: {str(err)[:200]}"
+
+
 # errno values that mean "this place cannot take the file", not a bug of ours
 STORAGE_ERRNOS = {
     errno.ENOSPC: "no space left on the device",

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from capsgan.cli import LATEST, resume_dir
-from capsgan.errors import ConfigError
+from capsgan.errors import ConfigError, brief
 from capsgan.schema import plain
 
 LAST = "last"
@@ -64,8 +64,8 @@ def saved_overrides(folder: Path) -> list[str]:
         saved = OmegaConf.load(path)
     except Exception as err:  # binary junk, YAML syntax, unreadable
         raise ConfigError(
-            f"the run's saved overrides {str(path)!r} cannot be read ({type(err).__name__}: "
-            f"{str(err)[:200]}), so the resume cannot compose the run's config from them. "
+            f"the run's saved overrides {str(path)!r} cannot be read ({brief(err)}), so the "
+            "resume cannot compose the run's config from them. "
             f"Resume from the file instead: ckpt_path={folder}/checkpoints/last.ckpt with the "
             "run's overrides (they are also in its .hydra/config.yaml), in a new folder."
         ) from err
