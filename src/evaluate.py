@@ -11,7 +11,6 @@ import hydra
 from omegaconf import DictConfig
 
 from capsgan import cli
-from capsgan.cli import bracket_lists
 from capsgan.errors import user_errors
 from capsgan.evaluation import run_evaluate
 
@@ -24,5 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = bracket_lists(sys.argv[1:], ("source",))
+    sys.argv[1:] = cli.bracket_lists(sys.argv[1:], ("source",))
     main()
