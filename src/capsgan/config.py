@@ -485,7 +485,7 @@ class ClassifierKeys(Keys):
             *self.at_least(0, "lr", strict=True),
             *self.at_least(0, "weight_decay"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)", 0.25),
-            ("channels", ints(self.channels, 1), "a non-empty list of integers >= 1", "[32,64]"),
+            *self.int_lists(1, "channels", example="[32,64]"),
             ("accelerator", self.accelerator in accelerators, "auto, cpu or gpu", "auto"),
         ]
 
@@ -527,8 +527,7 @@ class BenchKeys(Keys):
 
     def ranges(self) -> list[Range]:
         return [
-            ("routing_iterations", ints(self.routing_iterations, 1),
-             "a non-empty list of integers >= 1", "[1,3]"),
+            *self.int_lists(1, "routing_iterations", example="[1,3]"),
             *self.at_least(1, "batch_size", "repeats", "steps", "matmul_size", "data_epochs"),
             *self.at_least(0, "warmup"),
             *self.at_least(0, "min_repeat_seconds"),
@@ -544,8 +543,10 @@ class ScalingKeys(Keys):
     batch_sizes: list[int] = field(default_factory=lambda: [32])
 
     def ranges(self) -> list[Range]:
-        sizes = ("batch_sizes", ints(self.batch_sizes, 1), "a non-empty list of integers >= 1")
-        return [*self.at_least(1, "routing_iterations"), (*sizes, "[32,64]")]
+        return [
+            *self.at_least(1, "routing_iterations"),
+            *self.int_lists(1, "batch_sizes", example="[32,64]"),
+        ]
 
 
 @dataclass

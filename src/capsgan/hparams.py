@@ -79,6 +79,6 @@ class GANHParams(Keys):
         return sigma * max(0.0, 1.0 - generator_steps / anneal) if anneal > 0 else sigma
 
 
-def names(cls: type = GANHParams) -> list[str]:
+def names() -> list[str]:
     """The hyperparameters' names, in field order."""
-    return [f.name for f in fields(cls)]
+    return [f.name for f in fields(GANHParams)]

@@ -21,6 +21,7 @@ from capsgan.errors import ConfigError, brief
 from capsgan.schema import plain
 
 LAST = "last"
+MULTIRUN_FLAGS = ("-m", "--multirun")
 HYDRA_DIR = ".hydra"
 # What a checkpoint's weights depend on: changing any of it makes them not fit.
 ARCHITECTURE = ("generator", "discriminator", "latent_dim", "data.name", "data.channels",
@@ -40,7 +41,7 @@ def folder_to_resume(argv: Sequence[str], default_log_dir: str = "outputs") -> P
     """The run folder a single run's command line resumes in, when it holds a saved
     ``.hydra/overrides.yaml``: the newest run under ``paths.log_dir`` for
     ``ckpt_path=latest``, ``hydra.run.dir`` for ``ckpt_path=last``; else None."""
-    if any(a in ("-m", "--multirun") for a in argv):
+    if any(a in MULTIRUN_FLAGS for a in argv):
         return None
     ckpt = _value(argv, "ckpt_path")
     if ckpt == LATEST:

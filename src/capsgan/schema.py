@@ -137,6 +137,11 @@ class Keys:
         must = f"{'>' if strict else '>='} {n}" + (f" ({why})" if why else "")
         return [(f, fine(getattr(self, f)), must, example) for f in names]
 
+    def int_lists(self, n: int, *names: str, example: Any = None) -> list[Range]:
+        """Rules of fields that must be non-empty lists of integers >= ``n``."""
+        must = f"a non-empty list of integers >= {n}"
+        return [(f, ints(getattr(self, f), n), must, example) for f in names]
+
 
 def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> list[str]:
     """The problems of ``schema``'s keys in ``cfg``: their types by OmegaConf (a structured
