@@ -1,8 +1,7 @@
 """Score anything with the training metrics: ``python src/evaluate.py source=<...>``.
 
 A thin script over :func:`capsgan.evaluation.run_evaluate`; the keys are documented in
-``conf/evaluate.yaml`` and docs/evaluation.md. A :class:`capsgan.errors.UserError` is
-printed as one paragraph (``HYDRA_FULL_ERROR=1`` shows the traceback), exit code 2.
+``conf/evaluate.yaml`` and docs/evaluation.md.
 """
 
 import sys

@@ -90,10 +90,8 @@ def register_resolvers() -> None:
 
 # -- optional plugins -----------------------------------------------------------------
 
-OPTIONAL_PLUGINS = {  # command-line prefix -> (plugin module, what to install)
-    "hparams_search=": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'"),
-    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'"),
-}
+OPTUNA = "hydra_plugins.hydra_optuna_sweeper"  # the one optional plugin, an extra
+NEEDS_OPTUNA = ("hparams_search=", "hydra/sweeper=optuna")  # the overrides that use it
 
 
 def _importable(module: str) -> bool:
@@ -107,13 +105,12 @@ def check_optional_plugins(argv: Sequence[str]) -> None:
     """A ConfigError with the install line when the command needs a plugin that is not
     installed (Hydra would say only that it cannot find ``hydra/sweeper/optuna``)."""
     for arg in argv:
-        for prefix, (module, install) in OPTIONAL_PLUGINS.items():
-            if arg.startswith(prefix) and not _importable(module):
-                raise ConfigError(
-                    f"`{arg}` needs the Optuna sweeper, an optional extra that is not "
-                    f"installed here. Install it with `{install}` (the README's dev install "
-                    "includes it)."
-                )
+        if arg.startswith(NEEDS_OPTUNA) and not _importable(OPTUNA):
+            raise ConfigError(
+                f"`{arg}` needs the Optuna sweeper, an optional extra that is not installed "
+                "here. Install it with `pip install -e '.[optuna]'` (the README's dev install "
+                "includes it)."
+            )
 
 
 def prepare_process() -> None:

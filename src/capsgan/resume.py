@@ -45,17 +45,13 @@ def folder_to_resume(argv: Sequence[str], default_log_dir: str = "outputs") -> P
         return None
     ckpt = _value(argv, "ckpt_path")
     if ckpt == LATEST:
-        log_dir = _value(argv, "paths.log_dir") or default_log_dir
-        found = resume_dir(LATEST, log_dir, "")
-        folder = Path(found) if found else None
+        found = resume_dir(LATEST, _value(argv, "paths.log_dir") or default_log_dir, "")
     elif ckpt == LAST:
-        run_dir = _value(argv, "hydra.run.dir")
-        folder = Path(run_dir) if run_dir else None
+        found = _value(argv, "hydra.run.dir")
     else:
         return None
-    if folder is None or not (folder / HYDRA_DIR / "overrides.yaml").is_file():
-        return None
-    return folder
+    folder = Path(found) if found else None
+    return folder if folder and (folder / HYDRA_DIR / "overrides.yaml").is_file() else None
 
 
 def saved_overrides(folder: Path) -> list[str]:
