@@ -529,8 +529,7 @@ class BenchKeys(Keys):
         return [
             *self.int_lists(1, "routing_iterations", example="[1,3]"),
             *self.at_least(1, "batch_size", "repeats", "steps", "matmul_size", "data_epochs"),
-            *self.at_least(0, "warmup"),
-            *self.at_least(0, "min_repeat_seconds"),
+            *self.at_least(0, "warmup", "min_repeat_seconds"),
         ]  # fmt: skip
 
 

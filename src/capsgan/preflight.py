@@ -155,12 +155,8 @@ def _no_evaluation_in_budget(
     # trainer.global_step counts generator steps: one every d_steps_per_g batches
     g_steps = batches_per_epoch(trainer, dm) // cfg.get("d_steps_per_g", 1)
     if trainer.max_steps >= 1 and g_steps >= 1:
-        budgets.append(
-            (
-                math.ceil(trainer.max_steps / g_steps),
-                f"trainer.max_steps={trainer.max_steps} ({g_steps} generator steps an epoch)",
-            )
-        )
+        steps = f"trainer.max_steps={trainer.max_steps} ({g_steps} generator steps an epoch)"
+        budgets.append((math.ceil(trainer.max_steps / g_steps), steps))
     if not budgets:
         return []  # no limit
     max_epochs, limit = min(budgets)
