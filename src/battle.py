@@ -1,8 +1,7 @@
 """GAN battle, the Generative Adversarial Metric: ``python src/battle.py a=<run> b=<run>``.
 
 A thin script over :func:`capsgan.gam.run_battle`; the keys are in ``conf/battle.yaml``,
-the rule in docs/evaluation.md. A :class:`capsgan.errors.UserError` is printed as one
-paragraph (``HYDRA_FULL_ERROR=1`` shows the traceback), exit code 2.
+the rule in docs/evaluation.md.
 """
 
 import sys

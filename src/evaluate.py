@@ -1,8 +1,7 @@
 """Score anything with the training metrics: ``python src/evaluate.py source=<...>``.
 
 A thin script over :func:`capsgan.evaluation.run_evaluate`; the keys are documented in
-``conf/evaluate.yaml`` and docs/evaluation.md. A :class:`capsgan.errors.UserError` is
-printed as one paragraph (``HYDRA_FULL_ERROR=1`` shows the traceback), exit code 2.
+``conf/evaluate.yaml`` and docs/evaluation.md.
 """
 
 import sys
@@ -11,7 +10,6 @@ import hydra
 from omegaconf import DictConfig
 
 from capsgan import cli
-from capsgan.cli import bracket_lists
 from capsgan.errors import user_errors
 from capsgan.evaluation import run_evaluate
 
@@ -24,5 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = bracket_lists(sys.argv[1:], ("source",))
+    sys.argv[1:] = cli.bracket_lists(sys.argv[1:], ("source",))
     main()

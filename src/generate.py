@@ -1,8 +1,7 @@
 """Pictures from a trained GAN: ``python src/generate.py run_dir=... | ckpt_path=...``.
 
 A thin script over :func:`capsgan.generation.run_generate`; the keys are documented in
-``conf/generate.yaml``. A :class:`capsgan.errors.UserError` (or a full disk) is printed as
-one paragraph (``HYDRA_FULL_ERROR=1`` shows the traceback) and exits with code 2.
+``conf/generate.yaml``.
 """
 
 import hydra

@@ -36,7 +36,7 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
             options[FLAGS[arg]] = next(args, "")
         elif arg == "--no-floor":
             options["floor"] = "false"
-        elif eq and key.lstrip("-") in (*OPTIONS, "no-floor"):
+        elif eq and key.lstrip("-") in OPTIONS:  # out=, --out=
             options[key.lstrip("-")] = value
         elif arg.startswith("-"):
             raise UserError(

@@ -2,9 +2,7 @@
 ``python src/semisupervised.py run=<run> n_labels=100,1000 seeds=3``.
 
 A thin script over :func:`capsgan.semisupervised.run_semisupervised`; the keys are in
-``conf/semisupervised.yaml``, the protocol in docs/evaluation.md. A
-:class:`capsgan.errors.UserError` is printed as one paragraph (``HYDRA_FULL_ERROR=1``
-shows the traceback), exit code 2.
+``conf/semisupervised.yaml``, the protocol in docs/evaluation.md.
 """
 
 import sys

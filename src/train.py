@@ -11,12 +11,10 @@ from omegaconf import DictConfig
 
 from capsgan import cli
 from capsgan.errors import user_errors
-from capsgan.resume import resume_argv
+from capsgan.resume import MULTIRUN_FLAGS, resume_argv
 from capsgan.training import run
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -577,3 +577,20 @@ def test_plateau_check_flags_a_stop_after_which_the_run_improved(tmp_path: Path)
     assert check.main([str(tmp_path / "results")]) == 1
     (folder / "curves.csv").write_text("\n".join(r for r in rows if not r.startswith("a,")))
     assert check.main([str(tmp_path / "results")]) == 0
+
+
+def test_report_cli_reads_both_option_spellings_and_refuses_unknown_ones() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "src" / "report.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    paths, options = cli.parse(["a", "--out", "o", "baseline=cnn", "--levels=300,200", "b"])
+    assert paths == ["a", "b"]
+    assert options == {"out": "o", "baseline": "cnn", "levels": "300,200"}
+    assert cli.parse(["a", "--no-floor"])[1] == {"floor": "false"}
+    for wrong in ("--no-floor=yes", "--fast", "--floor"):  # a flag that takes no value, and typos
+        with pytest.raises(UserError, match="has no option"):
+            cli.parse(["a", wrong])
+    with pytest.raises(UserError, match="at least one folder"):
+        cli.parse(["out=o"])

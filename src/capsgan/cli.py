@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,26 @@ from capsgan.errors import ConfigError, user_errors
 LATEST = "latest"
 
 
-class _DropLightningTips(logging.Filter):
-    """Drops Lightning's advertisements ("💡 Tip: ... litlogger / litmodels"), which it
-    logs on every Trainer it builds; every other record of the logger passes."""
+class DropLines(logging.Filter):
+    """Drops the records that start with one of ``prefixes`` (while ``when()`` holds);
+    every other record of the logger passes."""
+
+    def __init__(self, *prefixes: str, when: Callable[[], bool] = lambda: True) -> None:
+        super().__init__()
+        self.prefixes, self.when = prefixes, when
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
+        return not (str(record.msg).startswith(self.prefixes) and self.when())
+
+    def install(self, *loggers: str) -> None:
+        """Put this filter on each named logger, once (idempotent)."""
+        for name in loggers:
+            if self not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(self)
 
 
-_TIP_FILTER = _DropLightningTips()
+# Lightning's advertisements ("💡 Tip: ... litlogger / litmodels"), logged on every Trainer
+_TIP_FILTER = DropLines("💡 Tip:")
 
 
 def quiet_library_noise() -> None:
@@ -50,10 +61,9 @@ def quiet_library_noise() -> None:
     )
     # rank_zero_info logs through this logger (lightning_utilities' rank_zero module is
     # pointed at it by lightning.pytorch; fabric's is the same mechanism)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if _TIP_FILTER not in logger.filters:
-            logger.addFilter(_TIP_FILTER)
+    _TIP_FILTER.install(
+        "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"
+    )
 
 
 # -- ckpt_path=latest ------------------------------------------------------------------
@@ -80,10 +90,8 @@ def register_resolvers() -> None:
 
 # -- optional plugins -----------------------------------------------------------------
 
-OPTIONAL_PLUGINS = {  # command-line prefix -> (plugin module, what to install)
-    "hparams_search=": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'"),
-    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'"),
-}
+OPTUNA = "hydra_plugins.hydra_optuna_sweeper"  # the one optional plugin, an extra
+NEEDS_OPTUNA = ("hparams_search=", "hydra/sweeper=optuna")  # the overrides that use it
 
 
 def _importable(module: str) -> bool:
@@ -97,13 +105,12 @@ def check_optional_plugins(argv: Sequence[str]) -> None:
     """A ConfigError with the install line when the command needs a plugin that is not
     installed (Hydra would say only that it cannot find ``hydra/sweeper/optuna``)."""
     for arg in argv:
-        for prefix, (module, install) in OPTIONAL_PLUGINS.items():
-            if arg.startswith(prefix) and not _importable(module):
-                raise ConfigError(
-                    f"`{arg}` needs the Optuna sweeper, an optional extra that is not "
-                    f"installed here. Install it with `{install}` (the README's dev install "
-                    "includes it)."
-                )
+        if arg.startswith(NEEDS_OPTUNA) and not _importable(OPTUNA):
+            raise ConfigError(
+                f"`{arg}` needs the Optuna sweeper, an optional extra that is not installed "
+                "here. Install it with `pip install -e '.[optuna]'` (the README's dev install "
+                "includes it)."
+            )
 
 
 def prepare_process() -> None:

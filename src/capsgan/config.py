@@ -1,9 +1,8 @@
 """Start-up checks and what they need: the models, the paths. Every bad value is reported
 before any data is read, so a sweep fails its bad jobs in seconds, one way for every
-entry point: its settings are structured configs (:class:`Keys` dataclasses, one per
-config node); :func:`key_problems` merges the user's values into
-``OmegaConf.structured(schema)``, so OmegaConf judges the types, then builds the
-dataclass, whose ``__post_init__`` judges the ranges. A model's constructor is its
+entry point: its settings are structured configs (:mod:`capsgan.schema`, one
+:class:`Keys` dataclass per config node: OmegaConf judges the types, ``__post_init__``
+the ranges). A model's constructor is its
 schema (the types of its annotations) and judges its own ranges; Lightning judges the
 trainer's when the Trainer is built (:func:`capsgan.training.build_trainer`, before the
 models). Each problem is one paragraph: the key, the value, what it must be, the fix.
@@ -14,24 +13,22 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import math
 import os
 import re
 import tempfile
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import MISSING, DictConfig, OmegaConf, ValidationError
+from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
 from capsgan.classifier import ClassifierSpec, default_arch
@@ -44,127 +41,19 @@ from capsgan.metrics import MIN_IMAGES  # the quality metrics' smallest sample
 from capsgan.models.interface import score_kind
 from capsgan.resume import LAST  # ckpt_path=last: <run dir>/checkpoints/last.ckpt
 from capsgan.resume import register_resolver as register_session_resolver
+from capsgan.schema import (  # the checking mechanism (capsgan.config.Keys etc. as before)
+    NOUNS,
+    Keys,
+    Range,
+    ints,
+    key_problems,
+    raise_problems,
+    schema_problems,
+    where,
+    yaml_file,
+)
 
 register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in every process
-
-SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
-NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-Range = tuple[str, bool, str, Any]  # (field, fine, what it must be, example for the fix)
-
-
-def yaml_file(key: str) -> str:
-    """The YAML file that sets ``key``: conf/<group>/<picked option>.yaml or conf/train.yaml."""
-    group = key.split(".", 1)[0]
-    if group in ("data", "generator", "discriminator", "trainer", "callbacks", "paths"):
-        # the picked option (``data: mnist``); none when composed outside @hydra.main (tests)
-        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-        return f"conf/{group}/{choices.get(group, '<option>')}.yaml"
-    return "conf/train.yaml"
-
-
-def where(key: str, example: Any = None, yaml: str | None = None) -> str:
-    """How to fix ``key``: the override to type and the YAML file that holds it."""
-    override = f"{key}={example}" if example is not None else f"{key}=..."
-    return f"Fix it on the command line ({override}) or in {yaml or yaml_file(key)}."
-
-
-def raise_problems(problems: list[str]) -> None:
-    """One :class:`ConfigError` listing ``problems`` (a paragraph each), if there are any."""
-    if problems:
-        raise ConfigError(*problems)
-
-
-# -- the one checking mechanism: structured configs ----------------------------------------
-
-
-def _ints(values: Any, minimum: int) -> bool:
-    """A non-empty list of integers >= ``minimum``."""
-    ints = isinstance(values, list) and all(type(v) is int for v in values)
-    return ints and bool(values) and min(values) >= minimum
-
-
-class Keys:
-    """Base of the schemas: ``PREFIX`` is their config node, ``YAML`` the file that sets
-    them (None: found from the key); :meth:`ranges` the rules beyond the types, judged by
-    ``__post_init__`` together with the range of a ``seed`` and a ``device`` field."""
-
-    PREFIX: ClassVar[str] = ""
-    YAML: ClassVar[str | None] = None
-
-    def ranges(self) -> Iterable[Range]:
-        return ()
-
-    def __post_init__(self) -> None:
-        rules = list(self.ranges())
-        if hasattr(self, "seed"):
-            seed_range = f"in [0, {SEED_MAX}] (numpy's seed range)"
-            rules.append(("seed", 0 <= self.seed <= SEED_MAX, seed_range, None))
-        if hasattr(self, "device"):
-            ok = self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
-            rules.append(("device", ok, "auto, cpu or cuda[:n]", "cpu"))
-        problems = []
-        for name, fine, must, example in rules:
-            key, value = f"{self.PREFIX}.{name}".lstrip("."), getattr(self, name)
-            example = getattr(type(self), name, None) if example is None else example
-            if not fine:
-                fix = where(key, example, self.YAML)
-                problems.append(f"`{key}` must be {must}, but it is {value!r}. {fix}")
-        raise_problems(problems)
-
-    def at_least(self, n: float, *names: str, example: Any = None, strict=False, why=""):
-        """``>= n`` (``strict``: ``> n``) rules of finite number fields; null passes (the
-        Optional ones). ``why``: what the fields are, for the message."""
-
-        def fine(v: Any) -> bool:
-            return v is None or (math.isfinite(v) and (v > n or (v == n and not strict)))
-
-        must = f"{'>' if strict else '>='} {n}" + (f" ({why})" if why else "")
-        return [(f, fine(getattr(self, f)), must, example) for f in names]
-
-
-def noun(hint: Any) -> str:
-    """A field's type in words: ``int | None`` -> "an integer or null"."""
-    args = typing.get_args(hint)
-    plain = [a for a in args if a is not type(None)] or [hint]
-    if typing.get_origin(hint) is list:
-        return f"a list of {NOUNS.get(plain[0], 'a value').split(' ')[-1]}s"
-    null = " or null" if type(None) in args else ""
-    return " or ".join(NOUNS.get(a, f"a {getattr(a, '__name__', a)}") for a in plain) + null
-
-
-def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> list[str]:
-    """The problems of ``schema``'s keys in ``cfg``: their types by OmegaConf (a structured
-    config of ``schema``), then, for a :class:`Keys`, their ranges by its ``__post_init__``.
-    A key the config does not have is not judged (a custom ``_target_`` without it)."""
-    prefix = getattr(schema, "PREFIX", "") if prefix is None else prefix
-    node = OmegaConf.select(cfg, prefix, default=None) if prefix else cfg
-    if not isinstance(node, DictConfig):
-        return []
-    typed, problems, hints = OmegaConf.structured(schema), [], typing.get_type_hints(schema)
-    OmegaConf.set_readonly(typed, False)  # a frozen schema (GANHParams) takes the values too
-    for name in [f.name for f in dataclasses.fields(schema) if f.name in node]:
-        value = node[name]
-        value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        try:
-            typed = OmegaConf.merge(typed, {name: value})
-        except ValidationError:
-            key, yaml = f"{prefix}.{name}".lstrip("."), getattr(schema, "YAML", None)
-            problems.append(f"`{key}` must be {noun(hints[name])}, but it is {value!r} "
-                            f"({type(value).__name__}). {where(key, None, yaml)}")  # fmt: skip
-    if problems or not hasattr(schema, "__post_init__"):  # a constructor's: types only
-        return problems
-    try:
-        OmegaConf.to_object(typed)  # __post_init__: the ranges
-    except ConfigError as err:
-        return err.problems
-    except ValueError as err:  # a schema of another module raising its own (capsgan.hparams)
-        return [str(err)]
-    return []
-
-
-def schema_problems(cfg: DictConfig, *schemas: type) -> list[str]:
-    return [p for schema in schemas for p in key_problems(cfg, schema)]
-
 
 # -- training: src/train.py (and src/bench.py, which composes its config) -------------------
 
@@ -286,31 +175,23 @@ class MetricsKeys(Keys):
 TRAIN_SCHEMAS = (GANHParams, TrainKeys, DataKeys, TrainerKeys, SampleGridKeys)
 
 
-def config_problems(cfg: DictConfig) -> list[str]:
-    """Every problem of the keys no model owns, one paragraph each; empty if they are usable."""
+def check_config(cfg: DictConfig) -> None:
+    """One :class:`ConfigError` listing every problem of the keys no model owns."""
     quality = OmegaConf.select(cfg, "callbacks.sample_quality", default=None)
     extra = [SampleQualityKeys, MetricsKeys] if quality else []
-    problems = schema_problems(cfg, *TRAIN_SCHEMAS, *extra)
-    if problems or not quality:  # the classifier check below needs sane values
-        return problems
+    raise_problems(schema_problems(cfg, *TRAIN_SCHEMAS, *extra))
+    if not quality:  # then the metrics' classifier, of sane values
+        return
     path, m = cfg.metrics.classifier_path, cfg.metrics
     if path and not Path(str(path)).expanduser().is_file():
-        return [
+        raise ConfigError(
             f"`metrics.classifier_path`={str(path)!r} is not a file. Pass a classifier .pt "
             "written by `python src/train_classifier.py` (<classifier_dir>/<data set>.pt), "
             "or metrics.classifier_path=null to use (or train) the data set's cached one."
-        ]
+        )
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    try:
-        root, name = str(cfg.data.root), str(cfg.data.name)
-        return list(classifier_problems(root, path, m.classifier_dir, name, shape, "metrics."))
-    except ConfigError as err:  # a file that is not a classifier, or one for other images
-        return [str(err)]
-
-
-def check_config(cfg: DictConfig) -> None:
-    """One :class:`ConfigError` listing every problem of the keys no model owns."""
-    raise_problems(config_problems(cfg))
+    root, name = str(cfg.data.root), str(cfg.data.name)
+    check_classifier(root, path, m.classifier_dir, name, shape, "metrics.")
 
 
 def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
@@ -559,7 +440,7 @@ class GenerateKeys(Keys):
 
     def ranges(self) -> list[Range]:
         strip = self.strip_epochs
-        strip_ok = strip >= 1 if type(strip) is int else _ints(strip, 0)
+        strip_ok = strip >= 1 if type(strip) is int else ints(strip, 0)
         return [
             ("strip_epochs", strip_ok, "a count >= 1 or a list of epochs >= 0", 8),
             *self.at_least(1, "learning_frame_ms", "num_samples", "nrow", "num_pairs"),
@@ -604,7 +485,7 @@ class ClassifierKeys(Keys):
             *self.at_least(0, "lr", strict=True),
             *self.at_least(0, "weight_decay"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)", 0.25),
-            ("channels", _ints(self.channels, 1), "a non-empty list of integers >= 1", "[32,64]"),
+            *self.int_lists(1, "channels", example="[32,64]"),
             ("accelerator", self.accelerator in accelerators, "auto, cpu or gpu", "auto"),
         ]
 
@@ -646,11 +527,9 @@ class BenchKeys(Keys):
 
     def ranges(self) -> list[Range]:
         return [
-            ("routing_iterations", _ints(self.routing_iterations, 1),
-             "a non-empty list of integers >= 1", "[1,3]"),
+            *self.int_lists(1, "routing_iterations", example="[1,3]"),
             *self.at_least(1, "batch_size", "repeats", "steps", "matmul_size", "data_epochs"),
-            *self.at_least(0, "warmup"),
-            *self.at_least(0, "min_repeat_seconds"),
+            *self.at_least(0, "warmup", "min_repeat_seconds"),
         ]  # fmt: skip
 
 
@@ -663,8 +542,10 @@ class ScalingKeys(Keys):
     batch_sizes: list[int] = field(default_factory=lambda: [32])
 
     def ranges(self) -> list[Range]:
-        sizes = ("batch_sizes", _ints(self.batch_sizes, 1), "a non-empty list of integers >= 1")
-        return [*self.at_least(1, "routing_iterations"), (*sizes, "[32,64]")]
+        return [
+            *self.at_least(1, "routing_iterations"),
+            *self.int_lists(1, "batch_sizes", example="[32,64]"),
+        ]
 
 
 @dataclass
@@ -790,10 +671,10 @@ class SemisupervisedKeys(ToolKeys):
 
     def ranges(self) -> list[Range]:
         seeds, n = self.seeds, self.n_labels  # a count (seeds 0..k-1) or a list of seeds
-        seeds_ok = _ints(seeds, 0) if isinstance(seeds, list) else _ints([seeds], 1)
+        seeds_ok = ints(seeds, 0) if isinstance(seeds, list) else ints([seeds], 1)
         return [
             *super().ranges(),
-            ("n_labels", _ints(n if isinstance(n, list) else [n], 1),
+            ("n_labels", ints(n if isinstance(n, list) else [n], 1),
              "a count >= 1 or a non-empty list of them", "[100,1000]"),
             ("seeds", seeds_ok, "a count >= 1 or a non-empty list of seeds >= 0", 3),
             *self.at_least(1, "test_samples", "max_iter"),
@@ -824,38 +705,29 @@ def validate_semisupervised_config(cfg: DictConfig) -> None:
 # -- the FID classifier: the one that fits, and a cache folder that takes it ----------------
 
 
-def classifier_problems(
+def check_classifier(
     data_root: str, path: str | None, directory: str | None, name: str, shape: tuple, prefix=""
-) -> Iterator[str]:
+) -> None:
     """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
-    evaluate.py): a given file must be a classifier of these images (else its ConfigError);
-    a missing cached one must have a folder that takes it once trained. ``prefix``:
-    ``metrics.`` for train.py's keys."""
-    from capsgan.classifier import check_classifier_fits, load_classifier
+    evaluate.py): a given file must be a classifier of these images; a missing cached one
+    must have a folder that takes it, found now rather than after minutes of training. Else
+    a :class:`ConfigError`; ``prefix``: ``metrics.`` for train.py's keys."""
+    from capsgan.classifier import (
+        check_classifier_fits,
+        load_classifier,
+        resolve_classifier_dir,
+        weights_path,
+    )
 
     if path:
-        check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
-        return
-    problem = classifier_dir_problem(data_root, directory, name, f"{prefix}classifier_dir")
-    if problem:
-        yield problem
-
-
-def classifier_dir_problem(
-    data_root: str, configured: str | None, name: str, key: str
-) -> str | None:
-    """Why the ``name`` classifier, missing from its cache, could not be saved there after
-    minutes of training; None when it is cached or the folder takes it."""
-    from capsgan.classifier import resolve_classifier_dir, weights_path
-
-    directory = resolve_classifier_dir(data_root, configured, name)
+        return check_classifier_fits(load_classifier(path), name, shape, f"{prefix}classifier_path")
+    key, directory = f"{prefix}classifier_dir", resolve_classifier_dir(data_root, directory, name)
     reason = None if weights_path(directory, name).exists() else unwritable_reason(directory)
-    if reason is None:
-        return None
-    return (
-        f"the {name} classifier behind the quality metrics is not cached yet and would be "
-        f"trained now, but its folder {str(directory)!r} (`{key}`) cannot be written: "
-        f"{reason}. Pass {key}=<writable folder> (or null: the data root's classifiers/, else "
-        "~/.cache/capsgan/classifiers), or train it once with `python src/train_classifier.py "
-        f"data={name}`."
-    )
+    if reason:
+        raise ConfigError(
+            f"the {name} classifier behind the quality metrics is not cached yet and would be "
+            f"trained now, but its folder {str(directory)!r} (`{key}`) cannot be written: "
+            f"{reason}. Pass {key}=<writable folder> (or null: the data root's classifiers/, "
+            "else ~/.cache/capsgan/classifiers), or train it once with `python "
+            f"src/train_classifier.py data={name}`."
+        )

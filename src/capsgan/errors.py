@@ -47,6 +47,11 @@ class RunLockedError(UserError):
     """Another process is running in the same run folder."""
 
 
+def brief(err: BaseException) -> str:
+    """``err`` inside a message: its type and the start of its text."""
+    return f"{type(err).__name__}: {str(err)[:200]}"
+
+
 # errno values that mean "this place cannot take the file", not a bug of ours
 STORAGE_ERRNOS = {
     errno.ENOSPC: "no space left on the device",
@@ -96,18 +101,16 @@ def storage_error(
         )
     else:
         fix = f"make the folder writable or point the output somewhere writable ({setting})"
-    if key:
-        again = "then run the same command again."
-        kept = "Files written before this one are intact"
-    else:
-        again = "then run the same command again (add ckpt_path=last to resume a training run)."
-        kept = (
-            "Files written before this one are intact (checkpoints are written to a temporary "
-            "file and renamed, so the previous one survives)"
+    kept, again = "Files written before this one are intact", "then run the same command again"
+    if not key:  # a training run's
+        kept += (
+            " (checkpoints are written to a temporary file and renamed, so the previous one "
+            "survives)"
         )
+        again += " (add ckpt_path=last to resume a training run)"
     return StorageError(
         f"could not write {where}: {STORAGE_ERRNOS[os_err.errno]}{free} "
-        f"[{os_err.strerror or os_err}]. {kept}; {fix}, {again}"
+        f"[{os_err.strerror or os_err}]. {kept}; {fix}, {again}."
     )
 
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from capsgan.atomic_write import write_json_atomically
 from capsgan.classifier import check_classifier_fits, load_classifier, load_or_train
 from capsgan.cli import as_list, print_table
-from capsgan.config import classifier_problems, raise_problems, validate_evaluate_config
+from capsgan.config import check_classifier, validate_evaluate_config
 from capsgan.data import ImageDataModule
 from capsgan.errors import ConfigError, UserError
 from capsgan.generation import load_generator
@@ -309,7 +309,7 @@ class Scorer:
         scored would lose that score."""
         for spec in dict.fromkeys(specs):
             path, directory = self.cfg.classifier_path, self.cfg.classifier_dir
-            raise_problems(list(classifier_problems(self.root, path, directory, *spec.key)))
+            check_classifier(self.root, path, directory, *spec.key)
 
     def _quality(self, spec: DataSpec) -> tuple[SampleQuality, int]:
         key = (spec, str(self.cfg.real_split))

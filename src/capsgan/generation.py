@@ -29,7 +29,7 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
 from capsgan.config import check_output_dir, validate_generate_config
-from capsgan.errors import ConfigError, UserError
+from capsgan.errors import ConfigError, UserError, brief
 from capsgan.inputs import latent_size, read_checkpoint, read_image
 from capsgan.runs import CheckpointRun, checkpoint_folder, run_config, sample_grids
 
@@ -62,7 +62,7 @@ def load_generator(
     except Exception as err:
         raise ConfigError(
             f"the generator described by {str(config_path)!r} cannot be built "
-            f"({type(err).__name__}: {str(err)[:200]}). Pass config_path= the config of the "
+            f"({brief(err)}). Pass config_path= the config of the "
             "run that wrote the checkpoint."
         ) from err
     weights, state = network_weights(ckpt_path, "generator")

@@ -1,46 +1,42 @@
 """The GAN's hyperparameters, stated once: the fields of :class:`GANHParams` are the GAN's
-arguments, the config's top-level keys (``lr=1e-4``), their start-up check (a schema of
-``capsgan.config``: OmegaConf judges the types, ``__post_init__`` the ranges), TensorBoard's
-HPARAMS keys, and what the benchmark's bare loop runs. A new one is a field plus its use in
-``gan_module.adversarial_step`` (docs/extending.md).
+arguments, the config's top-level keys (``lr=1e-4``), their start-up check (a
+:class:`capsgan.schema.Keys`: OmegaConf judges the types, ``__post_init__`` the ranges,
+from a config or in Python), TensorBoard's HPARAMS keys, and what the benchmark's bare loop
+runs. A new one is a field plus its use in ``gan_module.adversarial_step``
+(docs/extending.md).
 """
 
 from __future__ import annotations
 
 import math
-import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
-from capsgan.errors import ConfigError
-
-YAML = "conf/train.yaml"
+from capsgan.schema import Keys, Range, plain
 
 
 def hp(default: Any, meaning: str, must: str = "", check: Callable[[Any], bool] | None = None,
        example: Any = None) -> Any:  # fmt: skip
     """A field: its default, what it does and its range (``must`` in words, ``check``)."""
-    info = {
-        "meaning": meaning,
-        "must": must,
-        "check": check or (lambda v: True),
-        "example": example,
-    }
+    info = {"meaning": meaning, "must": must, "check": check, "example": example}
     return field(default=default, metadata=info)
 
 
 @dataclass(frozen=True)
-class GANHParams:
+class GANHParams(Keys):
     """The GAN's hyperparameters; building one checks them all (a :class:`ConfigError`
     with a paragraph per bad value, naming the key and the fix)."""
+
+    YAML: ClassVar[str] = "conf/train.yaml"
 
     latent_dim: int = hp(64, "the size of the noise vector z", ">= 1", lambda v: v >= 1, 64)
     lr: float = hp(2e-4, "the Adam learning rate of both networks", "> 0", lambda v: v > 0, "2e-4")
     lr_g: float | None = hp(None, "the generator's learning rate", "> 0", lambda v: v > 0)
     lr_d: float | None = hp(None, "the discriminator's learning rate", "> 0", lambda v: v > 0)
     betas: tuple[float, float] = hp(
-        (0.5, 0.999), "Adam's betas", "two numbers in [0, 1)", lambda v: all(0 <= b < 1 for b in v),
+        (0.5, 0.999), "Adam's betas", "two numbers in [0, 1)",
+        lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
         "[0.5,0.999]",
     )  # fmt: skip
     d_steps_per_g: int = hp(1, "D steps per G step", ">= 1", lambda v: v >= 1, 1)
@@ -57,11 +53,16 @@ class GANHParams:
     channels_last: bool = hp(False, "NHWC memory format")
 
     def __post_init__(self) -> None:
-        problems = value_problems({f.name: getattr(self, f.name) for f in fields(self)})
-        if problems:
-            many = f"the GAN has {len(problems)} problems:\n\n" if len(problems) > 1 else ""
-            raise ConfigError(many + "\n\n".join(problems))
+        super().__post_init__()  # the types (as OmegaConf reads them), then ranges()
         object.__setattr__(self, "betas", tuple(self.betas))  # a YAML list: Adam's tuple
+
+    def ranges(self) -> Iterator[Range]:
+        """Each field's ``check``, of finite numbers only (nan or inf is no learning rate)."""
+        for f in fields(self):
+            value, info = getattr(self, f.name), f.metadata
+            if info["check"] is not None and value is not None:
+                finite = all(map(math.isfinite, value if isinstance(value, list) else [value]))
+                yield f.name, finite and info["check"](value), info["must"], info["example"]
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> GANHParams:
@@ -78,56 +79,6 @@ class GANHParams:
         return sigma * max(0.0, 1.0 - generator_steps / anneal) if anneal > 0 else sigma
 
 
-def names(cls: type = GANHParams) -> list[str]:
-    return [f.name for f in fields(cls)]
-
-
-def plain(value: Any) -> Any:
-    """An OmegaConf list as a Python one (checkpoints must not pickle OmegaConf objects)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
-
-
-_NOUN = {int: "an integer", float: "a number", bool: "true or false"}
-
-
-def _fits(value: Any, kind: Any) -> bool:
-    """``value`` is of the field's type (``bool`` is no number, a number must be finite)."""
-    if typing.get_origin(kind) is tuple:
-        args = typing.get_args(kind)
-        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(
-            _fits(v, a) for v, a in zip(value, args, strict=True))  # fmt: skip
-    if kind is bool or isinstance(value, bool):
-        return kind is bool and isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and math.isfinite(value)
-    return isinstance(value, kind)
-
-
-def value_problems(values: Mapping[str, Any], cls: type = GANHParams) -> list[str]:
-    """A paragraph per value of ``values`` (field name -> value) that breaks its field's
-    type or range; the fields ``values`` lacks are not judged."""
-    problems = []
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        if f.name not in values:
-            continue
-        value, kind, info = values[f.name], hints[f.name], f.metadata
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        nullable = type(None) in typing.get_args(kind)
-        if value is None and nullable:
-            continue
-        kind = args[0] if nullable else kind
-        example = "..." if info["example"] is None else info["example"]
-        fix = f"Fix it on the command line ({f.name}={example}) or in {YAML}."
-        what, must = f"`{f.name}` ({info['meaning']})", info["must"]
-        if not _fits(value, kind):
-            null = " or null" if nullable else ""
-            need = " ".join(w for w in (f"{_NOUN.get(kind, '')}{null}", must) if w)
-            shown = list(value) if isinstance(value, (list, tuple)) else value
-            problems.append(f"{what} must be {need}, but it is {shown!r} "
-                            f"({type(value).__name__}). {fix}")  # fmt: skip
-        elif not info["check"](value):
-            problems.append(f"{what} must be {must}, but it is {value!r}. {fix}")
-    return problems
+def names() -> list[str]:
+    """The hyperparameters' names, in field order."""
+    return [f.name for f in fields(GANHParams)]

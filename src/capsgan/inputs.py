@@ -16,12 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from capsgan.errors import ConfigError, UserError
-
-
-def _short(err: BaseException) -> str:
-    return f"{type(err).__name__}: {str(err)[:200]}"
-
+from capsgan.errors import ConfigError, UserError, brief
 
 # -- checkpoints and run configs ---------------------------------------------------------
 
@@ -54,7 +49,7 @@ def read_checkpoint(
     except Exception as err:  # truncated by a kill or a full disk, or another program's file
         raise ConfigError(
             f"the checkpoint {str(path)!r} (`{key}`) cannot be read: it is not a readable "
-            f"checkpoint ({_short(err)}); it may be truncated or another program's file. "
+            f"checkpoint ({brief(err)}); it may be truncated or another program's file. "
             f"Pass another .ckpt of the run: "
             f"{other_checkpoints(path)}."
         ) from err
@@ -81,7 +76,7 @@ def read_run_config(path: str | Path, key: str = "config_path") -> DictConfig:
         cfg = OmegaConf.load(path)
     except Exception as err:  # YAML syntax, binary junk, unreadable
         raise ConfigError(
-            f"the run config {str(path)!r} cannot be read ({_short(err)}). Pass "
+            f"the run config {str(path)!r} cannot be read ({brief(err)}). Pass "
             f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
         ) from err
     if not isinstance(cfg, DictConfig) or "generator" not in cfg:
@@ -133,7 +128,7 @@ def load_npz(path: Path, key: str | None = None) -> np.ndarray:
         raise
     except Exception as err:  # not a zip, truncated, an object array, unreadable
         raise UserError(
-            f"{str(path)!r} (`source`) is not a readable .npz of images ({_short(err)}). Save "
+            f"{str(path)!r} (`source`) is not a readable .npz of images ({brief(err)}). Save "
             "the images with np.savez(path, images=array) (uint8 N x C x H x W, or floats)."
         ) from err
 
@@ -145,7 +140,7 @@ def read_image(path: Path, key: str) -> Image.Image:
             return img.convert("RGB")
     except Exception as err:  # truncated by a kill, not an image, unreadable
         raise UserError(
-            f"{str(path)!r} (read for `{key}`) cannot be read as an image ({_short(err)}); it "
+            f"{str(path)!r} (read for `{key}`) cannot be read as an image ({brief(err)}); it "
             "may have been cut short by a kill. Delete it, or leave its epoch out."
         ) from err
 
@@ -172,7 +167,7 @@ def load_png_folder(path: Path, channels: int) -> np.ndarray:
         except Exception as err:  # not a PNG, truncated, unreadable (permissions)
             raise UserError(
                 f"{str(file)!r}, one of the PNGs of `source` {str(path)!r}, cannot be read "
-                f"({_short(err)}). Remove or re-save it; every .png in the folder is scored."
+                f"({brief(err)}). Remove or re-save it; every .png in the folder is scored."
             ) from err
         sizes.add(array.shape[:2])
         arrays.append(array)

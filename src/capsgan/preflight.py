@@ -47,8 +47,7 @@ def check_before_training(cfg: DictConfig, trainer: L.Trainer, datamodule: Any) 
 
 
 def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
-    images = len(dm.train_set)
-    batches = images // max(trainer.world_size, 1) // dm.batch_size  # last one incomplete
+    images, batches = len(dm.train_set), batches_per_epoch(trainer, dm, limited=False)
     subset = cfg.data.get("train_subset")
     source = f"data.train_subset={subset}" if subset else f"the {dm.name} training split"
     ranks = f" per process ({trainer.world_size} processes)" if trainer.world_size > 1 else ""
@@ -65,7 +64,7 @@ def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
             f"batches per epoch is 0 batches. Use a larger fraction or a count of batches "
             "(trainer.limit_train_batches=10)."
         ]
-    d_steps = int(cfg.get("d_steps_per_g", 1) or 1)
+    d_steps = cfg.get("d_steps_per_g", 1)  # judged >= 1 by the config check
     if per_epoch < d_steps:
         return [
             f"the generator would never be trained: an epoch has {per_epoch} batches but "
@@ -75,17 +74,12 @@ def _trains_nothing(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
     return []
 
 
-def batches_per_epoch(trainer: L.Trainer, dm: Any) -> int:
+def batches_per_epoch(trainer: L.Trainer, dm: Any, limited: bool = True) -> int:
     """The training batches of one epoch of this process: its share of the data set in
     whole batches (the last incomplete one is dropped), cut by limit_train_batches."""
     batches = len(dm.train_set) // max(trainer.world_size, 1) // dm.batch_size
-    limit = trainer.limit_train_batches
+    limit = trainer.limit_train_batches if limited else 1.0
     return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
-
-
-def generator_steps_per_epoch(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> int:
-    """``trainer.global_step`` counts generator steps: one every ``d_steps_per_g`` batches."""
-    return batches_per_epoch(trainer, dm) // int(cfg.get("d_steps_per_g", 1) or 1)
 
 
 def _checkpoint_keys(cfg: DictConfig) -> dict[str, str]:
@@ -158,14 +152,11 @@ def _no_evaluation_in_budget(
     budgets = []  # the epochs the run can reach, by each limit it has
     if trainer.max_epochs is not None and trainer.max_epochs >= 1:
         budgets.append((trainer.max_epochs, f"trainer.max_epochs={trainer.max_epochs}"))
-    g_steps = generator_steps_per_epoch(cfg, trainer, dm)
+    # trainer.global_step counts generator steps: one every d_steps_per_g batches
+    g_steps = batches_per_epoch(trainer, dm) // cfg.get("d_steps_per_g", 1)
     if trainer.max_steps >= 1 and g_steps >= 1:
-        budgets.append(
-            (
-                math.ceil(trainer.max_steps / g_steps),
-                f"trainer.max_steps={trainer.max_steps} ({g_steps} generator steps an epoch)",
-            )
-        )
+        steps = f"trainer.max_steps={trainer.max_steps} ({g_steps} generator steps an epoch)"
+        budgets.append((math.ceil(trainer.max_steps / g_steps), steps))
     if not budgets:
         return []  # no limit
     max_epochs, limit = min(budgets)

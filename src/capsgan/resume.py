@@ -17,9 +17,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from capsgan.cli import LATEST, resume_dir
-from capsgan.errors import ConfigError
+from capsgan.errors import ConfigError, brief
+from capsgan.schema import plain
 
 LAST = "last"
+MULTIRUN_FLAGS = ("-m", "--multirun")
 HYDRA_DIR = ".hydra"
 # What a checkpoint's weights depend on: changing any of it makes them not fit.
 ARCHITECTURE = ("generator", "discriminator", "latent_dim", "data.name", "data.channels",
@@ -39,21 +41,17 @@ def folder_to_resume(argv: Sequence[str], default_log_dir: str = "outputs") -> P
     """The run folder a single run's command line resumes in, when it holds a saved
     ``.hydra/overrides.yaml``: the newest run under ``paths.log_dir`` for
     ``ckpt_path=latest``, ``hydra.run.dir`` for ``ckpt_path=last``; else None."""
-    if any(a in ("-m", "--multirun") for a in argv):
+    if any(a in MULTIRUN_FLAGS for a in argv):
         return None
     ckpt = _value(argv, "ckpt_path")
     if ckpt == LATEST:
-        log_dir = _value(argv, "paths.log_dir") or default_log_dir
-        found = resume_dir(LATEST, log_dir, "")
-        folder = Path(found) if found else None
+        found = resume_dir(LATEST, _value(argv, "paths.log_dir") or default_log_dir, "")
     elif ckpt == LAST:
-        run_dir = _value(argv, "hydra.run.dir")
-        folder = Path(run_dir) if run_dir else None
+        found = _value(argv, "hydra.run.dir")
     else:
         return None
-    if folder is None or not (folder / HYDRA_DIR / "overrides.yaml").is_file():
-        return None
-    return folder
+    folder = Path(found) if found else None
+    return folder if folder and (folder / HYDRA_DIR / "overrides.yaml").is_file() else None
 
 
 def saved_overrides(folder: Path) -> list[str]:
@@ -63,8 +61,8 @@ def saved_overrides(folder: Path) -> list[str]:
         saved = OmegaConf.load(path)
     except Exception as err:  # binary junk, YAML syntax, unreadable
         raise ConfigError(
-            f"the run's saved overrides {str(path)!r} cannot be read ({type(err).__name__}: "
-            f"{str(err)[:200]}), so the resume cannot compose the run's config from them. "
+            f"the run's saved overrides {str(path)!r} cannot be read ({brief(err)}), so the "
+            "resume cannot compose the run's config from them. "
             f"Resume from the file instead: ckpt_path={folder}/checkpoints/last.ckpt with the "
             "run's overrides (they are also in its .hydra/config.yaml), in a new folder."
         ) from err
@@ -73,13 +71,7 @@ def saved_overrides(folder: Path) -> list[str]:
 
 def architecture(cfg: DictConfig) -> dict[str, object]:
     """The parts of a composed training config that the checkpoint's weights depend on."""
-    out = {}
-    for key in ARCHITECTURE:
-        value = OmegaConf.select(cfg, key, default=None)
-        out[key] = (
-            OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        )
-    return out
+    return {key: plain(OmegaConf.select(cfg, key, default=None)) for key in ARCHITECTURE}
 
 
 def _changes(before: dict[str, object], after: dict[str, object]) -> list[str]:

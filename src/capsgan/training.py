@@ -23,6 +23,7 @@ from torch import nn
 
 from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint, run_seed
+from capsgan.cli import DropLines
 from capsgan.config import (
     LAST,
     build_models,
@@ -84,23 +85,17 @@ def repeated_in_sweep() -> bool:
     return in_multirun() and int(HydraConfig.get().job.get("num") or 0) > 0
 
 
-class _DropRepeatedDeviceLines(logging.Filter):
-    """Drops Lightning's device lines in the jobs of a sweep after the first."""
-
-    LINES = ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (str(record.msg).startswith(self.LINES) and repeated_in_sweep())
-
-
-_DEVICE_FILTER = _DropRepeatedDeviceLines()
+# Lightning's device lines, left out in the jobs of a sweep after the first
+_DEVICE_FILTER = DropLines(
+    "GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", when=repeated_in_sweep
+)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Callbacks, loggers and Trainer from the config; Lightning's refusals as ConfigError."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        if _DEVICE_FILTER not in logging.getLogger(name).filters:
-            logging.getLogger(name).addFilter(_DEVICE_FILTER)
+    _DEVICE_FILTER.install(
+        "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"
+    )
     callbacks = instantiate_list(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar when off
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]

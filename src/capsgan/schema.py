@@ -1,0 +1,167 @@
+"""The one checking mechanism, shared by :mod:`capsgan.config` and :mod:`capsgan.hparams`:
+settings are structured configs (:class:`Keys` dataclasses, one per config node). Their
+values are merged into ``OmegaConf.structured(schema)``, so OmegaConf judges the types,
+and ``__post_init__`` judges the ranges, whether the dataclass is built from a config or
+in Python. Each problem is one paragraph: the key, the value, what it must be, the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, ValidationError
+
+from capsgan.errors import ConfigError
+
+SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
+NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+Range = tuple[str, bool, str, Any]  # (field, fine, what it must be, example for the fix)
+
+
+def yaml_file(key: str) -> str:
+    """The YAML file that sets ``key``: conf/<group>/<picked option>.yaml or conf/train.yaml."""
+    group = key.split(".", 1)[0]
+    if group in ("data", "generator", "discriminator", "trainer", "callbacks", "paths"):
+        # the picked option (``data: mnist``); none when composed outside @hydra.main (tests)
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+        return f"conf/{group}/{choices.get(group, '<option>')}.yaml"
+    return "conf/train.yaml"
+
+
+def where(key: str, example: Any = None, yaml: str | None = None) -> str:
+    """How to fix ``key``: the override to type and the YAML file that holds it."""
+    override = f"{key}={example}" if example is not None else f"{key}=..."
+    return f"Fix it on the command line ({override}) or in {yaml or yaml_file(key)}."
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One :class:`ConfigError` listing ``problems`` (a paragraph each), if there are any."""
+    if problems:
+        raise ConfigError(*problems)
+
+
+def plain(value: Any) -> Any:
+    """An OmegaConf node as plain Python (checkpoints must not pickle OmegaConf objects)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def ints(values: Any, minimum: int) -> bool:
+    """A non-empty list of integers >= ``minimum``."""
+    all_ints = isinstance(values, list) and all(type(v) is int for v in values)
+    return all_ints and bool(values) and min(values) >= minimum
+
+
+def noun(hint: Any) -> str:
+    """A field's type in words: ``int | None`` -> "an integer or null"."""
+    args = typing.get_args(hint)
+    plain_args = [a for a in args if a is not type(None)] or [hint]
+    if typing.get_origin(hint) in (list, tuple):
+        return f"a list of {NOUNS.get(plain_args[0], 'a value').split(' ')[-1]}s"
+    null = " or null" if type(None) in args else ""
+    return " or ".join(NOUNS.get(a, f"a {getattr(a, '__name__', a)}") for a in plain_args) + null
+
+
+def _what(schema: type, name: str, key: str) -> str:
+    """```key``` and, for a field with a ``meaning`` (:func:`capsgan.hparams.hp`), what it is."""
+    found = schema.__dataclass_fields__.get(name)
+    meaning = found.metadata.get("meaning") if found else None
+    return f"`{key}` ({meaning})" if meaning else f"`{key}`"
+
+
+def typed(schema: type, values: dict[str, Any], prefix: str = "") -> tuple[DictConfig, list[str]]:
+    """``values`` merged into ``OmegaConf.structured(schema)``, which judges their types:
+    the typed config and a paragraph per value of the wrong type."""
+    cfg, hints = OmegaConf.structured(schema), typing.get_type_hints(schema)
+    OmegaConf.set_readonly(cfg, False)  # a frozen schema (GANHParams) takes the values too
+    try:
+        return OmegaConf.merge(cfg, values), []
+    except ValidationError:  # which ones, each with its own paragraph
+        problems = []
+    for name, value in values.items():
+        try:
+            cfg = OmegaConf.merge(cfg, {name: value})
+        except ValidationError:
+            key, yaml = f"{prefix}.{name}".lstrip("."), getattr(schema, "YAML", None)
+            fix, must = where(key, None, yaml), noun(hints[name])
+            problems.append(f"{_what(schema, name, key)} must be {must}, but it is {value!r} "
+                            f"({type(value).__name__}). {fix}")  # fmt: skip
+    return cfg, problems
+
+
+class Keys:
+    """Base of the schemas: ``PREFIX`` is their config node, ``YAML`` the file that sets
+    them (None: found from the key); :meth:`ranges` the rules beyond the types, judged by
+    ``__post_init__`` together with the range of a ``seed`` and a ``device`` field."""
+
+    PREFIX: ClassVar[str] = ""
+    YAML: ClassVar[str | None] = None
+
+    def ranges(self) -> Iterable[Range]:
+        return ()
+
+    def __post_init__(self) -> None:
+        # built in Python, not from a config: the types first, as OmegaConf reads them
+        names = [f.name for f in dataclasses.fields(self)]
+        cfg, problems = typed(type(self), {n: getattr(self, n) for n in names}, self.PREFIX)
+        raise_problems(problems)
+        for name in names:
+            object.__setattr__(self, name, plain(cfg[name]))  # a frozen one (GANHParams) too
+        rules = list(self.ranges())
+        if hasattr(self, "seed"):
+            seed_range = f"in [0, {SEED_MAX}] (numpy's seed range)"
+            rules.append(("seed", 0 <= self.seed <= SEED_MAX, seed_range, None))
+        if hasattr(self, "device"):
+            ok = self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
+            rules.append(("device", ok, "auto, cpu or cuda[:n]", "cpu"))
+        for name, fine, must, example in rules:
+            key, value = f"{self.PREFIX}.{name}".lstrip("."), getattr(self, name)
+            example = getattr(type(self), name, None) if example is None else example
+            if not fine:
+                fix = where(key, example, self.YAML)
+                problems.append(f"{_what(type(self), name, key)} must be {must}, but it is "
+                                f"{value!r}. {fix}")  # fmt: skip
+        raise_problems(problems)
+
+    def at_least(self, n: float, *names: str, example: Any = None, strict=False, why=""):
+        """``>= n`` (``strict``: ``> n``) rules of finite number fields; null passes (the
+        Optional ones). ``why``: what the fields are, for the message."""
+
+        def fine(v: Any) -> bool:
+            return v is None or (math.isfinite(v) and (v > n or (v == n and not strict)))
+
+        must = f"{'>' if strict else '>='} {n}" + (f" ({why})" if why else "")
+        return [(f, fine(getattr(self, f)), must, example) for f in names]
+
+    def int_lists(self, n: int, *names: str, example: Any = None) -> list[Range]:
+        """Rules of fields that must be non-empty lists of integers >= ``n``."""
+        must = f"a non-empty list of integers >= {n}"
+        return [(f, ints(getattr(self, f), n), must, example) for f in names]
+
+
+def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> list[str]:
+    """The problems of ``schema``'s keys in ``cfg``: their types by OmegaConf (a structured
+    config of ``schema``), then, for a :class:`Keys`, their ranges by its ``__post_init__``.
+    A key the config does not have is not judged (a custom ``_target_`` without it)."""
+    prefix = getattr(schema, "PREFIX", "") if prefix is None else prefix
+    node = OmegaConf.select(cfg, prefix, default=None) if prefix else cfg
+    if not isinstance(node, DictConfig):
+        return []
+    given = {f.name: plain(node[f.name]) for f in dataclasses.fields(schema) if f.name in node}
+    merged, problems = typed(schema, given, prefix)
+    if problems or not hasattr(schema, "__post_init__"):  # a constructor's: types only
+        return problems
+    try:
+        OmegaConf.to_object(merged)  # __post_init__: the ranges
+    except ConfigError as err:
+        return err.problems
+    return []
+
+
+def schema_problems(cfg: DictConfig, *schemas: type) -> list[str]:
+    """The problems of every schema's keys in ``cfg``, in order."""
+    return [p for schema in schemas for p in key_problems(cfg, schema)]
