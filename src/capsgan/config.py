@@ -36,6 +36,7 @@ from capsgan.cli import LATEST  # the newest run's last.ckpt, in its folder (cli
 from capsgan.data import DATASETS
 from capsgan.errors import ConfigError, user_errors
 from capsgan.hparams import GANHParams  # the GAN's keys and their ranges
+from capsgan.inputs import checkpoint_file
 from capsgan.locks import hold_run_folder
 from capsgan.metrics import MIN_IMAGES  # the quality metrics' smallest sample
 from capsgan.models.interface import score_kind
@@ -371,15 +372,12 @@ def resolve_ckpt_path(
             "ckpt_path=last (its saved overrides are reused), or pass the file itself: "
             "ckpt_path=<run>/checkpoints/last.ckpt."
         )
-    path = last if str(ckpt_path) == LAST else Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        what = "is a folder, not a .ckpt file" if path.is_dir() else "does not exist"
-        raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r} {what}. Pass an existing checkpoint file, e.g. "
-            "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt, or ckpt_path=last together "
-            "with hydra.run.dir=<that run's folder>, or ckpt_path=null to start from scratch."
-        )
-    return str(path)
+    path = last if str(ckpt_path) == LAST else str(ckpt_path)
+    fix = (
+        "e.g. ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt, or ckpt_path=last "
+        "together with hydra.run.dir=<that run's folder>, or ckpt_path=null to start from scratch."
+    )
+    return str(checkpoint_file(path, f"ckpt_path={str(ckpt_path)!r}", fix))
 
 
 class OutputDirCheck(Callback):

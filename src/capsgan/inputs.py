@@ -27,6 +27,18 @@ def other_checkpoints(path: Path) -> str:
     return f"{', '.join(others[-4:])} in {str(path.parent)!r}" if others else "none is there"
 
 
+def checkpoint_file(
+    path: str | Path, named: str, fix: str = "e.g. <run folder>/checkpoints/last.ckpt."
+) -> Path:
+    """``path`` if it is a file, else a :class:`ConfigError` saying what it is instead
+    (``named`` opens the sentence; ``fix`` follows "Pass an existing .ckpt file,")."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a .ckpt file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{named} {what}. Pass an existing .ckpt file, {fix}")
+    return path
+
+
 def read_checkpoint(
     path: str | Path, key: str = "ckpt_path", weights_only: bool = False
 ) -> dict[str, Any]:
@@ -37,13 +49,7 @@ def read_checkpoint(
     there too); the other tools unpickle the hyperparameters as well (OmegaConf
     containers, which the safe loader refuses), since the file is the user's own output.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        what = "is a folder, not a .ckpt file" if path.is_dir() else "does not exist"
-        raise ConfigError(
-            f"the checkpoint {str(path)!r} (`{key}`) {what}. Pass an existing .ckpt file, "
-            "e.g. <run folder>/checkpoints/last.ckpt."
-        )
+    path = checkpoint_file(path, f"the checkpoint {str(path)!r} (`{key}`)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # truncated by a kill or a full disk, or another program's file
