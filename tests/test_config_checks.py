@@ -16,7 +16,7 @@ from capsgan.config import (
 )
 from capsgan.errors import ConfigError
 from capsgan.training import train
-from tests.conftest import FAST
+from tests.conftest import FAST, ROOT
 from tests.helpers import compose, run_info
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,6 +71,13 @@ def test_several_problems_are_reported_together(fast_cfg) -> None:
     with pytest.raises(ConfigError, match="2 problems") as err:
         validate_config(fast_cfg("lr=-1", "latent_dim=0"))
     assert "`lr`" in str(err.value) and "latent_dim" in str(err.value)
+
+
+def test_the_documented_example_message_is_the_one_printed(fast_cfg) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config(fast_cfg("lr=-1"))
+    docs = " ".join((ROOT / "docs" / "reliability.md").read_text().split())
+    assert f"Error: {' '.join(str(err.value).split())}" in docs  # the quoted `lr=-1` example
 
 
 @pytest.mark.parametrize("bad", ["lr=-1", "discriminator.routing_iterations=0"])
