@@ -256,8 +256,7 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
     Nothing is judged while torchvision may still download (a folder without any of the
     files, download on) or when the folder is absent (torchvision's own message then).
     """
-    split = "train" if train else "t10k"
-    files = [raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"]
+    files = [raw / name for name in (IDX_FILES[:2] if train else IDX_FILES[2:])]
     present = [p for p in files if p.exists()]
     if not raw.is_dir() or (download and len(present) < len(files)):
         return None
