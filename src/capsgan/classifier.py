@@ -120,10 +120,9 @@ class DigitClassifier(nn.Module):
     about 4 M multiply-adds per image, so it trains to 99 % on MNIST in minutes on a CPU.
     Inputs are images in [-1, 1] like the GAN's.
 
-    ``arch="resnet"`` (RGB, CIFAR-10) has a residual trunk instead: conv3x3 stem (16
-    channels), one :class:`ResidualBlock` of stride 2 per entry of ``channels``, global
-    average pooling, then the same fc(hidden) features and head. With (32, 64):
-    3x32x32 -> 16x32x32 -> 32x16x16 -> 64x8x8 -> 64 -> 128 -> 10, about 8 M multiply-adds.
+    ``arch="resnet"`` (RGB, CIFAR-10) has :func:`residual_trunk` instead, then the same
+    fc(hidden) features and head. With (32, 64): 3x32x32 -> 16x32x32 -> 32x16x16 -> 64x8x8
+    -> 64 -> 128 -> 10, about 8 M multiply-adds.
     """
 
     def __init__(self, spec: ClassifierSpec | None = None) -> None:
