@@ -388,14 +388,11 @@ def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictCo
     left alone."""
     if not cfg.quick:
         return cfg
-    quick = OmegaConf.to_container(cfg.quick_overrides, resolve=True)
-    assert isinstance(quick, dict)
+    quick = OmegaConf.create(OmegaConf.to_container(cfg.quick_overrides, resolve=True))
     for key in command_line_keys() if given is None else given:
-        *parents, leaf = key.split(".")
-        node: Any = quick
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(quick, parent) if parent else quick
+        if isinstance(node, DictConfig):
             node.pop(leaf, None)
     return OmegaConf.merge(cfg, quick)
 
