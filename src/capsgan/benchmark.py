@@ -400,7 +400,6 @@ def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictCo
 def measure_case(
     cfg: DictConfig, name: str, iterations: int | None, device: torch.device, out_dir: Path
 ) -> dict[str, Any]:
-    precision = str(cfg.trainer.precision)
     memory = PeakMemory(device)
     memory.reset()
     tag = name if iterations is None else f"{name}_r{iterations}"
@@ -425,7 +424,7 @@ def measure_case(
         _, real = next(loop.data)
         # the iterations as the discriminator reports them, whatever its config calls them
         result["routing_share"], result["routing_iterations"] = routing_share(
-            loop.module.discriminator, real, device, cfg, precision
+            loop.module.discriminator, real, device, cfg, loop.precision
         )
     result["peak_memory_mb"] = memory.read_mb()
     epoch_images = len(dm.train_dataloader()) * cfg.batch_size
