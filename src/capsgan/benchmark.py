@@ -277,13 +277,18 @@ class StepClock(L.Callback):
         self._start = time.perf_counter()
 
 
-def steps_per_repeat(loop: BareLoop, device: torch.device, cfg: DictConfig) -> int:
-    """Warm up, then pick enough steps per repeat to last ``min_repeat_seconds`` (a cnn
-    step takes milliseconds, a capsule one seconds)."""
+def warm_bare_loop(cfg: DictConfig, name: str, iterations: int | None, batch_size: int,
+                   device: torch.device) -> tuple[ImageDataModule, BareLoop, int]:  # fmt: skip
+    """The data module and a :class:`BareLoop` of preset ``name`` at ``batch_size``, warmed
+    up, and enough steps per repeat to last ``min_repeat_seconds`` (a cnn step takes
+    milliseconds, a capsule one seconds)."""
+    dm = build_datamodule(cfg, batch_size)
+    module = build_module(cfg, name, iterations).to(device)
+    loop = BareLoop(module, str(cfg.trainer.precision), batches(dm, device))
     for _ in range(cfg.warmup):
         loop.step()
     one = time_interleaved({"s": loop.steps(1)}, device, 0, 1)["s"]
-    return max(int(cfg.steps), math.ceil(cfg.min_repeat_seconds / one))
+    return dm, loop, max(int(cfg.steps), math.ceil(cfg.min_repeat_seconds / one))
 
 
 def lightning_seconds(cfg: DictConfig, module: GAN, dm: ImageDataModule, device: torch.device,
@@ -383,14 +388,11 @@ def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictCo
     left alone."""
     if not cfg.quick:
         return cfg
-    quick = OmegaConf.to_container(cfg.quick_overrides, resolve=True)
-    assert isinstance(quick, dict)
+    quick = OmegaConf.create(OmegaConf.to_container(cfg.quick_overrides, resolve=True))
     for key in command_line_keys() if given is None else given:
-        *parents, leaf = key.split(".")
-        node: Any = quick
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(quick, parent) if parent else quick
+        if isinstance(node, DictConfig):
             node.pop(leaf, None)
     return OmegaConf.merge(cfg, quick)
 
@@ -398,15 +400,10 @@ def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictCo
 def measure_case(
     cfg: DictConfig, name: str, iterations: int | None, device: torch.device, out_dir: Path
 ) -> dict[str, Any]:
-    precision = str(cfg.trainer.precision)
     memory = PeakMemory(device)
     memory.reset()
-    dm = build_datamodule(cfg, cfg.batch_size)
     tag = name if iterations is None else f"{name}_r{iterations}"
-
-    bare_module = build_module(cfg, name, iterations).to(device)
-    loop = BareLoop(bare_module, precision, batches(dm, device))
-    steps = steps_per_repeat(loop, device, cfg)
+    dm, loop, steps = warm_bare_loop(cfg, name, iterations, cfg.batch_size, device)
     flops = step_flops(loop)
 
     module = build_module(cfg, name, iterations)
@@ -423,11 +420,11 @@ def measure_case(
         "step_ms": 1e3 * cfg.batch_size / speed,  # one batch
         "flops_per_step": flops, "achieved_flops_per_s": flops * steps / bare,
     }  # fmt: skip
-    if supports_capsule_trace(bare_module.discriminator):
+    if supports_capsule_trace(loop.module.discriminator):
         _, real = next(loop.data)
         # the iterations as the discriminator reports them, whatever its config calls them
         result["routing_share"], result["routing_iterations"] = routing_share(
-            bare_module.discriminator, real, device, cfg, precision
+            loop.module.discriminator, real, device, cfg, loop.precision
         )
     result["peak_memory_mb"] = memory.read_mb()
     epoch_images = len(dm.train_dataloader()) * cfg.batch_size
@@ -437,19 +434,16 @@ def measure_case(
 
 def measure_scaling(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Bare-loop images/s of one capsule preset at several batch sizes."""
-    rows = []
-    precision = str(cfg.trainer.precision)
+    rows, spec = [], cfg.scaling
     memory = PeakMemory(device)
-    for batch_size in cfg.scaling.batch_sizes:
+    for batch_size in spec.batch_sizes:
         memory.reset()
-        dm = build_datamodule(cfg, batch_size)
-        module = build_module(cfg, cfg.scaling.discriminator, cfg.scaling.routing_iterations)
-        loop = BareLoop(module.to(device), precision, batches(dm, device))
-        steps = steps_per_repeat(loop, device, cfg)
+        _, loop, steps = warm_bare_loop(
+            cfg, spec.discriminator, spec.routing_iterations, batch_size, device
+        )
         seconds = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)
         rows.append({"batch_size": batch_size, "peak_memory_mb": memory.read_mb(),
                      "bare_images_per_s": batch_size * steps / seconds["b"]})  # fmt: skip
-    spec = cfg.scaling
     return {"discriminator": spec.discriminator, "routing_iterations": spec.routing_iterations,
             "rows": rows}  # fmt: skip
 

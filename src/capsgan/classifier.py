@@ -14,14 +14,14 @@ plus ``<dir>/<name>.json`` (test accuracy, training time), where ``<dir>`` is
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -120,10 +120,9 @@ class DigitClassifier(nn.Module):
     about 4 M multiply-adds per image, so it trains to 99 % on MNIST in minutes on a CPU.
     Inputs are images in [-1, 1] like the GAN's.
 
-    ``arch="resnet"`` (RGB, CIFAR-10) has a residual trunk instead: conv3x3 stem (16
-    channels), one :class:`ResidualBlock` of stride 2 per entry of ``channels``, global
-    average pooling, then the same fc(hidden) features and head. With (32, 64):
-    3x32x32 -> 16x32x32 -> 32x16x16 -> 64x8x8 -> 64 -> 128 -> 10, about 8 M multiply-adds.
+    ``arch="resnet"`` (RGB, CIFAR-10) has :func:`residual_trunk` instead, then the same
+    fc(hidden) features and head. With (32, 64): 3x32x32 -> 16x32x32 -> 32x16x16 -> 64x8x8
+    -> 64 -> 128 -> 10, about 8 M multiply-adds.
     """
 
     def __init__(self, spec: ClassifierSpec | None = None) -> None:
@@ -237,16 +236,15 @@ def resolve_classifier_dir(data_root: str | Path, configured: str | Path | None,
     if weights_path(primary, name).exists() or is_writable_dir(primary):
         return primary
     fallback = FALLBACK_DIR.expanduser()
-    if (str(data_root), name) in _NOTED_FALLBACKS:  # said once per process, not per caller
-        return fallback
-    _NOTED_FALLBACKS.add((str(data_root), name))
-    log.info(
-        "The data root %s is read-only; the %s classifier is cached in %s instead "
-        "(set metrics.classifier_dir to choose another folder).",
-        data_root,
-        name,
-        fallback,
-    )
+    if (str(data_root), name) not in _NOTED_FALLBACKS:  # said once per process, not per caller
+        _NOTED_FALLBACKS.add((str(data_root), name))
+        log.info(
+            "The data root %s is read-only; the %s classifier is cached in %s instead "
+            "(set metrics.classifier_dir to choose another folder).",
+            data_root,
+            name,
+            fallback,
+        )
     return fallback
 
 
@@ -314,12 +312,11 @@ def check_classifier_fits(
     """Refuse a classifier made for other images: another image shape, or another data set
     of the same shape (an MNIST classifier scoring Fashion-MNIST gives FIDs 2-3x off, with
     no error). ``key``: the setting that chose the file, for the fix."""
-    problem = None
     if model.input_shape != tuple(shape):
         problem = f"takes images of shape {model.input_shape} but the {name} images are {shape}"
-    elif model.dataset is not None and model.dataset != name:
+    elif model.dataset not in (None, name):
         problem = f"was trained on {model.dataset}, but the images are {name}"
-    if problem is None:
+    else:
         if model.dataset is None:
             log.warning(
                 "the classifier given as %s records no data set; make sure it was trained on %s",
@@ -333,21 +330,6 @@ def check_classifier_fits(
         f"{name} (`python src/train_classifier.py data={name}`), or null to use (or train) the "
         "data set's own."
     )
-
-
-def _trained_once(load_or_train: Callable[..., DigitClassifier]) -> Callable[..., DigitClassifier]:
-    """Hold the cache file's lock while a missing classifier is trained: parallel sweep
-    jobs train it once, the others wait and then load it (:func:`capsgan.locks.classifier_lock`)."""
-
-    @functools.wraps(load_or_train)
-    def locked(name: str, data_root: str | Path, directory: str | Path | None = None):
-        path = weights_path(resolve_classifier_dir(data_root, directory, name), name)
-        if path.exists():
-            return load_or_train(name, data_root, directory)
-        with classifier_lock(path):
-            return load_or_train(name, data_root, directory)
-
-    return locked
 
 
 # -- training --------------------------------------------------------------------------
@@ -440,27 +422,28 @@ def train_and_save(
     return model, info
 
 
-@_trained_once
 def load_or_train(
     name: str, data_root: str | Path, directory: str | Path | None = None
 ) -> DigitClassifier:
     """The cached classifier of data set ``name``; trained (default settings) and cached
-    first when missing."""
+    first when missing, holding the cache file's lock: parallel sweep jobs train it once,
+    the others wait and then load it (:func:`capsgan.locks.classifier_lock`)."""
     directory = resolve_classifier_dir(data_root, directory, name)
     path = weights_path(directory, name)
-    if path.exists():
-        return load_classifier(path, cached=True)
-    log.warning(
-        "First use of the %s sample-quality metrics (val/fid, val/kid, val/is, modes): their "
-        "reference digit classifier is not cached at %s yet: training it now, once per "
-        "data set (3 epochs: about 1.5 minutes on one CPU core, 82 s measured for MNIST; "
-        "seconds on a GPU). Later runs load it from there. To train it ahead of time: "
-        "python src/train_classifier.py data=%s",
-        name,
-        path,
-        name,
-    )
-    datamodule = ImageDataModule(name=name, root=str(data_root), batch_size=128, download=False)
-    # a progress bar where someone watches; none in the log files of sweep jobs
-    model, _ = train_and_save(datamodule, directory, enable_progress_bar=sys.stderr.isatty())
-    return model
+    with contextlib.nullcontext() if path.exists() else classifier_lock(path):
+        if path.exists():  # cached, or trained by another job while this one waited
+            return load_classifier(path, cached=True)
+        log.warning(
+            "First use of the %s sample-quality metrics (val/fid, val/kid, val/is, modes): their "
+            "reference digit classifier is not cached at %s yet: training it now, once per "
+            "data set (3 epochs: about 1.5 minutes on one CPU core, 82 s measured for MNIST; "
+            "seconds on a GPU). Later runs load it from there. To train it ahead of time: "
+            "python src/train_classifier.py data=%s",
+            name,
+            path,
+            name,
+        )
+        datamodule = ImageDataModule(name=name, root=str(data_root), batch_size=128, download=False)
+        # a progress bar where someone watches; none in the log files of sweep jobs
+        model, _ = train_and_save(datamodule, directory, enable_progress_bar=sys.stderr.isatty())
+        return model

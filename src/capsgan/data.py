@@ -109,10 +109,6 @@ DATASETS: dict[str, DataSet] = {
         32,
     ),
 }
-CORRUPT_FIX = (
-    "delete it and let torchvision download it again (data.download=true), or copy an "
-    "intact file there"
-)
 
 
 def default_data_dir() -> str:
@@ -210,10 +206,7 @@ def _cifar_corrupt(folder: Path, train: bool, err: str) -> str:
     for name in names:
         problem = cifar_file_problem(folder / name)
         if problem:
-            return (
-                f"the data file {str(folder / name)!r} is corrupt or truncated: {problem}. "
-                f"To fix it, {CORRUPT_FIX}."
-            )
+            return _corrupt_file(folder / name, problem)
     return (
         f"the CIFAR-10 files in {str(folder)!r} could not be read ({err}). Delete the folder "
         "and let torchvision download it again (data.download=true), or copy intact files there."
@@ -223,18 +216,15 @@ def _cifar_corrupt(folder: Path, train: bool, err: str) -> str:
 def _bad_cifar_file(folder: Path, download: bool) -> str | None:
     """A message naming the CIFAR-10 files that are missing while others are there, or None
     (nothing there, or torchvision may still download: its own paths and messages)."""
-    present = [name for name in CIFAR_FILES if (folder / name).is_file()]
-    if not present or download:
+    missing = [name for name in CIFAR_FILES if not (folder / name).is_file()]
+    if download or not missing or len(missing) == len(CIFAR_FILES):
         return None
-    missing = [name for name in CIFAR_FILES if name not in present]
-    if missing:
-        return (
-            f"the data files {', '.join(missing)} are missing from {str(folder)!r} (the other "
-            f"files are there). Copy them there (all {len(CIFAR_FILES)} files: "
-            f"{', '.join(CIFAR_FILES)}), or set data.download=true to let torchvision fetch "
-            "what is missing."
-        )
-    return None
+    return (
+        f"the data files {', '.join(missing)} are missing from {str(folder)!r} (the other "
+        f"files are there). Copy them there (all {len(CIFAR_FILES)} files: "
+        f"{', '.join(CIFAR_FILES)}), or set data.download=true to let torchvision fetch "
+        "what is missing."
+    )
 
 
 IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
@@ -266,12 +256,10 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
     Nothing is judged while torchvision may still download (a folder without any of the
     files, download on) or when the folder is absent (torchvision's own message then).
     """
-    split = "train" if train else "t10k"
-    files = [raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"]
+    files = [raw / name for name in (IDX_FILES[:2] if train else IDX_FILES[2:])]
     present = [p for p in files if p.exists()]
     if not raw.is_dir() or (download and len(present) < len(files)):
         return None
-    fix = CORRUPT_FIX
     for path in files:
         if not path.exists():
             if not present and not download:
@@ -283,10 +271,16 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
             )
         problem = idx_problem(path)
         if problem:
-            return (
-                f"the data file {str(path)!r} is corrupt or truncated: {problem}. To fix it, {fix}."
-            )
+            return _corrupt_file(path, problem)
     return None
+
+
+def _corrupt_file(path: Path, problem: str) -> str:
+    """The message for one damaged file, a CIFAR-10 batch or an IDX file."""
+    return (
+        f"the data file {str(path)!r} is corrupt or truncated: {problem}. To fix it, delete it "
+        "and let torchvision download it again (data.download=true), or copy an intact file there."
+    )
 
 
 def to_unit_range(images: Tensor) -> Tensor:

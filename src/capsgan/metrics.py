@@ -135,10 +135,7 @@ class ModeCoverage(Metric):
     def update(self, images: Tensor, real: bool) -> None:
         predicted = self.classify(images).argmax(dim=1)
         counts = torch.bincount(predicted, minlength=self.real_counts.numel())
-        if real:
-            self.real_counts += counts
-        else:
-            self.fake_counts += counts
+        (self.real_counts if real else self.fake_counts).add_(counts)
 
     def compute(self) -> tuple[Tensor, Tensor]:
         if self.real_counts.sum() == 0 or self.fake_counts.sum() == 0:
@@ -250,10 +247,8 @@ class SampleQuality(nn.Module):
 
     @torch.no_grad()
     def update(self, images: Tensor, real: bool) -> None:
-        self.fid.update(images, real=real)
-        self.kid.update(images, real=real)
-        self.modes.update(images, real=real)
-        self.precision_recall.update(images, real=real)
+        for metric in (self.fid, self.kid, self.modes, self.precision_recall):
+            metric.update(images, real=real)
         if real:
             self.num_real += len(images)
         else:
@@ -271,21 +266,9 @@ class SampleQuality(nn.Module):
         is_mean, _ = self.inception_score.compute()
         modes, mode_kl = self.modes.compute()
         precision, recall = self.precision_recall.compute()
-        return dict(
-            zip(
-                RESULT_KEYS,
-                (
-                    self.fid.compute(),
-                    kid_mean,
-                    is_mean,
-                    precision.float(),
-                    recall.float(),
-                    modes.float(),
-                    mode_kl.float(),
-                ),
-                strict=True,
-            )
-        )
+        counted = (precision, recall, modes, mode_kl)  # float64 / int64
+        values = (self.fid.compute(), kid_mean, is_mean, *(v.float() for v in counted))
+        return dict(zip(RESULT_KEYS, values, strict=True))
 
     def reset(self) -> None:
         """Forget the generated images; the real statistics stay."""
