@@ -47,10 +47,10 @@ class QualityMetric(NamedTuple):
     lower_is_better: bool
 
 
-# The metrics, stated once: SampleQuality.compute()'s keys, the logged tags, TensorBoard's
-# HPARAMS metrics (capsgan.loggers), the evaluation's rows and the report's tables.
 MIN_IMAGES = 4  # per side: FID needs 2, precision/recall's k-NN radius more than k=3
 
+# The metrics, stated once: SampleQuality.compute()'s keys, the logged tags, TensorBoard's
+# HPARAMS metrics (capsgan.loggers), the evaluation's rows and the report's tables.
 QUALITY_METRICS = (
     QualityMetric("FID", "val/fid", 1, True),
     QualityMetric("KID", "val/kid", 2, True),  # MMD^2 in the classifier's feature space, raw
