@@ -162,10 +162,7 @@ def battle(
     tolerance: float = 0.1,
     batch_size: int = 500,
 ) -> Battle:
-    """Swap the discriminators of ``a`` and ``b``; ``test_images`` in [-1, 1] (N, C, H, W).
-
-    Both generators draw their samples from the same seeded noise.
-    """
+    """Swap the discriminators of ``a`` and ``b``; ``test_images`` in [-1, 1] (N, C, H, W)."""
     n_test = len(test_images)
     err_a_test = 1.0 - called_real(a.discriminator, test_images, batch_size).double().mean().item()
     err_b_test = 1.0 - called_real(b.discriminator, test_images, batch_size).double().mean().item()
