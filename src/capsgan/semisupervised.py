@@ -149,29 +149,23 @@ def error_rate(model: nn.Linear, x: Tensor, y: Tensor) -> float:
     return (model(x.double()).argmax(1) != y).double().mean().item()
 
 
-def cv_folds(n: int, folds: int, seed: int) -> list[Tensor]:
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return list(perm.chunk(folds))
-
-
 def choose_l2(
     x: Tensor, y: Tensor, classes: int, grid: list[float], folds: int, seed: int, max_iter: int
 ) -> tuple[float, float]:
     """The L2 strength of ``grid`` with the lowest k-fold CV error on (x, y) (ties: the
     stronger); returns it and its CV error."""
-    best: tuple[float, float] | None = None
-    parts = cv_folds(len(x), folds, seed)
-    for l2 in sorted(grid, reverse=True):
+    parts = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).chunk(folds)
+
+    def cv_error(l2: float) -> float:
         wrong = 0.0
         for i, held in enumerate(parts):
             train = torch.cat([p for j, p in enumerate(parts) if j != i])
             model = fit_logistic(x[train], y[train], classes, l2, max_iter)
             wrong += error_rate(model, x[held], y[held]) * len(held)
-        cv = wrong / len(x)
-        if best is None or cv < best[1]:
-            best = (l2, cv)
-    assert best is not None
-    return best
+        return wrong / len(x)
+
+    # min keeps the first of equal errors: the strongest, the grid running downwards
+    return min(((l2, cv_error(l2)) for l2 in sorted(grid, reverse=True)), key=lambda b: b[1])
 
 
 def row_space(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
