@@ -211,19 +211,13 @@ def linear_probe(
 # -- the experiment ---------------------------------------------------------------------------
 
 
-def seed_list(value: Any) -> list[int]:
-    """``seeds=3`` -> [0, 1, 2]; a list is taken as the seeds themselves."""
-    if OmegaConf.is_list(value):
-        return [int(s) for s in value]
-    return list(range(int(value)))  # its range: capsgan.config.SemisupervisedKeys
-
-
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
     validate_semisupervised_config(cfg)  # every key and `out`, before any feature is computed
     paths = [str(p) for p in as_list(cfg.run)]
     n_labels = [int(n) for n in as_list(cfg.n_labels)]
-    seeds = seed_list(cfg.seeds)
+    seeds = cfg.seeds  # seeds=3: [0, 1, 2]; a list: the seeds (config.SemisupervisedKeys)
+    seeds = [int(s) for s in seeds] if OmegaConf.is_list(seeds) else list(range(int(seeds)))
     grid = [float(v) for v in cfg.l2_grid]
     folds = int(cfg.cv_folds)
     infos: list[CheckpointRun] = [
@@ -331,8 +325,7 @@ def summarize(rows: list[dict[str, Any]], n_labels: list[int]) -> list[dict[str,
             "runs": len(runs[(method, disc)]) if method != "pixels" else 0,
         }
         for n in n_labels:
-            values = by_n.get(n, [])
-            if values:
+            if values := by_n.get(n):
                 mean, sd = fmean(values), stdev(values) if len(values) > 1 else math.nan
                 entry[f"n={n}"] = {"mean": mean, "sd": sd, "count": len(values)}
         out.append(entry)
