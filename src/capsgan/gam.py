@@ -128,10 +128,6 @@ class Battle:
     num_samples: int
     tolerance: float
 
-    @property
-    def winner_label(self) -> str:
-        return {"a": self.a, "b": self.b}.get(self.winner, self.winner)
-
 
 def verdict(r_test: float, r_samples: float, tolerance: float) -> tuple[str, str]:
     """Im et al.'s rule: the sample ratio decides only if |r_test - 1| <= tolerance."""
@@ -233,7 +229,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     body = [
         [r.a, r.b, *(f"{v:.4f}" for v in (r.err_a_test, r.err_b_test)), f"{r.r_test:.3f}",
          *(f"{v:.4f}" for v in (r.err_a_on_b, r.err_b_on_a)), f"{r.r_samples:.3f}",
-         r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {r.winner_label}"]
+         r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {getattr(r, r.winner)}"]
         for r in results
     ]  # fmt: skip
     print_table(
