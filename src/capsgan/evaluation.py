@@ -270,12 +270,12 @@ def source_images(source: Source, cfg: DictConfig, root: str) -> list[Tensor]:
 
 
 class Scorer:
-    """One :class:`SampleQuality` per (data set, real split), real statistics added once."""
+    """One :class:`SampleQuality` per data set, its ``real_split`` statistics added once."""
 
     def __init__(self, cfg: DictConfig, root: str) -> None:
         self.cfg, self.root = cfg, root
         self.classifiers: dict[DataSpec, nn.Module] = {}
-        self.quality: dict[tuple[DataSpec, str], tuple[SampleQuality, int]] = {}
+        self.quality: dict[DataSpec, tuple[SampleQuality, int]] = {}
 
     def classifier(self, spec: DataSpec) -> nn.Module:
         """The classifier of ``spec``'s images, refused when made for other images."""
@@ -298,8 +298,7 @@ class Scorer:
             check_classifier(self.root, path, directory, spec.name, spec.shape)
 
     def _quality(self, spec: DataSpec) -> tuple[SampleQuality, int]:
-        key = (spec, str(self.cfg.real_split))
-        if key not in self.quality:
+        if spec not in self.quality:
             quality = SampleQuality(
                 self.classifier(spec),
                 kid_subset_size=int(self.cfg.kid_subset_size),
@@ -308,8 +307,8 @@ class Scorer:
             images, _ = real_images(spec, self.root, self.cfg.real_split, self.cfg.real_samples)
             for batch in images.split(int(self.cfg.batch_size)):
                 quality.update(batch.to(self.cfg.device), real=True)
-            self.quality[key] = (quality, len(images))
-        return self.quality[key]
+            self.quality[spec] = (quality, len(images))
+        return self.quality[spec]
 
     def score(self, source: Source) -> dict[str, Any]:
         start = time.perf_counter()

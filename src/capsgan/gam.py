@@ -199,7 +199,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     side_a, side_b = [str(v) for v in as_list(cfg.a)], [str(v) for v in as_list(cfg.b)]
     torch.set_grad_enabled(False)
     results: list[Battle] = []
-    test_cache: dict[tuple[DataSpec, int | None], Tensor] = {}
+    test_cache: dict[DataSpec, Tensor] = {}  # test_samples images of each data set
     for path_a, path_b in zip(side_a, side_b, strict=True):
         a, spec_a = load_contender(path_a, str(cfg.checkpoint), bool(cfg.batch_stats))
         b, spec_b = load_contender(path_b, str(cfg.checkpoint), bool(cfg.batch_stats))
@@ -208,16 +208,15 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
                 f"{a.label} was trained on {spec_a.name} {spec_a.shape} and {b.label} on "
                 f"{spec_b.name} {spec_b.shape}; a battle needs two GANs of the same data set."
             )
-        key = (spec_a, cfg.test_samples)
-        if key not in test_cache:
+        if spec_a not in test_cache:
             images, _ = real_images(spec_a, str(cfg.data_root), "test", cfg.test_samples)
-            test_cache[key] = images.float() / 127.5 - 1.0
+            test_cache[spec_a] = images.float() / 127.5 - 1.0
         log.info("battle: %s vs %s", a.label, b.label)
         results.append(
             battle(
                 a,
                 b,
-                test_cache[key],
+                test_cache[spec_a],
                 num_samples=int(cfg.num_samples),
                 seed=int(cfg.seed),
                 tolerance=float(cfg.tolerance),
