@@ -225,12 +225,10 @@ def generated_batches(
     torch.Generator exactly as :class:`capsgan.metrics.SampleQualityCallback` draws it, so
     a checkpoint rescored with the run's seed and count sees the training callback's z."""
     rng = torch.Generator().manual_seed(seed)
-    batches, remaining = [], n
-    while remaining > 0:
-        size = min(batch_size, remaining)
-        z = torch.randn(size, latent_dim, generator=rng).to(device)
+    batches = []
+    for start in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - start), latent_dim, generator=rng).to(device)
         batches.append(to_uint8(generator(z)).cpu())
-        remaining -= size
     return batches
 
 

@@ -292,10 +292,9 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
         if self.session_started and self._experiment is not None and status != "finished":
             # called from Lightning's exception handler: SIGTERM / Ctrl-C leave the status
             # unknown (the resumed run ends the session), anything else is a failure
-            error = sys.exc_info()[1]
             if status == "success":
                 self._end_session(api_pb2.STATUS_SUCCESS)
-            elif not isinstance(error, (SIGTERMException, KeyboardInterrupt)):
+            elif not isinstance(sys.exc_info()[1], (SIGTERMException, KeyboardInterrupt)):
                 self._end_session(api_pb2.STATUS_FAILURE)
         super().finalize(status)
 
