@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from capsgan.atomic_write import write_json_atomically
 from capsgan.cli import as_list, print_table
 from capsgan.config import validate_battle_config
+from capsgan.data import to_unit_range
 from capsgan.errors import UserError
 from capsgan.evaluation import DataSpec, real_images
 from capsgan.generation import generate, load_discriminator, load_generator
@@ -210,7 +211,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
             )
         if spec_a not in test_cache:
             images, _ = real_images(spec_a, str(cfg.data_root), "test", cfg.test_samples)
-            test_cache[spec_a] = images.float() / 127.5 - 1.0
+            test_cache[spec_a] = to_unit_range(images)
         log.info("battle: %s vs %s", a.label, b.label)
         results.append(
             battle(

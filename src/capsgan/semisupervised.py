@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from capsgan.atomic_write import write_json_atomically
 from capsgan.cli import as_list, print_table
 from capsgan.config import validate_semisupervised_config
+from capsgan.data import to_unit_range
 from capsgan.errors import ConfigError, UserError
 from capsgan.evaluation import DataSpec, real_images
 from capsgan.generation import load_discriminator
@@ -245,8 +246,7 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     used = torch.unique(torch.cat(list(subsets.values())))  # every labelled image, once
     position = torch.full((len(train_labels),), -1, dtype=torch.long)
     position[used] = torch.arange(len(used))
-    train_x = train_u8[used].float() / 127.5 - 1.0
-    test_x = test_u8.float() / 127.5 - 1.0
+    train_x, test_x = to_unit_range(train_u8[used]), to_unit_range(test_u8)
     batch = int(cfg.batch_size)
     layer = cfg.feature_layer or None
 
