@@ -62,9 +62,8 @@ class TrainingLog(L.Callback):
             )
         # the bar's values are Python floats (a GPU sync): refreshed every BAR_SECONDS and
         # at an epoch's last batch
-        last = batch_idx + 1 == trainer.num_training_batches or (
-            0 < trainer.max_steps <= trainer.global_step
-        )
+        at_max_steps = 0 < trainer.max_steps <= trainer.global_step
+        last = batch_idx + 1 == trainer.num_training_batches or at_max_steps
         now = time.monotonic()
         if now - self._bar_time >= self.BAR_SECONDS or last:
             self._bar_time = now
@@ -74,7 +73,7 @@ class TrainingLog(L.Callback):
             )  # fmt: skip
         # max_steps ends a run mid-epoch, where Lightning does not validate; stopping it as
         # early stopping does validates first (when due): a shortened run ends with val/
-        if 0 < trainer.max_steps <= trainer.global_step:
+        if at_max_steps:
             trainer.should_stop = True
 
     def epoch_means(self) -> dict[str, Tensor]:

@@ -109,10 +109,6 @@ class ResumableRun(L.Callback):
         self._marked_restart = False
         self._flush_at_next_batch = False
 
-    @property
-    def last_path(self) -> Path:
-        return self.dirpath / "last.ckpt"
-
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.stopped_by is not None:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
@@ -178,9 +174,10 @@ class ResumableRun(L.Callback):
             return
         if self.stopped_by is None:
             self.stopped_by = "SIGTERM"
-        trainer.save_checkpoint(self.last_path, weights_only=False)  # full state, to resume
-        self.saved_path = self.last_path
-        log.info("saved %s at generator step %d", self.last_path, trainer.global_step)
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path, weights_only=False)  # full state, to resume
+        self.saved_path = path  # only once written: the exit message names it
+        log.info("saved %s at generator step %d", path, trainer.global_step)
 
 
 def _flush(trainer: L.Trainer) -> None:
@@ -220,15 +217,14 @@ def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | 
         for k, v in ours.items()
         if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != v.shape
     ]
-    if not (missing or unexpected or mismatched):
+    found = {
+        "weights differ in shape": mismatched,
+        "weights are missing from it": missing,
+        "of its weights do not exist here": unexpected,
+    }
+    details = [f"{len(keys)} {what}, e.g. {keys[0]}" for what, keys in found.items() if keys]
+    if not details:
         return
-    details = []
-    if mismatched:
-        details.append(f"{len(mismatched)} weights differ in shape, e.g. {mismatched[0]}")
-    if missing:
-        details.append(f"{len(missing)} weights are missing from it, e.g. {missing[0]}")
-    if unexpected:
-        details.append(f"{len(unexpected)} of its weights do not exist here, e.g. {unexpected[0]}")
     hint = saved_run_hint(Path(path).resolve())
     raise ConfigError(
         f"the checkpoint {str(path)!r} was saved by a different architecture than the one "

@@ -16,13 +16,13 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from capsgan.atomic_write import write_json_atomically
@@ -138,11 +138,6 @@ class DataSpec:
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
 
-    @property
-    def key(self) -> tuple[str, tuple[int, int, int]]:
-        """What a classifier must have been made for: the data set and its image shape."""
-        return (self.name, self.shape)
-
     @staticmethod
     def of(data_cfg: DictConfig) -> DataSpec:
         return DataSpec(str(data_cfg.name), int(data_cfg.channels), int(data_cfg.image_size))
@@ -154,13 +149,7 @@ def real_images(
     """The first ``n`` (None: all) images of a split as uint8 (N, C, H, W), and labels."""
     if split not in SPLITS:
         raise ConfigError(f"real_split={split!r}; use train or test.")
-    dm = ImageDataModule(
-        name=spec.name,
-        root=root,
-        channels=spec.channels,
-        image_size=spec.image_size,
-        download=download,
-    )
+    dm = ImageDataModule(root=root, download=download, **asdict(spec))
     dm.prepare_data()
     dm.setup("fit")
     dataset = dm.train_set if split == "train" else dm.val_set
@@ -236,12 +225,10 @@ def generated_batches(
     torch.Generator exactly as :class:`capsgan.metrics.SampleQualityCallback` draws it, so
     a checkpoint rescored with the run's seed and count sees the training callback's z."""
     rng = torch.Generator().manual_seed(seed)
-    batches, remaining = [], n
-    while remaining > 0:
-        size = min(batch_size, remaining)
-        z = torch.randn(size, latent_dim, generator=rng).to(device)
+    batches = []
+    for start in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - start), latent_dim, generator=rng).to(device)
         batches.append(to_uint8(generator(z)).cpu())
-        remaining -= size
     return batches
 
 
@@ -276,20 +263,17 @@ def source_images(source: Source, cfg: DictConfig, root: str) -> list[Tensor]:
             f"{len(array)} (or null: all of them). Compare FIDs only at equal sample "
             "counts: FID is biased upwards for smaller samples."
         )
-    value_range = cfg.value_range
-    if OmegaConf.is_list(value_range):
-        value_range = tuple(value_range)
-    images = to_uint8_images(array[:n] if n is not None else array, what, value_range)
+    images = to_uint8_images(array[:n], what, cfg.value_range)  # [:None]: all of them
     return list(images.split(int(cfg.batch_size)))
 
 
 class Scorer:
-    """One :class:`SampleQuality` per (data set, real split), real statistics added once."""
+    """One :class:`SampleQuality` per data set, its ``real_split`` statistics added once."""
 
     def __init__(self, cfg: DictConfig, root: str) -> None:
         self.cfg, self.root = cfg, root
         self.classifiers: dict[DataSpec, nn.Module] = {}
-        self.quality: dict[tuple[DataSpec, str], tuple[SampleQuality, int]] = {}
+        self.quality: dict[DataSpec, tuple[SampleQuality, int]] = {}
 
     def classifier(self, spec: DataSpec) -> nn.Module:
         """The classifier of ``spec``'s images, refused when made for other images."""
@@ -307,13 +291,12 @@ class Scorer:
         """Before anything is scored: each data set's classifier is one of its images, or
         (missing) can be cached once trained; a problem found after a first source was
         scored would lose that score."""
+        path, directory = self.cfg.classifier_path, self.cfg.classifier_dir
         for spec in dict.fromkeys(specs):
-            path, directory = self.cfg.classifier_path, self.cfg.classifier_dir
-            check_classifier(self.root, path, directory, *spec.key)
+            check_classifier(self.root, path, directory, spec.name, spec.shape)
 
     def _quality(self, spec: DataSpec) -> tuple[SampleQuality, int]:
-        key = (spec, str(self.cfg.real_split))
-        if key not in self.quality:
+        if spec not in self.quality:
             quality = SampleQuality(
                 self.classifier(spec),
                 kid_subset_size=int(self.cfg.kid_subset_size),
@@ -322,8 +305,8 @@ class Scorer:
             images, _ = real_images(spec, self.root, self.cfg.real_split, self.cfg.real_samples)
             for batch in images.split(int(self.cfg.batch_size)):
                 quality.update(batch.to(self.cfg.device), real=True)
-            self.quality[key] = (quality, len(images))
-        return self.quality[key]
+            self.quality[spec] = (quality, len(images))
+        return self.quality[spec]
 
     def score(self, source: Source) -> dict[str, Any]:
         start = time.perf_counter()
@@ -377,11 +360,6 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def evaluation_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    body = [[format(r[key], spec) for _, key, spec in COLUMNS] for r in rows]
-    return [name for name, _, _ in COLUMNS], body
-
-
 def output_path(cfg: DictConfig) -> Path:
     """Where the JSON goes: ``cfg.out``, else beside what was scored, so that the next
     evaluation of something else does not overwrite it: ``<folder>/evaluation.json`` for a
@@ -400,9 +378,10 @@ def output_path(cfg: DictConfig) -> Path:
 def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/evaluate.py``: score, print the table, write the JSON; return rows and path."""
     rows = evaluate(cfg)
-    split = rows[0]["real_split"] if rows else cfg.real_split
-    title = f"Sample quality against the real {split} split ({rows[0]['num_real']} images)"
-    print_table(title, *evaluation_table(rows))
+    split, num_real = rows[0]["real_split"], rows[0]["num_real"]  # one source at least
+    body = [[format(r[key], spec) for _, key, spec in COLUMNS] for r in rows]
+    title = f"Sample quality against the real {split} split ({num_real} images)"
+    print_table(title, [name for name, _, _ in COLUMNS], body)
     settings = {
         k: cfg[k] for k in ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
     }

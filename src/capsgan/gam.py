@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from capsgan.atomic_write import write_json_atomically
 from capsgan.cli import as_list, print_table
 from capsgan.config import validate_battle_config
+from capsgan.data import to_unit_range
 from capsgan.errors import UserError
 from capsgan.evaluation import DataSpec, real_images
 from capsgan.generation import generate, load_discriminator, load_generator
@@ -128,10 +129,6 @@ class Battle:
     num_samples: int
     tolerance: float
 
-    @property
-    def winner_label(self) -> str:
-        return {"a": self.a, "b": self.b}.get(self.winner, self.winner)
-
 
 def verdict(r_test: float, r_samples: float, tolerance: float) -> tuple[str, str]:
     """Im et al.'s rule: the sample ratio decides only if |r_test - 1| <= tolerance."""
@@ -162,10 +159,7 @@ def battle(
     tolerance: float = 0.1,
     batch_size: int = 500,
 ) -> Battle:
-    """Swap the discriminators of ``a`` and ``b``; ``test_images`` in [-1, 1] (N, C, H, W).
-
-    Both generators draw their samples from the same seeded noise.
-    """
+    """Swap the discriminators of ``a`` and ``b``; ``test_images`` in [-1, 1] (N, C, H, W)."""
     n_test = len(test_images)
     err_a_test = 1.0 - called_real(a.discriminator, test_images, batch_size).double().mean().item()
     err_b_test = 1.0 - called_real(b.discriminator, test_images, batch_size).double().mean().item()
@@ -206,7 +200,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     side_a, side_b = [str(v) for v in as_list(cfg.a)], [str(v) for v in as_list(cfg.b)]
     torch.set_grad_enabled(False)
     results: list[Battle] = []
-    test_cache: dict[tuple[DataSpec, int | None], Tensor] = {}
+    test_cache: dict[DataSpec, Tensor] = {}  # test_samples images of each data set
     for path_a, path_b in zip(side_a, side_b, strict=True):
         a, spec_a = load_contender(path_a, str(cfg.checkpoint), bool(cfg.batch_stats))
         b, spec_b = load_contender(path_b, str(cfg.checkpoint), bool(cfg.batch_stats))
@@ -215,16 +209,15 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
                 f"{a.label} was trained on {spec_a.name} {spec_a.shape} and {b.label} on "
                 f"{spec_b.name} {spec_b.shape}; a battle needs two GANs of the same data set."
             )
-        key = (spec_a, cfg.test_samples)
-        if key not in test_cache:
+        if spec_a not in test_cache:
             images, _ = real_images(spec_a, str(cfg.data_root), "test", cfg.test_samples)
-            test_cache[key] = images.float() / 127.5 - 1.0
+            test_cache[spec_a] = to_unit_range(images)
         log.info("battle: %s vs %s", a.label, b.label)
         results.append(
             battle(
                 a,
                 b,
-                test_cache[key],
+                test_cache[spec_a],
                 num_samples=int(cfg.num_samples),
                 seed=int(cfg.seed),
                 tolerance=float(cfg.tolerance),
@@ -236,7 +229,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     body = [
         [r.a, r.b, *(f"{v:.4f}" for v in (r.err_a_test, r.err_b_test)), f"{r.r_test:.3f}",
          *(f"{v:.4f}" for v in (r.err_a_on_b, r.err_b_on_a)), f"{r.r_samples:.3f}",
-         r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {r.winner_label}"]
+         r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {getattr(r, r.winner)}"]
         for r in results
     ]  # fmt: skip
     print_table(

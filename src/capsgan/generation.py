@@ -254,7 +254,6 @@ def learning_process(
             )
         chosen = list(strip_epochs)
     images = {e: read_image(p, "run_dir") for e, p in grids.items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
     gif = save_gif([images[e] for e in epochs], out_dir / "learning_process.gif", frame_ms)
     tiles = [captioned(images[e], f"epoch {e}") for e in chosen]
     strip = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")

@@ -292,17 +292,19 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
         if self.session_started and self._experiment is not None and status != "finished":
             # called from Lightning's exception handler: SIGTERM / Ctrl-C leave the status
             # unknown (the resumed run ends the session), anything else is a failure
-            error = sys.exc_info()[1]
             if status == "success":
                 self._end_session(api_pb2.STATUS_SUCCESS)
-            elif not isinstance(error, (SIGTERMException, KeyboardInterrupt)):
+            elif not isinstance(sys.exc_info()[1], (SIGTERMException, KeyboardInterrupt)):
                 self._end_session(api_pb2.STATUS_FAILURE)
         super().finalize(status)
 
     def _end_session(self, status: int) -> None:
+        """The HPARAMS session's end with ``status`` (torch's ``hparams()`` always says success)."""
         writer = self.experiment._get_file_writer()
         if writer is not None:
-            writer.add_summary(session_end_summary(status))
+            end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
+            summary = _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)
+            writer.add_summary(summary)
         self.session_started = False
 
 
@@ -313,13 +315,6 @@ def _hparams_summary(tag: str, **data: Any) -> Summary:
         plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
     )
     return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
-
-
-def session_end_summary(status: int) -> Summary:
-    """The HPARAMS plugin's session-end summary with ``status`` (as torch's ``hparams()``
-    writes it, which always says STATUS_SUCCESS)."""
-    end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
-    return _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)
 
 
 # -- optional logger packages ---------------------------------------------------------

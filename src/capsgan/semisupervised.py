@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from capsgan.atomic_write import write_json_atomically
 from capsgan.cli import as_list, print_table
 from capsgan.config import validate_semisupervised_config
+from capsgan.data import to_unit_range
 from capsgan.errors import ConfigError, UserError
 from capsgan.evaluation import DataSpec, real_images
 from capsgan.generation import load_discriminator
@@ -149,29 +150,23 @@ def error_rate(model: nn.Linear, x: Tensor, y: Tensor) -> float:
     return (model(x.double()).argmax(1) != y).double().mean().item()
 
 
-def cv_folds(n: int, folds: int, seed: int) -> list[Tensor]:
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return list(perm.chunk(folds))
-
-
 def choose_l2(
     x: Tensor, y: Tensor, classes: int, grid: list[float], folds: int, seed: int, max_iter: int
 ) -> tuple[float, float]:
     """The L2 strength of ``grid`` with the lowest k-fold CV error on (x, y) (ties: the
     stronger); returns it and its CV error."""
-    best: tuple[float, float] | None = None
-    parts = cv_folds(len(x), folds, seed)
-    for l2 in sorted(grid, reverse=True):
+    parts = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).chunk(folds)
+
+    def cv_error(l2: float) -> float:
         wrong = 0.0
         for i, held in enumerate(parts):
             train = torch.cat([p for j, p in enumerate(parts) if j != i])
             model = fit_logistic(x[train], y[train], classes, l2, max_iter)
             wrong += error_rate(model, x[held], y[held]) * len(held)
-        cv = wrong / len(x)
-        if best is None or cv < best[1]:
-            best = (l2, cv)
-    assert best is not None
-    return best
+        return wrong / len(x)
+
+    # min keeps the first of equal errors: the strongest, the grid running downwards
+    return min(((l2, cv_error(l2)) for l2 in sorted(grid, reverse=True)), key=lambda b: b[1])
 
 
 def row_space(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
@@ -217,19 +212,13 @@ def linear_probe(
 # -- the experiment ---------------------------------------------------------------------------
 
 
-def seed_list(value: Any) -> list[int]:
-    """``seeds=3`` -> [0, 1, 2]; a list is taken as the seeds themselves."""
-    if OmegaConf.is_list(value):
-        return [int(s) for s in value]
-    return list(range(int(value)))  # its range: capsgan.config.SemisupervisedKeys
-
-
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
     validate_semisupervised_config(cfg)  # every key and `out`, before any feature is computed
     paths = [str(p) for p in as_list(cfg.run)]
     n_labels = [int(n) for n in as_list(cfg.n_labels)]
-    seeds = seed_list(cfg.seeds)
+    seeds = cfg.seeds  # seeds=3: [0, 1, 2]; a list: the seeds (config.SemisupervisedKeys)
+    seeds = [int(s) for s in seeds] if OmegaConf.is_list(seeds) else list(range(int(seeds)))
     grid = [float(v) for v in cfg.l2_grid]
     folds = int(cfg.cv_folds)
     infos: list[CheckpointRun] = [
@@ -257,8 +246,7 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     used = torch.unique(torch.cat(list(subsets.values())))  # every labelled image, once
     position = torch.full((len(train_labels),), -1, dtype=torch.long)
     position[used] = torch.arange(len(used))
-    train_x = train_u8[used].float() / 127.5 - 1.0
-    test_x = test_u8.float() / 127.5 - 1.0
+    train_x, test_x = to_unit_range(train_u8[used]), to_unit_range(test_u8)
     batch = int(cfg.batch_size)
     layer = cfg.feature_layer or None
 
@@ -337,8 +325,7 @@ def summarize(rows: list[dict[str, Any]], n_labels: list[int]) -> list[dict[str,
             "runs": len(runs[(method, disc)]) if method != "pixels" else 0,
         }
         for n in n_labels:
-            values = by_n.get(n, [])
-            if values:
+            if values := by_n.get(n):
                 mean, sd = fmean(values), stdev(values) if len(values) > 1 else math.nan
                 entry[f"n={n}"] = {"mean": mean, "sd": sd, "count": len(values)}
         out.append(entry)
