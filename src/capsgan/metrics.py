@@ -34,7 +34,7 @@ from capsgan.classifier import (
     resolve_classifier_dir,
     weights_path,
 )
-from capsgan.data import ImageDataModule
+from capsgan.data import ImageDataModule, to_unit_range
 from capsgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class ClassifierFeatures(nn.Module):
         if memo is not None and memo.images is images and memo.outputs is not None:
             features, logits = memo.outputs
         else:
-            x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+            x = to_unit_range(images) if images.dtype == torch.uint8 else images.float()
             features = self.classifier.features(x)
             logits = self.classifier.head(features)
             if memo is not None:
