@@ -229,7 +229,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     body = [
         [r.a, r.b, *(f"{v:.4f}" for v in (r.err_a_test, r.err_b_test)), f"{r.r_test:.3f}",
          *(f"{v:.4f}" for v in (r.err_a_on_b, r.err_b_on_a)), f"{r.r_samples:.3f}",
-         r.winner if r.winner in ("tie", "undecided") else f"{r.winner}: {getattr(r, r.winner)}"]
+         {"a": f"a: {r.a}", "b": f"b: {r.b}"}.get(r.winner, r.winner)]  # or tie, undecided
         for r in results
     ]  # fmt: skip
     print_table(

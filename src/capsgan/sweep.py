@@ -317,14 +317,14 @@ class SweepSummary(Callback):
         else:
             status, error = "ok", None
             if failed:
-                status = "interrupted" if isinstance(err, RunInterruptedError) else "failed"
-                error = _first_line(err)
-            if status == "interrupted":
-                log.warning("job %s: %s", num, err)
-            elif failed and isinstance(err, UserError):
-                log.error("job %s failed: %s", num, err)
-            elif failed:
-                log.error("job %s failed", num, exc_info=err)
+                status, error = "failed", _first_line(err)
+                if isinstance(err, RunInterruptedError):
+                    status = "interrupted"
+                    log.warning("job %s: %s", num, err)
+                elif isinstance(err, UserError):  # its paragraph says what to fix
+                    log.error("job %s failed: %s", num, err)
+                else:
+                    log.error("job %s failed", num, exc_info=err)
             launch = "resumed" if plan == "resume" else "run"
             record = self._record(config, status, error, wall, launch)
         write_json_atomically(Path(out) / JOB_RECORD, record)
