@@ -1,11 +1,8 @@
-"""Start-up checks and what they need: the models, the paths. Every bad value is reported
-before any data is read, so a sweep fails its bad jobs in seconds, one way for every
-entry point: its settings are structured configs (:mod:`capsgan.schema`, one
-:class:`Keys` dataclass per config node: OmegaConf judges the types, ``__post_init__``
-the ranges). A model's constructor is its
-schema (the types of its annotations) and judges its own ranges; Lightning judges the
-trainer's when the Trainer is built (:func:`capsgan.training.build_trainer`, before the
-models). Each problem is one paragraph: the key, the value, what it must be, the fix.
+"""Start-up checks of every entry point, the models and the paths, done before any data
+is read so that a sweep fails its bad jobs in seconds: one :class:`capsgan.schema.Keys`
+per config node; a model's constructor is its own schema (its annotations' types) and
+judges its own ranges; Lightning judges the trainer's when the Trainer is built
+(:func:`capsgan.training.build_trainer`, before the models).
 """
 
 from __future__ import annotations
@@ -48,6 +45,7 @@ from capsgan.schema import (  # the checking mechanism (capsgan.config.Keys etc.
     Range,
     ints,
     key_problems,
+    plain,
     raise_problems,
     schema_problems,
     where,
@@ -562,8 +560,7 @@ def validate_bench_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/bench.yaml`` config, its training keys included."""
     schemas = (BenchKeys, ScalingKeys, BaselineKeys, *TRAIN_SCHEMAS)
     problems, presets = schema_problems(cfg, *schemas), sorted(cfg.get("presets") or {})
-    names = OmegaConf.select(cfg, "discriminators", default=None)
-    names = OmegaConf.to_container(names) if OmegaConf.is_list(names) else names
+    names = plain(OmegaConf.select(cfg, "discriminators", default=None))
     if not isinstance(names, list) or not names or not set(names) <= set(presets):
         problems.append(
             f"`discriminators` must be a non-empty list of {presets}, but it is {names!r}. "
@@ -706,10 +703,9 @@ def validate_semisupervised_config(cfg: DictConfig) -> None:
 def check_classifier(
     data_root: str, path: str | None, directory: str | None, name: str, shape: tuple, prefix=""
 ) -> None:
-    """The classifier a tool will use for data set ``name``, checked at start-up (train.py,
-    evaluate.py): a given file must be a classifier of these images; a missing cached one
-    must have a folder that takes it, found now rather than after minutes of training. Else
-    a :class:`ConfigError`; ``prefix``: ``metrics.`` for train.py's keys."""
+    """The classifier for data set ``name`` (train.py, evaluate.py): a given file must fit
+    these images; a missing cached one needs a folder that takes it, found now rather than
+    after minutes of training. ``prefix``: ``metrics.`` for train.py's keys."""
     from capsgan.classifier import (
         check_classifier_fits,
         load_classifier,

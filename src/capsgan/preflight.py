@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import traceback
 from typing import Any
 
 import lightning as L
@@ -82,37 +83,34 @@ def batches_per_epoch(trainer: L.Trainer, dm: Any, limited: bool = True) -> int:
     return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
 
 
-def _checkpoint_keys(cfg: DictConfig) -> dict[str, str]:
-    """``{monitor: callbacks.<name>}`` of the configured ModelCheckpoints."""
-    return {
+def _metrics(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
+    names = {  # monitor: callbacks.<name> of the configured ModelCheckpoints
         str(node.monitor): f"callbacks.{name}"
         for name, node in (cfg.get("callbacks") or {}).items()
         if node and str(node.get("_target_")).endswith("ModelCheckpoint") and node.get("monitor")
     }
-
-
-def _metrics(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
-    problems = []
+    ranked = [  # the checkpoints ranked by a quality metric, each with its config key
+        (c, names.get(c.monitor, "callbacks.model_checkpoint"))
+        for c in trainer.callbacks
+        if isinstance(c, ModelCheckpoint) and c.monitor in QUALITY_KEYS
+    ]
     quality = next((c for c in trainer.callbacks if isinstance(c, SampleQualityCallback)), None)
-    validates = trainer.limit_val_batches != 0
-    names = _checkpoint_keys(cfg)
-    for ckpt in trainer.callbacks:
-        if not isinstance(ckpt, ModelCheckpoint) or ckpt.monitor not in QUALITY_KEYS:
-            continue
-        name = names.get(ckpt.monitor, "callbacks.model_checkpoint")
-        if quality is None:
-            problems.append(
-                f"`{name}.monitor`={ckpt.monitor} but the sample_quality callback that logs "
-                f"{ckpt.monitor} is not in this run, so the first validation would fail after a "
-                f"whole epoch of training. Either keep callbacks.sample_quality, or set "
-                f"{name}.monitor=null (keep every epoch, rank none) or monitor a metric the "
-                "GAN logs itself (e.g. val/d_loss)."
-            )
-            continue
+    if quality is None:
+        return [
+            f"`{name}.monitor`={ckpt.monitor} but the sample_quality callback that logs "
+            f"{ckpt.monitor} is not in this run, so the first validation would fail after a "
+            f"whole epoch of training. Either keep callbacks.sample_quality, or set "
+            f"{name}.monitor=null (keep every epoch, rank none) or monitor a metric the "
+            "GAN logs itself (e.g. val/d_loss)."
+            for ckpt, name in ranked
+        ]
+    if trainer.limit_val_batches == 0:
+        return []  # no validation, so no metric to miss
+    problems, val_every = [], trainer.check_val_every_n_epoch or 1
+    for ckpt, name in ranked:
         ckpt_every = ckpt._every_n_epochs or 0
-        val_every = trainer.check_val_every_n_epoch or 1
         saves_every = math.lcm(ckpt_every, val_every) if ckpt_every else 0
-        if validates and saves_every and saves_every % quality.every_n_epochs:
+        if saves_every and saves_every % quality.every_n_epochs:
             problems.append(
                 f"`{name}` ranks checkpoints by {ckpt.monitor} every {saves_every} epoch(s), "
                 f"but callbacks.sample_quality.every_n_epochs={quality.every_n_epochs} computes "
@@ -120,8 +118,8 @@ def _metrics(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
                 f"{name}.every_n_epochs the same value ({quality.every_n_epochs}), or "
                 f"{name}.monitor=null."
             )
-    problems += _no_evaluation_in_budget(cfg, trainer, dm, quality, names, validates)
-    if quality is not None and validates and len(dm.val_set) < MIN_IMAGES:
+    problems += _no_evaluation_in_budget(cfg, trainer, dm, quality, ranked)
+    if len(dm.val_set) < MIN_IMAGES:
         subset = cfg.data.get("val_subset")
         problems.append(
             f"the quality metrics need at least {MIN_IMAGES} real images, but "
@@ -136,18 +134,15 @@ def _no_evaluation_in_budget(
     cfg: DictConfig,
     trainer: L.Trainer,
     dm: Any,
-    quality: SampleQualityCallback | None,
-    names: dict[str, str],
-    validates: bool,
+    quality: SampleQualityCallback,
+    ranked: list[tuple[ModelCheckpoint, str]],
 ) -> list[str]:
     """A checkpoint that ranks by a quality metric which no epoch of the budget computes:
     the run would end (or fail at its first checkpoint) with no FID at all, yet its sweep
     would call it ok. ``debug=overfit trainer.max_epochs=3`` validates every 5 epochs."""
-    monitors = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
-    monitored = [c.monitor for c in monitors if c.monitor in QUALITY_KEYS]
     val_every = trainer.check_val_every_n_epoch
     mid_epoch = trainer.val_check_interval not in (1, 1.0)  # validation within epochs
-    if not (monitored and quality is not None and validates) or val_every is None or mid_epoch:
+    if not ranked or val_every is None or mid_epoch:
         return []
     budgets = []  # the epochs the run can reach, by each limit it has
     if trainer.max_epochs is not None and trainer.max_epochs >= 1:
@@ -163,13 +158,13 @@ def _no_evaluation_in_budget(
     first = math.lcm(val_every, quality.every_n_epochs)  # the first epoch with a value
     if first <= max_epochs:
         return []
-    name = names.get(monitored[0], "callbacks.model_checkpoint")
+    monitor, name = ranked[0][0].monitor, ranked[0][1]
     return [
-        f"no {monitored[0]} would be computed within the budget: {limit} allows "
+        f"no {monitor} would be computed within the budget: {limit} allows "
         f"{max_epochs} epoch(s), but validation runs every {val_every} epoch(s) "
         f"(trainer.check_val_every_n_epoch) and the quality metrics every "
         f"{quality.every_n_epochs} (callbacks.sample_quality.every_n_epochs), so the first "
-        f"{monitored[0]} comes at epoch {first}; `{name}` ranks by it and the run would end "
+        f"{monitor} comes at epoch {first}; `{name}` ranks by it and the run would end "
         f"without one. Raise the budget to {first} epochs or more, lower "
         f"trainer.check_val_every_n_epoch, or set {name}.monitor=null."
     ]
@@ -191,18 +186,12 @@ def nothing_trained(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) 
     )
 
 
-def raised_inside(err: BaseException, package: str) -> bool:
-    """Whether the innermost frame of ``err``'s traceback is in ``package``'s source."""
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and f"{os.sep}{package}{os.sep}" in tb.tb_frame.f_code.co_filename
-
-
 def lightning_refusal(err: BaseException, started: TrainingStarted) -> ConfigError | None:
     """Lightning's own refusal of a setting as a :class:`ConfigError`, or None when ``err``
     is something else (ours, or raised after training began: a bug, with its traceback)."""
-    lightning = isinstance(err, MisconfigurationException) or raised_inside(err, "lightning")
+    frames = [frame for frame, _ in traceback.walk_tb(err.__traceback__)]  # innermost last
+    inside = bool(frames) and f"{os.sep}lightning{os.sep}" in frames[-1].f_code.co_filename
+    lightning = isinstance(err, MisconfigurationException) or inside
     if not lightning or (started.batches and not isinstance(err, MisconfigurationException)):
         return None
     return ConfigError(

@@ -152,11 +152,10 @@ def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> li
     if not isinstance(node, DictConfig):
         return []
     given = {f.name: plain(node[f.name]) for f in dataclasses.fields(schema) if f.name in node}
-    merged, problems = typed(schema, given, prefix)
-    if problems or not hasattr(schema, "__post_init__"):  # a constructor's: types only
-        return problems
+    if not hasattr(schema, "__post_init__"):  # a constructor's: types only
+        return typed(schema, given, prefix)[1]
     try:
-        OmegaConf.to_object(merged)  # __post_init__: the ranges
+        schema(**given)  # __post_init__: the types, then the ranges
     except ConfigError as err:
         return err.problems
     return []
