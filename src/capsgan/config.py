@@ -43,6 +43,7 @@ from capsgan.schema import (  # the checking mechanism (capsgan.config.Keys etc.
     NOUNS,
     Keys,
     Range,
+    at_least,
     ints,
     key_problems,
     plain,
@@ -60,35 +61,28 @@ register_session_resolver()  # hydra.output_subdir (conf/hydra/default.yaml), in
 @dataclass
 class TrainKeys(Keys):
     seed: int = 42
-    threads: int | None = None
+    threads: int | None = at_least(1, default=None)
     ckpt_path: str | None = None
     run_name: str | None = None
     optimized_metric: str | None = None
-
-    def ranges(self) -> list[Range]:
-        return self.at_least(1, "threads")
 
 
 @dataclass
 class DataKeys(Keys):
     PREFIX: ClassVar[str] = "data"
     name: str = "mnist"
-    batch_size: int = 64
-    channels: int = 1
-    image_size: int = 28
-    train_subset: int | None = None
-    val_subset: int | None = None
-    num_workers: int = 0
+    batch_size: int = at_least(1, default=64)
+    channels: int = at_least(1, default=1)
+    image_size: int = at_least(1, default=28)
+    train_subset: int | None = at_least(1, default=None)
+    val_subset: int | None = at_least(1, default=None)
+    num_workers: int = at_least(0, default=0)
     download: bool = False
     pin_memory: bool = False
     root: str = ""
 
     def ranges(self) -> list[Range]:
-        return [
-            ("name", self.name in DATASETS, f"one of {sorted(DATASETS)}", "mnist"),
-            *self.at_least(1, "batch_size", "channels", "image_size", "train_subset", "val_subset"),
-            *self.at_least(0, "num_workers"),
-        ]
+        return [("name", self.name in DATASETS, f"one of {sorted(DATASETS)}", "mnist")]
 
 
 @dataclass
@@ -102,9 +96,9 @@ class TrainerKeys(Keys):
     max_steps: int = -1
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
-    check_val_every_n_epoch: int | None = 1
-    num_sanity_val_steps: int | None = 0
-    log_every_n_steps: int = 50
+    check_val_every_n_epoch: int | None = at_least(1, default=1)
+    num_sanity_val_steps: int | None = at_least(-1, default=0)
+    log_every_n_steps: int = at_least(1, default=50)
     fast_dev_run: bool | int = False
     deterministic: bool | str | None = None
     gradient_clip_val: Any = None
@@ -116,8 +110,6 @@ class TrainerKeys(Keys):
             ("max_epochs", self.max_epochs != 0, nothing, 20),
             ("max_steps", self.max_steps != 0, f"{nothing}; -1: no limit", -1),
             ("limit_train_batches", self.limit_train_batches != 0, nothing, "null"),
-            *self.at_least(1, "check_val_every_n_epoch", "log_every_n_steps"),
-            *self.at_least(-1, "num_sanity_val_steps"),
             ("deterministic", self.deterministic in (True, False, None, "warn"),
              "true, false or warn", "warn"),
             ("gradient_clip_val", self.gradient_clip_val is None, "null: the GAN steps its "
@@ -130,23 +122,17 @@ class TrainerKeys(Keys):
 @dataclass
 class SampleGridKeys(Keys):
     PREFIX: ClassVar[str] = "callbacks.sample_grid"
-    every_n_epochs: int = 1
-    nrow: int = 8
-    every_n_steps: int | None = None
-
-    def ranges(self) -> list[Range]:
-        return self.at_least(1, "every_n_epochs", "nrow", "every_n_steps")
+    every_n_epochs: int = at_least(1, default=1)
+    nrow: int = at_least(1, default=8)
+    every_n_steps: int | None = at_least(1, default=None)
 
 
 @dataclass
 class SampleQualityKeys(Keys):
     PREFIX: ClassVar[str] = "callbacks.sample_quality"
-    every_n_epochs: int = 1
-    kid_subsets: int = 100
-    is_splits: int = 10
-
-    def ranges(self) -> list[Range]:
-        return self.at_least(1, "every_n_epochs", "kid_subsets", "is_splits")
+    every_n_epochs: int = at_least(1, default=1)
+    kid_subsets: int = at_least(1, default=100)
+    is_splits: int = at_least(1, default=10)
 
 
 @dataclass
@@ -155,20 +141,15 @@ class MetricsKeys(Keys):
 
     PREFIX: ClassVar[str] = "metrics"
     num_samples: int = 10000
-    batch_size: int = 500
-    kid_subset_size: int = 1000
-    mode_threshold: float = 0.1
+    batch_size: int = at_least(1, default=500)
+    kid_subset_size: int = at_least(2, default=1000)
+    mode_threshold: float = at_least(0, default=0.1)
     classifier_path: str | None = None
     classifier_dir: str | None = None
 
     def ranges(self) -> list[Range]:
-        return [
-            ("num_samples", self.num_samples >= MIN_IMAGES, f">= {MIN_IMAGES} (FID needs 2 "
-             "images, precision and recall more than k=3)", 10000),
-            *self.at_least(1, "batch_size"),
-            *self.at_least(2, "kid_subset_size"),
-            *self.at_least(0, "mode_threshold"),
-        ]  # fmt: skip
+        must = f">= {MIN_IMAGES} (FID needs 2 images, precision and recall more than k=3)"
+        return [("num_samples", self.num_samples >= MIN_IMAGES, must, 10000)]
 
 
 TRAIN_SCHEMAS = (GANHParams, TrainKeys, DataKeys, TrainerKeys, SampleGridKeys)
@@ -424,25 +405,20 @@ class GenerateKeys(Keys):
     config_path: str | None = None
     out_dir: str | None = None
     strip_epochs: Any = 8
-    learning_frame_ms: int = 200
+    learning_frame_ms: int = at_least(1, default=200)
     seed: int = 0
-    num_samples: int = 64
-    nrow: int = 8
-    num_pairs: int = 6
-    steps: int = 10
+    num_samples: int = at_least(1, default=64)
+    nrow: int = at_least(1, default=8)
+    num_pairs: int = at_least(1, default=6)
+    steps: int = at_least(2, default=10)
     slerp: bool = False
-    morph_frame_ms: int = 100
+    morph_frame_ms: int = at_least(1, default=100)
     device: str = "cpu"
 
     def ranges(self) -> list[Range]:
         strip = self.strip_epochs
         strip_ok = strip >= 1 if type(strip) is int else ints(strip, 0)
-        return [
-            ("strip_epochs", strip_ok, "a count >= 1 or a list of epochs >= 0", 8),
-            *self.at_least(1, "learning_frame_ms", "num_samples", "nrow", "num_pairs"),
-            *self.at_least(2, "steps"),
-            *self.at_least(1, "morph_frame_ms"),
-        ]
+        return [("strip_epochs", strip_ok, "a count >= 1 or a list of epochs >= 0", 8)]
 
 
 def validate_generate_config(cfg: DictConfig) -> None:
@@ -466,20 +442,17 @@ class ClassifierKeys(Keys):
     YAML: ClassVar[str] = "conf/train_classifier.yaml"
     classifier_dir: str | None = None
     seed: int = 0
-    epochs: int = 3
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
+    epochs: int = at_least(1, default=3)
+    lr: float = at_least(0, default=2e-3, strict=True)
+    weight_decay: float = at_least(0, default=1e-4)
     channels: list[int] = field(default_factory=lambda: [32, 64])
-    hidden: int = 128
+    hidden: int = at_least(1, default=128)
     dropout: float = 0.25
     accelerator: str = "auto"
 
     def ranges(self) -> list[Range]:
         accelerators = ("auto", "cpu", "gpu", "cuda", "mps")
         return [
-            *self.at_least(1, "epochs", "hidden"),
-            *self.at_least(0, "lr", strict=True),
-            *self.at_least(0, "weight_decay"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)", 0.25),
             *self.int_lists(1, "channels", example="[32,64]"),
             ("accelerator", self.accelerator in accelerators, "auto, cpu or gpu", "auto"),
@@ -512,21 +485,17 @@ class BenchKeys(Keys):
     device: str = "auto"
     discriminators: list[str] = field(default_factory=list)
     routing_iterations: list[int] = field(default_factory=lambda: [1])
-    batch_size: int = 64
-    warmup: int = 1
-    repeats: int = 5
-    steps: int = 1
-    min_repeat_seconds: float = 1.0
-    matmul_size: int | None = None
-    data_epochs: int = 3
+    batch_size: int = at_least(1, default=64)
+    warmup: int = at_least(0, default=1)
+    repeats: int = at_least(1, default=5)
+    steps: int = at_least(1, default=1)
+    min_repeat_seconds: float = at_least(0, default=1.0)
+    matmul_size: int | None = at_least(1, default=None)
+    data_epochs: int = at_least(1, default=3)
     output: str = "bench.json"
 
     def ranges(self) -> list[Range]:
-        return [
-            *self.int_lists(1, "routing_iterations", example="[1,3]"),
-            *self.at_least(1, "batch_size", "repeats", "steps", "matmul_size", "data_epochs"),
-            *self.at_least(0, "warmup", "min_repeat_seconds"),
-        ]  # fmt: skip
+        return self.int_lists(1, "routing_iterations", example="[1,3]")
 
 
 @dataclass
@@ -534,14 +503,11 @@ class ScalingKeys(Keys):
     PREFIX: ClassVar[str] = "scaling"
     YAML: ClassVar[str] = "conf/bench.yaml"
     discriminator: str = "capsule_small"
-    routing_iterations: int = 3
+    routing_iterations: int = at_least(1, default=3)
     batch_sizes: list[int] = field(default_factory=lambda: [32])
 
     def ranges(self) -> list[Range]:
-        return [
-            *self.at_least(1, "routing_iterations"),
-            *self.int_lists(1, "batch_sizes", example="[32,64]"),
-        ]
+        return self.int_lists(1, "batch_sizes", example="[32,64]")
 
 
 @dataclass
@@ -549,11 +515,8 @@ class BaselineKeys(Keys):
     PREFIX: ClassVar[str] = "baseline"
     YAML: ClassVar[str] = "conf/bench.yaml"
     discriminator: str = "capsule"
-    routing_iterations: int = 3
-    batch_size: int = 64
-
-    def ranges(self) -> list[Range]:
-        return self.at_least(1, "routing_iterations", "batch_size")
+    routing_iterations: int = at_least(1, default=3)
+    batch_size: int = at_least(1, default=64)
 
 
 def validate_bench_config(cfg: DictConfig) -> None:
@@ -582,7 +545,7 @@ class ToolKeys(Keys):
     """The keys the scoring tools share."""
 
     checkpoint: str = "last"
-    batch_size: int = 500
+    batch_size: int = at_least(1, default=500)
     out: str = "out.json"
     seed: int = 0
 
@@ -590,7 +553,6 @@ class ToolKeys(Keys):
         checkpoint = "last, best or a file in checkpoints/"
         return [
             ("checkpoint", bool(self.checkpoint), checkpoint, "last"),
-            *self.at_least(1, "batch_size"),
             ("out", self.out != "", "a file name", None),
         ]
 
@@ -600,14 +562,14 @@ class EvaluateKeys(ToolKeys):
     YAML: ClassVar[str] = "conf/evaluate.yaml"
     out: str | None = None  # null: beside what was scored (capsgan.evaluation.output_path)
     real_split: str = "test"
-    real_samples: int | None = None
-    num_samples: int | None = None
+    real_samples: int | None = at_least(2, default=None, example=10000)
+    num_samples: int | None = at_least(2, default=None, example=10000)
     npz_key: str | None = None
     value_range: Any = "auto"
     classifier_path: str | None = None
     classifier_dir: str | None = None
-    kid_subset_size: int = 1000
-    mode_threshold: float = 0.1
+    kid_subset_size: int = at_least(2, default=1000)
+    mode_threshold: float = at_least(0, default=0.1)
     device: str = "cpu"
 
     def ranges(self) -> list[Range]:
@@ -616,19 +578,16 @@ class EvaluateKeys(ToolKeys):
         return [
             *super().ranges(),
             ("real_split", self.real_split in ("train", "test"), "train or test", "test"),
-            *self.at_least(2, "real_samples", "num_samples", example=10000),
             ("value_range", self.value_range == "auto" or (pair and low_high[0] < low_high[1]),
              "auto or [low,high] with low < high", "auto"),
-            *self.at_least(2, "kid_subset_size"),
-            *self.at_least(0, "mode_threshold"),
         ]  # fmt: skip
 
 
 @dataclass
 class BattleKeys(ToolKeys):
     YAML: ClassVar[str] = "conf/battle.yaml"
-    num_samples: int = 10000
-    test_samples: int | None = None
+    num_samples: int = at_least(1, default=10000)
+    test_samples: int | None = at_least(1, default=None)
     tolerance: float = 0.1
     batch_stats: bool = False
     data_root: str = ""
@@ -640,7 +599,6 @@ class BattleKeys(ToolKeys):
         a, b = ([] if v is None else v if isinstance(v, list) else [v] for v in (self.a, self.b))
         return [
             *super().ranges(),
-            *self.at_least(1, "num_samples", "test_samples"),
             ("tolerance", 0 <= self.tolerance < 1, "in [0, 1)", 0.1),
             ("a", bool(a and b), "given with b: a battle needs two GANs, a=<run folder or "
              ".ckpt> b=<run folder or .ckpt> (or lists a=[...] b=[...])", "<run folder>"),
@@ -654,13 +612,13 @@ class SemisupervisedKeys(ToolKeys):
     YAML: ClassVar[str] = "conf/semisupervised.yaml"
     n_labels: Any = 100
     seeds: Any = 3
-    test_samples: int | None = None
+    test_samples: int | None = at_least(1, default=None)
     feature_layer: str | None = None
     pixels: bool = True
     untrained: bool = True
     l2_grid: list[float] = field(default_factory=lambda: [1.0])
-    cv_folds: int = 3
-    max_iter: int = 200
+    cv_folds: int = at_least(2, default=3)
+    max_iter: int = at_least(1, default=200)
     data_root: str = ""
     run: Any = None  # a run folder, checkpoint or sweep folder, or a list of them
 
@@ -672,10 +630,8 @@ class SemisupervisedKeys(ToolKeys):
             ("n_labels", ints(n if isinstance(n, list) else [n], 1),
              "a count >= 1 or a non-empty list of them", "[100,1000]"),
             ("seeds", seeds_ok, "a count >= 1 or a non-empty list of seeds >= 0", 3),
-            *self.at_least(1, "test_samples", "max_iter"),
             ("l2_grid", bool(self.l2_grid) and min(self.l2_grid) > 0,
              "a non-empty list of numbers > 0", "[1e-3,1e-2,1e-1]"),
-            *self.at_least(2, "cv_folds"),
             ("run", bool(self.run), "a run folder, checkpoint or sweep folder (or a list "
              "run=[a,b]) of the trained GANs whose discriminators give the features: pass "
              "run=<...>", "<run folder>"),

@@ -8,19 +8,11 @@ runs. A new one is a field plus its use in ``gan_module.adversarial_step``
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from capsgan.schema import Keys, Range, plain
-
-
-def hp(default: Any, meaning: str, must: str = "", check: Callable[[Any], bool] | None = None,
-       example: Any = None) -> Any:  # fmt: skip
-    """A field: its default, what it does and its range (``must`` in words, ``check``)."""
-    info = {"meaning": meaning, "must": must, "check": check, "example": example}
-    return field(default=default, metadata=info)
+from capsgan.schema import Keys, hp, plain
 
 
 @dataclass(frozen=True)
@@ -53,16 +45,8 @@ class GANHParams(Keys):
     channels_last: bool = hp(False, "NHWC memory format")
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # the types (as OmegaConf reads them), then ranges()
+        super().__post_init__()  # the types (as OmegaConf reads them), then each hp's range
         object.__setattr__(self, "betas", tuple(self.betas))  # a YAML list: Adam's tuple
-
-    def ranges(self) -> Iterator[Range]:
-        """Each field's ``check``, of finite numbers only (nan or inf is no learning rate)."""
-        for f in fields(self):
-            value, info = getattr(self, f.name), f.metadata
-            if info["check"] is not None and value is not None:
-                finite = all(map(math.isfinite, value if isinstance(value, list) else [value]))
-                yield f.name, finite and info["check"](value), info["must"], info["example"]
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> GANHParams:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import field
 from typing import Any, ClassVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -21,6 +22,25 @@ from capsgan.errors import ConfigError
 SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) seed range
 NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 Range = tuple[str, bool, str, Any]  # (field, fine, what it must be, example for the fix)
+
+
+def hp(
+    default: Any,
+    meaning: str = "",
+    must: str = "",
+    check: Callable[[Any], bool] | None = None,
+    example: Any = None,
+) -> Any:
+    """A field: its default, what it does and its range (``must`` in words, ``check`` of a
+    finite value; null passes), judged by :class:`Keys`."""
+    info = {"meaning": meaning, "must": must, "check": check, "example": example}
+    return field(default=default, metadata=info)
+
+
+def at_least(n: float, default: Any, strict: bool = False, example: Any = None) -> Any:
+    """A number field that must be ``>= n`` (``strict``: ``> n``)."""
+    must = f"{'>' if strict else '>='} {n}"
+    return hp(default, "", must, lambda v: v > n or (v == n and not strict), example)
 
 
 def yaml_file(key: str) -> str:
@@ -95,8 +115,9 @@ def typed(schema: type, values: dict[str, Any], prefix: str = "") -> tuple[DictC
 
 class Keys:
     """Base of the schemas: ``PREFIX`` is their config node, ``YAML`` the file that sets
-    them (None: found from the key); :meth:`ranges` the rules beyond the types, judged by
-    ``__post_init__`` together with the range of a ``seed`` and a ``device`` field."""
+    them (None: found from the key). ``__post_init__`` judges the fields' rules
+    (:func:`hp`), then :meth:`ranges`, the rules of several fields or of lists, and the
+    range of a ``seed`` and a ``device`` field."""
 
     PREFIX: ClassVar[str] = ""
     YAML: ClassVar[str | None] = None
@@ -105,13 +126,20 @@ class Keys:
         return ()
 
     def __post_init__(self) -> None:
-        # built in Python, not from a config: the types first, as OmegaConf reads them
+        # the types first, as OmegaConf reads them (built from a config or in Python)
         names = [f.name for f in dataclasses.fields(self)]
         cfg, problems = typed(type(self), {n: getattr(self, n) for n in names}, self.PREFIX)
         raise_problems(problems)
         for name in names:
             object.__setattr__(self, name, plain(cfg[name]))  # a frozen one (GANHParams) too
-        rules = list(self.ranges())
+        rules = []
+        for f in dataclasses.fields(self):  # of finite numbers only: nan or inf is no lr
+            value, info = getattr(self, f.name), f.metadata
+            if info.get("check") and value is not None:
+                finite = all(map(math.isfinite, value if isinstance(value, list) else [value]))
+                fine = finite and info["check"](value)
+                rules.append((f.name, fine, info["must"], info["example"]))
+        rules += self.ranges()
         if hasattr(self, "seed"):
             seed_range = f"in [0, {SEED_MAX}] (numpy's seed range)"
             rules.append(("seed", 0 <= self.seed <= SEED_MAX, seed_range, None))
@@ -126,16 +154,6 @@ class Keys:
                 problems.append(f"{_what(type(self), name, key)} must be {must}, but it is "
                                 f"{value!r}. {fix}")  # fmt: skip
         raise_problems(problems)
-
-    def at_least(self, n: float, *names: str, example: Any = None, strict=False, why=""):
-        """``>= n`` (``strict``: ``> n``) rules of finite number fields; null passes (the
-        Optional ones). ``why``: what the fields are, for the message."""
-
-        def fine(v: Any) -> bool:
-            return v is None or (math.isfinite(v) and (v > n or (v == n and not strict)))
-
-        must = f"{'>' if strict else '>='} {n}" + (f" ({why})" if why else "")
-        return [(f, fine(getattr(self, f)), must, example) for f in names]
 
     def int_lists(self, n: int, *names: str, example: Any = None) -> list[Range]:
         """Rules of fields that must be non-empty lists of integers >= ``n``."""
