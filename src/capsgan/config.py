@@ -363,19 +363,18 @@ class OutputDirCheck(Callback):
     """Hydra callback: refuse an unwritable run/sweep folder before Hydra creates it (its
     own failure there is a traceback): one paragraph, exit code 2."""
 
-    def _check(self, folder: str, key: str, hold: bool = False) -> None:
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = str(config.hydra.run.dir)
         with user_errors():
-            check_output_dir(folder, key)
+            check_output_dir(folder, "hydra.run.dir")
             # a single run holds its folder from here, before Hydra rewrites .hydra/ in it
             # (released when the process ends; train() takes the same hold again)
-            if hold and rank_zero_only.rank == 0:
+            if rank_zero_only.rank == 0:
                 hold_run_folder(folder)
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(str(config.hydra.run.dir), "hydra.run.dir", hold=True)
-
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+        with user_errors():
+            check_output_dir(str(config.hydra.sweep.dir), "hydra.sweep.dir")
 
 
 # -- the other entry points ------------------------------------------------------------------

@@ -18,12 +18,6 @@ HYDRA_GROUPS = ("hydra/launcher",)  # of Hydra's own groups, the ones a user pic
 MISSING = "(no description: add a `# description: ...` line to its YAML file)"
 
 
-def description(path: Path) -> str:
-    """The ``# description:`` line of a config file, or a note that it has none."""
-    found = DESCRIPTION.search(path.read_text(encoding="utf-8"))
-    return found[1] if found else MISSING
-
-
 def config_groups(choices: Any = None) -> str:
     """Every config group of the running app with its options, one line each with its
     description, the default marked (``choices``: ``hydra.runtime.choices``)."""
@@ -31,17 +25,19 @@ def config_groups(choices: Any = None) -> str:
 
     loader = GlobalHydra.instance().config_loader()
     mains = [Path(e.path) for e in loader.get_search_path().get_path() if e.provider == "main"]
-    choices = dict(choices or {})
     groups = [g for g in loader.list_groups("") if g != "hydra"]
     lines = []
     for group in sorted(groups) + list(HYDRA_GROUPS):
         options = sorted(loader.get_group_options(group))
-        default = choices.get(group, "")
+        default = (choices or {}).get(group, "")
         lines.append(f"  {group}=  " + (f"(default: {default})" if default else "(optional)"))
         width = max(len(o) for o in options) + 2
         for option in options:
             files = [m / group / f"{option}.yaml" for m in mains]
             found = next((f for f in files if f.is_file()), None)
-            text = description(found) if found else "Hydra's own or an installed plugin's"
+            text = "Hydra's own or an installed plugin's"
+            if found:
+                described = DESCRIPTION.search(found.read_text(encoding="utf-8"))
+                text = described[1] if described else MISSING
             lines.append(f"    {option:<{width}}{text}")
     return "\n".join(lines).replace("$", "$$")  # the template is a string.Template
