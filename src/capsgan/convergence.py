@@ -94,15 +94,10 @@ class StopOnPlateau(L.Callback):
             trainer.should_stop = True
             if trainer.is_global_zero:
                 log.info(
-                    "%s stopped improving after %d evaluations (the best of the last %d is not "
-                    "%.0f%% better than the best before them): %s; stopping at generator step "
-                    "%d.",
-                    self.monitor,
-                    len(self.values),
-                    self.window,
-                    100 * self.tolerance,
-                    self.verdict,
-                    trainer.global_step,
+                    f"{self.monitor} stopped improving after {len(self.values)} evaluations (the "
+                    f"best of the last {self.window} is not {self.tolerance:.0%} better than the "
+                    f"best before them): {self.verdict}; stopping at generator step "
+                    f"{trainer.global_step}."
                 )
 
     def state_dict(self) -> dict:
