@@ -256,7 +256,8 @@ def warm_bare_loop(cfg: DictConfig, name: str, iterations: int | None, batch_siz
                    device: torch.device) -> tuple[ImageDataModule, BareLoop, int]:  # fmt: skip
     """The data module and a :class:`BareLoop` of preset ``name`` at ``batch_size``, warmed
     up, and enough steps per repeat to last ``min_repeat_seconds`` (a cnn step takes
-    milliseconds, a capsule one seconds)."""
+    milliseconds, a capsule one seconds). The peak memory counts from here."""
+    reset_peak_memory(device)
     dm = build_datamodule(cfg, batch_size)
     module = build_module(cfg, name, iterations).to(device)
     loop = BareLoop(module, str(cfg.trainer.precision), batches(dm, device))
@@ -345,7 +346,6 @@ def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictCo
 def measure_case(
     cfg: DictConfig, name: str, iterations: int | None, device: torch.device, out_dir: Path
 ) -> dict[str, Any]:
-    reset_peak_memory(device)
     tag = name if iterations is None else f"{name}_r{iterations}"
     dm, loop, steps = warm_bare_loop(cfg, name, iterations, cfg.batch_size, device)
     with FlopCounterMode(display=False) as counter:  # one GAN step, forward and backward
@@ -385,7 +385,6 @@ def measure_scaling(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Bare-loop images/s of one capsule preset at several batch sizes."""
     rows, spec = [], cfg.scaling
     for batch_size in spec.batch_sizes:
-        reset_peak_memory(device)
         _, loop, steps = warm_bare_loop(
             cfg, spec.discriminator, spec.routing_iterations, batch_size, device
         )

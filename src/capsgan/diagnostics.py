@@ -68,12 +68,8 @@ class CapsuleDiagnostics(L.Callback):
 
     def _writers(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Any]:
         """TensorBoard writers to log to; empty when there is nothing to do."""
-        if (
-            not self.enabled
-            or not trainer.is_global_zero
-            or trainer.sanity_checking
-            or not (supports_capsule_trace(getattr(pl_module, "discriminator", None)))
-        ):
+        active = self.enabled and trainer.is_global_zero and not trainer.sanity_checking
+        if not active or not supports_capsule_trace(getattr(pl_module, "discriminator", None)):
             return []
         return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
