@@ -521,10 +521,6 @@ def _run(cfg: DictConfig, device: torch.device, precision_why: str) -> dict[str,
     return result
 
 
-def _fmt(value: Any, spec: str = "") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def format_report(result: dict[str, Any]) -> str:
     meta = result["meta"]
     lines = [
@@ -538,16 +534,17 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['data_pipeline']['images_per_s']:,.0f} images/s",
         "",
         f"{'discriminator':<14}{'iters':>6}{'Lightning img/s':>16}{'ms/step':>9}{'bare img/s':>12}"
-        f"{'(a)/(b)':>9}"
-        f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'/matmul':>9}{'routing':>9}{'peak MB':>9}{'epoch s':>9}",
+        f"{'(a)/(b)':>9}{'GFLOP/step':>11}{'GFLOP/s':>9}{'/matmul':>9}{'routing':>9}"
+        f"{'peak MB':>9}{'epoch s':>9}",
     ]
     for c in result["cases"]:
+        share = "-" if c.get("routing_share") is None else f"{c['routing_share']:.1%}"
         lines.append(
-            f"{c['discriminator']:<14}{_fmt(c['routing_iterations']):>6}"
+            f"{c['discriminator']:<14}{c['routing_iterations'] or '-':>6}"
             f"{c['lightning_images_per_s']:>16.1f}{c['step_ms']:>9.2f}{c['bare_images_per_s']:>12.1f}"
             f"{c['overhead_ratio']:>9.3f}{c['flops_per_step'] / 1e9:>11.2f}"
             f"{c['achieved_flops_per_s'] / 1e9:>9.1f}{c['flops_ratio_vs_matmul']:>9.2f}"
-            f"{_fmt(c.get('routing_share'), '.1%'):>9}{c['peak_memory_mb']:>9.0f}"
+            f"{share:>9}{c['peak_memory_mb']:>9.0f}"
             f"{c['epoch_seconds_estimate']:>9.0f}"
         )
     s = result["scaling"]
