@@ -1,20 +1,12 @@
-"""Training-speed benchmark: what one GAN step costs, and where the time goes.
-
-``python src/bench.py`` (``conf/bench.yaml``) measures, for every discriminator preset (and
-routing iteration count): images/s of a GAN step (a) through the LightningModule under a
-Trainer and (b) in :class:`BareLoop`, the module's own step function in a plain PyTorch
-loop on the same networks and batches; the step's FLOPs against the dense matmul rate; the
-routing layer's share of a capsule discriminator; the data loader alone, peak memory,
-batch-size scaling, and our routing layer against public CapsNet code's formulation
-(docs/performance.md). Every figure is a median over ``repeats`` timed repeats after
-``warmup`` untimed steps; repeats of things compared are interleaved, so that load from
-other processes hits both alike.
+"""Training-speed benchmark (``python src/bench.py``, ``conf/bench.yaml``): what one GAN
+step costs through Lightning and in :class:`BareLoop`, and where the time goes; each figure
+is defined in docs/performance.md. Repeats of things compared are interleaved, so that load
+from other processes hits both alike.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 import math
 import os
@@ -31,7 +23,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -65,28 +57,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class PeakMemory:
-    """Peak memory since ``reset()``: max_memory_allocated on a GPU; on a CPU the RSS
-    high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` on Linux; else the
-    process-wide ``ru_maxrss``)."""
+def reset_peak_memory(device: torch.device) -> None:
+    """Start :func:`peak_memory_mb` afresh: GPU allocator statistics; on a CPU the RSS
+    high-water mark, through ``/proc/self/clear_refs`` on Linux."""
+    if device.type == "cuda":
+        return torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
 
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            return torch.cuda.reset_peak_memory_stats(self.device)
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")
-
-    def read_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_memory_mb(device: torch.device) -> float:
+    """max_memory_allocated on a GPU; on a CPU ``VmHWM`` (else the process-wide ``ru_maxrss``)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_interleaved(
@@ -105,14 +93,6 @@ def time_interleaved(
             synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def matmul_flops_per_s(n: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
-    """Dense matmul rate of this process: the ceiling the training step is compared to."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = time_interleaved({"mm": lambda: torch.mm(a, b)}, device, 1, max(repeats, 3))["mm"]
-    return 2 * n**3 / seconds
 
 
 def load_average() -> list[float]:
@@ -155,21 +135,16 @@ class BroadcastRouting(nn.Module):
         return v
 
 
-def discriminator_cfg(cfg: DictConfig, name: str, iterations: int | None) -> DictConfig:
+def discriminator(cfg: DictConfig, name: str, iterations: int | None) -> nn.Module:
     """Preset ``name``, with ``routing_iterations`` set when given (presets that route)."""
-    dcfg = copy.deepcopy(cfg.presets[name])
-    if iterations is not None:
-        with open_dict(dcfg):
-            dcfg.routing_iterations = iterations
-    return dcfg
+    kwargs = {} if iterations is None else {"routing_iterations": iterations}
+    return hydra.utils.instantiate(cfg.presets[name], **kwargs)
 
 
 def build_module(cfg: DictConfig, name: str, iterations: int | None) -> GAN:
     torch.manual_seed(cfg.seed)
     generator = hydra.utils.instantiate(cfg.generator)
-    return build_gan(
-        cfg, generator, hydra.utils.instantiate(discriminator_cfg(cfg, name, iterations))
-    )
+    return build_gan(cfg, generator, discriminator(cfg, name, iterations))
 
 
 def build_datamodule(cfg: DictConfig, batch_size: int) -> ImageDataModule:
@@ -281,7 +256,8 @@ def warm_bare_loop(cfg: DictConfig, name: str, iterations: int | None, batch_siz
                    device: torch.device) -> tuple[ImageDataModule, BareLoop, int]:  # fmt: skip
     """The data module and a :class:`BareLoop` of preset ``name`` at ``batch_size``, warmed
     up, and enough steps per repeat to last ``min_repeat_seconds`` (a cnn step takes
-    milliseconds, a capsule one seconds)."""
+    milliseconds, a capsule one seconds). The peak memory counts from here."""
+    reset_peak_memory(device)
     dm = build_datamodule(cfg, batch_size)
     module = build_module(cfg, name, iterations).to(device)
     loop = BareLoop(module, str(cfg.trainer.precision), batches(dm, device))
@@ -323,13 +299,6 @@ def lightning_seconds(cfg: DictConfig, module: GAN, dm: ImageDataModule, device:
     return clock.lightning[: cfg.repeats], clock.bare
 
 
-def step_flops(loop: BareLoop) -> int:
-    """FLOPs of one GAN step of ``loop`` (forward and backward of both updates)."""
-    with FlopCounterMode(display=False) as counter:
-        loop.step()
-    return counter.get_total_flops()
-
-
 def fwd_bwd(module: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
     """A timed call: ``module(x)`` under the run's autocast, then backward of its sum into
     the parameters (and into ``x`` when it is a leaf that needs a gradient)."""
@@ -356,40 +325,17 @@ def traced_routing(disc: nn.Module, x: Tensor) -> tuple[RoutingCapsules, Tensor]
     return layer, trace.primary.detach().float().requires_grad_(True)
 
 
-def routing_share(
-    disc: nn.Module, x: Tensor, device: torch.device, cfg: DictConfig, precision: str
-) -> tuple[float, int]:
-    """Seconds of the routing layer's forward+backward over the whole discriminator's, and
-    its iterations. "Routing" is all of :class:`RoutingCapsules` (prediction vectors and
-    routing by agreement, with their gradients) at the shapes ``capsule_trace`` reports."""
-    layer, u = traced_routing(disc, x)
-    t = time_interleaved(
-        {"d": fwd_bwd(disc, x, precision), "r": fwd_bwd(layer, u, precision)},
-        device, cfg.warmup, cfg.repeats,
-    )  # fmt: skip
-    return t["r"] / t["d"], layer.iterations
-
-
-def pick_device(name: str) -> torch.device:
-    return torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-    )
-
-
-def command_line_keys() -> list[str]:
-    """The keys given on this process's command line (Hydra's task overrides)."""
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    return [str(o).split("=", 1)[0].lstrip("+~") for o in overrides]
-
-
 def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictConfig:
     """The config with ``quick_overrides`` merged in when ``quick=true``, but for the keys
-    ``given`` on the command line (default: this process's): quick mode sizes what the user
-    left alone."""
+    ``given`` on the command line (default: this process's Hydra task overrides): quick mode
+    sizes what the user left alone."""
     if not cfg.quick:
         return cfg
     quick = OmegaConf.create(OmegaConf.to_container(cfg.quick_overrides, resolve=True))
-    for key in command_line_keys() if given is None else given:
+    if given is None:
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        given = [str(o).split("=", 1)[0].lstrip("+~") for o in overrides]
+    for key in given:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(quick, parent) if parent else quick
         if isinstance(node, DictConfig):
@@ -400,11 +346,11 @@ def effective_cfg(cfg: DictConfig, given: Iterable[str] | None = None) -> DictCo
 def measure_case(
     cfg: DictConfig, name: str, iterations: int | None, device: torch.device, out_dir: Path
 ) -> dict[str, Any]:
-    memory = PeakMemory(device)
-    memory.reset()
     tag = name if iterations is None else f"{name}_r{iterations}"
     dm, loop, steps = warm_bare_loop(cfg, name, iterations, cfg.batch_size, device)
-    flops = step_flops(loop)
+    with FlopCounterMode(display=False) as counter:  # one GAN step, forward and backward
+        loop.step()
+    flops = counter.get_total_flops()
 
     module = build_module(cfg, name, iterations)
     lightning, bare_times = lightning_seconds(
@@ -420,13 +366,16 @@ def measure_case(
         "step_ms": 1e3 * cfg.batch_size / speed,  # one batch
         "flops_per_step": flops, "achieved_flops_per_s": flops * steps / bare,
     }  # fmt: skip
-    if supports_capsule_trace(loop.module.discriminator):
+    disc = loop.module.discriminator
+    if supports_capsule_trace(disc):  # routing: all of RoutingCapsules, with its gradients
         _, real = next(loop.data)
+        layer, u = traced_routing(disc, real)
+        fns = {"d": fwd_bwd(disc, real, loop.precision), "r": fwd_bwd(layer, u, loop.precision)}
+        t = time_interleaved(fns, device, cfg.warmup, cfg.repeats)
+        result["routing_share"] = t["r"] / t["d"]
         # the iterations as the discriminator reports them, whatever its config calls them
-        result["routing_share"], result["routing_iterations"] = routing_share(
-            loop.module.discriminator, real, device, cfg, loop.precision
-        )
-    result["peak_memory_mb"] = memory.read_mb()
+        result["routing_iterations"] = layer.iterations
+    result["peak_memory_mb"] = peak_memory_mb(device)
     epoch_images = len(dm.train_dataloader()) * cfg.batch_size
     result["epoch_seconds_estimate"] = epoch_images / speed
     return result
@@ -435,14 +384,12 @@ def measure_case(
 def measure_scaling(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Bare-loop images/s of one capsule preset at several batch sizes."""
     rows, spec = [], cfg.scaling
-    memory = PeakMemory(device)
     for batch_size in spec.batch_sizes:
-        memory.reset()
         _, loop, steps = warm_bare_loop(
             cfg, spec.discriminator, spec.routing_iterations, batch_size, device
         )
         seconds = time_interleaved({"b": loop.steps(steps)}, device, 0, cfg.repeats)
-        rows.append({"batch_size": batch_size, "peak_memory_mb": memory.read_mb(),
+        rows.append({"batch_size": batch_size, "peak_memory_mb": peak_memory_mb(device),
                      "bare_images_per_s": batch_size * steps / seconds["b"]})  # fmt: skip
     return {"discriminator": spec.discriminator, "routing_iterations": spec.routing_iterations,
             "rows": rows}  # fmt: skip
@@ -455,9 +402,7 @@ def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     spec = cfg.baseline
     precision = str(cfg.trainer.precision)
     torch.manual_seed(cfg.seed)
-    disc = hydra.utils.instantiate(
-        discriminator_cfg(cfg, spec.discriminator, spec.routing_iterations)
-    ).to(device)
+    disc = discriminator(cfg, spec.discriminator, spec.routing_iterations).to(device)
     x = torch.randn(spec.batch_size, cfg.data.channels, cfg.data.image_size, cfg.data.image_size,
                     device=device)  # fmt: skip
     ours, u = traced_routing(disc, x)
@@ -516,25 +461,25 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     validate_bench_config(cfg)  # the user's values, before quick mode sizes the rest
     cfg = effective_cfg(cfg)
     validate_bench_config(cfg)  # before minutes of measuring: every bad key, one paragraph each
-    device = pick_device(cfg.device).type
-    check_speed_switches(cfg, device)
-    precision = resolve_precision(cfg, device)  # auto: as a training run on this device
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if cfg.device == "auto" else cfg.device)
+    check_speed_switches(cfg, device.type)
+    precision = resolve_precision(cfg, device.type)  # auto: as a training run on this device
     autocast(torch.device("cpu"), str(cfg.trainer.precision))  # one the bare loop runs
     threads = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     try:
-        return _run(cfg, precision.reason)
+        return _run(cfg, device, precision.reason)
     finally:  # a caller in the same process (the test suite) keeps its thread count
         torch.set_num_threads(threads)
 
 
-def _run(cfg: DictConfig, precision_why: str) -> dict[str, Any]:
-    device, out_path = pick_device(cfg.device), Path(cfg.output)
+def _run(cfg: DictConfig, device: torch.device, precision_why: str) -> dict[str, Any]:
+    out_path, precision = Path(cfg.output), str(cfg.trainer.precision)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    precision = str(cfg.trainer.precision)
     started, cpu = dt.datetime.now(dt.timezone.utc), cpu_model()
-    matmul_size = cfg.matmul_size or MATMUL_SIZE.get(device.type, 2048)
+    n = cfg.matmul_size or MATMUL_SIZE.get(device.type, 2048)
     meta = {  # what run_info.json records for a training run, and the bench's settings
         "date": started.isoformat(timespec="seconds"), "quick": bool(cfg.quick),
         "device": str(device), "cpu_model": cpu,
@@ -544,10 +489,13 @@ def _run(cfg: DictConfig, precision_why: str) -> dict[str, Any]:
         "compile": bool(cfg.get("compile", False)),
         "channels_last": bool(cfg.get("channels_last", False)),
         "batch_size": cfg.batch_size, "warmup": cfg.warmup, "repeats": cfg.repeats,
-        "steps": cfg.steps, "load_average_start": load_average(), "matmul_size": matmul_size,
+        "steps": cfg.steps, "load_average_start": load_average(), "matmul_size": n,
     }  # fmt: skip
-    mm_dtype = torch.bfloat16 if "bf16" in precision else torch.float32
-    matmul = matmul_flops_per_s(matmul_size, device, mm_dtype, cfg.repeats)
+    # the dense matmul rate of this process: the ceiling the training step is compared to
+    dtype = torch.bfloat16 if "bf16" in precision else torch.float32
+    a, b = torch.randn(2, n, n, device=device, dtype=dtype)
+    seconds = time_interleaved({"mm": lambda: a @ b}, device, 1, max(cfg.repeats, 3))["mm"]
+    matmul = 2 * n**3 / seconds
     result: dict[str, Any] = {"meta": meta, "matmul_flops_per_s": matmul,
                               "data_pipeline": measure_data(cfg)}  # fmt: skip
     cases = []
@@ -557,7 +505,10 @@ def _run(cfg: DictConfig, precision_why: str) -> dict[str, Any]:
             case = measure_case(cfg, name, iterations, device, out_path.parent)
             case["flops_ratio_vs_matmul"] = case["achieved_flops_per_s"] / matmul
             cases.append(case)
-            print_case(case)
+            r = case["routing_iterations"]  # as the discriminator reports them
+            fast, bare = case["lightning_images_per_s"], case["bare_images_per_s"]
+            label = name if r is None else f"{name} r={r}"
+            print(f"[bench] {label}: lightning {fast:.1f} img/s, bare {bare:.1f} img/s", flush=True)
     result["cases"] = cases
     result["scaling"] = measure_scaling(cfg, device)
     result["baseline"] = measure_baseline(cfg, device)
@@ -568,21 +519,6 @@ def _run(cfg: DictConfig, precision_why: str) -> dict[str, Any]:
     print(format_report(result))
     print(f"\nwritten: {out_path}")
     return result
-
-
-def print_case(case: dict[str, Any]) -> None:
-    it = case["routing_iterations"]
-    print(f"[bench] {case['discriminator']}{'' if it is None else f' r={it}'}: "
-          f"lightning {case['lightning_images_per_s']:.1f} img/s, "
-          f"bare {case['bare_images_per_s']:.1f} img/s", flush=True)  # fmt: skip
-
-
-def _fmt(value: Any, spec: str = ".3g") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -598,16 +534,17 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['data_pipeline']['images_per_s']:,.0f} images/s",
         "",
         f"{'discriminator':<14}{'iters':>6}{'Lightning img/s':>16}{'ms/step':>9}{'bare img/s':>12}"
-        f"{'(a)/(b)':>9}"
-        f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'/matmul':>9}{'routing':>9}{'peak MB':>9}{'epoch s':>9}",
+        f"{'(a)/(b)':>9}{'GFLOP/step':>11}{'GFLOP/s':>9}{'/matmul':>9}{'routing':>9}"
+        f"{'peak MB':>9}{'epoch s':>9}",
     ]
     for c in result["cases"]:
+        share = "-" if c.get("routing_share") is None else f"{c['routing_share']:.1%}"
         lines.append(
-            f"{c['discriminator']:<14}{_fmt(c['routing_iterations']):>6}"
+            f"{c['discriminator']:<14}{c['routing_iterations'] or '-':>6}"
             f"{c['lightning_images_per_s']:>16.1f}{c['step_ms']:>9.2f}{c['bare_images_per_s']:>12.1f}"
             f"{c['overhead_ratio']:>9.3f}{c['flops_per_step'] / 1e9:>11.2f}"
             f"{c['achieved_flops_per_s'] / 1e9:>9.1f}{c['flops_ratio_vs_matmul']:>9.2f}"
-            f"{_fmt(c.get('routing_share'), '.1%'):>9}{c['peak_memory_mb']:>9.0f}"
+            f"{share:>9}{c['peak_memory_mb']:>9.0f}"
             f"{c['epoch_seconds_estimate']:>9.0f}"
         )
     s = result["scaling"]

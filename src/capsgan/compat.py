@@ -1,11 +1,10 @@
 """Every private (underscored or undocumented) Lightning / PyTorch / Hydra / TensorBoard API
 this code relies on, in one place, with the versions it was checked on.
 
-Checked on: torch 2.14.1, lightning 2.6.6, hydra-core 1.3.8, tensorboard 2.21.0 (the
-versions ``pyproject.toml`` pins below: ``torch<2.15``, ``lightning<2.7``). To adopt
-torch 2.15 or Lightning 2.7, install them, run ``pytest tests/test_compat.py`` (it probes
-each entry on the installed versions) and then the whole suite, fix what an entry's
-``breaks`` names, update ``CHECKED_ON`` and move the pin.
+Checked on ``CHECKED_ON``, the versions below ``pyproject.toml``'s upper pins (``torch<2.15``,
+``lightning<2.7``). To move a pin, install the new version, run ``pytest tests/test_compat.py``
+(it probes each entry) and then the whole suite, fix what an entry's ``breaks`` names, and
+update ``CHECKED_ON``.
 
 Use a private API only where no public one does the job, and add it here in the same
 commit. The Lightning trainer internals the training code reads go through the functions
@@ -14,6 +13,7 @@ below, so each sits in one place.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,16 +39,12 @@ def logger_writes_this_batch(trainer: Any) -> bool:
     return connector is None or bool(connector.should_update_logs or trainer.fast_dev_run)
 
 
-def _no_step_count() -> None:
-    """Replaces a LightningOptimizer's step-progress hooks (see step_without_counting)."""
-
-
 def step_without_counting(optimizer: Any) -> None:
     """Keep the next ``optimizer.step()`` of a manual-optimization module out of
     ``trainer.global_step``, which otherwise counts every optimizer's steps (a GAN's
     discriminator and generator: two a batch). Lightning has no public switch; it installs
     the hooks again before every ``training_step``, so this lasts one batch."""
-    optimizer._on_before_step = optimizer._on_after_step = _no_step_count
+    optimizer._on_before_step = optimizer._on_after_step = lambda: None
 
 
 # -- the register ----------------------------------------------------------------------
@@ -63,24 +59,19 @@ class PrivateAPI:
     probe: Callable[[], bool]  # True while the API is there (tests/test_compat.py)
 
 
-def _trainer():
+def _has_method(module: str, cls: str, name: str) -> Callable[[], bool]:
+    """A probe: class ``cls`` of ``module`` still has the method ``name``."""
+    return lambda: callable(getattr(getattr(importlib.import_module(module), cls), name, None))
+
+
+def _should_update_logs() -> bool:
     import lightning as L
 
     from capsgan.cli import quiet_library_noise
 
     quiet_library_noise()
-    return L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-    )
-
-
-def _should_update_logs() -> bool:
-    return hasattr(type(_trainer()._logger_connector), "should_update_logs")
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    return hasattr(type(trainer._logger_connector), "should_update_logs")
 
 
 def _optimizer_step_hooks() -> bool:
@@ -89,12 +80,6 @@ def _optimizer_step_hooks() -> bool:
 
     opt = LightningOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
     return callable(opt._on_before_step) and callable(opt._on_after_step)
-
-
-def _summary_writer_file_writer() -> bool:
-    from torch.utils.tensorboard import SummaryWriter
-
-    return callable(getattr(SummaryWriter, "_get_file_writer", None))
 
 
 def _logger_experiment_attr() -> bool:
@@ -127,12 +112,6 @@ def _cifar10_hooks() -> bool:
     return "self._check_integrity()" in init and "self._load_meta()" in init
 
 
-def _rich_train_description() -> bool:
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    return callable(getattr(RichProgressBar, "_get_train_description", None))
-
-
 def _model_checkpoint_every_n_epochs() -> bool:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -144,12 +123,6 @@ def _rank_zero_logger() -> bool:
     import lightning_utilities.core.rank_zero as rank_zero
 
     return rank_zero.log.name.endswith("utilities.rank_zero")
-
-
-def _pytree_module() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("lightning.pytorch.utilities._pytree") is not None
 
 
 PRIVATE_APIS = (
@@ -172,7 +145,7 @@ PRIVATE_APIS = (
         "loggers.log_hparams, loggers.TensorBoardLogger",
         "writes the HPARAMS summaries without a fake metric value at step 0",
         "no HPARAMS tab (AttributeError at start-up)",
-        _summary_writer_file_writer,
+        _has_method("torch.utils.tensorboard", "SummaryWriter", "_get_file_writer"),
     ),
     PrivateAPI(
         "Lightning Logger._experiment (None until first use)",
@@ -193,7 +166,7 @@ PRIVATE_APIS = (
         "callbacks.ProgressBar",
         "the bar's 'Epoch N/M' text, counted from 1 as everywhere else",
         "the bar counts from 0 again (nothing else changes)",
-        _rich_train_description,
+        _has_method("lightning.pytorch.callbacks", "RichProgressBar", "_get_train_description"),
     ),
     PrivateAPI(
         "ModelCheckpoint._every_n_epochs",
@@ -204,9 +177,9 @@ PRIVATE_APIS = (
     ),
     PrivateAPI(
         "logger 'lightning.pytorch.utilities.rank_zero' (lightning_utilities' rank_zero.log)",
-        "cli.quiet_library_noise",
-        "the logger Lightning's '💡 Tip:' lines go through, to drop just those",
-        "the tips print again (nothing else changes)",
+        "cli.quiet_library_noise, training.build_trainer",
+        "the logger Lightning's '💡 Tip:' and (in a sweep) repeated device lines go through",
+        "those lines print again (nothing else changes)",
         _rank_zero_logger,
     ),
     PrivateAPI(
@@ -214,7 +187,7 @@ PRIVATE_APIS = (
         "cli.quiet_library_noise",
         "the module the filtered deprecation warning comes from",
         "the warning prints again if the module is renamed without the fix (harmless)",
-        _pytree_module,
+        lambda: importlib.util.find_spec("lightning.pytorch.utilities._pytree") is not None,
     ),
     PrivateAPI(
         "hydra JobReturn._return_value",

@@ -79,8 +79,7 @@ class StopOnPlateau(L.Callback):
         self.min_evals = min_evals
         self.values: list[float] = []
         self.steps: list[int] = []
-        self.stopped_at_step: int | None = None
-        self.verdict: str | None = None
+        self.stopped = False  # the rule fires once (min_steps may keep the run going)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
@@ -88,21 +87,15 @@ class StopOnPlateau(L.Callback):
         self.values.append(float(trainer.callback_metrics[self.monitor]))
         self.steps.append(int(trainer.global_step))
         n = flattened_at(self.values, self.window, self.tolerance, self.min_evals)
-        if n is not None and self.stopped_at_step is None:
-            self.stopped_at_step = trainer.global_step
-            self.verdict = plateau_verdict(self.steps, self.values, n, self.tolerance)
-            trainer.should_stop = True
+        if n is not None and not self.stopped:
+            self.stopped = trainer.should_stop = True
             if trainer.is_global_zero:
+                verdict = plateau_verdict(self.steps, self.values, n, self.tolerance)
                 log.info(
-                    "%s stopped improving after %d evaluations (the best of the last %d is not "
-                    "%.0f%% better than the best before them): %s; stopping at generator step "
-                    "%d.",
-                    self.monitor,
-                    len(self.values),
-                    self.window,
-                    100 * self.tolerance,
-                    self.verdict,
-                    trainer.global_step,
+                    f"{self.monitor} stopped improving after {len(self.values)} evaluations (the "
+                    f"best of the last {self.window} is not {self.tolerance:.0%} better than the "
+                    f"best before them): {verdict}; stopping at generator step "
+                    f"{trainer.global_step}."
                 )
 
     def state_dict(self) -> dict:

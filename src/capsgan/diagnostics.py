@@ -68,12 +68,8 @@ class CapsuleDiagnostics(L.Callback):
 
     def _writers(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Any]:
         """TensorBoard writers to log to; empty when there is nothing to do."""
-        if (
-            not self.enabled
-            or not trainer.is_global_zero
-            or trainer.sanity_checking
-            or not (supports_capsule_trace(getattr(pl_module, "discriminator", None)))
-        ):
+        active = self.enabled and trainer.is_global_zero and not trainer.sanity_checking
+        if not active or not supports_capsule_trace(getattr(pl_module, "discriminator", None)):
             return []
         return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
@@ -126,9 +122,8 @@ def write(writer: Any, stats: dict[str, dict[str, Tensor]], step: int, title: st
             writer.add_histogram(f"val_capsules/score_length_hist/{name}", hist, step, bins=BINS)
         writer.add_scalar(f"val_capsules/agreement/{name}", s["agreement"].mean().item(), step)
     shares = {name: s["longest"] for name, s in stats.items()}
-    score_capsule = next(iter(stats.values())).get("score_capsule")
-    score_capsule = None if score_capsule is None else int(score_capsule)
-    image = longest_bar_chart(shares, title, score_capsule)
+    score = next(iter(stats.values())).get("score_capsule")  # the same for both sets
+    image = longest_bar_chart(shares, title, None if score is None else int(score))
     writer.add_image("val_capsules/longest", image, step, dataformats="HWC")
 
 

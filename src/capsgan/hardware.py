@@ -46,21 +46,14 @@ class PrecisionChoice:
     reason: str
 
 
-def native_bf16_gpu() -> bool:
-    """Whether the CUDA device computes bf16 natively: compute capability 8.0+ or ROCm
-    (``torch.cuda.is_bf16_supported(including_emulation=False)``, which older torch lacks)."""
-    if torch.version.hip:
-        return True
-    return torch.cuda.get_device_capability()[0] >= 8
-
-
 def auto_precision(device: str) -> PrecisionChoice:
     """What ``trainer.precision: auto`` means on ``device``: ``bf16-mixed`` on a CUDA GPU
     with native bf16, else fp32 (on CPUs the gain varies and emulated bf16 is ~15x slower:
     the user opts in after measuring, README "Speed")."""
     if device == "cuda":
         name = torch.cuda.get_device_name()
-        if native_bf16_gpu():
+        # native bf16: compute capability 8.0+ or ROCm (is_bf16_supported() counts emulation)
+        if torch.version.hip or torch.cuda.get_device_capability()[0] >= 8:
             return PrecisionChoice(BF16, f"the GPU ({name}) computes bf16 natively")
         return PrecisionChoice(FP32, f"the GPU ({name}) has no native bf16 (before Ampere)")
     if device == "cpu":
