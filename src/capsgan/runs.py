@@ -45,9 +45,8 @@ COLLAPSE_FID_FACTOR = 1.5
 def collapsed(
     final: float, best: float, modes: float | None, lower_is_better: bool = True
 ) -> tuple[bool, bool]:
-    """The collapse rule (the report's and the sweep summary's): whether the run ended with
-    fewer than COLLAPSE_MODES classes covered, and whether its final value is worse than
-    COLLAPSE_FID_FACTOR times its best (or not finite)."""
+    """The collapse rule above (the report's and the sweep summary's): too few modes, and a
+    final value too far from the best (or not finite)."""
     few_modes = modes is not None and modes < COLLAPSE_MODES
     ratio = final / best if best else 1.0
     worse = ratio > COLLAPSE_FID_FACTOR if lower_is_better else ratio < 1 / COLLAPSE_FID_FACTOR
@@ -305,32 +304,27 @@ def saved_run_hint(ckpt_path: Path) -> str:
     return hint
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint Lightning's ``ModelCheckpoint(monitor=val/fid)`` recorded as best."""
+def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
+    """``which`` (``last``, ``best``: the one Lightning's ``ModelCheckpoint(monitor=val/fid)``
+    recorded, or a file name in ``checkpoints/``) of a run folder."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        state = read_checkpoint(last, "checkpoint")
+    if which == "best":
+        state = read_checkpoint(last, "checkpoint") if last.is_file() else {}
         for key, value in state.get("callbacks", {}).items():
             best = value.get("best_model_path") if isinstance(value, dict) else None
             if "ModelCheckpoint" in key and best:
-                candidate = run_dir / "checkpoints" / Path(best).name  # the run may have moved
+                candidate = last.parent / Path(best).name  # the run may have moved
                 if candidate.is_file():
                     return candidate
-    raise UserError(
-        f"{str(run_dir)!r} records no best checkpoint (no ModelCheckpoint with a monitor "
-        "in checkpoints/last.ckpt). Pass checkpoint=last or a file name from "
-        f"{str(run_dir / 'checkpoints')!r}."
-    )
-
-
-def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
-    """``which`` (``last``, ``best`` or a file name in ``checkpoints/``) of a run folder."""
-    if which == "best":
-        return best_checkpoint(run_dir)
+        raise UserError(
+            f"{str(run_dir)!r} records no best checkpoint (no ModelCheckpoint with a monitor "
+            "in checkpoints/last.ckpt). Pass checkpoint=last or a file name from "
+            f"{str(last.parent)!r}."
+        )
     name = "last.ckpt" if which == "last" else which
-    path = run_dir / "checkpoints" / name
+    path = last.parent / name
     if not path.is_file():
-        have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        have = sorted(p.name for p in last.parent.glob("*.ckpt"))
         raise UserError(
             f"{str(run_dir)!r} has no checkpoints/{name} (it has {have or 'none'}). Pass "
             "checkpoint=last, checkpoint=best or one of those file names."

@@ -1,27 +1,17 @@
-"""Statistics over seeds for comparing GAN arms: intervals that stay possible, costs that
-may be censored, and an exact test beside every comparison (docs/results.md, "Methods").
+"""Statistics over seeds for comparing GAN arms; docs/results.md ("Methods") says why each.
 
-Why these methods:
+* **Intervals**: percentile bootstraps of the mean over seeds, which stay inside the
+  metric's range (a t-interval over three seeds with an outlier gave FID [-302, 4018]) but
+  under-cover with few seeds, so every arm-vs-baseline row also carries a p-value.
+* **Tests**: exact permutation tests of the difference in mean ranks (Wilcoxon-Mann-Whitney,
+  mid-ranks for ties): a seed that never got somewhere is a rank above every seed that did.
+* **Censored costs**: a run that never reached a level took *more than* its budget; dropping
+  it favours the arm that fails, so it enters every mean and ratio at its budget and the
+  result is a bound ("≥ 1.26").
 
-* **Intervals** are percentile bootstraps of the mean over seeds. A bootstrapped mean is
-  always an average of observed values, so its interval stays inside the metric's range
-  (a precision interval never leaves [0, 1], a FID interval never goes below 0), where a
-  t-interval over three seeds with one outlier gave FID [-302, 4018]. With few seeds the
-  bootstrap is close to the seeds' range and under-covers, so every arm-vs-baseline row
-  also carries a p-value.
-* **Tests** are exact permutation tests of the difference in mean ranks (the Wilcoxon-
-  Mann-Whitney statistic, mid-ranks for ties): no normality assumed, and a seed that never
-  got somewhere is just a rank above every seed that did. With 3 seeds per arm the
-  smallest two-sided p-value possible is 0.1, with 5 it is 0.008: the report says so.
-* **Censored costs.** A run that never reached a quality level within its budget did not
-  take "no steps" to get there: it took *more than* its budget. Dropping it favours the
-  arm that fails, so it enters every mean and ratio at its bound and the result is
-  reported as a bound ("≥ 1.26").
-
-The report's numbers are computed here too: each run's summary (:func:`summarize_run`:
-best and final values, stability, collapse, plateau stop, accuracy phases), the runs
-grouped into arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality
-levels and the evaluation grid; :mod:`capsgan.report` renders them.
+The report's numbers are computed here too: each run's summary (:func:`summarize_run`),
+the arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality levels and
+the evaluation grid; :mod:`capsgan.report` renders them.
 """
 
 from __future__ import annotations
@@ -428,12 +418,10 @@ def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
 
 
 def _resolved(run: Run, key: str) -> str:
-    """A run's own value of an override key it did not set, as the command line writes it."""
-    missing = object()
-    value = (
-        missing if run.cfg is None else OmegaConf.select(run.cfg, key.lstrip("+~"), default=missing)
-    )
-    return "-" if value is missing else "null" if value is None else str(value)
+    """A run's own value of an override key it did not set, as the command line writes it
+    (``-``: unknown)."""
+    value = "-" if run.cfg is None else OmegaConf.select(run.cfg, key.lstrip("+~"), default="-")
+    return "null" if value is None else str(value)
 
 
 def assign_arms(runs: Sequence[Run]) -> None:
