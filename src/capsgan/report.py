@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import os
 import statistics
@@ -64,8 +63,6 @@ from capsgan.statistics import (
     varying_keys,
     verdict,
 )
-
-log = logging.getLogger(__name__)
 
 FID = "val/fid"
 METRICS = REPORT_METRICS  # (column, tag, digits, lower is better): capsgan.metrics' one list
@@ -256,10 +253,10 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def section(title: str, *blocks: str | list[str]) -> list[str]:
-    """A ``## title`` and its blocks (a paragraph, or the lines of a table or list), each
-    followed by a blank line."""
-    lines = [f"## {title}", ""]
+def section(heading: str, *blocks: str | list[str]) -> list[str]:
+    """A markdown heading and its blocks (a paragraph, or the lines of a table or list),
+    each followed by a blank line."""
+    lines = [heading, ""]
     for block in blocks:
         lines += [block, ""] if isinstance(block, str) else [*block, ""]
     return lines
@@ -290,8 +287,7 @@ def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Pat
     if not any(s.fid.values for a in arms for s in a.runs):
         return None
     fig = Figure(figsize=(13, 9))
-    axes = fig.subplots(2, 2)
-    (ax_steps, ax_time), (ax_p, ax_r) = axes
+    (ax_steps, ax_time), (ax_p, ax_r) = fig.subplots(2, 2)
     for i, arm in enumerate(arms):
         colour = f"C{i % 10}"
         for s in arm.runs:
@@ -302,10 +298,9 @@ def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Pat
                       label=f"{arm.name} (mean of {len(arm.runs)})")  # fmt: skip
         for ax, tag in ((ax_p, "val/precision"), (ax_r, "val/recall")):
             ax.plot(*_mean_curve(arm.runs, tag), color=colour, linewidth=2, label=arm.name)
-    for level in levels:
-        for ax in (ax_steps, ax_time):
-            ax.axhline(level, color="grey", linestyle="--", linewidth=0.8)
     for ax in (ax_steps, ax_time):
+        for level in levels:
+            ax.axhline(level, color="grey", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     ax_steps.set(xlabel="generator steps", ylabel="val/fid (log)", title="FID (thin: seeds)")
@@ -398,53 +393,52 @@ class Context:
 
 def section_header(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[Run],
                    running: Sequence[Run]) -> list[str]:  # fmt: skip
-    runs = [s for a in ctx.arms for s in a.runs]
     budgets = {a.name: a.budget for a in ctx.arms}
-    lines = [f"# {title}", ""]
-    lines += [
-        f"{len(runs)} runs in {len(ctx.arms)} arms; baseline arm: **{ctx.baseline.name}** "
-        "(every other arm is compared with it). Steps are generator steps; wall-clock counts "
-        "from each run's start, quality evaluations included.",
-        "",
-    ]
     if len(set(budgets.values())) == 1:
-        lines += [f"Budget: **{next(iter(budgets.values()))} generator steps for every arm**, "
-                  f"evaluated at steps {', '.join(map(str, ctx.grid))}.", ""]  # fmt: skip
+        budget = (
+            f"Budget: **{next(iter(budgets.values()))} generator steps for every arm**, "
+            f"evaluated at steps {', '.join(map(str, ctx.grid))}."
+        )
     else:
-        lines += ["**Unequal budgets** (the longest run of each arm: "
-                  + ", ".join(f"{k} {v}" for k, v in budgets.items())
-                  + "): a column past an arm's budget compares the arms that trained that "
-                  "far, and the at-the-budget values are at different steps.", ""]  # fmt: skip
-    lines += [
+        each = ", ".join(f"{k} {v}" for k, v in budgets.items())
+        budget = (
+            f"**Unequal budgets** (the longest run of each arm: {each}): a column past an arm's "
+            "budget compares the arms that trained that far, and the at-the-budget values are "
+            "at different steps."
+        )
+    n_base = len(ctx.baseline.runs)
+    paragraphs = [
+        f"{sum(len(a.runs) for a in ctx.arms)} runs in {len(ctx.arms)} arms; baseline arm: "
+        f"**{ctx.baseline.name}** (every other arm is compared with it). Steps are generator "
+        "steps; wall-clock counts from each run's start, quality evaluations included.",
+        budget,
         "Methods (`capsgan.statistics`): `mean [low, high]` is the mean over seeds with its "
         "95 % percentile-bootstrap interval, which stays inside each metric's range; with "
         "few seeds it is close to the seeds' range and under-covers, so every arm-vs-baseline "
         "row carries an exact permutation test of the difference in mean ranks "
-        f"(two-sided; with {len(ctx.baseline.runs)} baseline seeds the smallest possible "
-        f"p is {smallest_p(len(ctx.baseline.runs), len(ctx.baseline.runs)):.3f} against an "
-        "arm of as many). Costs to a level are interpolated between evaluations; a seed that "
-        "never reached a level counts at its budget, and the value is then a bound (`>=`).",
-        "",
+        f"(two-sided; with {n_base} baseline seeds the smallest possible p is "
+        f"{smallest_p(n_base, n_base):.3f} against an arm of as many). Costs to a level are "
+        "interpolated between evaluations; a seed that never reached a level counts at its "
+        "budget, and the value is then a bound (`>=`).",
         f"Real-data FID floor: {notes['floor']}.",
-        "",
         "Quality levels (FID): "
         f"{', '.join(f'**{v:.1f}**' for v in ctx.levels) or NA} -- {notes['levels']}.",
-        "",
         "KID is the unbiased MMD² in the classifier's 128-d feature space, in raw units "
         "(not x 1000): it can be slightly negative; docs/metrics.md has its noise level.",
-        "",
     ]
     if running:
-        lines += ["Still training (reported with its evaluations so far): " + "; ".join(
-            f"`{r.name}` ({r.error})" for r in running) + ".", ""]  # fmt: skip
+        names = "; ".join(f"`{r.name}` ({r.error})" for r in running)
+        paragraphs.append(f"Still training (reported with its evaluations so far): {names}.")
     if left_out:
-        lines += ["Left out (did not finish, or logged no val/fid): " + "; ".join(
-            f"`{r.name}` ({describe_end(r)})" for r in left_out) + ".", ""]  # fmt: skip
-        if any(r.status in ("interrupted", "killed") for r in left_out):
-            lines += ["An interrupted sweep finishes when its command is run again with the "
-                      "same `hydra.sweep.dir=<sweep>`: finished jobs are skipped, the others "
-                      "resume from their last.ckpt (README, \"Scaling out\").", ""]  # fmt: skip
-    return lines
+        names = "; ".join(f"`{r.name}` ({describe_end(r)})" for r in left_out)
+        paragraphs.append(f"Left out (did not finish, or logged no val/fid): {names}.")
+    if any(r.status in ("interrupted", "killed") for r in left_out):
+        paragraphs.append(
+            "An interrupted sweep finishes when its command is run again with the "
+            "same `hydra.sweep.dir=<sweep>`: finished jobs are skipped, the others "
+            'resume from their last.ckpt (README, "Scaling out").'
+        )
+    return section(f"# {title}", *paragraphs)
 
 
 def section_budget(ctx: Context) -> list[str]:
@@ -464,7 +458,7 @@ def section_budget(ctx: Context) -> list[str]:
                fmt_estimate(bootstrap([s.eval_share for s in arm.runs]), 3)]
         )  # fmt: skip
     return section(
-        "At the budget",
+        "## At the budget",
         table(head, rows),
         "Values at each run's last evaluation (every seed counted; `(k/n)` when k of n runs "
         "logged the metric). *Best FID* is over the whole run. *Collapsed*: fewer than "
@@ -490,7 +484,7 @@ def section_tests(ctx: Context) -> list[str]:
             rows.append([arm.name, name, fmt_estimate(ea, digits), fmt_estimate(eb, digits),
                          better, verdict(p)])  # fmt: skip
     return section(
-        f"Against the baseline ({ctx.baseline.name}) at the budget",
+        f"## Against the baseline ({ctx.baseline.name}) at the budget",
         table(["arm", "metric", "arm", "baseline", "better mean", "rank test"], rows),
         "*Better mean* only says which mean is better; read it with the test: "
         "*not significant* means these seeds cannot tell the arms apart.",
@@ -513,7 +507,7 @@ def section_levels(ctx: Context) -> list[str]:
                 cells.append(f"{fmt_estimate(mean_cost(scaled), digits)} ({reached}/{len(costs)})")
         rows.append(cells)
     return section(
-        "Generator steps and minutes to each quality level",
+        "## Generator steps and minutes to each quality level",
         table(head, rows),
         "`(k/n)`: seeds that reached the level. The others count at their budget, so the "
         "mean is then a lower bound (`>=`).",
@@ -534,7 +528,7 @@ def section_ratios(ctx: Context) -> list[str]:
                     cells.append(verdict(ratio_test(mine, base)))
             rows.append(cells)
     return section(
-        f"Ratios to the baseline ({ctx.baseline.name})",
+        f"## Ratios to the baseline ({ctx.baseline.name})",
         "Per seed, the arm's cost to reach a level divided by the baseline's; the geometric "
         "mean over seeds with its bootstrap interval. A seed where only the arm never got "
         "there enters as `>=` (its budget over the baseline's cost), one where only the "
@@ -555,7 +549,7 @@ def section_grid(ctx: Context) -> list[str]:
             rows.append([str(step)] + [fmt_estimate(bootstrap(v), digits, len(v)) for v in values])
         tables += [f"### {name}", table(["step", *(a.name for a in ctx.arms)], rows)]
     return section(
-        "Every evaluation",
+        "## Every evaluation",
         "Each metric at every step of the evaluation grid, every seed in the denominator "
         "(`(k/n)`: only k of the arm's n runs were evaluated there).",
         *tables,
@@ -577,7 +571,7 @@ def section_stability(ctx: Context) -> list[str]:
                 f"{acc['settled']:.2f} ({acc['settled_std']:.2f})" if acc else NA,
             ])  # fmt: skip
     return section(
-        "Stability",
+        "## Stability",
         table(head, rows),
         "*Stopped early*: the opt-in plateau rule (`experiment=convergence`) ended the run "
         'before its budget, "flattened" (its FID stayed within the tolerance of its best) '
@@ -603,7 +597,7 @@ def section_runs(ctx: Context) -> list[str]:
         for arm in ctx.arms
         for s in arm.runs
     ]  # fmt: skip
-    return section("Runs", table(head, rows))
+    return section("## Runs", table(head, rows))
 
 
 def render(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[Run],
@@ -613,7 +607,7 @@ def render(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[R
                  section_grid, section_stability, section_runs):  # fmt: skip
         lines += part(ctx)
     lines += section(
-        "Plots",
+        "## Plots",
         [f"![{p.stem}]({p.name})" for p in plots],
         f"Every run's curves: [{CURVES_CSV}]({CURVES_CSV}), what each run is: "
         f"[{RUNS_CSV}]({RUNS_CSV}); `python src/report.py <this folder>` re-renders this "
