@@ -86,10 +86,9 @@ CONFIG_KEYS = (
 # -- the runs of a report -----------------------------------------------------------------------
 
 
-def run_folders(paths: Iterable[str | Path]) -> list[Path]:
+def run_folders(paths: Sequence[Path]) -> list[Path]:
     """:func:`capsgan.runs.find_runs` of ``paths``, each once, or the error saying what to pass."""
-    paths = list(paths)
-    for path in map(Path, paths):
+    for path in paths:
         if not path.is_dir():
             raise UserError(
                 f"{str(path)!r} is not a folder; pass a sweep folder (outputs/multirun/"
@@ -151,13 +150,12 @@ def load_csvs(folder: Path) -> list[Run]:
                                  json.loads(m["overrides"]), cfg, {}, m["status"] or None,
                                  m["error"] or None)  # fmt: skip
         for row in rows:
-            scalars = runs[row["run"]].scalars
-            for tag, value in row.items():
-                if tag in ("run", "step", "seconds") or value == "":
-                    continue
+            scalars = runs[row.pop("run")].scalars
+            step, seconds = int(row.pop("step")), float(row.pop("seconds"))
+            for tag, value in ((t, v) for t, v in row.items() if v != ""):
                 series = scalars.setdefault(tag, Series())
-                series.steps.append(int(row["step"]))
-                series.seconds.append(float(row["seconds"]))
+                series.steps.append(step)
+                series.seconds.append(seconds)
                 series.values.append(float(value))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(

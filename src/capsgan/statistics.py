@@ -60,10 +60,7 @@ class Estimate:
 
 
 def bootstrap(
-    values: Sequence[float | None],
-    confidence: float = CONFIDENCE,
-    geometric: bool = False,
-    bound: str = "",
+    values: Sequence[float | None], geometric: bool = False, bound: str = ""
 ) -> Estimate | None:
     """Mean of ``values`` (geometric mean for ``geometric``: ratios) with the percentile
     bootstrap interval over them; missing and non-finite values are left out."""
@@ -76,10 +73,9 @@ def bootstrap(
     mean = statistics.fmean(data)
     if len(data) < 2:
         return Estimate(back(mean), None, None, 1, bound)
-    rng = np.random.default_rng(_SEED)
-    sample = np.asarray(data)
-    means = sample[rng.integers(0, len(data), (RESAMPLES, len(data)))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
+    draws = np.random.default_rng(_SEED).integers(0, len(data), (RESAMPLES, len(data)))
+    means = np.asarray(data)[draws].mean(axis=1)
+    tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     # the resampled means are averages of the data, so [low, high] is within [min, max]
     return Estimate(back(mean), back(float(low)), back(float(high)), len(data), bound)
@@ -241,10 +237,8 @@ class RunSummary:
         """``tag``'s value at the evaluation of generator step ``step`` (within
         :data:`STEP_SLACK`: a resumed run may log its evaluations a step or two off)."""
         series = self.run.series(tag)
-        near = [
-            (abs(s - step), i) for i, s in enumerate(series.steps) if abs(s - step) <= STEP_SLACK
-        ]
-        return series.values[min(near)[1]] if near else None
+        near = min(((abs(s - step), i) for i, s in enumerate(series.steps)), default=None)
+        return series.values[near[1]] if near and near[0] <= STEP_SLACK else None
 
     def cost(self, level: float, what: str) -> Cost:
         """Generator steps (``what="steps"``) or seconds to FID ``level``, censored at the
