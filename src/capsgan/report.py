@@ -474,13 +474,12 @@ def section_tests(ctx: Context) -> list[str]:
         for name, tag, digits, lower in ctx.metrics:
             a = [s.final.get(tag) for s in arm.runs]
             b = [s.final.get(tag) for s in ctx.baseline.runs]
-            p = rank_test(a, b)
             ea, eb = bootstrap(a), bootstrap(b)
             better = NA
             if ea and eb and ea.mean != eb.mean:
                 better = arm.name if (ea.mean < eb.mean) == lower else ctx.baseline.name
             rows.append([arm.name, name, fmt_estimate(ea, digits), fmt_estimate(eb, digits),
-                         better, verdict(p)])  # fmt: skip
+                         better, verdict(rank_test(a, b))])  # fmt: skip
     return section(
         f"## Against the baseline ({ctx.baseline.name}) at the budget",
         table(["arm", "metric", "arm", "baseline", "better mean", "rank test"], rows),
@@ -557,17 +556,15 @@ def section_grid(ctx: Context) -> list[str]:
 def section_stability(ctx: Context) -> list[str]:
     head = ["run", "arm", "seed", f"FID spread, last {LAST_EVALS}", "collapsed", "stopped early",
             "D acc peak (step)", "D acc settled (std)"]  # fmt: skip
-    rows = []
-    for arm in ctx.arms:
-        for s in arm.runs:
-            acc = s.d_acc
-            rows.append([
-                f"`{s.run.name}`", arm.name, fmt(s.seed),
-                NA if s.spread is None else f"{100 * s.spread:.0f} %",
-                s.collapse or "no", s.stopped or "no",
-                f"{acc['peak']:.2f} ({acc['peak_step']:.0f})" if acc else NA,
-                f"{acc['settled']:.2f} ({acc['settled_std']:.2f})" if acc else NA,
-            ])  # fmt: skip
+    rows = [
+        [f"`{s.run.name}`", arm.name, fmt(s.seed),
+         NA if s.spread is None else f"{100 * s.spread:.0f} %",
+         s.collapse or "no", s.stopped or "no",
+         f"{s.d_acc['peak']:.2f} ({s.d_acc['peak_step']:.0f})" if s.d_acc else NA,
+         f"{s.d_acc['settled']:.2f} ({s.d_acc['settled_std']:.2f})" if s.d_acc else NA]
+        for arm in ctx.arms
+        for s in arm.runs
+    ]  # fmt: skip
     return section(
         "## Stability",
         table(head, rows),
@@ -678,8 +675,7 @@ def write_report(
         )
     check_comparable(runs)
     assign_arms(runs)
-    order = list(dict.fromkeys(r.arm for r in runs))
-    arms = group_arms([summarize_run(r, FID, [m[1] for m in METRICS]) for r in runs], order)
+    arms = group_arms([summarize_run(r, FID, [m[1] for m in METRICS]) for r in runs])
     base = pick_baseline(arms, baseline)
     if levels:
         levels, level_note = sorted(levels, reverse=True), "given with levels="

@@ -332,12 +332,12 @@ class Arm:
         return max((s.final_step for s in self.runs if s.final_step is not None), default=None)
 
 
-def group_arms(summaries: Sequence[RunSummary], order: Sequence[str]) -> list[Arm]:
-    """Arms in ``order`` (the order their first run was found: a sweep's job order)."""
-    arms: dict[str, list[RunSummary]] = {name: [] for name in order}
+def group_arms(summaries: Sequence[RunSummary]) -> list[Arm]:
+    """Arms in the order their first run comes (the runs are found in a sweep's job order)."""
+    arms: dict[str, list[RunSummary]] = {}
     for s in summaries:
         arms.setdefault(s.run.arm, []).append(s)
-    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items() if m]
+    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items()]
 
 
 def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
