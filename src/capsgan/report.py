@@ -681,10 +681,9 @@ def write_report(
         levels, level_note = sorted(levels, reverse=True), "given with levels="
     else:
         levels = quality_levels(base, LEVEL_FRACTIONS)
+        within = ", ".join(f"{f:g}" for f in LEVEL_FRACTIONS)
         level_note = (
-            f"the {base.name} baseline's mean best FID within "
-            + ", ".join(f"{f:g}" for f in LEVEL_FRACTIONS)
-            + " of its generator steps"
+            f"the {base.name} baseline's mean best FID within {within} of its generator steps"
         )
     ctx = Context(arms, base, list(levels), evaluation_grid(arms))
     floor_note = measure_floor(runs) if measure_floor_fid else "not measured (floor=false)"
