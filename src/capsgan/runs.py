@@ -11,7 +11,6 @@ evaluate, battle, semisupervised, generate and checkpointing all ask this module
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import math
@@ -156,19 +155,16 @@ def run_status(folder: Path) -> tuple[str | None, str | None]:
 def session_pauses(folder: Path) -> list[tuple[float, float]]:
     """The times between the sessions of a resumed run (``run_info.json``), which are not
     training time: a run stopped and resumed an hour later did not train for that hour."""
+    pauses = []
     try:
         sessions = json.loads((folder / "run_info.json").read_text()).get("sessions") or []
-        times = [
-            (datetime.fromisoformat(s["started"]).timestamp(), s.get("ended")) for s in sessions
-        ]
+        starts = [datetime.fromisoformat(s["started"]).timestamp() for s in sessions]
+        for before, start in zip(sessions[:-1], starts[1:], strict=True):
+            ended = before.get("ended")
+            if ended and start > (end := datetime.fromisoformat(ended).timestamp()):
+                pauses.append((end, start))
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    pauses = []
-    for (_, ended), (started, _) in itertools.pairwise(times):
-        if ended:
-            end = datetime.fromisoformat(ended).timestamp()
-            if started > end:
-                pauses.append((end, started))
     return pauses
 
 
