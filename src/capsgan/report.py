@@ -174,14 +174,14 @@ def measure_floor(runs: Sequence[Run]) -> str:
     with the classifier the runs used (the best score a perfect generator could get), or
     why it was not measured."""
     from capsgan.classifier import load_classifier, resolve_classifier_dir, weights_path
-    from capsgan.data import ImageDataModule
+    from capsgan.data import ImageDataModule, default_data_dir
     from capsgan.metrics import real_data_floor
 
     first = next((r for r in runs if r.cfg is not None), None)
     if first is None:
         return "not measured: the runs have no .hydra/config.yaml"
     name, samples = first.setting("data.name"), first.setting("metrics.num_samples")
-    root = os.environ.get("DATA_DIR", "./data")
+    root = default_data_dir()
     try:
         path = first.setting("metrics.classifier_path")
         if not path:
