@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import os
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from capsgan.config import unwritable_reason
@@ -63,8 +64,6 @@ from capsgan.statistics import (
     verdict,
 )
 
-log = logging.getLogger(__name__)
-
 FID = "val/fid"
 METRICS = REPORT_METRICS  # (column, tag, digits, lower is better): capsgan.metrics' one list
 LEVEL_FRACTIONS = (0.25, 0.5, 1.0)
@@ -87,10 +86,9 @@ CONFIG_KEYS = (
 # -- the runs of a report -----------------------------------------------------------------------
 
 
-def run_folders(paths: Iterable[str | Path]) -> list[Path]:
+def run_folders(paths: Sequence[Path]) -> list[Path]:
     """:func:`capsgan.runs.find_runs` of ``paths``, each once, or the error saying what to pass."""
-    paths = list(paths)
-    for path in map(Path, paths):
+    for path in paths:
         if not path.is_dir():
             raise UserError(
                 f"{str(path)!r} is not a folder; pass a sweep folder (outputs/multirun/"
@@ -110,46 +108,30 @@ def run_folders(paths: Iterable[str | Path]) -> list[Path]:
 # -- curves.csv / runs.csv: a report folder that re-renders alone --------------------------------
 
 
-def write_csvs(runs: Sequence[Run], out: Path) -> tuple[Path, Path]:
+def write_csvs(runs: Sequence[Run], out: Path) -> None:
     """``curves.csv``: one row per run and generator step, with the wall-clock seconds and
     every scalar logged at that step; ``runs.csv``: one row per run with what it is (arm,
     seed, status, Hydra choices, overrides and the settings the report reads)."""
     tags = sorted({t for r in runs for t in r.scalars})
-    curves, table = out / CURVES_CSV, out / RUNS_CSV
-    with curves.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", "step", "seconds", *tags])
+    with (out / CURVES_CSV).open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["run", "step", "seconds", *tags], restval="")
+        writer.writeheader()
         for run in runs:
-            rows: dict[int, dict[str, float]] = {}
+            rows: dict[int, dict[str, Any]] = {}
             for tag, series in run.scalars.items():
-                for step, sec, value in zip(
-                    series.steps, series.seconds, series.values, strict=True
-                ):
-                    row = rows.setdefault(step, {"seconds": sec})
-                    row[tag] = value
-                    if tag == FID:  # the evaluation's own time, for the time-to-level costs
-                        row["seconds"] = sec
-            for step in sorted(rows):
-                row = rows[step]
-                writer.writerow([run.name, step, f"{row['seconds']:.3f}"]
-                                + [repr(row[t]) if t in row else "" for t in tags])  # fmt: skip
-    with table.open("w", newline="") as f:
+                for step, sec, value in zip(*astuple(series), strict=True):
+                    row = rows.setdefault(step, {"run": run.name, "step": step})
+                    row[tag] = value  # the csv module writes a float as its repr
+                    if tag == FID or "seconds" not in row:  # FID: its own time, for the costs
+                        row["seconds"] = f"{sec:.3f}"
+            writer.writerows(rows[step] for step in sorted(rows))
+    with (out / RUNS_CSV).open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run", "arm", "seed", "status", "error", "choices", "overrides", "config"])
         for run in runs:
-            config = {k: _plain(run.setting(k)) for k in CONFIG_KEYS}
-            writer.writerow([run.name, run.arm, fmt(run.seed), run.status or "",
-                             run.error or "", json.dumps(run.choices),
-                             json.dumps(run.overrides), json.dumps(config)])  # fmt: skip
-    return curves, table
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-def is_report_folder(folder: Path) -> bool:
-    return (folder / CURVES_CSV).is_file() and (folder / RUNS_CSV).is_file()
+            jsons = (run.choices, run.overrides, {k: run.setting(k) for k in CONFIG_KEYS})
+            row = [run.name, run.arm, fmt(run.seed), run.status, run.error]  # None: empty
+            writer.writerow(row + [json.dumps(v, default=OmegaConf.to_container) for v in jsons])
 
 
 def load_csvs(folder: Path) -> list[Run]:
@@ -168,13 +150,12 @@ def load_csvs(folder: Path) -> list[Run]:
                                  json.loads(m["overrides"]), cfg, {}, m["status"] or None,
                                  m["error"] or None)  # fmt: skip
         for row in rows:
-            scalars = runs[row["run"]].scalars
-            for tag, value in row.items():
-                if tag in ("run", "step", "seconds") or value == "":
-                    continue
+            scalars = runs[row.pop("run")].scalars
+            step, seconds = int(row.pop("step")), float(row.pop("seconds"))
+            for tag, value in ((t, v) for t, v in row.items() if v != ""):
                 series = scalars.setdefault(tag, Series())
-                series.steps.append(int(row["step"]))
-                series.seconds.append(float(row["seconds"]))
+                series.steps.append(step)
+                series.seconds.append(seconds)
                 series.values.append(float(value))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(
@@ -188,32 +169,33 @@ def load_csvs(folder: Path) -> list[Run]:
 # -- the real-data floor -----------------------------------------------------------------------
 
 
-def measure_floor(runs: Sequence[Run]) -> tuple[float | None, str]:
+def measure_floor(runs: Sequence[Run]) -> str:
     """FID of ``metrics.num_samples`` real training images against the held-out images,
-    with the classifier the runs used: the best score a perfect generator could get."""
+    with the classifier the runs used (the best score a perfect generator could get), or
+    why it was not measured."""
     from capsgan.classifier import load_classifier, resolve_classifier_dir, weights_path
-    from capsgan.data import ImageDataModule
+    from capsgan.data import ImageDataModule, default_data_dir
     from capsgan.metrics import real_data_floor
 
     first = next((r for r in runs if r.cfg is not None), None)
     if first is None:
-        return None, "not measured: the runs have no .hydra/config.yaml"
+        return "not measured: the runs have no .hydra/config.yaml"
     name, samples = first.setting("data.name"), first.setting("metrics.num_samples")
-    root = os.environ.get("DATA_DIR", "./data")
+    root = default_data_dir()
     try:
         path = first.setting("metrics.classifier_path")
         if not path:
             folder = resolve_classifier_dir(root, first.setting("metrics.classifier_dir"), name)
             path = weights_path(folder, name)
         if not Path(path).is_file():
-            return None, f"not measured: no {name} classifier at {path}"
+            return f"not measured: no {name} classifier at {path}"
         classifier = load_classifier(path)
         dm = ImageDataModule(name=name, root=root, download=False)
         dm.setup("fit")
         fid = real_data_floor(dm, classifier, int(samples))
     except Exception as err:  # the report is still useful without its floor
-        return None, f"not measured ({type(err).__name__}: {err}); set DATA_DIR to the data"
-    return fid, (
+        return f"not measured ({type(err).__name__}: {err}); set DATA_DIR to the data"
+    return (
         f"{fid:.2f}: {samples} real training images against the {len(dm.val_set)} held-out "
         f"ones, scored with the runs' classifier ({path})"
     )
@@ -269,22 +251,21 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def section(heading: str, *blocks: str | list[str]) -> list[str]:
+    """A markdown heading and its blocks (a paragraph, or the lines of a table or list),
+    each followed by a blank line."""
+    lines = [heading, ""]
+    for block in blocks:
+        lines += [block, ""] if isinstance(block, str) else [*block, ""]
+    return lines
+
+
 # -- plots -------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path: Path, dpi: int) -> Path:
+def _save(fig: Figure, path: Path, dpi: int) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
@@ -301,11 +282,10 @@ def _mean_curve(runs: Sequence[RunSummary], tag: str) -> tuple[list[int], list[f
 
 def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Path | None:
     """``fid.png``: FID against generator steps and wall-clock, precision and recall."""
-    plt = _pyplot()
     if not any(s.fid.values for a in arms for s in a.runs):
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    (ax_steps, ax_time), (ax_p, ax_r) = axes
+    fig = Figure(figsize=(13, 9))
+    (ax_steps, ax_time), (ax_p, ax_r) = fig.subplots(2, 2)
     for i, arm in enumerate(arms):
         colour = f"C{i % 10}"
         for s in arm.runs:
@@ -316,10 +296,9 @@ def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Pat
                       label=f"{arm.name} (mean of {len(arm.runs)})")  # fmt: skip
         for ax, tag in ((ax_p, "val/precision"), (ax_r, "val/recall")):
             ax.plot(*_mean_curve(arm.runs, tag), color=colour, linewidth=2, label=arm.name)
-    for level in levels:
-        for ax in (ax_steps, ax_time):
-            ax.axhline(level, color="grey", linestyle="--", linewidth=0.8)
     for ax in (ax_steps, ax_time):
+        for level in levels:
+            ax.axhline(level, color="grey", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     ax_steps.set(xlabel="generator steps", ylabel="val/fid (log)", title="FID (thin: seeds)")
@@ -331,14 +310,14 @@ def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Pat
         ax.grid(True, alpha=0.3)
     ax_steps.legend(title="dashed: quality levels", fontsize="small")
     ax_p.legend(fontsize="small")
-    return _save(plt, fig, out / "fid.png", dpi=100)
+    return _save(fig, out / "fid.png", dpi=100)
 
 
 def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
     """``training_curves.png``: D loss, G loss and D accuracy against generator steps, a row
     per arm, a colour per seed (thin: logged values; thick: epoch means)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(arms), 3, figsize=(15, 3.4 * len(arms)), squeeze=False)
+    fig = Figure(figsize=(15, 3.4 * len(arms)))
+    axes = fig.subplots(len(arms), 3, squeeze=False)
     for row, arm in zip(axes, arms, strict=True):
         for i, s in enumerate(arm.runs):
             label = f"seed {s.seed}" if s.seed is not None else s.run.name
@@ -354,7 +333,7 @@ def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
         row[2].axhline(0.5, color="grey", linestyle="--", linewidth=1)
         row[2].set_ylim(-0.02, 1.02)
         row[0].legend(fontsize="small")
-    return _save(plt, fig, out / "training_curves.png", dpi=90)
+    return _save(fig, out / "training_curves.png", dpi=90)
 
 
 def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Path | None:
@@ -366,9 +345,8 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     if not any(pngs for _, pngs in rows) or not grid:
         return None
     picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(rows), len(picks), figsize=(2.4 * len(picks), 2.5 * len(rows)),
-                             squeeze=False)  # fmt: skip
+    fig = Figure(figsize=(2.4 * len(picks), 2.5 * len(rows)))
+    axes = fig.subplots(len(rows), len(picks), squeeze=False)
     for ax_row, (label, pngs) in zip(axes, rows, strict=True):
         for ax, step in zip(ax_row, picks, strict=True):
             ax.set_xticks([])
@@ -379,7 +357,7 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
             near = sorted((abs(k - step), k) for k in pngs if abs(k - step) <= slack)
             title = f"step {step}"
             if near:
-                ax.imshow(plt.imread(pngs[near[0][1]]), cmap="gray")
+                ax.imshow(imread(pngs[near[0][1]]), cmap="gray")
                 if near[0][1] != step:
                     title += f" (grid {near[0][1]})"
             else:
@@ -387,7 +365,7 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
             if ax is ax_row[0]:
                 ax.set_ylabel(label, fontsize="small")
             ax.set_title(title, fontsize="small")
-    return _save(plt, fig, out / "samples.png", dpi=90)
+    return _save(fig, out / "samples.png", dpi=90)
 
 
 # -- report.md, one function per section -------------------------------------------------------
@@ -413,53 +391,52 @@ class Context:
 
 def section_header(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[Run],
                    running: Sequence[Run]) -> list[str]:  # fmt: skip
-    runs = [s for a in ctx.arms for s in a.runs]
     budgets = {a.name: a.budget for a in ctx.arms}
-    lines = [f"# {title}", ""]
-    lines += [
-        f"{len(runs)} runs in {len(ctx.arms)} arms; baseline arm: **{ctx.baseline.name}** "
-        "(every other arm is compared with it). Steps are generator steps; wall-clock counts "
-        "from each run's start, quality evaluations included.",
-        "",
-    ]
     if len(set(budgets.values())) == 1:
-        lines += [f"Budget: **{next(iter(budgets.values()))} generator steps for every arm**, "
-                  f"evaluated at steps {', '.join(map(str, ctx.grid))}.", ""]  # fmt: skip
+        budget = (
+            f"Budget: **{next(iter(budgets.values()))} generator steps for every arm**, "
+            f"evaluated at steps {', '.join(map(str, ctx.grid))}."
+        )
     else:
-        lines += ["**Unequal budgets** (the longest run of each arm: "
-                  + ", ".join(f"{k} {v}" for k, v in budgets.items())
-                  + "): a column past an arm's budget compares the arms that trained that "
-                  "far, and the at-the-budget values are at different steps.", ""]  # fmt: skip
-    lines += [
+        each = ", ".join(f"{k} {v}" for k, v in budgets.items())
+        budget = (
+            f"**Unequal budgets** (the longest run of each arm: {each}): a column past an arm's "
+            "budget compares the arms that trained that far, and the at-the-budget values are "
+            "at different steps."
+        )
+    n_base = len(ctx.baseline.runs)
+    paragraphs = [
+        f"{sum(len(a.runs) for a in ctx.arms)} runs in {len(ctx.arms)} arms; baseline arm: "
+        f"**{ctx.baseline.name}** (every other arm is compared with it). Steps are generator "
+        "steps; wall-clock counts from each run's start, quality evaluations included.",
+        budget,
         "Methods (`capsgan.statistics`): `mean [low, high]` is the mean over seeds with its "
         "95 % percentile-bootstrap interval, which stays inside each metric's range; with "
         "few seeds it is close to the seeds' range and under-covers, so every arm-vs-baseline "
         "row carries an exact permutation test of the difference in mean ranks "
-        f"(two-sided; with {len(ctx.baseline.runs)} baseline seeds the smallest possible "
-        f"p is {smallest_p(len(ctx.baseline.runs), len(ctx.baseline.runs)):.3f} against an "
-        "arm of as many). Costs to a level are interpolated between evaluations; a seed that "
-        "never reached a level counts at its budget, and the value is then a bound (`>=`).",
-        "",
+        f"(two-sided; with {n_base} baseline seeds the smallest possible p is "
+        f"{smallest_p(n_base, n_base):.3f} against an arm of as many). Costs to a level are "
+        "interpolated between evaluations; a seed that never reached a level counts at its "
+        "budget, and the value is then a bound (`>=`).",
         f"Real-data FID floor: {notes['floor']}.",
-        "",
         "Quality levels (FID): "
         f"{', '.join(f'**{v:.1f}**' for v in ctx.levels) or NA} -- {notes['levels']}.",
-        "",
         "KID is the unbiased MMD² in the classifier's 128-d feature space, in raw units "
         "(not x 1000): it can be slightly negative; docs/metrics.md has its noise level.",
-        "",
     ]
     if running:
-        lines += ["Still training (reported with its evaluations so far): " + "; ".join(
-            f"`{r.name}` ({r.error})" for r in running) + ".", ""]  # fmt: skip
+        names = "; ".join(f"`{r.name}` ({r.error})" for r in running)
+        paragraphs.append(f"Still training (reported with its evaluations so far): {names}.")
     if left_out:
-        lines += ["Left out (did not finish, or logged no val/fid): " + "; ".join(
-            f"`{r.name}` ({describe_end(r)})" for r in left_out) + ".", ""]  # fmt: skip
-        if any(r.status in ("interrupted", "killed") for r in left_out):
-            lines += ["An interrupted sweep finishes when its command is run again with the "
-                      "same `hydra.sweep.dir=<sweep>`: finished jobs are skipped, the others "
-                      "resume from their last.ckpt (README, \"Scaling out\").", ""]  # fmt: skip
-    return lines
+        names = "; ".join(f"`{r.name}` ({describe_end(r)})" for r in left_out)
+        paragraphs.append(f"Left out (did not finish, or logged no val/fid): {names}.")
+    if any(r.status in ("interrupted", "killed") for r in left_out):
+        paragraphs.append(
+            "An interrupted sweep finishes when its command is run again with the "
+            "same `hydra.sweep.dir=<sweep>`: finished jobs are skipped, the others "
+            'resume from their last.ckpt (README, "Scaling out").'
+        )
+    return section(f"# {title}", *paragraphs)
 
 
 def section_budget(ctx: Context) -> list[str]:
@@ -478,18 +455,15 @@ def section_budget(ctx: Context) -> list[str]:
                fmt_estimate(bootstrap(per_k), 2),
                fmt_estimate(bootstrap([s.eval_share for s in arm.runs]), 3)]
         )  # fmt: skip
-    return [
+    return section(
         "## At the budget",
-        "",
-        *table(head, rows),
-        "",
+        table(head, rows),
         "Values at each run's last evaluation (every seed counted; `(k/n)` when k of n runs "
         "logged the metric). *Best FID* is over the whole run. *Collapsed*: fewer than "
         f"{COLLAPSE_MODES} of 10 modes at the end, or a final FID above "
         f"{COLLAPSE_FID_FACTOR:g} x the run's best. *Eval share*: the part of the wall-clock "
         "spent measuring sample quality.",
-        "",
-    ]
+    )
 
 
 def section_tests(ctx: Context) -> list[str]:
@@ -500,22 +474,18 @@ def section_tests(ctx: Context) -> list[str]:
         for name, tag, digits, lower in ctx.metrics:
             a = [s.final.get(tag) for s in arm.runs]
             b = [s.final.get(tag) for s in ctx.baseline.runs]
-            p = rank_test(a, b)
             ea, eb = bootstrap(a), bootstrap(b)
             better = NA
             if ea and eb and ea.mean != eb.mean:
                 better = arm.name if (ea.mean < eb.mean) == lower else ctx.baseline.name
             rows.append([arm.name, name, fmt_estimate(ea, digits), fmt_estimate(eb, digits),
-                         better, verdict(p)])  # fmt: skip
-    return [
+                         better, verdict(rank_test(a, b))])  # fmt: skip
+    return section(
         f"## Against the baseline ({ctx.baseline.name}) at the budget",
-        "",
-        *table(["arm", "metric", "arm", "baseline", "better mean", "rank test"], rows),
-        "",
+        table(["arm", "metric", "arm", "baseline", "better mean", "rank test"], rows),
         "*Better mean* only says which mean is better; read it with the test: "
         "*not significant* means these seeds cannot tell the arms apart.",
-        "",
-    ]
+    )
 
 
 def section_levels(ctx: Context) -> list[str]:
@@ -533,15 +503,12 @@ def section_levels(ctx: Context) -> list[str]:
                 scaled = [Cost(c.value / scale, c.censored) for c in costs]
                 cells.append(f"{fmt_estimate(mean_cost(scaled), digits)} ({reached}/{len(costs)})")
         rows.append(cells)
-    return [
+    return section(
         "## Generator steps and minutes to each quality level",
-        "",
-        *table(head, rows),
-        "",
+        table(head, rows),
         "`(k/n)`: seeds that reached the level. The others count at their budget, so the "
         "mean is then a lower bound (`>=`).",
-        "",
-    ]
+    )
 
 
 def section_ratios(ctx: Context) -> list[str]:
@@ -557,57 +524,50 @@ def section_ratios(ctx: Context) -> list[str]:
                 if what == "steps":
                     cells.append(verdict(ratio_test(mine, base)))
             rows.append(cells)
-    return [
+    return section(
         f"## Ratios to the baseline ({ctx.baseline.name})",
-        "",
         "Per seed, the arm's cost to reach a level divided by the baseline's; the geometric "
         "mean over seeds with its bootstrap interval. A seed where only the arm never got "
         "there enters as `>=` (its budget over the baseline's cost), one where only the "
         "baseline never did as `<=`; then the mean is a bound too (`~`: bounds both ways). "
         "The founding claim is a steps ratio of about 0.33.",
-        "",
-        *table(["arm", "level", "steps ratio", "steps: rank test", "wall-clock ratio"], rows),
-        "",
-    ]
+        table(["arm", "level", "steps ratio", "steps: rank test", "wall-clock ratio"], rows),
+    )
 
 
 def section_grid(ctx: Context) -> list[str]:
     if not ctx.grid:
         return []
-    lines = ["## Every evaluation", "",
-             "Each metric at every step of the evaluation grid, every seed in the denominator "
-             "(`(k/n)`: only k of the arm's n runs were evaluated there).", ""]  # fmt: skip
+    tables: list[str | list[str]] = []
     for name, tag, digits, _ in ctx.metrics:
         rows = []
         for step in ctx.grid:
-            cells = [str(step)]
-            for arm in ctx.arms:
-                values = [s.at_step(tag, step) for s in arm.runs]
-                cells.append(fmt_estimate(bootstrap(values), digits, len(arm.runs)))
-            rows.append(cells)
-        lines += [f"### {name}", "", *table(["step", *(a.name for a in ctx.arms)], rows), ""]
-    return lines
+            values = [[s.at_step(tag, step) for s in arm.runs] for arm in ctx.arms]
+            rows.append([str(step)] + [fmt_estimate(bootstrap(v), digits, len(v)) for v in values])
+        tables += [f"### {name}", table(["step", *(a.name for a in ctx.arms)], rows)]
+    return section(
+        "## Every evaluation",
+        "Each metric at every step of the evaluation grid, every seed in the denominator "
+        "(`(k/n)`: only k of the arm's n runs were evaluated there).",
+        *tables,
+    )
 
 
 def section_stability(ctx: Context) -> list[str]:
     head = ["run", "arm", "seed", f"FID spread, last {LAST_EVALS}", "collapsed", "stopped early",
             "D acc peak (step)", "D acc settled (std)"]  # fmt: skip
-    rows = []
-    for arm in ctx.arms:
-        for s in arm.runs:
-            acc = s.d_acc
-            rows.append([
-                f"`{s.run.name}`", arm.name, fmt(s.seed),
-                NA if s.spread is None else f"{100 * s.spread:.0f} %",
-                s.collapse or "no", s.stopped or "no",
-                f"{acc['peak']:.2f} ({acc['peak_step']:.0f})" if acc else NA,
-                f"{acc['settled']:.2f} ({acc['settled_std']:.2f})" if acc else NA,
-            ])  # fmt: skip
-    return [
+    rows = [
+        [f"`{s.run.name}`", arm.name, fmt(s.seed),
+         NA if s.spread is None else f"{100 * s.spread:.0f} %",
+         s.collapse or "no", s.stopped or "no",
+         f"{s.d_acc['peak']:.2f} ({s.d_acc['peak_step']:.0f})" if s.d_acc else NA,
+         f"{s.d_acc['settled']:.2f} ({s.d_acc['settled_std']:.2f})" if s.d_acc else NA]
+        for arm in ctx.arms
+        for s in arm.runs
+    ]  # fmt: skip
+    return section(
         "## Stability",
-        "",
-        *table(head, rows),
-        "",
+        table(head, rows),
         "*Stopped early*: the opt-in plateau rule (`experiment=convergence`) ended the run "
         'before its budget, "flattened" (its FID stayed within the tolerance of its best) '
         'or "degraded after step N" (it rose above the best it had at step N). The founding '
@@ -616,8 +576,7 @@ def section_stability(ctx: Context) -> list[str]:
         "convergence. *Peak* is the highest 5-point moving mean of `train/d_acc` and the "
         "generator step it came at; *settled* is the mean (std) of the last 10 % of the "
         "logged values.",
-        "",
-    ]
+    )
 
 
 def section_runs(ctx: Context) -> list[str]:
@@ -633,19 +592,22 @@ def section_runs(ctx: Context) -> list[str]:
         for arm in ctx.arms
         for s in arm.runs
     ]  # fmt: skip
-    return ["## Runs", "", *table(head, rows), ""]
+    return section("## Runs", table(head, rows))
 
 
 def render(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[Run],
            running: Sequence[Run], plots: Sequence[Path]) -> str:  # fmt: skip
     lines = section_header(ctx, title, notes, left_out, running)
-    for section in (section_budget, section_tests, section_levels, section_ratios,
-                    section_grid, section_stability, section_runs):  # fmt: skip
-        lines += section(ctx)
-    lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    lines += ["", f"Every run's curves: [{CURVES_CSV}]({CURVES_CSV}), what each run is: "
-              f"[{RUNS_CSV}]({RUNS_CSV}); `python src/report.py <this folder>` re-renders this "
-              "report from them.", ""]  # fmt: skip
+    for part in (section_budget, section_tests, section_levels, section_ratios,
+                 section_grid, section_stability, section_runs):  # fmt: skip
+        lines += part(ctx)
+    lines += section(
+        "## Plots",
+        [f"![{p.stem}]({p.name})" for p in plots],
+        f"Every run's curves: [{CURVES_CSV}]({CURVES_CSV}), what each run is: "
+        f"[{RUNS_CSV}]({RUNS_CSV}); `python src/report.py <this folder>` re-renders this "
+        "report from them.",
+    )
     return "\n".join(lines)
 
 
@@ -669,19 +631,12 @@ def check_comparable(runs: Sequence[Run]) -> None:
             )
 
 
-def report_title(runs: Sequence[Run]) -> str:
-    groups, others = varying_keys(runs)
-    what = ", ".join(groups + others)
-    return f"Comparison report: {what}" if what else "Report"
-
-
 def load_runs(paths: Sequence[Path]) -> list[Run]:
     """The runs in ``paths``: report folders (curves.csv + runs.csv) or run / sweep folders."""
-    runs: list[Run] = []
-    folders = [p for p in paths if not (p.is_dir() and is_report_folder(p) and not find_runs(p))]
-    for path in paths:
-        if path not in folders:
-            runs += load_csvs(path)
+    csvs = [p for p in paths if (p / CURVES_CSV).is_file() and (p / RUNS_CSV).is_file()]
+    csvs = [p for p in csvs if not find_runs(p)]  # not a sweep a report was written into
+    runs = [run for path in csvs for run in load_csvs(path)]
+    folders = [p for p in paths if p not in csvs]
     if folders:
         common = Path(os.path.commonpath(folders))  # runs are named by their path below it
         root = common if common.is_dir() else None
@@ -720,20 +675,18 @@ def write_report(
         )
     check_comparable(runs)
     assign_arms(runs)
-    order = list(dict.fromkeys(r.arm for r in runs))
-    arms = group_arms([summarize_run(r, FID, [m[1] for m in METRICS]) for r in runs], order)
+    arms = group_arms([summarize_run(r, FID, [m[1] for m in METRICS]) for r in runs])
     base = pick_baseline(arms, baseline)
     if levels:
         levels, level_note = sorted(levels, reverse=True), "given with levels="
     else:
         levels = quality_levels(base, LEVEL_FRACTIONS)
+        within = ", ".join(f"{f:g}" for f in LEVEL_FRACTIONS)
         level_note = (
-            f"the {base.name} baseline's mean best FID within "
-            + ", ".join(f"{f:g}" for f in LEVEL_FRACTIONS)
-            + " of its generator steps"
+            f"the {base.name} baseline's mean best FID within {within} of its generator steps"
         )
     ctx = Context(arms, base, list(levels), evaluation_grid(arms))
-    floor_note = measure_floor(runs)[1] if measure_floor_fid else "not measured (floor=false)"
+    floor_note = measure_floor(runs) if measure_floor_fid else "not measured (floor=false)"
     out.mkdir(parents=True, exist_ok=True)
     write_csvs(runs, out)
     plots = [plot_quality(arms, levels, out), plot_training_curves(arms, out),
@@ -742,7 +695,8 @@ def write_report(
         plots[2] = out / "samples.png"  # re-rendered from CSVs: the panel made from the runs
     running = [r for r in runs if r.status == RUNNING]
     notes = {"floor": floor_note, "levels": level_note}
-    report = out / "report.md"
-    text = render(ctx, report_title(runs), notes, left_out, running, [p for p in plots if p])
-    report.write_text(text)
-    return report
+    groups, others = varying_keys(runs)
+    title = f"Comparison report: {', '.join(groups + others)}" if groups + others else "Report"
+    text = render(ctx, title, notes, left_out, running, [p for p in plots if p])
+    (out / "report.md").write_text(text)
+    return out / "report.md"

@@ -77,7 +77,7 @@ def start_session(output_dir: str | Path, overrides: list[str], ckpt_path: str |
     }  # fmt: skip
     info = _read(output_dir)
     info.setdefault("sessions", []).append(session)
-    _write(output_dir, info)
+    write_json_atomically(Path(output_dir) / FILENAME, info)
     return session
 
 
@@ -87,18 +87,14 @@ def note_session(output_dir: str | Path, **fields: Any) -> None:
     info = _read(output_dir)
     if info.get("sessions"):
         info["sessions"][-1].update(fields)
-        _write(output_dir, info)
+        write_json_atomically(Path(output_dir) / FILENAME, info)
 
 
 def end_session(output_dir: str | Path, status: str, message: str | None = None, **extra: Any):
     """Record how the newest session ended (completed, failed, diverged, interrupted or
     crashed); best effort: a full disk must not hide the error that ended the run."""
-    info = _read(output_dir)
-    if not info.get("sessions"):
-        return
-    info["sessions"][-1].update(status=status, ended=_now(), message=message, **extra)
     try:
-        _write(output_dir, info)
+        note_session(output_dir, status=status, ended=_now(), message=message, **extra)
     except OSError as err:
         print(f"(could not record the run's end in {output_dir}/{FILENAME}: {err})",
               file=sys.stderr)  # fmt: skip
@@ -114,7 +110,3 @@ def _read(output_dir: str | Path) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         return json.loads((Path(output_dir) / FILENAME).read_text())
     return {}
-
-
-def _write(output_dir: str | Path, info: dict[str, Any]) -> None:
-    write_json_atomically(Path(output_dir) / FILENAME, info)

@@ -11,7 +11,6 @@ evaluate, battle, semisupervised, generate and checkpointing all ask this module
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import math
@@ -45,9 +44,8 @@ COLLAPSE_FID_FACTOR = 1.5
 def collapsed(
     final: float, best: float, modes: float | None, lower_is_better: bool = True
 ) -> tuple[bool, bool]:
-    """The collapse rule (the report's and the sweep summary's): whether the run ended with
-    fewer than COLLAPSE_MODES classes covered, and whether its final value is worse than
-    COLLAPSE_FID_FACTOR times its best (or not finite)."""
+    """The collapse rule above (the report's and the sweep summary's): too few modes, and a
+    final value too far from the best (or not finite)."""
     few_modes = modes is not None and modes < COLLAPSE_MODES
     ratio = final / best if best else 1.0
     worse = ratio > COLLAPSE_FID_FACTOR if lower_is_better else ratio < 1 / COLLAPSE_FID_FACTOR
@@ -157,19 +155,16 @@ def run_status(folder: Path) -> tuple[str | None, str | None]:
 def session_pauses(folder: Path) -> list[tuple[float, float]]:
     """The times between the sessions of a resumed run (``run_info.json``), which are not
     training time: a run stopped and resumed an hour later did not train for that hour."""
+    pauses = []
     try:
         sessions = json.loads((folder / "run_info.json").read_text()).get("sessions") or []
-        times = [
-            (datetime.fromisoformat(s["started"]).timestamp(), s.get("ended")) for s in sessions
-        ]
+        starts = [datetime.fromisoformat(s["started"]).timestamp() for s in sessions]
+        for before, start in zip(sessions[:-1], starts[1:], strict=True):
+            ended = before.get("ended")
+            if ended and start > (end := datetime.fromisoformat(ended).timestamp()):
+                pauses.append((end, start))
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    pauses = []
-    for (_, ended), (started, _) in itertools.pairwise(times):
-        if ended:
-            end = datetime.fromisoformat(ended).timestamp()
-            if started > end:
-                pauses.append((end, started))
     return pauses
 
 
@@ -305,32 +300,27 @@ def saved_run_hint(ckpt_path: Path) -> str:
     return hint
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint Lightning's ``ModelCheckpoint(monitor=val/fid)`` recorded as best."""
+def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
+    """``which`` (``last``, ``best``: the one Lightning's ``ModelCheckpoint(monitor=val/fid)``
+    recorded, or a file name in ``checkpoints/``) of a run folder."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        state = read_checkpoint(last, "checkpoint")
+    if which == "best":
+        state = read_checkpoint(last, "checkpoint") if last.is_file() else {}
         for key, value in state.get("callbacks", {}).items():
             best = value.get("best_model_path") if isinstance(value, dict) else None
             if "ModelCheckpoint" in key and best:
-                candidate = run_dir / "checkpoints" / Path(best).name  # the run may have moved
+                candidate = last.parent / Path(best).name  # the run may have moved
                 if candidate.is_file():
                     return candidate
-    raise UserError(
-        f"{str(run_dir)!r} records no best checkpoint (no ModelCheckpoint with a monitor "
-        "in checkpoints/last.ckpt). Pass checkpoint=last or a file name from "
-        f"{str(run_dir / 'checkpoints')!r}."
-    )
-
-
-def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
-    """``which`` (``last``, ``best`` or a file name in ``checkpoints/``) of a run folder."""
-    if which == "best":
-        return best_checkpoint(run_dir)
+        raise UserError(
+            f"{str(run_dir)!r} records no best checkpoint (no ModelCheckpoint with a monitor "
+            "in checkpoints/last.ckpt). Pass checkpoint=last or a file name from "
+            f"{str(last.parent)!r}."
+        )
     name = "last.ckpt" if which == "last" else which
-    path = run_dir / "checkpoints" / name
+    path = last.parent / name
     if not path.is_file():
-        have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        have = sorted(p.name for p in last.parent.glob("*.ckpt"))
         raise UserError(
             f"{str(run_dir)!r} has no checkpoints/{name} (it has {have or 'none'}). Pass "
             "checkpoint=last, checkpoint=best or one of those file names."

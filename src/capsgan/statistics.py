@@ -1,27 +1,17 @@
-"""Statistics over seeds for comparing GAN arms: intervals that stay possible, costs that
-may be censored, and an exact test beside every comparison (docs/results.md, "Methods").
+"""Statistics over seeds for comparing GAN arms; docs/results.md ("Methods") says why each.
 
-Why these methods:
+* **Intervals**: percentile bootstraps of the mean over seeds, which stay inside the
+  metric's range (a t-interval over three seeds with an outlier gave FID [-302, 4018]) but
+  under-cover with few seeds, so every arm-vs-baseline row also carries a p-value.
+* **Tests**: exact permutation tests of the difference in mean ranks (Wilcoxon-Mann-Whitney,
+  mid-ranks for ties): a seed that never got somewhere is a rank above every seed that did.
+* **Censored costs**: a run that never reached a level took *more than* its budget; dropping
+  it favours the arm that fails, so it enters every mean and ratio at its budget and the
+  result is a bound ("≥ 1.26").
 
-* **Intervals** are percentile bootstraps of the mean over seeds. A bootstrapped mean is
-  always an average of observed values, so its interval stays inside the metric's range
-  (a precision interval never leaves [0, 1], a FID interval never goes below 0), where a
-  t-interval over three seeds with one outlier gave FID [-302, 4018]. With few seeds the
-  bootstrap is close to the seeds' range and under-covers, so every arm-vs-baseline row
-  also carries a p-value.
-* **Tests** are exact permutation tests of the difference in mean ranks (the Wilcoxon-
-  Mann-Whitney statistic, mid-ranks for ties): no normality assumed, and a seed that never
-  got somewhere is just a rank above every seed that did. With 3 seeds per arm the
-  smallest two-sided p-value possible is 0.1, with 5 it is 0.008: the report says so.
-* **Censored costs.** A run that never reached a quality level within its budget did not
-  take "no steps" to get there: it took *more than* its budget. Dropping it favours the
-  arm that fails, so it enters every mean and ratio at its bound and the result is
-  reported as a bound ("≥ 1.26").
-
-The report's numbers are computed here too: each run's summary (:func:`summarize_run`:
-best and final values, stability, collapse, plateau stop, accuracy phases), the runs
-grouped into arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality
-levels and the evaluation grid; :mod:`capsgan.report` renders them.
+The report's numbers are computed here too: each run's summary (:func:`summarize_run`),
+the arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality levels and
+the evaluation grid; :mod:`capsgan.report` renders them.
 """
 
 from __future__ import annotations
@@ -70,10 +60,7 @@ class Estimate:
 
 
 def bootstrap(
-    values: Sequence[float | None],
-    confidence: float = CONFIDENCE,
-    geometric: bool = False,
-    bound: str = "",
+    values: Sequence[float | None], geometric: bool = False, bound: str = ""
 ) -> Estimate | None:
     """Mean of ``values`` (geometric mean for ``geometric``: ratios) with the percentile
     bootstrap interval over them; missing and non-finite values are left out."""
@@ -86,10 +73,9 @@ def bootstrap(
     mean = statistics.fmean(data)
     if len(data) < 2:
         return Estimate(back(mean), None, None, 1, bound)
-    rng = np.random.default_rng(_SEED)
-    sample = np.asarray(data)
-    means = sample[rng.integers(0, len(data), (RESAMPLES, len(data)))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
+    draws = np.random.default_rng(_SEED).integers(0, len(data), (RESAMPLES, len(data)))
+    means = np.asarray(data)[draws].mean(axis=1)
+    tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     # the resampled means are averages of the data, so [low, high] is within [min, max]
     return Estimate(back(mean), back(float(low)), back(float(high)), len(data), bound)
@@ -251,10 +237,8 @@ class RunSummary:
         """``tag``'s value at the evaluation of generator step ``step`` (within
         :data:`STEP_SLACK`: a resumed run may log its evaluations a step or two off)."""
         series = self.run.series(tag)
-        near = [
-            (abs(s - step), i) for i, s in enumerate(series.steps) if abs(s - step) <= STEP_SLACK
-        ]
-        return series.values[min(near)[1]] if near else None
+        near = min(((abs(s - step), i) for i, s in enumerate(series.steps)), default=None)
+        return series.values[near[1]] if near and near[0] <= STEP_SLACK else None
 
     def cost(self, level: float, what: str) -> Cost:
         """Generator steps (``what="steps"``) or seconds to FID ``level``, censored at the
@@ -348,12 +332,12 @@ class Arm:
         return max((s.final_step for s in self.runs if s.final_step is not None), default=None)
 
 
-def group_arms(summaries: Sequence[RunSummary], order: Sequence[str]) -> list[Arm]:
-    """Arms in ``order`` (the order their first run was found: a sweep's job order)."""
-    arms: dict[str, list[RunSummary]] = {name: [] for name in order}
+def group_arms(summaries: Sequence[RunSummary]) -> list[Arm]:
+    """Arms in the order their first run comes (the runs are found in a sweep's job order)."""
+    arms: dict[str, list[RunSummary]] = {}
     for s in summaries:
         arms.setdefault(s.run.arm, []).append(s)
-    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items() if m]
+    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items()]
 
 
 def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
@@ -428,12 +412,10 @@ def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
 
 
 def _resolved(run: Run, key: str) -> str:
-    """A run's own value of an override key it did not set, as the command line writes it."""
-    missing = object()
-    value = (
-        missing if run.cfg is None else OmegaConf.select(run.cfg, key.lstrip("+~"), default=missing)
-    )
-    return "-" if value is missing else "null" if value is None else str(value)
+    """A run's own value of an override key it did not set, as the command line writes it
+    (``-``: unknown)."""
+    value = "-" if run.cfg is None else OmegaConf.select(run.cfg, key.lstrip("+~"), default="-")
+    return "null" if value is None else str(value)
 
 
 def assign_arms(runs: Sequence[Run]) -> None:
