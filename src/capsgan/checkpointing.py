@@ -147,8 +147,13 @@ class ResumableRun(L.Callback):
         step = trainer.global_step + 1
         start = Event(step=step, session_log=SessionLog(status=SessionLog.START))
         for logger in trainer.loggers:
-            if isinstance(logger.experiment, SummaryWriter):  # as its purge_step would write it
-                logger.experiment._get_file_writer().add_event(start)
+            writer = logger.experiment
+            if not isinstance(writer, SummaryWriter):
+                continue
+            if writer.file_writer is None:  # not opened yet: let SummaryWriter write it
+                writer.purge_step = step
+            else:
+                writer.file_writer.add_event(start)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
