@@ -23,11 +23,9 @@ SIGTERM or Ctrl-C to the launching process stops the running jobs (each saves
 command that resumes the sweep: docs/reliability.md, "Stopping a sweep".
 
 **Resuming a sweep** is running the same command again with the same ``hydra.sweep.dir``
-(Hydra itself has no "continue this multirun"). Each job looks at its folder first
-(:func:`job_plan`): a job that finished is skipped (its record and summary row kept), one
-with a ``last.ckpt`` resumes from it, one never started runs. A job folder that holds a
-*different* job (other overrides) is left as it was and the job refused. ``job.json``'s
-``launch`` and the summary say which jobs were skipped, resumed or run.
+(Hydra itself has no "continue this multirun"): each job's folder decides whether it is
+skipped, resumed, run or refused (:func:`job_plan`); ``job.json``'s ``launch`` and the
+summary say which.
 """
 
 from __future__ import annotations
