@@ -99,8 +99,11 @@ def run_batches(trainer: L.Trainer, pl_module: L.LightningModule) -> float:
     batches = trainer.num_training_batches
     if trainer.max_steps is None or trainer.max_steps < 0:
         return batches
-    per_step = int(getattr(pl_module.hparams, "d_steps_per_g", 1) or 1)
-    return min(batches, max((trainer.max_steps - trainer.global_step) * per_step, 0))
+    return min(batches, max((trainer.max_steps - trainer.global_step) * _per_step(pl_module), 0))
+
+
+def _per_step(pl_module: L.LightningModule) -> int:  # batches per generator step
+    return int(getattr(pl_module.hparams, "d_steps_per_g", 1) or 1)
 
 
 class DivergenceGuard(L.Callback):
@@ -151,8 +154,7 @@ class DivergenceGuard(L.Callback):
         self.first_nonfinite = torch.where(bad & (first < 0), step, first)
 
     def check(self, trainer: L.Trainer, state_dict: dict[str, Tensor] | None = None) -> None:
-        """Raise :class:`DivergenceError` if a loss (or a weight in ``state_dict``) went
-        non-finite; the message names the network and the generator step."""
+        """Raise :class:`DivergenceError` if a loss or a weight in ``state_dict`` is non-finite."""
         epoch = trainer.current_epoch + 1  # counted from 1, as the log and progress bar do
         if self.first_nonfinite is not None:
             first = self.first_nonfinite.tolist()  # the one sync, every few batches
@@ -197,12 +199,8 @@ class SampleGrid(L.Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         step = trainer.global_step  # generator steps; the same after a batch without one
-        if (
-            not self.every_n_steps
-            or not trainer.is_global_zero
-            or step % self.every_n_steps
-            or (step == self._last_step_saved)
-        ):
+        due = self.every_n_steps and step % self.every_n_steps == 0
+        if not due or not trainer.is_global_zero or step == self._last_step_saved:
             return
         self._last_step_saved = step
         self._save(trainer, self._grid(pl_module), f"step_{step:06d}.png")
@@ -290,18 +288,13 @@ class ProgressBar(RichProgressBar):
         return run_batches(self.trainer, self.trainer.lightning_module)
 
     def _get_train_description(self, current_epoch: int) -> str:
-        # "Epoch 1/20" (Lightning's says "Epoch 0/19"); a private hook, listed in compat
-        epochs = self._last_epoch()
-        description = f"Epoch {current_epoch + 1}" + (f"/{epochs}" if epochs else "")
-        return f"{description:{len(self.validation_description)}}"
-
-    def _last_epoch(self) -> int | None:
-        """The epoch the run will end in: ``max_epochs``, or sooner by ``max_steps``."""
+        # "Epoch 1/20" (Lightning's says "Epoch 0/19"); a private hook, listed in compat.
+        # The last epoch is max_epochs', or an earlier one where max_steps ends the run.
         trainer = self.trainer
         last = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
         per_epoch = trainer.num_training_batches
         if trainer.max_steps > 0 and math.isfinite(per_epoch) and per_epoch > 0:
-            per_step = int(getattr(trainer.lightning_module.hparams, "d_steps_per_g", 1) or 1)
-            by_steps = math.ceil(trainer.max_steps * per_step / per_epoch)
-            last = min(last, by_steps) if last else by_steps
-        return last
+            batches = trainer.max_steps * _per_step(trainer.lightning_module)
+            last = min(last or math.inf, math.ceil(batches / per_epoch))
+        description = f"Epoch {current_epoch + 1}" + (f"/{last}" if last else "")
+        return f"{description:{len(self.validation_description)}}"

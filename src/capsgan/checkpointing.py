@@ -29,7 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from capsgan.atomic_write import write_atomically
 from capsgan.errors import ConfigError, storage_error
-from capsgan.inputs import read_checkpoint
+from capsgan.loggers import epochs_from_1
 from capsgan.runs import saved_run_hint
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
         ver: int | None = None,
         prefix: str | None = None,
     ) -> str:
-        if "epoch" in metrics:
-            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
-        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+        return super().format_checkpoint_name(epochs_from_1(metrics), filename, ver, prefix)
 
 
 class ResumableRun(L.Callback):
@@ -147,6 +145,7 @@ class ResumableRun(L.Callback):
         # the first step this session writes (the x axis counts generator steps,
         # capsgan.loggers): the killed session's events from here on are dropped
         step = trainer.global_step + 1
+        start = Event(step=step, session_log=SessionLog(status=SessionLog.START))
         for logger in trainer.loggers:
             writer = logger.experiment
             if not isinstance(writer, SummaryWriter):
@@ -154,9 +153,7 @@ class ResumableRun(L.Callback):
             if writer.file_writer is None:  # not opened yet: let SummaryWriter write it
                 writer.purge_step = step
             else:
-                writer.file_writer.add_event(
-                    Event(step=step, session_log=SessionLog(status=SessionLog.START))
-                )
+                writer.file_writer.add_event(start)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -182,9 +179,7 @@ class ResumableRun(L.Callback):
 
 def _flush(trainer: L.Trainer) -> None:
     for logger in trainer.loggers:
-        flush = getattr(logger.experiment, "flush", None)
-        if callable(flush):
-            flush()
+        logger.save()  # TensorBoard: flush its events; CSV: write its rows
 
 
 SEED_KEY = "capsgan_seed"  # the run's seed, in every checkpoint ResumableRun saves
@@ -198,12 +193,6 @@ def run_seed(seed: int, ckpt: dict[str, Any] | None) -> int:
         return seed
     log.info("resuming a run made with seed=%d: seeding with it (not seed=%d)", own, seed)
     return int(own)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint to resume from, read as Lightning reads it on resume
-    (``weights_only``), so a file this refuses would fail there too."""
-    return read_checkpoint(path, "ckpt_path", weights_only=True)
 
 
 def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:

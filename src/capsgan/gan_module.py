@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 import lightning as L
@@ -72,13 +71,8 @@ class LightningUpdates:
     def generator_steps(self) -> int:
         return self.module.global_step
 
-    @contextlib.contextmanager
-    def training(self, network: str) -> Iterator[None]:
-        self.module.toggle_optimizer(self.optimizers[network])
-        try:
-            yield
-        finally:
-            self.module.untoggle_optimizer(self.optimizers[network])
+    def training(self, network: str) -> contextlib.AbstractContextManager[None]:
+        return self.module.toggled_optimizer(self.optimizers[network])
 
     def update(self, network: str, loss: Tensor) -> None:
         optimizer, clip = self.optimizers[network], self.module.hp.gradient_clip_val
@@ -110,13 +104,12 @@ class GAN(L.LightningModule):
         self.score_kind = score_kind(discriminator)  # an undeclared kind raises here
         # A buffer, so it is saved in checkpoints: a resumed run keeps drawing the same grid.
         self.register_buffer("fixed_z", torch.randn(self.hp.num_fixed_samples, self.hp.latent_dim))
-        if self.hp.channels_last:
-            generator.to(memory_format=torch.channels_last)
-            discriminator.to(memory_format=torch.channels_last)
-        if self.hp.compile:
-            generator.compile()
-            discriminator.compile()
-        else:  # the model summary's FLOPs of both networks for one image (not compiled)
+        for network in (generator, discriminator):
+            if self.hp.channels_last:
+                network.to(memory_format=torch.channels_last)
+            if self.hp.compile:
+                network.compile()
+        if not self.hp.compile:  # the model summary's FLOPs of both networks for one image
             self.example_input_array = (torch.zeros(1, self.hp.latent_dim), True)
 
     def forward(self, z: Tensor, score: bool = False) -> Tensor:

@@ -29,6 +29,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from capsgan import hparams as gan_hparams
 from capsgan.errors import ConfigError
 from capsgan.metrics import METRIC_KEYS
+from capsgan.resume import key_of
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,6 @@ BEST_FID = "val/fid_best"
 # the metrics TensorBoard's HPARAMS tab shows: sample quality (capsgan.metrics) and training
 HPARAM_METRICS = (*METRIC_KEYS, BEST_FID,
                   "val/d_acc", "epoch/d_loss", "epoch/g_loss", "epoch/d_acc")  # fmt: skip
-
-
-def _key(override: str) -> str:
-    return override.partition("=")[0].lstrip("+~")
 
 
 def _hydra() -> DictConfig | None:
@@ -88,11 +85,11 @@ def auto_run_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
     parts: list[str] = []
     if hydra_cfg.mode == RunMode.MULTIRUN:
         varying = swept_keys(hydra_cfg)
-        parts = [o.lstrip("+") for o in overrides if _key(o) in varying]
+        parts = [o.lstrip("+") for o in overrides if key_of(o) in varying]
     if not parts:
-        parts = [o.lstrip("+") for o in overrides if not _key(o).startswith(NOT_IN_NAME)]
+        parts = [o.lstrip("+") for o in overrides if not key_of(o).startswith(NOT_IN_NAME)]
         choice = hydra_cfg.runtime.choices.get("discriminator")
-        if choice and not any(_key(o) == "discriminator" for o in parts):
+        if choice and not any(key_of(o) == "discriminator" for o in parts):
             parts.insert(0, f"discriminator={choice}")
     name = ",".join(_short(p) for p in parts).replace("/", "_").replace(os.sep, "_")
     return name if len(name) <= 120 else name[:119] + "…"
@@ -161,7 +158,7 @@ def run_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> tuple[dict[str, Any],
     else:
         choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
                    if "/" not in str(k) and v is not None and k in CHOSEN_GROUPS}  # fmt: skip
-        typed = [_key(str(o)) for o in hydra_cfg.overrides.task]
+        typed = [key_of(str(o)) for o in hydra_cfg.overrides.task]
         varying = swept_keys(hydra_cfg) if hydra_cfg.mode == RunMode.MULTIRUN else set(typed)
     params: dict[str, Any] = dict(choices)
     for key in [*wanted, *typed, *sorted(varying)]:
@@ -223,6 +220,11 @@ def log_hparams(
             logger.log_hyperparams(params)
 
 
+def epochs_from_1(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with Lightning's 0-based ``epoch`` counted from 1, as the console counts."""
+    return {**metrics, "epoch": metrics["epoch"] + 1} if "epoch" in metrics else metrics
+
+
 class GeneratorSteps:
     """A logger whose x axis is the generator step and whose ``epoch`` counts from 1, as
     the console, the file names and the report count (Lightning's x axis counts batches).
@@ -238,17 +240,14 @@ class GeneratorSteps:
     def on_generator_steps(self, metrics: dict[str, Any], step: int | None) -> tuple[dict, Any]:
         if self._trainer is None:  # outside a GAN run: Lightning's numbers
             return metrics, step
-        if "epoch" in metrics:  # Lightning adds the 0-based current_epoch
-            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
-        return metrics, self._trainer.global_step
+        return epochs_from_1(metrics), self._trainer.global_step
 
 
 class CSVLogger(GeneratorSteps, _LightningCSVLogger):
     """Lightning's CSV logger on :class:`GeneratorSteps` (``step`` and ``epoch`` columns)."""
 
-    @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        super().log_metrics(*self.on_generator_steps(metrics, step))
+        super().log_metrics(*self.on_generator_steps(metrics, step))  # rank 0 only, as there
 
 
 class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
@@ -258,7 +257,6 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session_started, self._best_fid = False, None
-        self._created = time.time()  # event files older than this are earlier sessions'
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -272,20 +270,13 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
         super().log_metrics(metrics, step)
 
     def _previous_best(self, step: int | None) -> float:
-        """The lowest ``val/fid`` this folder's earlier sessions logged before ``step``
-        (a resumed run continues their best; ``inf`` for a fresh run)."""
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        """The lowest ``val/fid`` the run's earlier sessions logged before ``step``, which a
+        resumed run continues (``inf`` for a fresh run); asked before this session's first."""
+        from capsgan.runs import Series, read_scalars  # the project's reader (imports us)
 
-        best = math.inf
-        for path in Path(self.log_dir).glob("events.out.tfevents.*"):
-            if path.stat().st_mtime >= self._created:
-                continue
-            events = EventAccumulator(str(path), size_guidance={"scalars": 0})
-            events.Reload()
-            if "val/fid" in events.Tags()["scalars"]:
-                before = [e for e in events.Scalars("val/fid") if step is None or e.step < step]
-                best = min([best, *(e.value for e in before if math.isfinite(e.value))])
-        return best
+        fid = read_scalars(self.save_dir).get("val/fid") or Series()
+        before = [v for s, v in zip(fid.steps, fid.values, strict=True) if step is None or s < step]
+        return min([math.inf, *(v for v in before if math.isfinite(v))])
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

@@ -28,12 +28,13 @@ ARCHITECTURE = ("generator", "discriminator", "latent_dim", "data.name", "data.c
                 "data.image_size")  # fmt: skip
 
 
-def _key(override: str) -> str:
+def key_of(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
 def _value(argv: Sequence[str], key: str) -> str | None:
-    found = [a.split("=", 1)[1] for a in argv if "=" in a and _key(a) == key]
+    found = [a.split("=", 1)[1] for a in argv if "=" in a and key_of(a) == key]
     return found[-1] if found else None
 
 
@@ -96,14 +97,14 @@ def resume_argv(argv: Sequence[str], conf_dir: str | Path, config_name: str = "t
         return list(argv)
     saved = saved_overrides(folder)
     flags = [a for a in argv if a.startswith("-")]  # Hydra's options come before overrides
-    given = [a for a in argv if _key(a) != "ckpt_path" and not a.startswith("-")]
+    given = [a for a in argv if key_of(a) != "ckpt_path" and not a.startswith("-")]
     if _value(argv, "ckpt_path") == LATEST:
-        given = [a for a in given if _key(a) != "hydra.run.dir"] + [f"hydra.run.dir={folder}"]
-    ours = {_key(a) for a in given}
-    merged = [*flags, *(s for s in saved if _key(s) not in ours and _key(s) != "ckpt_path")]
+        given = [a for a in given if key_of(a) != "hydra.run.dir"] + [f"hydra.run.dir={folder}"]
+    ours = {key_of(a) for a in given}
+    merged = [*flags, *(s for s in saved if key_of(s) not in ours and key_of(s) != "ckpt_path")]
     merged += [*given, f"ckpt_path={LAST}"]
     task = [a for a in merged if not a.startswith(("hydra.", "-"))]
-    before = [s for s in saved if _key(s) != "ckpt_path"]
+    before = [s for s in saved if key_of(s) != "ckpt_path"]
     try:
         changed = _changes(
             architecture(_compose(conf_dir, config_name, before)),

@@ -23,11 +23,9 @@ SIGTERM or Ctrl-C to the launching process stops the running jobs (each saves
 command that resumes the sweep: docs/reliability.md, "Stopping a sweep".
 
 **Resuming a sweep** is running the same command again with the same ``hydra.sweep.dir``
-(Hydra itself has no "continue this multirun"). Each job looks at its folder first
-(:func:`job_plan`): a job that finished is skipped (its record and summary row kept), one
-with a ``last.ckpt`` resumes from it, one never started runs. A job folder that holds a
-*different* job (other overrides) is left as it was and the job refused. ``job.json``'s
-``launch`` and the summary say which jobs were skipped, resumed or run.
+(Hydra itself has no "continue this multirun"): each job's folder decides whether it is
+skipped, resumed, run or refused (:func:`job_plan`); ``job.json``'s ``launch`` and the
+summary say which.
 """
 
 from __future__ import annotations
@@ -70,6 +68,9 @@ log = logging.getLogger(__name__)
 STOP_FILE = ".stop"  # in the sweep folder while a stopped sweep winds down
 STOP_SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
 NO_METRIC = "no {metric}: the job never logged it (no validation in its budget, or no callback)"
+NOT_STARTED = "stopped by {} before training started; nothing to save"
+# job.json's "launch": what the latest launch of the sweep did with the job, by its job_plan()
+LAUNCH = dict(run="run", resume="resumed", skip="skipped", conflict="refused: another job's folder")
 
 
 def in_multirun() -> bool:
@@ -77,13 +78,8 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-# Lightning's popen-launched DDP re-runs the command line once per extra rank; spawn starts
-# the ranks from inside the job instead.
-_SPAWN_NAMES = {
-    "ddp": "ddp_spawn",
-    "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true",
-    "ddp_find_unused_parameters_false": "ddp_spawn_find_unused_parameters_false",
-}
+# the popen-launched DDP strategies; each has a ``ddp_spawn...`` twin
+_DDP_POPEN = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 
 def spawn_ddp_in_multirun(cfg: DictConfig) -> None:
@@ -97,11 +93,13 @@ def spawn_ddp_in_multirun(cfg: DictConfig) -> None:
     if not in_multirun() or "trainer" not in cfg:
         return
     strategy = cfg.trainer.get("strategy")
-    if isinstance(strategy, str) and strategy in _SPAWN_NAMES:
-        cfg.trainer.strategy = _SPAWN_NAMES[strategy]
-    elif isinstance(strategy, DictConfig) and strategy.get("start_method", "popen") == "popen":
-        if not str(strategy.get("_target_", "")).endswith("DDPStrategy"):
-            return
+    if isinstance(strategy, str) and strategy in _DDP_POPEN:
+        cfg.trainer.strategy = "ddp_spawn" + strategy.removeprefix("ddp")
+    elif (
+        isinstance(strategy, DictConfig)
+        and strategy.get("start_method", "popen") == "popen"
+        and str(strategy.get("_target_", "")).endswith("DDPStrategy")
+    ):
         with open_dict(strategy):
             strategy.start_method = "spawn"
     else:
@@ -198,7 +196,7 @@ def _job_signal_handler(signum: int, frame: Any) -> None:
     if signal.getsignal(signum) is not _job_signal_handler:
         return
     how, code = STOP_SIGNALS[signal.Signals(signum)]
-    raise RunInterruptedError(f"stopped by {how} before training started; nothing to save", code)
+    raise RunInterruptedError(NOT_STARTED.format(how), code)
 
 
 def _first_line(err: BaseException) -> str:
@@ -220,12 +218,11 @@ class SweepSummary(Callback):
         if mode not in ("min", "max"):
             raise UserError(f"hydra.callbacks.sweep_summary.mode is {mode!r}; use min or max")
         self.metric, self.mode, self.keep_going = metric, mode, keep_going
-        self._started: dict[str, float] = {}
         self._launcher_pid: int | None = None  # set in the launching process
         self._sweep_dir: Path | None = None
         self._stopped_by: tuple[str, int] | None = None
         self._job_here = False  # a job runs in the launching process (basic launcher)
-        self._plans: dict[str, str] = {}  # job folder -> job_plan(), between start and end
+        self._jobs: dict[str, tuple[float, str]] = {}  # job folder -> (start time, job_plan())
         self._earlier_configs: dict[Path, dict[str, bytes]] = {}
 
     # -- in the job's process -----------------------------------------------------------
@@ -273,10 +270,7 @@ class SweepSummary(Callback):
         )
         if self._job_here and signal.getsignal(signal.SIGTERM) == self._on_stop_signal:
             # a job of the basic launcher, in this process, before Lightning's handler is in
-            raise RunInterruptedError(
-                f"stopped by {self._stopped_by[0]} before training started; nothing to save",
-                self._stopped_by[1],
-            )
+            raise RunInterruptedError(NOT_STARTED.format(self._stopped_by[0]), self._stopped_by[1])
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # rank_zero_only.rank: Lightning's reading of RANK/LOCAL_RANK/SLURM_PROCID (the extra DDP
@@ -288,13 +282,11 @@ class SweepSummary(Callback):
         else:  # a worker process (joblib, submitit): stop cleanly outside training too
             self._worker_handlers = {s: signal.signal(s, _job_signal_handler) for s in STOP_SIGNALS}
         out = config.hydra.runtime.output_dir
-        self._started[out] = time.time()
         plan = job_plan(out, list(config.hydra.overrides.task))
-        self._plans[out] = plan
+        self._jobs[out] = (time.time(), plan)
         if plan in ("skip", "conflict"):
             return  # the record stays as it was; the job itself skips or refuses
-        launch = {"run": "run", "resume": "resumed"}[plan]
-        record = self._record(config, "running", None, None, launch)
+        record = self._record(config, "running", None, None, LAUNCH[plan])
         write_json_atomically(Path(out) / JOB_RECORD, record)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -305,13 +297,13 @@ class SweepSummary(Callback):
             signal.signal(signum, handler)
         self._worker_handlers = {}
         out, num = config.hydra.runtime.output_dir, config.hydra.job.num
-        wall = time.time() - self._started.pop(out, time.time())
-        plan = self._plans.pop(out, "run")
+        started, plan = self._jobs.pop(out, (time.time(), "run"))
+        wall = time.time() - started
         failed = job_return.status == JobStatus.FAILED
         err = job_return._return_value  # the exception if failed; .return_value would raise it
         if plan in ("skip", "conflict"):  # its earlier record, marked with this launch
             record = read_job_record(out) or {}
-            record["launch"] = "skipped" if plan == "skip" else "refused: another job's folder"
+            record["launch"] = LAUNCH[plan]
             if plan == "conflict" and self.keep_going and failed:
                 log.error("job %s refused: %s", num, err)
         else:
@@ -325,8 +317,7 @@ class SweepSummary(Callback):
                     log.error("job %s failed: %s", num, err)
                 else:
                     log.error("job %s failed", num, exc_info=err)
-            launch = "resumed" if plan == "resume" else "run"
-            record = self._record(config, status, error, wall, launch)
+            record = self._record(config, status, error, wall, LAUNCH[plan])
         write_json_atomically(Path(out) / JOB_RECORD, record)
         if failed and self.keep_going and plan != "skip":
             job_return.status = JobStatus.COMPLETED
@@ -341,7 +332,7 @@ class SweepSummary(Callback):
             "overrides": list(OmegaConf.to_container(config.hydra.overrides.task)),
             "status": status,
             "error": error,
-            "launch": launch,  # what the latest launch of the sweep did with this job
+            "launch": launch,
             "wall_s": None if wall is None else round(wall, 1),
             "pid": os.getpid(),  # the launching process stops a running job through it
             "host": socket.gethostname(),
@@ -364,10 +355,8 @@ class SweepSummary(Callback):
                 ", ".join(f"{launches.count(x)} {x}" for x in dict.fromkeys(launches)),
             )
         write_summary(sweep_dir, rows, self.metric)
-        failed = [
-            r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
-        ]
-        log.info("sweep summary: %s", sweep_dir / "summary.md")
+        summary = sweep_dir / "summary.md"
+        log.info("sweep summary: %s", summary)
         missing = [str(r["job"]) for r in rows if r["status"] == "ok" and r["best"] is None]
         if missing:
             log.warning(
@@ -377,7 +366,7 @@ class SweepSummary(Callback):
                 len(rows),
                 self.metric,
                 ", ".join(missing),
-                sweep_dir / "summary.md",
+                summary,
             )
         if self._stopped_by is not None:
             (sweep_dir / STOP_FILE).unlink(missing_ok=True)
@@ -385,18 +374,21 @@ class SweepSummary(Callback):
             stopped = [r for r in rows if r["status"] == "interrupted"]
             print(
                 f"stopped by {how}: {len(stopped)} of {len(rows)} jobs interrupted (each saved "
-                f"its last.ckpt if it had started training); summary: {sweep_dir / 'summary.md'}. "
+                f"its last.ckpt if it had started training); summary: {summary}. "
                 f"Resume the sweep with:\n{resume_command(sweep_dir)}",
                 file=sys.stderr,
             )
             sys.exit(code)
+        failed = [
+            r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
+        ]
         if failed:
             log.error(
                 "%d of %d jobs failed (%s); see %s",
                 len(failed),
                 len(rows),
                 ", ".join(str(r["job"]) for r in failed),
-                sweep_dir / "summary.md",
+                summary,
             )
             if self.keep_going:
                 sys.exit(1)  # the sweep as a whole did not succeed; the summary is written

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from capsgan import run_info
-from capsgan.checkpointing import ResumableRun, check_compatible, load_checkpoint, run_seed
+from capsgan.checkpointing import ResumableRun, check_compatible, run_seed
 from capsgan.cli import DropLines
 from capsgan.config import (
     LAST,
@@ -43,6 +42,7 @@ from capsgan.errors import (
 from capsgan.gan_module import GAN
 from capsgan.hardware import check_speed_switches, device_type, resolve_precision
 from capsgan.hparams import GANHParams
+from capsgan.inputs import read_checkpoint
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
 from capsgan.loggers import check_logger_packages, log_hparams, name_run, run_hparams, trial_name
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
@@ -218,7 +218,8 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
     trainer = build_trainer(cfg)
     generator, discriminator = build_models(cfg)
-    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    # read as Lightning reads it on resume (weights_only): a file refused here would fail there
+    ckpt = read_checkpoint(ckpt_path, "ckpt_path", weights_only=True) if ckpt_path else None
     L.seed_everything(run_seed(cfg.seed, ckpt), workers=True)  # a resume: the run's own
     datamodule = instantiate(cfg, "data", model=False)
     module = build_gan(cfg, generator, discriminator)
@@ -259,15 +260,14 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
 
 def _stopped(trainer: L.Trainer, output_dir: str) -> RunInterruptedError:
     resumable = next((c for c in trainer.callbacks if isinstance(c, ResumableRun)), None)
-    how = resumable.stopped_by if resumable else "SIGTERM"
-    saved = resumable.saved_path if resumable else None
+    how, saved = (resumable.stopped_by, resumable.saved_path) if resumable else ("SIGTERM", None)
     where = f"saved {str(saved)!r}" if saved else "saved no checkpoint (none was due yet)"
     message = (
         f"stopped by {how} at generator step {trainer.global_step} (epoch "
         f"{trainer.current_epoch + 1}); {where}. Resume with: python src/train.py "
         f"hydra.run.dir={output_dir} ckpt_path=last (the run's saved overrides are reused)"
     )
-    return RunInterruptedError(message, 130 if how == "Ctrl-C" else 128 + signal.SIGTERM)
+    return RunInterruptedError(message, 130 if how == "Ctrl-C" else 143)  # as STOP_SIGNALS
 
 
 def announce_run_folder(cfg: DictConfig, what: str) -> None:
