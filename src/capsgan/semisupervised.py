@@ -28,14 +28,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from capsgan.atomic_write import write_json_atomically
-from capsgan.cli import as_list, print_table
+from capsgan.cli import as_list
 from capsgan.config import validate_semisupervised_config
 from capsgan.data import to_unit_range
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import DataSpec, real_images
+from capsgan.evaluation import DataSpec, real_images, write_results
 from capsgan.generation import load_discriminator
-from capsgan.runs import CheckpointRun, checkpoint_run, resolve_checkpoints
+from capsgan.runs import checkpoint_run, resolve_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -150,25 +149,6 @@ def error_rate(model: nn.Linear, x: Tensor, y: Tensor) -> float:
     return (model(x.double()).argmax(1) != y).double().mean().item()
 
 
-def choose_l2(
-    x: Tensor, y: Tensor, classes: int, grid: list[float], folds: int, seed: int, max_iter: int
-) -> tuple[float, float]:
-    """The L2 strength of ``grid`` with the lowest k-fold CV error on (x, y) (ties: the
-    stronger); returns it and its CV error."""
-    parts = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).chunk(folds)
-
-    def cv_error(l2: float) -> float:
-        wrong = 0.0
-        for i, held in enumerate(parts):
-            train = torch.cat([p for j, p in enumerate(parts) if j != i])
-            model = fit_logistic(x[train], y[train], classes, l2, max_iter)
-            wrong += error_rate(model, x[held], y[held]) * len(held)
-        return wrong / len(x)
-
-    # min keeps the first of equal errors: the strongest, the grid running downwards
-    return min(((l2, cv_error(l2)) for l2 in sorted(grid, reverse=True)), key=lambda b: b[1])
-
-
 def row_space(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
     """Both sets in coordinates of the span of the training rows, when that is smaller
     than the feature space (n labelled images, D > n features).
@@ -201,12 +181,24 @@ def linear_probe(
     seed: int,
     max_iter: int = 200,
 ) -> dict[str, float]:
-    """Standardise by the labelled rows' statistics, pick L2 by k-fold CV on the labelled
-    rows, refit on all of them, return the test error (and the L2, the CV error)."""
-    train_x, test_x = row_space(*standardize(train_x, test_x))
-    l2, cv_error = choose_l2(train_x, train_y, classes, grid, folds, seed, max_iter)
-    model = fit_logistic(train_x, train_y, classes, l2, max_iter)
-    return {"test_error": error_rate(model, test_x, test_y), "l2": l2, "cv_error": cv_error}
+    """Standardise by the labelled rows' statistics; pick the L2 strength of ``grid`` with
+    the lowest k-fold CV error on the labelled rows (ties: the stronger); refit on all of
+    them; return the test error, that L2 and its CV error."""
+    x, test_x = row_space(*standardize(train_x, test_x))
+    parts = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).chunk(folds)
+
+    def cv_error(l2: float) -> float:
+        wrong = 0.0
+        for i, held in enumerate(parts):
+            train = torch.cat([p for j, p in enumerate(parts) if j != i])
+            model = fit_logistic(x[train], train_y[train], classes, l2, max_iter)
+            wrong += error_rate(model, x[held], train_y[held]) * len(held)
+        return wrong / len(x)
+
+    # min keeps the first of equal errors: the strongest, the grid running downwards
+    l2, cv = min(((l2, cv_error(l2)) for l2 in sorted(grid, reverse=True)), key=lambda b: b[1])
+    model = fit_logistic(x, train_y, classes, l2, max_iter)
+    return {"test_error": error_rate(model, test_x, test_y), "l2": l2, "cv_error": cv}
 
 
 # -- the experiment ---------------------------------------------------------------------------
@@ -221,9 +213,7 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     seeds = [int(s) for s in seeds] if OmegaConf.is_list(seeds) else list(range(int(seeds)))
     grid = [float(v) for v in cfg.l2_grid]
     folds = int(cfg.cv_folds)
-    infos: list[CheckpointRun] = [
-        checkpoint_run(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
-    ]
+    infos = [checkpoint_run(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))]
     specs = {DataSpec.of(i.cfg.data) for i in infos}
     if len(specs) != 1:
         raise UserError(
@@ -277,56 +267,42 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
         log.info("  %.1f s", time.perf_counter() - start)
         del labelled, test_features
 
-    summary = summarize(rows, n_labels)
+    summary = summarize(rows)
     columns = ["features", "runs", *(f"n={n}: test error %" for n in n_labels)]
-    body = [
-        [s["features"], str(s["runs"]),
-         *(_pm(s[f"n={n}"]) for n in n_labels)]
-        for s in summary
-    ]  # fmt: skip
-    print_table(
+    body = [[s["features"], str(s["runs"]), *(_pm(s[f"n={n}"]) for n in n_labels)] for s in summary]
+    title = (
         f"Semi-supervised {spec.name}: linear classifier on n labelled images, test error "
-        f"on {len(test_labels)} test images (mean +- sd over runs x {len(seeds)} label draws)",
-        columns,
-        body,
+        f"on {len(test_labels)} test images (mean +- sd over runs x {len(seeds)} label draws)"
     )
     keys = ("checkpoint", "n_labels", "seeds", "test_samples", "feature_layer", "l2_grid",
             "cv_folds", "max_iter")  # fmt: skip
-    settings = {k: cfg[k] for k in keys}
-    payload = {"settings": settings, "summary": summary, "results": rows}
-    path = write_json_atomically(cfg.out, payload, strict=True)
-    log.info("wrote %s", path)
+    path = write_results(cfg.out, cfg, keys, (title, columns, body), summary=summary, results=rows)
     return rows, path
 
 
-def _pm(stats: dict[str, float] | None) -> str:
-    if not stats:
-        return "-"
+def _pm(stats: dict[str, float]) -> str:
     mean, sd = 100 * stats["mean"], 100 * stats["sd"]
     return f"{mean:.2f}" if math.isnan(sd) else f"{mean:.2f} +- {sd:.2f}"
 
 
-def summarize(rows: list[dict[str, Any]], n_labels: list[int]) -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample sd of the test error per (method, discriminator) and n."""
-    groups: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    runs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        key = (r["method"], r["discriminator"])
-        groups[key][r["n_labels"]].append(r["test_error"])
-        runs[key].add(r["run"])
+        groups[(r["method"], r["discriminator"])].append(r)
     names = {"pixels": "pixels (n labels alone)", "trained_D": "{} GAN's D",
              "untrained_D": "{} D, untrained"}  # fmt: skip
     out = []
-    for (method, disc), by_n in groups.items():
+    for (method, disc), group in groups.items():
         entry: dict[str, Any] = {
             "features": names[method].format(disc),
             "method": method,
             "discriminator": disc,
-            "runs": len(runs[(method, disc)]) if method != "pixels" else 0,
+            "runs": len({r["run"] for r in group}) if method != "pixels" else 0,
         }
-        for n in n_labels:
-            if values := by_n.get(n):
-                mean, sd = fmean(values), stdev(values) if len(values) > 1 else math.nan
-                entry[f"n={n}"] = {"mean": mean, "sd": sd, "count": len(values)}
+        for n in dict.fromkeys(r["n_labels"] for r in group):  # every n, in n_labels' order
+            values = [r["test_error"] for r in group if r["n_labels"] == n]
+            sd = stdev(values) if len(values) > 1 else math.nan
+            entry[f"n={n}"] = {"mean": fmean(values), "sd": sd, "count": len(values)}
         out.append(entry)
     return out
