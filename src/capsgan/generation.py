@@ -233,15 +233,6 @@ def learning_process(
 # -- the generate.py entry point ------------------------------------------------------------------
 
 
-def default_out_dir(cfg: DictConfig) -> Path:
-    if cfg.out_dir:
-        return Path(cfg.out_dir)
-    if cfg.ckpt_path:
-        ckpt = Path(cfg.ckpt_path)
-        return checkpoint_folder(ckpt) / "generated" / ckpt.stem
-    return Path(cfg.run_dir) / "generated"
-
-
 def run_generate(cfg: DictConfig) -> list[Path]:
     """Everything ``src/generate.py`` writes for ``cfg`` (conf/generate.yaml); returns the files."""
     if not cfg.run_dir and not cfg.ckpt_path:
@@ -251,7 +242,12 @@ def run_generate(cfg: DictConfig) -> list[Path]:
             "and latent morphing (see conf/generate.yaml)."
         )
     validate_generate_config(cfg)
-    out_dir = default_out_dir(cfg)
+    if cfg.out_dir:
+        out_dir = Path(cfg.out_dir)
+    elif cfg.ckpt_path:
+        out_dir = checkpoint_folder(Path(cfg.ckpt_path)) / "generated" / Path(cfg.ckpt_path).stem
+    else:
+        out_dir = Path(cfg.run_dir) / "generated"
     check_output_dir(out_dir, "out_dir")
     written: list[Path] = []
     if cfg.run_dir:

@@ -148,7 +148,7 @@ def load_png_folder(path: Path, channels: int) -> np.ndarray:
     files = sorted(path.glob("*.png"))
     if not files:
         raise UserError(f"{str(path)!r} holds no .png files.")
-    arrays, sizes = [], set()
+    arrays = []
     for file in files:
         try:
             with Image.open(file) as img:
@@ -166,9 +166,8 @@ def load_png_folder(path: Path, channels: int) -> np.ndarray:
                     "the samples as grey PNGs (mode L)."
                 )
             array = array[..., 0]  # what convert("L") gives for R = G = B
-        sizes.add(array.shape[:2])
         arrays.append(array)
-    if len(sizes) > 1:
+    if len(sizes := {a.shape[:2] for a in arrays}) > 1:
         raise UserError(
             f"the PNGs in {str(path)!r} have different sizes {sorted(sizes)}; they must all "
             "be single images of the data set's size."

@@ -62,15 +62,15 @@ def discriminator_features(
     captured: dict[str, Tensor] = {}
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if layer:
-            if module is target:
-                captured["x"] = (output[0] if isinstance(output, tuple) else output).clone()
+        if layer:  # hooked on the target alone
+            captured["x"] = (output[0] if isinstance(output, tuple) else output).clone()
         elif isinstance(module, nn.Linear):
             captured["linear"] = args[0].clone()
         elif id(module) in children and isinstance(output, Tensor):
             captured["child"] = output.clone()
 
-    handles = [m.register_forward_hook(hook) for m in discriminator.modules()]
+    modules = [target] if layer else discriminator.modules()
+    handles = [m.register_forward_hook(hook) for m in modules]
     out = []
     try:
         for batch in images.split(batch_size):
@@ -96,10 +96,8 @@ def discriminator_features(
 def balanced_subset(labels: Tensor, n: int, seed: int) -> Tensor:
     """Indices of ``n`` examples, ``n // K`` per class (the remainder spread over random
     classes), drawn with ``seed``; sorted."""
-    classes = torch.unique(labels)
+    classes = torch.unique(labels)  # n >= their number: run_semisupervised checks it first
     k = len(classes)
-    if n < k:
-        raise ConfigError(f"n_labels={n} is fewer than the {k} classes; use at least {k}.")
     rng = torch.Generator().manual_seed(seed)
     per_class = torch.full((k,), n // k, dtype=torch.long)
     per_class[torch.randperm(k, generator=rng)[: n % k]] += 1
@@ -240,9 +238,8 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     batch = int(cfg.batch_size)
     layer = cfg.feature_layer or None
 
-    extractors: list[tuple[str, str, str, Any]] = []  # (method, discriminator, run, features)
-    if cfg.pixels:
-        extractors.append(("pixels", "-", "-", lambda x: x.flatten(1)))
+    # (method, discriminator, run, features)
+    extractors = [("pixels", "-", "-", lambda x: x.flatten(1))] if cfg.pixels else []
     kinds = [("trained_D", True), ("untrained_D", False)][: 2 if cfg.untrained else 1]
     for info in infos:
         for method, weights in kinds:
