@@ -64,27 +64,23 @@ def read_checkpoint(
 
 def find_run_config(ckpt_path: Path) -> Path | None:
     """``.hydra/config.yaml`` of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``)."""
-    for folder in (ckpt_path.parent, *ckpt_path.parents[1:3]):
-        candidate = folder / ".hydra" / "config.yaml"
-        if candidate.is_file():
-            return candidate
-    return None
+    folders = (ckpt_path.parent, *ckpt_path.parents[1:3])
+    return next((c for f in folders if (c := f / ".hydra" / "config.yaml").is_file()), None)
 
 
 def read_run_config(path: str | Path, key: str = "config_path") -> DictConfig:
     """A training run's ``.hydra/config.yaml``, or a :class:`ConfigError` naming it."""
+    fix = f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # YAML syntax, binary junk, unreadable
         raise ConfigError(
-            f"the run config {str(path)!r} cannot be read ({brief(err)}). Pass "
-            f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
+            f"the run config {str(path)!r} cannot be read ({brief(err)}). Pass {fix}"
         ) from err
     if not isinstance(cfg, DictConfig) or "generator" not in cfg:
         raise ConfigError(
             f"{str(path)!r} has no 'generator' section, so it is not a training run's "
-            f"config; pass {key}=<run folder>/.hydra/config.yaml of the run that wrote the "
-            "checkpoint."
+            f"config; pass {fix}"
         )
     return cfg
 
