@@ -224,16 +224,13 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     train_u8, train_labels = real_images(spec, root, "train")
     test_u8, test_labels = real_images(spec, root, "test", cfg.test_samples)
     classes = int(train_labels.max()) + 1
-    for n in n_labels:
-        if n * (folds - 1) // folds < classes:
-            raise ConfigError(
-                f"n_labels={n} with cv_folds={folds} leaves fewer training images per fold "
-                f"than the {classes} classes; use more labels or fewer folds."
-            )
+    if (n := min(n_labels)) * (folds - 1) // folds < classes:  # the smallest n, if any, fails
+        raise ConfigError(
+            f"n_labels={n} with cv_folds={folds} leaves fewer training images per fold "
+            f"than the {classes} classes; use more labels or fewer folds."
+        )
     subsets = {(n, s): balanced_subset(train_labels, n, s) for n in n_labels for s in seeds}
-    used = torch.unique(torch.cat(list(subsets.values())))  # every labelled image, once
-    position = torch.full((len(train_labels),), -1, dtype=torch.long)
-    position[used] = torch.arange(len(used))
+    used = torch.unique(torch.cat(list(subsets.values())))  # every labelled image, once; sorted
     train_x, test_x = to_unit_range(train_u8[used]), to_unit_range(test_u8)
     batch = int(cfg.batch_size)
     layer = cfg.feature_layer or None
@@ -253,8 +250,8 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
         labelled, test_features = features(train_x), features(test_x)
         log.info("%s %s: %d features per image", method, label, labelled.shape[1])
         for (n, seed), idx in subsets.items():
-            result = linear_probe(labelled[position[idx]], train_labels[idx], test_features,
-                                  test_labels, classes, grid, folds, seed,
+            result = linear_probe(labelled[torch.searchsorted(used, idx)], train_labels[idx],
+                                  test_features, test_labels, classes, grid, folds, seed,
                                   int(cfg.max_iter))  # fmt: skip
             rows.append({"method": method, "discriminator": disc, "run": label,
                          "n_labels": n, "seed": seed, "feature_dim": labelled.shape[1],
