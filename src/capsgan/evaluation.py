@@ -13,9 +13,8 @@ classifier as the feature network.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ from capsgan.runs import checkpoint_run, find_runs, has_checkpoints, resolve_che
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
 REAL_PREFIX = "real:"
 
 
@@ -83,10 +81,10 @@ def to_uint8_images(
     """Images of any usual dtype and range -> uint8 tensor in [0, 255].
 
     uint8 is taken as is; other integers must lie in [0, 255]. Floats are read by
-    ``value_range``: a pair (low, high), e.g. (-1, 1) for the GAN's tanh output, (0, 1) or
-    (0, 255); or ``auto``: [-1, 1] when any value is negative, [0, 1] when the maximum is
-    at most 1, else [0, 255]. Values outside the range are an error that names the range
-    assumed.
+    ``value_range``: a pair (low, high), low < high as :class:`capsgan.config.EvaluateKeys`
+    checks, e.g. (-1, 1) for the GAN's tanh output, (0, 1) or (0, 255); or ``auto``:
+    [-1, 1] when any value is negative, [0, 1] when the maximum is at most 1, else
+    [0, 255]. Values outside the range are an error that names the range assumed.
     """
     if images.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(images))
@@ -105,15 +103,7 @@ def to_uint8_images(
     if value_range == "auto":
         low, high = (-1.0, 1.0) if lo < 0 else ((0.0, 1.0) if hi <= 1.0 else (0.0, 255.0))
     else:
-        try:
-            low, high = (float(v) for v in value_range)
-        except (TypeError, ValueError):
-            low = high = math.nan
-        if not low < high:
-            raise ConfigError(
-                f"value_range={value_range!r}; use auto or a pair [low,high] such as [-1,1], "
-                "[0,1] or [0,255]."
-            )
+        low, high = (float(v) for v in value_range)
     slack = 1e-3 * (high - low)
     if lo < low - slack or hi > high + slack:
         raise UserError(
@@ -144,12 +134,11 @@ class DataSpec:
 
 
 def real_images(
-    spec: DataSpec, root: str, split: str, n: int | None = None, download: bool = True
+    spec: DataSpec, root: str, split: str, n: int | None = None
 ) -> tuple[Tensor, Tensor]:
-    """The first ``n`` (None: all) images of a split as uint8 (N, C, H, W), and labels."""
-    if split not in SPLITS:
-        raise ConfigError(f"real_split={split!r}; use train or test.")
-    dm = ImageDataModule(root=root, download=download, **asdict(spec))
+    """The first ``n`` (None: all) images of a split (``train`` / ``test``, checked by the
+    callers' configs) as uint8 (N, C, H, W), and labels."""
+    dm = ImageDataModule(root=root, **asdict(spec))
     dm.prepare_data()
     dm.setup("fit")
     dataset = dm.train_set if split == "train" else dm.val_set
@@ -189,7 +178,7 @@ def expand_sources(cfg: DictConfig, default_data: DataSpec) -> list[Source]:
     for item in paths:
         if item.startswith(REAL_PREFIX):
             split = item[len(REAL_PREFIX) :]
-            if split not in SPLITS:
+            if split not in ("train", "test"):
                 raise ConfigError(f"source={item}: use real:train or real:test.")
             sources.append(Source(item, "real", default_data, {"split": split}))
             continue
@@ -232,7 +221,7 @@ def generated_batches(
     return batches
 
 
-def source_images(source: Source, cfg: DictConfig, root: str) -> list[Tensor]:
+def source_images(source: Source, cfg: DictConfig) -> list[Tensor]:
     """The source's images as uint8 batches, after every shape / range / size check."""
     n = cfg.num_samples
     if source.kind == "checkpoint":
@@ -247,7 +236,7 @@ def source_images(source: Source, cfg: DictConfig, root: str) -> list[Tensor]:
             generator, int(n), int(cfg.batch_size), int(cfg.seed), cfg.device, source.latent_dim
         )
     if source.kind == "real":
-        images, _ = real_images(source.data, root, source.info["split"], n)
+        images, _ = real_images(source.data, str(cfg.data.root), source.info["split"], n)
         return list(images.split(int(cfg.batch_size)))
     assert source.path is not None
     if source.kind == "npz":
@@ -267,89 +256,52 @@ def source_images(source: Source, cfg: DictConfig, root: str) -> list[Tensor]:
     return list(images.split(int(cfg.batch_size)))
 
 
-class Scorer:
-    """One :class:`SampleQuality` per data set, its ``real_split`` statistics added once."""
-
-    def __init__(self, cfg: DictConfig, root: str) -> None:
-        self.cfg, self.root = cfg, root
-        self.classifiers: dict[DataSpec, nn.Module] = {}
-        self.quality: dict[DataSpec, tuple[SampleQuality, int]] = {}
-
-    def classifier(self, spec: DataSpec) -> nn.Module:
-        """The classifier of ``spec``'s images, refused when made for other images."""
-        if spec not in self.classifiers:
-            if self.cfg.classifier_path:
-                model, key = load_classifier(self.cfg.classifier_path), "classifier_path"
-            else:
-                model = load_or_train(spec.name, self.root, self.cfg.classifier_dir)
-                key = "classifier_dir"
-            check_classifier_fits(model, spec.name, spec.shape, key)
-            self.classifiers[spec] = model
-        return self.classifiers[spec]
-
-    def check(self, specs: Iterable[DataSpec]) -> None:
-        """Before anything is scored: each data set's classifier is one of its images, or
-        (missing) can be cached once trained; a problem found after a first source was
-        scored would lose that score."""
-        path, directory = self.cfg.classifier_path, self.cfg.classifier_dir
-        for spec in dict.fromkeys(specs):
-            check_classifier(self.root, path, directory, spec.name, spec.shape)
-
-    def _quality(self, spec: DataSpec) -> tuple[SampleQuality, int]:
-        if spec not in self.quality:
-            quality = SampleQuality(
-                self.classifier(spec),
-                kid_subset_size=int(self.cfg.kid_subset_size),
-                mode_threshold=float(self.cfg.mode_threshold),
-            ).to(self.cfg.device)
-            images, _ = real_images(spec, self.root, self.cfg.real_split, self.cfg.real_samples)
-            for batch in images.split(int(self.cfg.batch_size)):
-                quality.update(batch.to(self.cfg.device), real=True)
-            self.quality[spec] = (quality, len(images))
-        return self.quality[spec]
-
-    def score(self, source: Source) -> dict[str, Any]:
-        start = time.perf_counter()
-        quality, num_real = self._quality(source.data)
-        num_fake = 0
-        for batch in source_images(source, self.cfg, self.root):
-            quality.update(batch.to(self.cfg.device), real=False)
-            num_fake += len(batch)
-        if num_fake < 2 or num_fake <= quality.precision_recall.k:
-            raise UserError(
-                f"{source.name}: {num_fake} image(s) are too few to score; FID needs at "
-                "least 2 and precision / recall more than pr k=3 (use a few hundred for a "
-                "quick check, 10000 for reportable numbers)."
-            )
-        values = quality.compute(total_real=num_real, total_fake=num_fake)
-        quality.reset()
-        row: dict[str, Any] = {
-            "source": source.name,
-            "kind": source.kind,
-            **source.info,
-            "data": source.data.name,
-            "real_split": str(self.cfg.real_split),
-            "num_real": num_real,
-            "num_samples": num_fake,
-        }
-        row.update({k: float(values[k]) for k in RESULT_KEYS})
-        row["modes"] = int(row["modes"])
-        row["seconds"] = round(time.perf_counter() - start, 2)
-        return row
+def reference(spec: DataSpec, cfg: DictConfig) -> tuple[SampleQuality, int]:
+    """A :class:`SampleQuality` on ``spec``'s classifier (refused when made for other
+    images) holding the statistics of ``real_samples`` images of ``real_split``, and their
+    number."""
+    path, root = cfg.classifier_path, str(cfg.data.root)
+    model = load_classifier(path) if path else load_or_train(spec.name, root, cfg.classifier_dir)
+    key = "classifier_path" if path else "classifier_dir"
+    check_classifier_fits(model, spec.name, spec.shape, key)
+    quality = SampleQuality(
+        model, kid_subset_size=int(cfg.kid_subset_size), mode_threshold=float(cfg.mode_threshold)
+    ).to(cfg.device)
+    images, _ = real_images(spec, root, cfg.real_split, cfg.real_samples)
+    for batch in images.split(int(cfg.batch_size)):
+        quality.update(batch.to(cfg.device), real=True)
+    return quality, len(images)
 
 
-def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Score every source of ``cfg`` (conf/evaluate.yaml); return one row per source."""
-    validate_evaluate_config(cfg)  # every key, the device and `out`, before any work
-    root = str(cfg.data.root)
-    sources = expand_sources(cfg, DataSpec.of(cfg.data))
-    scorer = Scorer(cfg, root)
-    scorer.check(s.data for s in sources)
-    rows = []
-    for source in sources:
-        log.info("scoring %s ...", source.name)
-        rows.append(scorer.score(source))
-    return rows
+def score(source: Source, cfg: DictConfig, quality: SampleQuality, num_real: int) -> dict[str, Any]:
+    """One row of the results: ``source``'s images against the real ones in ``quality``."""
+    log.info("scoring %s ...", source.name)
+    start = time.perf_counter()
+    num_fake = 0
+    for batch in source_images(source, cfg):
+        quality.update(batch.to(cfg.device), real=False)
+        num_fake += len(batch)
+    if num_fake < 2 or num_fake <= quality.precision_recall.k:
+        raise UserError(
+            f"{source.name}: {num_fake} image(s) are too few to score; FID needs at "
+            "least 2 and precision / recall more than pr k=3 (use a few hundred for a "
+            "quick check, 10000 for reportable numbers)."
+        )
+    values = quality.compute(total_real=num_real, total_fake=num_fake)
+    quality.reset()
+    row: dict[str, Any] = {
+        "source": source.name,
+        "kind": source.kind,
+        **source.info,
+        "data": source.data.name,
+        "real_split": str(cfg.real_split),
+        "num_real": num_real,
+        "num_samples": num_fake,
+    }
+    row.update({k: float(values[k]) for k in RESULT_KEYS})
+    row["modes"] = int(row["modes"])
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
 
 
 # (column, result key, format) of the evaluation table
@@ -375,16 +327,37 @@ def output_path(cfg: DictConfig) -> Path:
     return Path(str(cfg.paths.log_dir)).expanduser() / "evaluations" / f"{stamp}.json"
 
 
-def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
-    """``src/evaluate.py``: score, print the table, write the JSON; return rows and path."""
-    rows = evaluate(cfg)
-    split, num_real = rows[0]["real_split"], rows[0]["num_real"]  # one source at least
-    body = [[format(r[key], spec) for _, key, spec in COLUMNS] for r in rows]
-    title = f"Sample quality against the real {split} split ({num_real} images)"
-    print_table(title, [name for name, _, _ in COLUMNS], body)
-    settings = {
-        k: cfg[k] for k in ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
-    }
-    path = write_json_atomically(output_path(cfg), {"settings": settings, "results": rows}, True)
+def write_results(
+    out: str | Path,
+    cfg: DictConfig,
+    keys: Sequence[str],
+    table: tuple[str, list[str], list[list[str]]],
+    **results: Any,
+) -> Path:
+    """The end of every scoring tool: its ``table`` (title, columns, rows) on the terminal,
+    and at ``out`` a JSON of the ``keys`` of ``cfg`` as ``settings``, then ``results``."""
+    print_table(*table)
+    payload = {"settings": {k: cfg[k] for k in keys}, **results}
+    path = write_json_atomically(out, payload, strict=True)
     log.info("wrote %s", path)
-    return rows, path
+    return path
+
+
+def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
+    """``src/evaluate.py`` (conf/evaluate.yaml): score every source, print the table, write
+    the JSON; return one row per source and the JSON's path."""
+    validate_evaluate_config(cfg)  # every key, the device and `out`, before any work
+    sources = expand_sources(cfg, DataSpec.of(cfg.data))
+    specs = dict.fromkeys(s.data for s in sources)
+    for spec in specs:  # each classifier now: a problem found after a first score would lose it
+        check_classifier(
+            str(cfg.data.root), cfg.classifier_path, cfg.classifier_dir, spec.name, spec.shape
+        )
+    references = {spec: reference(spec, cfg) for spec in specs}
+    rows = [score(source, cfg, *references[source.data]) for source in sources]
+    split, num_real = rows[0]["real_split"], rows[0]["num_real"]  # one source at least
+    title = f"Sample quality against the real {split} split ({num_real} images)"
+    body = [[format(r[key], spec) for _, key, spec in COLUMNS] for r in rows]
+    keys = ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
+    table = (title, [name for name, _, _ in COLUMNS], body)
+    return rows, write_results(output_path(cfg), cfg, keys, table, results=rows)

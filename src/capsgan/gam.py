@@ -27,13 +27,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from capsgan.atomic_write import write_json_atomically
-from capsgan.cli import as_list, print_table
+from capsgan.cli import as_list
 from capsgan.config import validate_battle_config
 from capsgan.data import to_unit_range
 from capsgan.errors import UserError
-from capsgan.evaluation import DataSpec, real_images
-from capsgan.generation import generate, load_discriminator, load_generator
+from capsgan.evaluation import DataSpec, real_images, write_results
+from capsgan.generation import generate, load_discriminator, load_network
 from capsgan.losses import probability_real
 from capsgan.runs import checkpoint_run, resolve_checkpoints
 
@@ -77,8 +76,7 @@ def load_contender(
             "per side: pass a run folder or a checkpoint (lists a=[...] b=[...] battle pairwise)."
         )
     info = checkpoint_run(ckpts[0])
-    generator, _ = load_generator(info.ckpt, info.config_path)
-    discriminator = load_discriminator(info)
+    generator, discriminator = load_network(info, "generator")[0], load_discriminator(info)
     if batch_stats:
         use_batch_statistics(discriminator)
     contender = Contender(info.label, generator, discriminator, info.latent_dim)
@@ -102,13 +100,6 @@ def ratio(numerator: float, denominator: float) -> float:
     if denominator == 0:
         return 1.0 if numerator == 0 else math.inf
     return numerator / denominator
-
-
-def log_ratio_se(p1: float, n1: int, p2: float, n2: int) -> float:
-    """Delta-method standard error of log(p1 / p2) for two binomial error rates."""
-    if p1 <= 0 or p2 <= 0:
-        return math.inf
-    return math.sqrt((1 - p1) / (n1 * p1) + (1 - p2) / (n2 * p2))
 
 
 @dataclass
@@ -144,10 +135,13 @@ def verdict(r_test: float, r_samples: float, tolerance: float) -> tuple[str, str
     return "b", "r_test ~ 1 and r_samples > 1: D_b errs less on G_a than D_a on G_b"
 
 
-def _ci(value: float, se: float) -> tuple[float, float]:
-    if not math.isfinite(se) or not math.isfinite(value) or value <= 0:
+def ci95(r: float, p1: float, n1: int, p2: float, n2: int) -> tuple[float, float]:
+    """95 % interval of the ratio r = p1 / p2 of two binomial error rates (p1 of n1, p2 of
+    n2 trials), by the delta-method standard error of log r; NaN when either rate is 0."""
+    if p1 <= 0 or p2 <= 0:
         return (math.nan, math.nan)
-    return (value * math.exp(-1.96 * se), value * math.exp(1.96 * se))
+    se = math.sqrt((1 - p1) / (n1 * p1) + (1 - p2) / (n2 * p2))
+    return (r * math.exp(-1.96 * se), r * math.exp(1.96 * se))
 
 
 def battle(
@@ -173,8 +167,6 @@ def battle(
     r_test = ratio(err_a_test, err_b_test)
     r_samples = ratio(err_a_on_b, err_b_on_a)
     winner, reason = verdict(r_test, r_samples, tolerance)
-    se_test = log_ratio_se(err_a_test, n_test, err_b_test, n_test)
-    se_samples = log_ratio_se(err_a_on_b, num_samples, err_b_on_a, num_samples)
     return Battle(
         a=a.label,
         b=b.label,
@@ -184,8 +176,8 @@ def battle(
         err_b_on_a=err_b_on_a,
         r_test=r_test,
         r_samples=r_samples,
-        r_test_ci95=_ci(r_test, se_test),
-        r_samples_ci95=_ci(r_samples, se_samples),
+        r_test_ci95=ci95(r_test, err_a_test, n_test, err_b_test, n_test),
+        r_samples_ci95=ci95(r_samples, err_a_on_b, num_samples, err_b_on_a, num_samples),
         winner=winner,
         reason=reason,
         num_test=n_test,
@@ -201,6 +193,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     torch.set_grad_enabled(False)
     results: list[Battle] = []
     test_cache: dict[DataSpec, Tensor] = {}  # test_samples images of each data set
+    counts = {k: int(cfg[k]) for k in ("num_samples", "seed", "batch_size")}
     for path_a, path_b in zip(side_a, side_b, strict=True):
         a, spec_a = load_contender(path_a, str(cfg.checkpoint), bool(cfg.batch_stats))
         b, spec_b = load_contender(path_b, str(cfg.checkpoint), bool(cfg.batch_stats))
@@ -213,17 +206,7 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
             images, _ = real_images(spec_a, str(cfg.data_root), "test", cfg.test_samples)
             test_cache[spec_a] = to_unit_range(images)
         log.info("battle: %s vs %s", a.label, b.label)
-        results.append(
-            battle(
-                a,
-                b,
-                test_cache[spec_a],
-                num_samples=int(cfg.num_samples),
-                seed=int(cfg.seed),
-                tolerance=float(cfg.tolerance),
-                batch_size=int(cfg.batch_size),
-            )
-        )
+        results.append(battle(a, b, test_cache[spec_a], tolerance=float(cfg.tolerance), **counts))
     columns = ["a", "b", "err D_a test", "err D_b test", "r_test", "err D_a(G_b)",
                "err D_b(G_a)", "r_samples", "winner"]  # fmt: skip
     body = [
@@ -232,14 +215,9 @@ def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
          {"a": f"a: {r.a}", "b": f"b: {r.b}"}.get(r.winner, r.winner)]  # or tie, undecided
         for r in results
     ]  # fmt: skip
-    print_table(
-        f"GAM battles (Im et al. 2016): winner by r_samples when |r_test - 1| <= {cfg.tolerance}",
-        columns,
-        body,
+    title = (
+        f"GAM battles (Im et al. 2016): winner by r_samples when |r_test - 1| <= {cfg.tolerance}"
     )
-    settings = {k: cfg[k] for k in ("checkpoint", "num_samples", "test_samples", "seed",
-                                     "tolerance", "batch_stats")}  # fmt: skip
-    payload = {"settings": settings, "battles": [asdict(r) for r in results]}
-    path = write_json_atomically(cfg.out, payload, strict=True)
-    log.info("wrote %s", path)
-    return results, path
+    keys = ("checkpoint", "num_samples", "test_samples", "seed", "tolerance", "batch_stats")
+    battles = [asdict(r) for r in results]
+    return results, write_results(cfg.out, cfg, keys, (title, columns, body), battles=battles)

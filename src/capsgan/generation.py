@@ -8,10 +8,6 @@ The founding slides' demonstrations, rebuilt from what a run leaves on disk:
 * *playing with input parameters*: images along straight (``lerp``) or great-circle
   (``slerp``) paths between random latent points, as a strip (one row per pair) and a GIF
   (one frame per step), plus a plain sample grid.
-
-A generator is rebuilt from the run's resolved config (``<run>/.hydra/config.yaml``, which
-Hydra writes next to ``checkpoints/``) and the ``generator.*`` weights of a Lightning
-checkpoint, loaded onto the CPU whatever device wrote it.
 """
 
 from __future__ import annotations
@@ -30,8 +26,8 @@ from torchvision.utils import make_grid
 
 from capsgan.config import check_output_dir, validate_generate_config
 from capsgan.errors import ConfigError, UserError, brief
-from capsgan.inputs import latent_size, read_checkpoint, read_image
-from capsgan.runs import CheckpointRun, checkpoint_folder, run_config, sample_grids
+from capsgan.inputs import read_checkpoint, read_image
+from capsgan.runs import CheckpointRun, checkpoint_folder, checkpoint_run, sample_grids
 
 log = logging.getLogger(__name__)
 
@@ -41,67 +37,55 @@ CAPTION_HEIGHT = 14  # pixels above each grid of the learning-process strip for 
 # -- loading ------------------------------------------------------------------------------
 
 
+def load_network(
+    run: CheckpointRun, network: str, weights: bool = True
+) -> tuple[nn.Module, dict[str, Tensor]]:
+    """``network`` (``generator`` / ``discriminator``) of a run, rebuilt from its config, in
+    eval mode on the CPU: with the checkpoint's weights (``weights``) or as initialised.
+    Also returns the checkpoint's whole ``state_dict`` (empty without ``weights``)."""
+    fix = "Pass config_path= the config of the run that wrote the checkpoint."
+    try:
+        module = hydra.utils.instantiate(run.cfg[network])
+    except Exception as err:
+        raise ConfigError(
+            f"the {network} described by {str(run.config_path)!r} cannot be built "
+            f"({brief(err)}). {fix}"
+        ) from err
+    if not weights:
+        return module.eval(), {}
+    state = read_checkpoint(run.ckpt)["state_dict"]
+    prefix = f"{network}."
+    own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not own:
+        raise UserError(
+            f"{str(run.ckpt)!r} holds no {network} weights (no '{prefix}*' keys in its "
+            "state_dict); it is not a checkpoint of capsgan's GAN module."
+        )
+    try:
+        module.load_state_dict(own)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"the {network} weights in {str(run.ckpt)!r} do not fit the {network} described "
+            f"by {str(run.config_path)!r} ({err}). {fix}"
+        ) from err
+    return module.eval(), state
+
+
 def load_generator(
     ckpt_path: str | Path, config_path: str | Path | None = None, device: str = "cpu"
 ) -> tuple[nn.Module, Tensor | None]:
-    """Rebuild the generator of a training checkpoint; return it (eval mode) and ``fixed_z``.
-
-    Args:
-        ckpt_path: a Lightning checkpoint of :class:`capsgan.gan_module.GAN`.
-        config_path: the run's ``config.yaml``; by default the ``.hydra/config.yaml`` of the
-            run folder holding ``checkpoints/``.
-        device: where to put the generator; the checkpoint's tensors are first mapped to
-            the CPU, so a checkpoint written on a GPU loads on a machine without one.
-
-    The noise size is the run's (:func:`capsgan.inputs.latent_size` of its config), not
-    an attribute of the generator.
-    """
-    cfg, config_path = run_config(ckpt_path, config_path)
-    try:
-        generator = hydra.utils.instantiate(cfg.generator)
-    except Exception as err:
-        raise ConfigError(
-            f"the generator described by {str(config_path)!r} cannot be built "
-            f"({brief(err)}). Pass config_path= the config of the "
-            "run that wrote the checkpoint."
-        ) from err
-    weights, state = network_weights(ckpt_path, "generator")
-    try:
-        generator.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ConfigError(
-            f"the generator weights in {str(ckpt_path)!r} do not fit the generator described "
-            f"by {str(config_path)!r} ({err}). Pass config_path= the config of the run that "
-            "wrote this checkpoint."
-        ) from err
-    return generator.to(device).eval(), state.get("fixed_z")
-
-
-def network_weights(
-    ckpt_path: str | Path, network: str
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """The weights of one network (``generator`` / ``discriminator``) of a checkpoint of
-    :class:`capsgan.gan_module.GAN`, keyed as the network's own ``state_dict``, and the
-    checkpoint's whole ``state_dict``; a one-paragraph error for a file that is not one."""
-    state = read_checkpoint(ckpt_path)["state_dict"]
-    prefix = f"{network}."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not weights:
-        raise UserError(
-            f"{str(ckpt_path)!r} holds no {network} weights (no '{prefix}*' keys in its "
-            "state_dict); it is not a checkpoint of capsgan's GAN module."
-        )
-    return weights, state
+    """The generator of a training checkpoint (eval mode, on ``device``) and its ``fixed_z``;
+    the run's config is ``config_path``, else the ``.hydra/config.yaml`` of its run folder.
+    The checkpoint is mapped to the CPU first, so one written on a GPU loads anywhere."""
+    generator, state = load_network(checkpoint_run(Path(ckpt_path), config_path), "generator")
+    return generator.to(device), state.get("fixed_z")
 
 
 def load_discriminator(run: CheckpointRun, weights: bool = True) -> nn.Module:
-    """The run's discriminator in eval mode, on the CPU: trained (``weights``) or as
-    initialised (seeded with the run's seed), for an untrained control."""
+    """The run's discriminator, frozen: trained, or (not ``weights``) as initialised with the
+    run's seed, for an untrained control."""
     torch.manual_seed(int(run.seed or 0))
-    discriminator = hydra.utils.instantiate(run.cfg.discriminator)
-    if weights:
-        discriminator.load_state_dict(network_weights(run.ckpt, "discriminator")[0])
-    return discriminator.eval().requires_grad_(False)
+    return load_network(run, "discriminator", weights)[0].requires_grad_(False)
 
 
 # -- latent paths --------------------------------------------------------------------------
@@ -129,12 +113,6 @@ def slerp(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
     path = (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
     path[0], path[-1] = z0, z1  # exact endpoints, free of rounding in the sines
     return path
-
-
-def interpolate_pairs(z_start: Tensor, z_end: Tensor, steps: int, spherical: bool) -> Tensor:
-    """Paths between row i of z_start and row i of z_end (P, D): (P, steps, D)."""
-    path = slerp if spherical else lerp
-    return torch.stack([path(a, b, steps) for a, b in zip(z_start, z_end, strict=True)])
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -177,22 +155,17 @@ def morph(
     spherical: bool = False,
     frame_ms: int = 100,
 ) -> tuple[Path, Path]:
-    """Morphing between pairs of latent points as ``morph_<lerp|slerp>.png`` and ``.gif``.
-
-    The PNG has one row per pair, its ``steps`` columns walking from the pair's first
-    point to its second; the GIF has ``steps`` frames, each a column of all pairs at one
-    point of the walk.
-    """
-    paths = interpolate_pairs(z_start, z_end, steps, spherical)  # (P, steps, D)
-    pairs = paths.shape[0]
+    """Morphing between row i of z_start and of z_end (P, D) as ``morph_<lerp|slerp>.png``,
+    one row of ``steps`` images per pair, and ``.gif``, one frame (a column of all pairs)
+    per step of the walk."""
+    path, name = (slerp, "morph_slerp") if spherical else (lerp, "morph_lerp")
+    paths = torch.stack([path(a, b, steps) for a, b in zip(z_start, z_end, strict=True)])
     images = generate(generator, paths.flatten(0, 1))  # (P * steps, C, H, W), row-major
-    name = "morph_slerp" if spherical else "morph_lerp"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    strip = out_dir / f"{name}.png"
-    to_grid_image(images, nrow=steps).save(strip)
-    by_step = images.unflatten(0, (pairs, steps)).transpose(0, 1)  # (steps, P, C, H, W)
+    by_step = images.unflatten(0, (len(paths), steps)).transpose(0, 1)  # (steps, P, C, H, W)
     frames = [to_grid_image(column, nrow=1) for column in by_step]
-    return strip, save_gif(frames, out_dir / f"{name}.gif", frame_ms)
+    gif = save_gif(frames, out_dir / f"{name}.gif", frame_ms)  # which makes out_dir
+    to_grid_image(images, nrow=steps).save(out_dir / f"{name}.png")
+    return out_dir / f"{name}.png", gif
 
 
 # -- the learning process ---------------------------------------------------------------------
@@ -221,19 +194,10 @@ def learning_process(
     strip_epochs: int | Sequence[int] = 8,
     frame_ms: int = 200,
 ) -> tuple[Path, Path]:
-    """The fixed-noise grids of a run as ``learning_process.gif`` and ``learning_process.png``.
-
-    The GIF has one frame per saved epoch; the PNG strip puts the grids of the selected
-    epochs side by side, each captioned with its epoch number (1 = after the first pass, as
-    in the file names).
-
-    Args:
-        run_dir: a training run folder with ``samples/epoch_NNNN.png``.
-        out_dir: where the two files go.
-        strip_epochs: how many epochs the strip shows (evenly spaced, first and last
-            included), or the list of epochs (from 1, as in the file names) to show.
-        frame_ms: duration of one GIF frame.
-    """
+    """The fixed-noise grids ``samples/epoch_NNNN.png`` of a run as ``learning_process.gif``,
+    one frame per saved epoch, and ``learning_process.png``, the grids of ``strip_epochs``
+    (a count, spread evenly with first and last, or a list of epochs, from 1 as in the file
+    names) side by side, each captioned with its epoch."""
     grids = sample_grids(run_dir, "epoch")
     if not grids:
         raise UserError(
@@ -269,15 +233,6 @@ def learning_process(
 # -- the generate.py entry point ------------------------------------------------------------------
 
 
-def default_out_dir(cfg: DictConfig) -> Path:
-    if cfg.out_dir:
-        return Path(cfg.out_dir)
-    if cfg.ckpt_path:
-        ckpt = Path(cfg.ckpt_path)
-        return checkpoint_folder(ckpt) / "generated" / ckpt.stem
-    return Path(cfg.run_dir) / "generated"
-
-
 def run_generate(cfg: DictConfig) -> list[Path]:
     """Everything ``src/generate.py`` writes for ``cfg`` (conf/generate.yaml); returns the files."""
     if not cfg.run_dir and not cfg.ckpt_path:
@@ -287,7 +242,12 @@ def run_generate(cfg: DictConfig) -> list[Path]:
             "and latent morphing (see conf/generate.yaml)."
         )
     validate_generate_config(cfg)
-    out_dir = default_out_dir(cfg)
+    if cfg.out_dir:
+        out_dir = Path(cfg.out_dir)
+    elif cfg.ckpt_path:
+        out_dir = checkpoint_folder(Path(cfg.ckpt_path)) / "generated" / Path(cfg.ckpt_path).stem
+    else:
+        out_dir = Path(cfg.run_dir) / "generated"
     check_output_dir(out_dir, "out_dir")
     written: list[Path] = []
     if cfg.run_dir:
@@ -296,8 +256,8 @@ def run_generate(cfg: DictConfig) -> list[Path]:
         written += learning_process(Path(cfg.run_dir), out_dir, epochs, cfg.learning_frame_ms)
     if cfg.ckpt_path:
         generator, fixed_z = load_generator(cfg.ckpt_path, cfg.config_path, cfg.device)
+        latent_dim = checkpoint_run(Path(cfg.ckpt_path), cfg.config_path).latent_dim
         gen = torch.Generator().manual_seed(int(cfg.seed))
-        latent_dim = latent_size(*run_config(cfg.ckpt_path, cfg.config_path))
         z = torch.randn(cfg.num_samples, latent_dim, generator=gen)
         written.append(sample_grid(generator, z, out_dir / "samples.png", cfg.nrow))
         if fixed_z is not None:

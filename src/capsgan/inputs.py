@@ -21,12 +21,6 @@ from capsgan.errors import ConfigError, UserError, brief
 # -- checkpoints and run configs ---------------------------------------------------------
 
 
-def other_checkpoints(path: Path) -> str:
-    """The other ``.ckpt`` files beside ``path``, for the fix of an unreadable one."""
-    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
-    return f"{', '.join(others[-4:])} in {str(path.parent)!r}" if others else "none is there"
-
-
 def checkpoint_file(
     path: str | Path, named: str, fix: str = "e.g. <run folder>/checkpoints/last.ckpt."
 ) -> Path:
@@ -53,11 +47,12 @@ def read_checkpoint(
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # truncated by a kill or a full disk, or another program's file
+        others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+        where = f"{', '.join(others[-4:])} in {str(path.parent)!r}" if others else "none is there"
         raise ConfigError(
             f"the checkpoint {str(path)!r} (`{key}`) cannot be read: it is not a readable "
             f"checkpoint ({brief(err)}); it may be truncated or another program's file. "
-            f"Pass another .ckpt of the run: "
-            f"{other_checkpoints(path)}."
+            f"Pass another .ckpt of the run: {where}."
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(
@@ -69,27 +64,23 @@ def read_checkpoint(
 
 def find_run_config(ckpt_path: Path) -> Path | None:
     """``.hydra/config.yaml`` of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``)."""
-    for folder in (ckpt_path.parent, *ckpt_path.parents[1:3]):
-        candidate = folder / ".hydra" / "config.yaml"
-        if candidate.is_file():
-            return candidate
-    return None
+    folders = (ckpt_path.parent, *ckpt_path.parents[1:3])
+    return next((c for f in folders if (c := f / ".hydra" / "config.yaml").is_file()), None)
 
 
 def read_run_config(path: str | Path, key: str = "config_path") -> DictConfig:
     """A training run's ``.hydra/config.yaml``, or a :class:`ConfigError` naming it."""
+    fix = f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # YAML syntax, binary junk, unreadable
         raise ConfigError(
-            f"the run config {str(path)!r} cannot be read ({brief(err)}). Pass "
-            f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
+            f"the run config {str(path)!r} cannot be read ({brief(err)}). Pass {fix}"
         ) from err
     if not isinstance(cfg, DictConfig) or "generator" not in cfg:
         raise ConfigError(
             f"{str(path)!r} has no 'generator' section, so it is not a training run's "
-            f"config; pass {key}=<run folder>/.hydra/config.yaml of the run that wrote the "
-            "checkpoint."
+            f"config; pass {fix}"
         )
     return cfg
 
@@ -118,15 +109,12 @@ def load_npz(path: Path, key: str | None = None) -> np.ndarray:
         with np.load(path, allow_pickle=False) as data:
             names = list(data.keys())
             if key is None:
-                if "images" in names:
-                    key = "images"
-                elif len(names) == 1:
-                    key = names[0]
-                else:
+                if "images" not in names and len(names) != 1:
                     raise UserError(
                         f"{str(path)!r} holds several arrays ({names}) and none is called "
                         "'images'; pick one with npz_key=<name>."
                     )
+                key = "images" if "images" in names else names[0]
             if key not in names:
                 raise UserError(f"{str(path)!r} has no array {key!r}; it has {names} (npz_key=).")
             return data[key]
@@ -156,28 +144,26 @@ def load_png_folder(path: Path, channels: int) -> np.ndarray:
     files = sorted(path.glob("*.png"))
     if not files:
         raise UserError(f"{str(path)!r} holds no .png files.")
-    arrays, sizes = [], set()
+    arrays = []
     for file in files:
         try:
             with Image.open(file) as img:
-                if channels == 1 and img.mode not in ("L", "1", "I;16", "I", "F"):
-                    rgb = np.asarray(img.convert("RGB"))
-                    if not (rgb == rgb[..., :1]).all():
-                        raise UserError(
-                            f"{str(file)!r} is a colour image but the data set is grey; save "
-                            "the samples as grey PNGs (mode L)."
-                        )
-                array = np.asarray(img.convert("L" if channels == 1 else "RGB"))
-        except UserError:
-            raise
+                grey = img.mode in ("L", "1", "I;16", "I", "F")
+                array = np.asarray(img.convert("L" if channels == 1 and grey else "RGB"))
         except Exception as err:  # not a PNG, truncated, unreadable (permissions)
             raise UserError(
                 f"{str(file)!r}, one of the PNGs of `source` {str(path)!r}, cannot be read "
                 f"({brief(err)}). Remove or re-save it; every .png in the folder is scored."
             ) from err
-        sizes.add(array.shape[:2])
+        if channels == 1 and array.ndim == 3:  # RGB(A), palette...: grey if R = G = B
+            if not (array == array[..., :1]).all():
+                raise UserError(
+                    f"{str(file)!r} is a colour image but the data set is grey; save "
+                    "the samples as grey PNGs (mode L)."
+                )
+            array = array[..., 0]  # what convert("L") gives for R = G = B
         arrays.append(array)
-    if len(sizes) > 1:
+    if len(sizes := {a.shape[:2] for a in arrays}) > 1:
         raise UserError(
             f"the PNGs in {str(path)!r} have different sizes {sorted(sizes)}; they must all "
             "be single images of the data set's size."

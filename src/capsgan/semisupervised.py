@@ -28,14 +28,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from capsgan.atomic_write import write_json_atomically
-from capsgan.cli import as_list, print_table
+from capsgan.cli import as_list
 from capsgan.config import validate_semisupervised_config
 from capsgan.data import to_unit_range
 from capsgan.errors import ConfigError, UserError
-from capsgan.evaluation import DataSpec, real_images
+from capsgan.evaluation import DataSpec, real_images, write_results
 from capsgan.generation import load_discriminator
-from capsgan.runs import CheckpointRun, checkpoint_run, resolve_checkpoints
+from capsgan.runs import checkpoint_run, resolve_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +62,15 @@ def discriminator_features(
     captured: dict[str, Tensor] = {}
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if layer:
-            if module is target:
-                captured["x"] = (output[0] if isinstance(output, tuple) else output).clone()
+        if layer:  # hooked on the target alone
+            captured["x"] = (output[0] if isinstance(output, tuple) else output).clone()
         elif isinstance(module, nn.Linear):
             captured["linear"] = args[0].clone()
         elif id(module) in children and isinstance(output, Tensor):
             captured["child"] = output.clone()
 
-    handles = [m.register_forward_hook(hook) for m in discriminator.modules()]
+    modules = [target] if layer else discriminator.modules()
+    handles = [m.register_forward_hook(hook) for m in modules]
     out = []
     try:
         for batch in images.split(batch_size):
@@ -97,10 +96,8 @@ def discriminator_features(
 def balanced_subset(labels: Tensor, n: int, seed: int) -> Tensor:
     """Indices of ``n`` examples, ``n // K`` per class (the remainder spread over random
     classes), drawn with ``seed``; sorted."""
-    classes = torch.unique(labels)
+    classes = torch.unique(labels)  # n >= their number: run_semisupervised checks it first
     k = len(classes)
-    if n < k:
-        raise ConfigError(f"n_labels={n} is fewer than the {k} classes; use at least {k}.")
     rng = torch.Generator().manual_seed(seed)
     per_class = torch.full((k,), n // k, dtype=torch.long)
     per_class[torch.randperm(k, generator=rng)[: n % k]] += 1
@@ -150,25 +147,6 @@ def error_rate(model: nn.Linear, x: Tensor, y: Tensor) -> float:
     return (model(x.double()).argmax(1) != y).double().mean().item()
 
 
-def choose_l2(
-    x: Tensor, y: Tensor, classes: int, grid: list[float], folds: int, seed: int, max_iter: int
-) -> tuple[float, float]:
-    """The L2 strength of ``grid`` with the lowest k-fold CV error on (x, y) (ties: the
-    stronger); returns it and its CV error."""
-    parts = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).chunk(folds)
-
-    def cv_error(l2: float) -> float:
-        wrong = 0.0
-        for i, held in enumerate(parts):
-            train = torch.cat([p for j, p in enumerate(parts) if j != i])
-            model = fit_logistic(x[train], y[train], classes, l2, max_iter)
-            wrong += error_rate(model, x[held], y[held]) * len(held)
-        return wrong / len(x)
-
-    # min keeps the first of equal errors: the strongest, the grid running downwards
-    return min(((l2, cv_error(l2)) for l2 in sorted(grid, reverse=True)), key=lambda b: b[1])
-
-
 def row_space(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
     """Both sets in coordinates of the span of the training rows, when that is smaller
     than the feature space (n labelled images, D > n features).
@@ -201,12 +179,24 @@ def linear_probe(
     seed: int,
     max_iter: int = 200,
 ) -> dict[str, float]:
-    """Standardise by the labelled rows' statistics, pick L2 by k-fold CV on the labelled
-    rows, refit on all of them, return the test error (and the L2, the CV error)."""
-    train_x, test_x = row_space(*standardize(train_x, test_x))
-    l2, cv_error = choose_l2(train_x, train_y, classes, grid, folds, seed, max_iter)
-    model = fit_logistic(train_x, train_y, classes, l2, max_iter)
-    return {"test_error": error_rate(model, test_x, test_y), "l2": l2, "cv_error": cv_error}
+    """Standardise by the labelled rows' statistics; pick the L2 strength of ``grid`` with
+    the lowest k-fold CV error on the labelled rows (ties: the stronger); refit on all of
+    them; return the test error, that L2 and its CV error."""
+    x, test_x = row_space(*standardize(train_x, test_x))
+    parts = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).chunk(folds)
+
+    def cv_error(l2: float) -> float:
+        wrong = 0.0
+        for i, held in enumerate(parts):
+            train = torch.cat([p for j, p in enumerate(parts) if j != i])
+            model = fit_logistic(x[train], train_y[train], classes, l2, max_iter)
+            wrong += error_rate(model, x[held], train_y[held]) * len(held)
+        return wrong / len(x)
+
+    # min keeps the first of equal errors: the strongest, the grid running downwards
+    l2, cv = min(((l2, cv_error(l2)) for l2 in sorted(grid, reverse=True)), key=lambda b: b[1])
+    model = fit_logistic(x, train_y, classes, l2, max_iter)
+    return {"test_error": error_rate(model, test_x, test_y), "l2": l2, "cv_error": cv}
 
 
 # -- the experiment ---------------------------------------------------------------------------
@@ -221,9 +211,7 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     seeds = [int(s) for s in seeds] if OmegaConf.is_list(seeds) else list(range(int(seeds)))
     grid = [float(v) for v in cfg.l2_grid]
     folds = int(cfg.cv_folds)
-    infos: list[CheckpointRun] = [
-        checkpoint_run(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))
-    ]
+    infos = [checkpoint_run(c) for p in paths for c in resolve_checkpoints(p, str(cfg.checkpoint))]
     specs = {DataSpec.of(i.cfg.data) for i in infos}
     if len(specs) != 1:
         raise UserError(
@@ -236,23 +224,19 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     train_u8, train_labels = real_images(spec, root, "train")
     test_u8, test_labels = real_images(spec, root, "test", cfg.test_samples)
     classes = int(train_labels.max()) + 1
-    for n in n_labels:
-        if n * (folds - 1) // folds < classes:
-            raise ConfigError(
-                f"n_labels={n} with cv_folds={folds} leaves fewer training images per fold "
-                f"than the {classes} classes; use more labels or fewer folds."
-            )
+    if (n := min(n_labels)) * (folds - 1) // folds < classes:  # the smallest n, if any, fails
+        raise ConfigError(
+            f"n_labels={n} with cv_folds={folds} leaves fewer training images per fold "
+            f"than the {classes} classes; use more labels or fewer folds."
+        )
     subsets = {(n, s): balanced_subset(train_labels, n, s) for n in n_labels for s in seeds}
-    used = torch.unique(torch.cat(list(subsets.values())))  # every labelled image, once
-    position = torch.full((len(train_labels),), -1, dtype=torch.long)
-    position[used] = torch.arange(len(used))
+    used = torch.unique(torch.cat(list(subsets.values())))  # every labelled image, once; sorted
     train_x, test_x = to_unit_range(train_u8[used]), to_unit_range(test_u8)
     batch = int(cfg.batch_size)
     layer = cfg.feature_layer or None
 
-    extractors: list[tuple[str, str, str, Any]] = []  # (method, discriminator, run, features)
-    if cfg.pixels:
-        extractors.append(("pixels", "-", "-", lambda x: x.flatten(1)))
+    # (method, discriminator, run, features)
+    extractors = [("pixels", "-", "-", lambda x: x.flatten(1))] if cfg.pixels else []
     kinds = [("trained_D", True), ("untrained_D", False)][: 2 if cfg.untrained else 1]
     for info in infos:
         for method, weights in kinds:
@@ -266,8 +250,8 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
         labelled, test_features = features(train_x), features(test_x)
         log.info("%s %s: %d features per image", method, label, labelled.shape[1])
         for (n, seed), idx in subsets.items():
-            result = linear_probe(labelled[position[idx]], train_labels[idx], test_features,
-                                  test_labels, classes, grid, folds, seed,
+            result = linear_probe(labelled[torch.searchsorted(used, idx)], train_labels[idx],
+                                  test_features, test_labels, classes, grid, folds, seed,
                                   int(cfg.max_iter))  # fmt: skip
             rows.append({"method": method, "discriminator": disc, "run": label,
                          "n_labels": n, "seed": seed, "feature_dim": labelled.shape[1],
@@ -277,56 +261,42 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
         log.info("  %.1f s", time.perf_counter() - start)
         del labelled, test_features
 
-    summary = summarize(rows, n_labels)
+    summary = summarize(rows)
     columns = ["features", "runs", *(f"n={n}: test error %" for n in n_labels)]
-    body = [
-        [s["features"], str(s["runs"]),
-         *(_pm(s[f"n={n}"]) for n in n_labels)]
-        for s in summary
-    ]  # fmt: skip
-    print_table(
+    body = [[s["features"], str(s["runs"]), *(_pm(s[f"n={n}"]) for n in n_labels)] for s in summary]
+    title = (
         f"Semi-supervised {spec.name}: linear classifier on n labelled images, test error "
-        f"on {len(test_labels)} test images (mean +- sd over runs x {len(seeds)} label draws)",
-        columns,
-        body,
+        f"on {len(test_labels)} test images (mean +- sd over runs x {len(seeds)} label draws)"
     )
     keys = ("checkpoint", "n_labels", "seeds", "test_samples", "feature_layer", "l2_grid",
             "cv_folds", "max_iter")  # fmt: skip
-    settings = {k: cfg[k] for k in keys}
-    payload = {"settings": settings, "summary": summary, "results": rows}
-    path = write_json_atomically(cfg.out, payload, strict=True)
-    log.info("wrote %s", path)
+    path = write_results(cfg.out, cfg, keys, (title, columns, body), summary=summary, results=rows)
     return rows, path
 
 
-def _pm(stats: dict[str, float] | None) -> str:
-    if not stats:
-        return "-"
+def _pm(stats: dict[str, float]) -> str:
     mean, sd = 100 * stats["mean"], 100 * stats["sd"]
     return f"{mean:.2f}" if math.isnan(sd) else f"{mean:.2f} +- {sd:.2f}"
 
 
-def summarize(rows: list[dict[str, Any]], n_labels: list[int]) -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample sd of the test error per (method, discriminator) and n."""
-    groups: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    runs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        key = (r["method"], r["discriminator"])
-        groups[key][r["n_labels"]].append(r["test_error"])
-        runs[key].add(r["run"])
+        groups[(r["method"], r["discriminator"])].append(r)
     names = {"pixels": "pixels (n labels alone)", "trained_D": "{} GAN's D",
              "untrained_D": "{} D, untrained"}  # fmt: skip
     out = []
-    for (method, disc), by_n in groups.items():
+    for (method, disc), group in groups.items():
         entry: dict[str, Any] = {
             "features": names[method].format(disc),
             "method": method,
             "discriminator": disc,
-            "runs": len(runs[(method, disc)]) if method != "pixels" else 0,
+            "runs": len({r["run"] for r in group}) if method != "pixels" else 0,
         }
-        for n in n_labels:
-            if values := by_n.get(n):
-                mean, sd = fmean(values), stdev(values) if len(values) > 1 else math.nan
-                entry[f"n={n}"] = {"mean": mean, "sd": sd, "count": len(values)}
+        for n in dict.fromkeys(r["n_labels"] for r in group):  # every n, in n_labels' order
+            values = [r["test_error"] for r in group if r["n_labels"] == n]
+            sd = stdev(values) if len(values) > 1 else math.nan
+            entry[f"n={n}"] = {"mean": fmean(values), "sd": sd, "count": len(values)}
         out.append(entry)
     return out
