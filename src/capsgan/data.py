@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, TensorDataset
 from torchvision import datasets
 
 from capsgan.errors import DataError
@@ -136,27 +136,26 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> tupl
         raise DataError(bad)
     try:
         ds = spec.cls(str(root), train=train, download=download)
-    except (RuntimeError, OSError) as err:
-        if not cifar and ("shape" in str(err) or "invalid" in str(err)):  # torch's view()
+    except Exception as err:  # a damaged pickle raises almost any exception
+        missing = isinstance(err, (RuntimeError, OSError))  # (or torch's view() on bad IDX)
+        if cifar and not missing:
+            raise DataError(_cifar_corrupt(raw, train, repr(err))) from err
+        if not cifar and (
+            isinstance(err, (AssertionError, ValueError, IndexError))
+            or (missing and ("shape" in str(err) or "invalid" in str(err)))
+        ):
             raise DataError(
-                f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err}). Delete "
-                "them and let torchvision download them again, or copy intact files there."
+                f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err!r}). "
+                "Delete them and let torchvision download them again, or copy intact files there."
             ) from err
+        if not missing:
+            raise
         how = "the download failed" if download else "download is off (data.download=false)"
         raise DataError(
             f"{name} was not found in {str(raw)!r} and {how}. Either run once with internet "
             f"access so torchvision can download it, or copy the {len(spec.files)} "
             f"{spec.kind} ({', '.join(spec.files)}) into {str(raw)!r}, or point DATA_DIR at "
             f"a folder that already has {spec.folder}/ (run with DATA_DIR=<that folder>)."
-        ) from err
-    except Exception as err:  # a damaged pickle raises almost any exception
-        if cifar:
-            raise DataError(_cifar_corrupt(raw, train, repr(err))) from err
-        if not isinstance(err, (AssertionError, ValueError, IndexError)):
-            raise
-        raise DataError(
-            f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err!r}). Delete "
-            f"them and let torchvision download them again, or copy intact files there."
         ) from err
     if cifar:  # (N, 32, 32, 3) HWC numpy -> (N, 3, 32, 32)
         images, labels = torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets)
@@ -184,7 +183,8 @@ def cifar_file_problem(path: Path) -> str | None:
             "the official files' keys are Python 2 strings)"
         )
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        return f"its 'data' is {_describe_array(data)}, not a uint8 array (N, 3072)"
+        what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else ""
+        return f"its 'data' is a {what or type(data).__name__}, not a uint8 array (N, 3072)"
     if data.shape[1] != 3 * 32 * 32:
         return f"its 'data' has shape {data.shape}, not (N, 3072) (N images of 3x32x32)"
     if len(labels) != len(data):
@@ -192,12 +192,6 @@ def cifar_file_problem(path: Path) -> str | None:
     if any(not 0 <= int(y) < 10 for y in labels):
         return "its labels are not all classes 0..9"
     return None
-
-
-def _describe_array(x: object) -> str:
-    if isinstance(x, np.ndarray):
-        return f"a {x.dtype} array of shape {x.shape}"
-    return f"a {type(x).__name__}"
 
 
 def _cifar_corrupt(folder: Path, train: bool, err: str) -> str:
@@ -295,7 +289,7 @@ def batch_identity(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
-class InMemoryDataset(Dataset):
+class InMemoryDataset(TensorDataset):
     """Images and labels in two tensors; ``__getitems__`` serves a whole batch at once.
 
     The DataLoader's sampler still yields indices (so Lightning can swap in a
@@ -303,20 +297,17 @@ class InMemoryDataset(Dataset):
     ``__getitem__`` and a collate per sample.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
-
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
         idx = torch.as_tensor(indices)
-        return self.images.index_select(0, idx), self.labels.index_select(0, idx)
+        return tuple(t.index_select(0, idx) for t in self.tensors)
+
+    @property
+    def images(self) -> Tensor:
+        return self.tensors[0]
+
+    @property
+    def labels(self) -> Tensor:
+        return self.tensors[1]
 
 
 class ImageDataModule(L.LightningDataModule):
