@@ -25,6 +25,7 @@ from torchmetrics.image import (
     InceptionScore,
     KernelInceptionDistance,
 )
+from torchmetrics.utilities import dim_zero_cat
 
 from capsgan.classifier import (
     DigitClassifier,
@@ -196,12 +197,8 @@ class PrecisionRecall(Metric):
         if real:
             self._real_radii = None
 
-    @staticmethod
-    def _cat(state: list[Tensor] | Tensor) -> Tensor:
-        return torch.cat(state) if isinstance(state, list) else state  # lists until synced
-
     def compute(self) -> tuple[Tensor, Tensor]:
-        real, fake = self._cat(self.real_features), self._cat(self.fake_features)
+        real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
         if min(len(real), len(fake)) <= self.k:
             raise RuntimeError(f"PrecisionRecall needs more than k={self.k} real and fake samples")
         if self._real_radii is None or len(self._real_radii) != len(real):
@@ -287,8 +284,7 @@ class SampleQualityCallback(L.Callback):
         batch_size: images per generator/classifier forward pass.
         classifier_path: a classifier ``.pt``; None: the data set's cached one, trained
             first if missing (:func:`capsgan.classifier.load_or_train`) in
-            ``classifier_dir`` (None: ``<data root>/classifiers``, or
-            ``~/.cache/capsgan/classifiers`` when the data root is read-only).
+            ``classifier_dir`` (None: :func:`capsgan.classifier.resolve_classifier_dir`).
         kid_subsets, kid_subset_size, is_splits, mode_threshold: see :class:`SampleQuality`.
         every_n_epochs: evaluate every N validation epochs (above 1, give the
             ``ModelCheckpoint(monitor="val/fid")`` the same, or ``monitor=null``).
