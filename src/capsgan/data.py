@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import datasets
+from torchvision.datasets.mnist import SN3_PASCALVINCENT_TYPEMAP as IDX_TYPES
 
 from capsgan.errors import DataError
 
@@ -221,21 +222,18 @@ def _bad_cifar_file(folder: Path, download: bool) -> str | None:
     )
 
 
-IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
-
-
 def idx_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete IDX file (its header's sizes against its length)."""
     try:
         with path.open("rb") as f:
             head = f.read(4)
-            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_ITEM_BYTES:
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES:
                 return "it does not start with an IDX header"
             dims = f.read(4 * head[3])
         if len(dims) < 4 * head[3]:
             return "its header is cut short"
         shape = [int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4)]
-        expected = 4 + len(dims) + math.prod(shape) * IDX_ITEM_BYTES[head[2]]
+        expected = 4 + len(dims) + math.prod(shape) * IDX_TYPES[head[2]].itemsize
         size = path.stat().st_size
     except OSError as err:
         return f"it cannot be read ({err.strerror or err})"
@@ -245,19 +243,14 @@ def idx_problem(path: Path) -> str | None:
 
 
 def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
-    """A message naming the split's IDX file that is missing or corrupt, or None.
-
-    Nothing is judged while torchvision may still download (a folder without any of the
-    files, download on) or when the folder is absent (torchvision's own message then).
-    """
+    """A message naming the split's IDX file that is missing or corrupt, or None: also when
+    none is there (torchvision's "not found" then) or torchvision may download the rest."""
     files = [raw / name for name in (IDX_FILES[:2] if train else IDX_FILES[2:])]
     present = [p for p in files if p.exists()]
-    if not raw.is_dir() or (download and len(present) < len(files)):
+    if not present or (download and len(present) < len(files)):
         return None
     for path in files:
         if not path.exists():
-            if not present and not download:
-                return None  # nothing there at all: the "not found" message below
             return (
                 f"the data file {str(path)!r} is missing (the other files of {str(raw)!r} are "
                 f"there). Copy it there (all four files: {', '.join(IDX_FILES)}), or set "
