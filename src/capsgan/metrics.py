@@ -326,11 +326,8 @@ class SampleQualityCallback(L.Callback):
                     f"Train it once first: `python src/train_classifier.py data={dm.name}` "
                     "(a few CPU minutes), then start this run again."
                 )
-            if trainer.is_global_zero:  # trains it if missing; the other ranks then load it
-                classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
-            trainer.strategy.barrier("capsgan_classifier")
-            if not trainer.is_global_zero:
-                classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
+            # trains it if missing: in a single process only, so no rank waits for another
+            classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
         key = "metrics.classifier_path" if self.classifier_path else "metrics.classifier_dir"
         check_classifier_fits(classifier, dm.name, (dm.channels, dm.image_size, dm.image_size), key)
         self.quality = SampleQuality(classifier, **self.metric_kwargs)
