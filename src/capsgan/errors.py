@@ -1,8 +1,5 @@
-"""Errors caused by the user's input (config, data, paths), reported as one paragraph.
-
-``train.py`` and the other entry points catch :class:`UserError` and print its message
-without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one); anything else is a bug and
-keeps its traceback.
+"""Errors caused by the user's input (config, data, paths), reported as one paragraph
+without a traceback by :func:`user_errors`; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
