@@ -138,18 +138,18 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> tupl
     try:
         ds = spec.cls(str(root), train=train, download=download)
     except Exception as err:  # a damaged pickle raises almost any exception
-        missing = isinstance(err, (RuntimeError, OSError))  # (or torch's view() on bad IDX)
-        if cifar and not missing:
-            raise DataError(_cifar_corrupt(raw, train, repr(err))) from err
+        refused = isinstance(err, (RuntimeError, OSError))  # "not found", a failed download
         if not cifar and (
             isinstance(err, (AssertionError, ValueError, IndexError))
-            or (missing and ("shape" in str(err) or "invalid" in str(err)))
+            or (refused and ("shape" in str(err) or "invalid" in str(err)))  # torch's view()
         ):
             raise DataError(
                 f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err!r}). "
                 "Delete them and let torchvision download them again, or copy intact files there."
             ) from err
-        if not missing:
+        if cifar and not refused:
+            raise DataError(_cifar_corrupt(raw, train, repr(err))) from err
+        if not refused:
             raise
         how = "the download failed" if download else "download is off (data.download=false)"
         raise DataError(
