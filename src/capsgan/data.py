@@ -277,11 +277,6 @@ def to_unit_range(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
-def batch_identity(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """collate_fn for :class:`InMemoryDataset`: its batches are already tensors."""
-    return batch
-
-
 class InMemoryDataset(TensorDataset):
     """Images and labels in two tensors; ``__getitems__`` serves a whole batch at once.
 
@@ -376,7 +371,7 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle,  # equal-sized training batches keep BatchNorm statistics sane
-            collate_fn=batch_identity,
+            collate_fn=tuple,  # InMemoryDataset.__getitems__ gives the batch's two tensors
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
