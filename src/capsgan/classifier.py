@@ -32,7 +32,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from capsgan.atomic_write import write_atomically, write_json_atomically
 from capsgan.data import ImageDataModule
-from capsgan.errors import ConfigError
+from capsgan.errors import ConfigError, brief
 from capsgan.locks import classifier_lock
 
 log = logging.getLogger(__name__)
@@ -276,8 +276,7 @@ def load_classifier(path: str | Path, cached: bool = False) -> DigitClassifier:
             "data set's cached one."
         )
         raise ConfigError(
-            f"{str(path)!r} is not a readable classifier of this framework "
-            f"({type(err).__name__}: {str(err)[:300]}). {fix}"
+            f"{str(path)!r} is not a readable classifier of this framework ({brief(err)}). {fix}"
         ) from err
     return model.eval()
 
