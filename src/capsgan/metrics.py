@@ -347,13 +347,11 @@ class SampleQualityCallback(L.Callback):
         was_training = generator.training
         generator.eval()
         rng = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        world, rank = trainer.world_size, trainer.global_rank  # this process's share:
-        remaining = self.num_samples // world + (rank < self.num_samples % world)
-        while remaining > 0:
-            n = min(self.batch_size, remaining)
+        share = range(self.num_samples)[trainer.global_rank :: trainer.world_size]  # this process's
+        for start in range(0, len(share), self.batch_size):
+            n = min(self.batch_size, len(share) - start)
             z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)
             self.quality.update(to_uint8(generator(z)), real=False)
-            remaining -= n
         generator.train(was_training)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
