@@ -7,9 +7,8 @@ classifier of Lucic et al. 2018, "Are GANs Created Equal?"). Its penultimate lay
 the features of FID/KID, its logits the class probabilities of IS and mode coverage.
 
 One classifier per data set is cached as ``<dir>/<name>.pt`` (weights and architecture)
-plus ``<dir>/<name>.json`` (test accuracy, training time), where ``<dir>`` is
-``<data root>/classifiers`` or, when the data root is read-only,
-``~/.cache/capsgan/classifiers`` (see :func:`resolve_classifier_dir`).
+plus ``<dir>/<name>.json`` (test accuracy, training time), ``<dir>`` as
+:func:`resolve_classifier_dir` chooses it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from capsgan.atomic_write import write_atomically, write_json_atomically
 from capsgan.data import ImageDataModule
-from capsgan.errors import ConfigError
+from capsgan.errors import ConfigError, brief
 from capsgan.locks import classifier_lock
 
 log = logging.getLogger(__name__)
@@ -72,6 +70,15 @@ def default_arch(in_channels: int) -> str:
     return "resnet" if in_channels == 3 else "digit"
 
 
+def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
+    """conv3x3 (padding 1, no bias: the BatchNorm has one)-BN-ReLU."""
+    return [
+        nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    ]
+
+
 class ResidualBlock(nn.Module):
     """He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), the basic
     block: conv3x3(stride)-BN-ReLU-conv3x3-BN plus the input (through a 1x1 stride conv
@@ -80,9 +87,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
+            *conv_bn_relu(in_ch, out_ch, stride),
             nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False),
             nn.BatchNorm2d(out_ch),
         )
@@ -98,19 +103,6 @@ class ResidualBlock(nn.Module):
         return torch.relu(self.body(x) + self.skip(x))  # (B, out_ch, H / stride, W / stride)
 
 
-def residual_trunk(in_channels: int, channels: Sequence[int]) -> list[nn.Module]:
-    """conv3x3 stem (16 channels), a stride-2 :class:`ResidualBlock` per entry of
-    ``channels``, global average pooling: (B, C, H, W) -> (B, channels[-1], 1, 1)."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, 16, 3, padding=1, bias=False),
-        nn.BatchNorm2d(16),
-        nn.ReLU(inplace=True),
-    ]
-    for in_ch, out_ch in zip([16, *channels[:-1]], channels, strict=True):
-        layers.append(ResidualBlock(in_ch, out_ch, stride=2))
-    return [*layers, nn.AdaptiveAvgPool2d(1)]
-
-
 class DigitClassifier(nn.Module):
     """The reference classifier. ``arch="digit"``, a small VGG-style CNN: [conv3x3-BN-ReLU-
     maxpool] per entry of ``channels``, then fc(hidden)-ReLU (the features) -> dropout ->
@@ -120,28 +112,27 @@ class DigitClassifier(nn.Module):
     about 4 M multiply-adds per image, so it trains to 99 % on MNIST in minutes on a CPU.
     Inputs are images in [-1, 1] like the GAN's.
 
-    ``arch="resnet"`` (RGB, CIFAR-10) has :func:`residual_trunk` instead, then the same
-    fc(hidden) features and head. With (32, 64): 3x32x32 -> 16x32x32 -> 32x16x16 -> 64x8x8
-    -> 64 -> 128 -> 10, about 8 M multiply-adds.
+    ``arch="resnet"`` (RGB, CIFAR-10) has a conv3x3 stem (16 channels), a stride-2
+    :class:`ResidualBlock` per entry of ``channels`` and global average pooling instead,
+    then the same fc(hidden) features and head. With (32, 64): 3x32x32 -> 16x32x32 ->
+    32x16x16 -> 64x8x8 -> 64 -> 128 -> 10, about 8 M multiply-adds.
     """
 
     def __init__(self, spec: ClassifierSpec | None = None) -> None:
         super().__init__()
         self.spec = spec = spec or ClassifierSpec()
-        layers: list[nn.Module] = []
-        in_ch, size = spec.in_channels, spec.image_size
+        chs = spec.channels
         if spec.arch == "resnet":
-            layers, in_ch, size = residual_trunk(in_ch, spec.channels), spec.channels[-1], 1
-        for ch in spec.channels if spec.arch == "digit" else ():
-            layers += [
-                nn.Conv2d(in_ch, ch, 3, padding=1, bias=False),
-                nn.BatchNorm2d(ch),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            in_ch, size = ch, size // 2
+            layers = conv_bn_relu(spec.in_channels, 16)
+            layers += [ResidualBlock(i, o, 2) for i, o in zip([16, *chs[:-1]], chs, strict=True)]
+            layers.append(nn.AdaptiveAvgPool2d(1))
+            flat = chs[-1]
+        else:
+            layers = []
+            for in_ch, ch in zip([spec.in_channels, *chs[:-1]], chs, strict=True):
+                layers += [*conv_bn_relu(in_ch, ch), nn.MaxPool2d(2)]
+            flat = chs[-1] * (spec.image_size // 2 ** len(chs)) ** 2
         self.conv = nn.Sequential(*layers)  # (B, C, H, W) -> (B, ch[-1], H/2^k, W/2^k)
-        flat = in_ch * size * size
         # (B, hidden), then (B, num_classes)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, spec.hidden), nn.ReLU())
         self.head = nn.Sequential(
@@ -206,12 +197,8 @@ def is_writable_dir(directory: str | Path) -> bool:
     could write anyway): a shared, read-only data root stays untouched.
     """
     path = Path(directory).expanduser()
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        return False
-    if existing.stat().st_mode & 0o222 == 0:
+    existing = next((p for p in (path, *path.parents) if p.exists()), path)
+    if not existing.is_dir() or existing.stat().st_mode & 0o222 == 0:
         return False
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -250,8 +237,7 @@ def resolve_classifier_dir(data_root: str | Path, configured: str | Path | None,
 
 def save_classifier(model: DigitClassifier, directory: str | Path, name: str, info: dict) -> Path:
     """Write ``<name>.pt`` (spec + weights) and ``<name>.json`` (``info``); return the .pt."""
-    path = weights_path(Path(directory).expanduser(), name)  # its folder is made if missing
-    # runs training the same classifier at once never read half a file
+    path = weights_path(Path(directory).expanduser(), name)
     # the data set is kept in the file: two data sets of one image shape (MNIST and
     # Fashion-MNIST) are told apart only by it, and the wrong one gives FIDs 2-3x off
     state = {"spec": asdict(model.spec), "state_dict": model.state_dict(), "dataset": name}
@@ -290,8 +276,7 @@ def load_classifier(path: str | Path, cached: bool = False) -> DigitClassifier:
             "data set's cached one."
         )
         raise ConfigError(
-            f"{str(path)!r} is not a readable classifier of this framework "
-            f"({type(err).__name__}: {str(err)[:300]}). {fix}"
+            f"{str(path)!r} is not a readable classifier of this framework ({brief(err)}). {fix}"
         ) from err
     return model.eval()
 

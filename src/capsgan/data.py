@@ -20,8 +20,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, TensorDataset
 from torchvision import datasets
+from torchvision.datasets.mnist import SN3_PASCALVINCENT_TYPEMAP as IDX_TYPES
 
 from capsgan.errors import DataError
 
@@ -136,27 +137,26 @@ def load_split(name: str, root: str | Path, train: bool, download: bool) -> tupl
         raise DataError(bad)
     try:
         ds = spec.cls(str(root), train=train, download=download)
-    except (RuntimeError, OSError) as err:
-        if not cifar and ("shape" in str(err) or "invalid" in str(err)):  # torch's view()
+    except Exception as err:  # a damaged pickle raises almost any exception
+        refused = isinstance(err, (RuntimeError, OSError))  # "not found", a failed download
+        if not cifar and (
+            isinstance(err, (AssertionError, ValueError, IndexError))
+            or (refused and ("shape" in str(err) or "invalid" in str(err)))  # torch's view()
+        ):
             raise DataError(
-                f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err}). Delete "
-                "them and let torchvision download them again, or copy intact files there."
+                f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err!r}). "
+                "Delete them and let torchvision download them again, or copy intact files there."
             ) from err
+        if cifar and not refused:
+            raise DataError(_cifar_corrupt(raw, train, repr(err))) from err
+        if not refused:
+            raise
         how = "the download failed" if download else "download is off (data.download=false)"
         raise DataError(
             f"{name} was not found in {str(raw)!r} and {how}. Either run once with internet "
             f"access so torchvision can download it, or copy the {len(spec.files)} "
             f"{spec.kind} ({', '.join(spec.files)}) into {str(raw)!r}, or point DATA_DIR at "
             f"a folder that already has {spec.folder}/ (run with DATA_DIR=<that folder>)."
-        ) from err
-    except Exception as err:  # a damaged pickle raises almost any exception
-        if cifar:
-            raise DataError(_cifar_corrupt(raw, train, repr(err))) from err
-        if not isinstance(err, (AssertionError, ValueError, IndexError)):
-            raise
-        raise DataError(
-            f"the {name} IDX files in {str(raw)!r} are corrupt or truncated ({err!r}). Delete "
-            f"them and let torchvision download them again, or copy intact files there."
         ) from err
     if cifar:  # (N, 32, 32, 3) HWC numpy -> (N, 3, 32, 32)
         images, labels = torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets)
@@ -184,7 +184,8 @@ def cifar_file_problem(path: Path) -> str | None:
             "the official files' keys are Python 2 strings)"
         )
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        return f"its 'data' is {_describe_array(data)}, not a uint8 array (N, 3072)"
+        what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else ""
+        return f"its 'data' is a {what or type(data).__name__}, not a uint8 array (N, 3072)"
     if data.shape[1] != 3 * 32 * 32:
         return f"its 'data' has shape {data.shape}, not (N, 3072) (N images of 3x32x32)"
     if len(labels) != len(data):
@@ -192,12 +193,6 @@ def cifar_file_problem(path: Path) -> str | None:
     if any(not 0 <= int(y) < 10 for y in labels):
         return "its labels are not all classes 0..9"
     return None
-
-
-def _describe_array(x: object) -> str:
-    if isinstance(x, np.ndarray):
-        return f"a {x.dtype} array of shape {x.shape}"
-    return f"a {type(x).__name__}"
 
 
 def _cifar_corrupt(folder: Path, train: bool, err: str) -> str:
@@ -227,21 +222,18 @@ def _bad_cifar_file(folder: Path, download: bool) -> str | None:
     )
 
 
-IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
-
-
 def idx_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete IDX file (its header's sizes against its length)."""
     try:
         with path.open("rb") as f:
             head = f.read(4)
-            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_ITEM_BYTES:
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES:
                 return "it does not start with an IDX header"
             dims = f.read(4 * head[3])
         if len(dims) < 4 * head[3]:
             return "its header is cut short"
         shape = [int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4)]
-        expected = 4 + len(dims) + math.prod(shape) * IDX_ITEM_BYTES[head[2]]
+        expected = 4 + len(dims) + math.prod(shape) * IDX_TYPES[head[2]].itemsize
         size = path.stat().st_size
     except OSError as err:
         return f"it cannot be read ({err.strerror or err})"
@@ -251,19 +243,14 @@ def idx_problem(path: Path) -> str | None:
 
 
 def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
-    """A message naming the split's IDX file that is missing or corrupt, or None.
-
-    Nothing is judged while torchvision may still download (a folder without any of the
-    files, download on) or when the folder is absent (torchvision's own message then).
-    """
+    """A message naming the split's IDX file that is missing or corrupt, or None: also when
+    none is there (torchvision's "not found" then) or torchvision may download the rest."""
     files = [raw / name for name in (IDX_FILES[:2] if train else IDX_FILES[2:])]
     present = [p for p in files if p.exists()]
-    if not raw.is_dir() or (download and len(present) < len(files)):
+    if not present or (download and len(present) < len(files)):
         return None
     for path in files:
         if not path.exists():
-            if not present and not download:
-                return None  # nothing there at all: the "not found" message below
             return (
                 f"the data file {str(path)!r} is missing (the other files of {str(raw)!r} are "
                 f"there). Copy it there (all four files: {', '.join(IDX_FILES)}), or set "
@@ -290,12 +277,7 @@ def to_unit_range(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
-def batch_identity(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """collate_fn for :class:`InMemoryDataset`: its batches are already tensors."""
-    return batch
-
-
-class InMemoryDataset(Dataset):
+class InMemoryDataset(TensorDataset):
     """Images and labels in two tensors; ``__getitems__`` serves a whole batch at once.
 
     The DataLoader's sampler still yields indices (so Lightning can swap in a
@@ -303,20 +285,17 @@ class InMemoryDataset(Dataset):
     ``__getitem__`` and a collate per sample.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
-
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
         idx = torch.as_tensor(indices)
-        return self.images.index_select(0, idx), self.labels.index_select(0, idx)
+        return tuple(t.index_select(0, idx) for t in self.tensors)
+
+    @property
+    def images(self) -> Tensor:
+        return self.tensors[0]
+
+    @property
+    def labels(self) -> Tensor:
+        return self.tensors[1]
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -392,7 +371,7 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle,  # equal-sized training batches keep BatchNorm statistics sane
-            collate_fn=batch_identity,
+            collate_fn=tuple,  # InMemoryDataset.__getitems__ gives the batch's two tensors
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -1,8 +1,5 @@
-"""Errors caused by the user's input (config, data, paths), reported as one paragraph.
-
-``train.py`` and the other entry points catch :class:`UserError` and print its message
-without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one); anything else is a bug and
-keeps its traceback.
+"""Errors caused by the user's input (config, data, paths), reported as one paragraph
+without a traceback by :func:`user_errors`; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -114,11 +111,6 @@ def storage_error(
     )
 
 
-def full_error() -> bool:
-    """``HYDRA_FULL_ERROR=1``: let the error through with its traceback."""
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
 def exit_code(err: UserError) -> int:
     return 3 if isinstance(err, DivergenceError) else 2
 
@@ -134,22 +126,17 @@ def user_errors(reraise: bool = False, output_key: str | None = None) -> Iterato
     a storage failure's fix instead of training's ``hydra.run.dir``."""
     try:
         yield
-    except UserError as err:
-        if reraise or full_error():
-            raise
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(exit_code(err))
     except RunInterruptedError as err:
         if reraise:
             raise
         print(str(err), file=sys.stderr)
         sys.exit(err.exit_code)
-    except OSError as err:
-        converted = storage_error(err, key=output_key)
-        if converted is None or reraise or full_error():
+    except (UserError, OSError) as err:
+        user = err if isinstance(err, UserError) else storage_error(err, key=output_key)
+        if user is None or reraise or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"Error: {converted}", file=sys.stderr)
-        sys.exit(2)
+        print(f"Error: {user}", file=sys.stderr)
+        sys.exit(exit_code(user))
 
 
 class RunInterruptedError(Exception):

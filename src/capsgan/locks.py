@@ -81,15 +81,13 @@ def folder_in_use(folder: str | Path) -> bool:
         return True
     if not path.is_file():
         return False
-    lock = FileLock(path, timeout=0, fallback_to_soft=False)
     try:
-        lock.acquire()
-    except Timeout:
+        with FileLock(path, timeout=0, fallback_to_soft=False):
+            return False
+    except Timeout:  # (a subclass of OSError: first)
         return True
-    except OSError:
+    except OSError:  # no flock here: nobody can hold it either
         return False
-    lock.release()
-    return False
 
 
 def holder(folder: str | Path) -> dict[str, Any] | None:
@@ -108,12 +106,12 @@ def _holder(folder: str | Path) -> str:
     return f" (pid {last.get('pid', '?')} on {host}, started {last.get('started', '?')})"
 
 
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the half-written files a killed run left in ``folder``: the checkpoints'
-    and ``run_info.json``'s ``.<name>.<random>.tmp`` (:mod:`capsgan.atomic_write`). Call it
-    only while holding the folder, so no live writer's file is taken."""
+def remove_stale_temp_files(folder: str | Path, pattern: str = TEMP_GLOB) -> list[Path]:
+    """Delete the half-written ``.<name>.<random>.tmp`` (:mod:`capsgan.atomic_write`) that a
+    killed run left in ``folder`` and its ``checkpoints/`` (or only those ``pattern`` names).
+    Call it only while holding their lock, so no live writer's file is taken."""
     folder = Path(folder)
-    stale = [*(folder / "checkpoints").glob(TEMP_GLOB), *folder.glob(TEMP_GLOB)]
+    stale = [*(folder / "checkpoints").glob(pattern), *folder.glob(pattern)]
     for path in stale:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -138,9 +136,7 @@ def classifier_lock(weights: Path) -> Iterator[None]:
         yield
         return
     try:
-        for tmp in weights.parent.glob(f".{weights.stem}.*.tmp"):  # a killed trainer's leftovers
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        remove_stale_temp_files(weights.parent, f".{weights.stem}.*.tmp")  # this data set's only
         yield
     finally:
         lock.release()

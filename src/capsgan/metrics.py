@@ -25,6 +25,7 @@ from torchmetrics.image import (
     InceptionScore,
     KernelInceptionDistance,
 )
+from torchmetrics.utilities import dim_zero_cat
 
 from capsgan.classifier import (
     DigitClassifier,
@@ -196,12 +197,8 @@ class PrecisionRecall(Metric):
         if real:
             self._real_radii = None
 
-    @staticmethod
-    def _cat(state: list[Tensor] | Tensor) -> Tensor:
-        return torch.cat(state) if isinstance(state, list) else state  # lists until synced
-
     def compute(self) -> tuple[Tensor, Tensor]:
-        real, fake = self._cat(self.real_features), self._cat(self.fake_features)
+        real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
         if min(len(real), len(fake)) <= self.k:
             raise RuntimeError(f"PrecisionRecall needs more than k={self.k} real and fake samples")
         if self._real_radii is None or len(self._real_radii) != len(real):
@@ -287,8 +284,7 @@ class SampleQualityCallback(L.Callback):
         batch_size: images per generator/classifier forward pass.
         classifier_path: a classifier ``.pt``; None: the data set's cached one, trained
             first if missing (:func:`capsgan.classifier.load_or_train`) in
-            ``classifier_dir`` (None: ``<data root>/classifiers``, or
-            ``~/.cache/capsgan/classifiers`` when the data root is read-only).
+            ``classifier_dir`` (None: :func:`capsgan.classifier.resolve_classifier_dir`).
         kid_subsets, kid_subset_size, is_splits, mode_threshold: see :class:`SampleQuality`.
         every_n_epochs: evaluate every N validation epochs (above 1, give the
             ``ModelCheckpoint(monitor="val/fid")`` the same, or ``monitor=null``).
@@ -330,11 +326,8 @@ class SampleQualityCallback(L.Callback):
                     f"Train it once first: `python src/train_classifier.py data={dm.name}` "
                     "(a few CPU minutes), then start this run again."
                 )
-            if trainer.is_global_zero:  # trains it if missing; the other ranks then load it
-                classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
-            trainer.strategy.barrier("capsgan_classifier")
-            if not trainer.is_global_zero:
-                classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
+            # trains it if missing: in a single process only, so no rank waits for another
+            classifier = load_or_train(dm.name, dm.root, self.classifier_dir)
         key = "metrics.classifier_path" if self.classifier_path else "metrics.classifier_dir"
         check_classifier_fits(classifier, dm.name, (dm.channels, dm.image_size, dm.image_size), key)
         self.quality = SampleQuality(classifier, **self.metric_kwargs)
@@ -354,13 +347,11 @@ class SampleQualityCallback(L.Callback):
         was_training = generator.training
         generator.eval()
         rng = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        world, rank = trainer.world_size, trainer.global_rank  # this process's share:
-        remaining = self.num_samples // world + (rank < self.num_samples % world)
-        while remaining > 0:
-            n = min(self.batch_size, remaining)
+        share = range(self.num_samples)[trainer.global_rank :: trainer.world_size]  # this process's
+        for start in range(0, len(share), self.batch_size):
+            n = min(self.batch_size, len(share) - start)
             z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)
             self.quality.update(to_uint8(generator(z)), real=False)
-            remaining -= n
         generator.train(was_training)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
