@@ -44,6 +44,8 @@ from capsgan.schema import (  # the checking mechanism (capsgan.config.Keys etc.
     Keys,
     Range,
     at_least,
+    hp,
+    int_list,
     ints,
     key_problems,
     plain,
@@ -70,7 +72,7 @@ class TrainKeys(Keys):
 @dataclass
 class DataKeys(Keys):
     PREFIX: ClassVar[str] = "data"
-    name: str = "mnist"
+    name: str = hp("mnist", "", f"one of {sorted(DATASETS)}", lambda v: v in DATASETS)
     batch_size: int = at_least(1, default=64)
     channels: int = at_least(1, default=1)
     image_size: int = at_least(1, default=28)
@@ -81,8 +83,8 @@ class DataKeys(Keys):
     pin_memory: bool = False
     root: str = ""
 
-    def ranges(self) -> list[Range]:
-        return [("name", self.name in DATASETS, f"one of {sorted(DATASETS)}", "mnist")]
+
+NOTHING = "other than 0 (0 would train nothing)"
 
 
 @dataclass
@@ -92,26 +94,22 @@ class TrainerKeys(Keys):
     project's own rules: a limit of 0 trains nothing, the GAN steps its optimizers itself."""
 
     PREFIX: ClassVar[str] = "trainer"
-    max_epochs: int | None = None
-    max_steps: int = -1
-    limit_train_batches: int | float | None = None
+    max_epochs: int | None = hp(None, "", NOTHING, lambda v: v != 0, 20)
+    max_steps: int = hp(-1, "", f"{NOTHING}; -1: no limit", lambda v: v != 0)
+    limit_train_batches: int | float | None = hp(None, "", NOTHING, lambda v: v != 0, "null")
     limit_val_batches: int | float | None = None
     check_val_every_n_epoch: int | None = at_least(1, default=1)
     num_sanity_val_steps: int | None = at_least(-1, default=0)
     log_every_n_steps: int = at_least(1, default=50)
     fast_dev_run: bool | int = False
-    deterministic: bool | str | None = None
+    deterministic: bool | str | None = hp(
+        None, "", "true, false or warn", lambda v: v in (True, False, "warn"), "warn"
+    )
     gradient_clip_val: Any = None
     accumulate_grad_batches: Any = 1
 
     def ranges(self) -> list[Range]:
-        nothing = "other than 0 (0 would train nothing)"
         return [
-            ("max_epochs", self.max_epochs != 0, nothing, 20),
-            ("max_steps", self.max_steps != 0, f"{nothing}; -1: no limit", -1),
-            ("limit_train_batches", self.limit_train_batches != 0, nothing, "null"),
-            ("deterministic", self.deterministic in (True, False, None, "warn"),
-             "true, false or warn", "warn"),
             ("gradient_clip_val", self.gradient_clip_val is None, "null: the GAN steps its "
              "optimizers itself, so clip with the top-level gradient_clip_val", "null"),
             ("accumulate_grad_batches", self.accumulate_grad_batches == 1, "1: the GAN steps "
@@ -140,16 +138,13 @@ class MetricsKeys(Keys):
     """conf/train.yaml's metrics.*, read by the sample_quality callback when it is on."""
 
     PREFIX: ClassVar[str] = "metrics"
-    num_samples: int = 10000
+    num_samples: int = hp(10000, "", f">= {MIN_IMAGES} (FID needs 2 images, precision and "
+                          "recall more than k=3)", lambda v: v >= MIN_IMAGES)  # fmt: skip
     batch_size: int = at_least(1, default=500)
     kid_subset_size: int = at_least(2, default=1000)
     mode_threshold: float = at_least(0, default=0.1)
     classifier_path: str | None = None
     classifier_dir: str | None = None
-
-    def ranges(self) -> list[Range]:
-        must = f">= {MIN_IMAGES} (FID needs 2 images, precision and recall more than k=3)"
-        return [("num_samples", self.num_samples >= MIN_IMAGES, must, 10000)]
 
 
 TRAIN_SCHEMAS = (GANHParams, TrainKeys, DataKeys, TrainerKeys, SampleGridKeys)
@@ -444,18 +439,12 @@ class ClassifierKeys(Keys):
     epochs: int = at_least(1, default=3)
     lr: float = at_least(0, default=2e-3, strict=True)
     weight_decay: float = at_least(0, default=1e-4)
-    channels: list[int] = field(default_factory=lambda: [32, 64])
+    channels: list[int] = int_list([32, 64], "[32,64]")  # noqa: RUF009 (a field)
     hidden: int = at_least(1, default=128)
-    dropout: float = 0.25
-    accelerator: str = "auto"
-
-    def ranges(self) -> list[Range]:
-        accelerators = ("auto", "cpu", "gpu", "cuda", "mps")
-        return [
-            ("dropout", 0 <= self.dropout < 1, "in [0, 1)", 0.25),
-            *self.int_lists(1, "channels", example="[32,64]"),
-            ("accelerator", self.accelerator in accelerators, "auto, cpu or gpu", "auto"),
-        ]
+    dropout: float = hp(0.25, "", "in [0, 1)", lambda v: 0 <= v < 1)
+    accelerator: str = hp(
+        "auto", "", "auto, cpu or gpu", lambda v: v in ("auto", "cpu", "gpu", "cuda", "mps")
+    )
 
 
 def validate_classifier_config(cfg: DictConfig) -> None:
@@ -483,7 +472,7 @@ class BenchKeys(Keys):
     quick: bool = False
     device: str = "auto"
     discriminators: list[str] = field(default_factory=list)
-    routing_iterations: list[int] = field(default_factory=lambda: [1])
+    routing_iterations: list[int] = int_list([1], "[1,3]")  # noqa: RUF009 (a field)
     batch_size: int = at_least(1, default=64)
     warmup: int = at_least(0, default=1)
     repeats: int = at_least(1, default=5)
@@ -493,9 +482,6 @@ class BenchKeys(Keys):
     data_epochs: int = at_least(1, default=3)
     output: str = "bench.json"
 
-    def ranges(self) -> list[Range]:
-        return self.int_lists(1, "routing_iterations", example="[1,3]")
-
 
 @dataclass
 class ScalingKeys(Keys):
@@ -503,10 +489,7 @@ class ScalingKeys(Keys):
     YAML: ClassVar[str] = "conf/bench.yaml"
     discriminator: str = "capsule_small"
     routing_iterations: int = at_least(1, default=3)
-    batch_sizes: list[int] = field(default_factory=lambda: [32])
-
-    def ranges(self) -> list[Range]:
-        return self.int_lists(1, "batch_sizes", example="[32,64]")
+    batch_sizes: list[int] = int_list([32], "[32,64]")  # noqa: RUF009 (a field)
 
 
 @dataclass
@@ -543,24 +526,17 @@ def validate_bench_config(cfg: DictConfig) -> None:
 class ToolKeys(Keys):
     """The keys the scoring tools share."""
 
-    checkpoint: str = "last"
+    checkpoint: str = hp("last", "", "last, best or a file in checkpoints/", bool)
     batch_size: int = at_least(1, default=500)
-    out: str = "out.json"
+    out: str = hp("out.json", "", "a file name", bool)
     seed: int = 0
-
-    def ranges(self) -> list[Range]:
-        checkpoint = "last, best or a file in checkpoints/"
-        return [
-            ("checkpoint", bool(self.checkpoint), checkpoint, "last"),
-            ("out", self.out != "", "a file name", None),
-        ]
 
 
 @dataclass
 class EvaluateKeys(ToolKeys):
     YAML: ClassVar[str] = "conf/evaluate.yaml"
-    out: str | None = None  # null: beside what was scored (capsgan.evaluation.output_path)
-    real_split: str = "test"
+    out: str | None = hp(None, "", "a file name", bool)  # null: beside what was scored
+    real_split: str = hp("test", "", "train or test", lambda v: v in ("train", "test"))
     real_samples: int | None = at_least(2, default=None, example=10000)
     num_samples: int | None = at_least(2, default=None, example=10000)
     npz_key: str | None = None
@@ -574,12 +550,8 @@ class EvaluateKeys(ToolKeys):
     def ranges(self) -> list[Range]:
         low_high = self.value_range if isinstance(self.value_range, list) else []
         pair = len(low_high) == 2 and all(type(b) in (int, float) for b in low_high)
-        return [
-            *super().ranges(),
-            ("real_split", self.real_split in ("train", "test"), "train or test", "test"),
-            ("value_range", self.value_range == "auto" or (pair and low_high[0] < low_high[1]),
-             "auto or [low,high] with low < high", "auto"),
-        ]  # fmt: skip
+        fine = self.value_range == "auto" or (pair and low_high[0] < low_high[1])
+        return [("value_range", fine, "auto or [low,high] with low < high", "auto")]
 
 
 @dataclass
@@ -587,7 +559,7 @@ class BattleKeys(ToolKeys):
     YAML: ClassVar[str] = "conf/battle.yaml"
     num_samples: int = at_least(1, default=10000)
     test_samples: int | None = at_least(1, default=None)
-    tolerance: float = 0.1
+    tolerance: float = hp(0.1, "", "in [0, 1)", lambda v: 0 <= v < 1)
     batch_stats: bool = False
     data_root: str = ""
 
@@ -597,8 +569,6 @@ class BattleKeys(ToolKeys):
     def ranges(self) -> list[Range]:
         a, b = ([] if v is None else v if isinstance(v, list) else [v] for v in (self.a, self.b))
         return [
-            *super().ranges(),
-            ("tolerance", 0 <= self.tolerance < 1, "in [0, 1)", 0.1),
             ("a", bool(a and b), "given with b: a battle needs two GANs, a=<run folder or "
              ".ckpt> b=<run folder or .ckpt> (or lists a=[...] b=[...])", "<run folder>"),
             ("b", not (a and b) or len(a) == len(b), f"as long as a ({len(a)}): the lists are "
@@ -625,7 +595,6 @@ class SemisupervisedKeys(ToolKeys):
         seeds, n = self.seeds, self.n_labels  # a count (seeds 0..k-1) or a list of seeds
         seeds_ok = ints(seeds, 0) if isinstance(seeds, list) else ints([seeds], 1)
         return [
-            *super().ranges(),
             ("n_labels", ints(n if isinstance(n, list) else [n], 1),
              "a count >= 1 or a non-empty list of them", "[100,1000]"),
             ("seeds", seeds_ok, "a count >= 1 or a non-empty list of seeds >= 0", 3),

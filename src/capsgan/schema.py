@@ -32,8 +32,10 @@ def hp(
     example: Any = None,
 ) -> Any:
     """A field: its default, what it does and its range (``must`` in words, ``check`` of a
-    finite value; null passes), judged by :class:`Keys`."""
+    value of finite numbers; null passes), judged by :class:`Keys`."""
     info = {"meaning": meaning, "must": must, "check": check, "example": example}
+    if isinstance(default, list):  # a mutable default: each instance its own copy
+        return field(default_factory=lambda: list(default), metadata=info)
     return field(default=default, metadata=info)
 
 
@@ -74,6 +76,11 @@ def ints(values: Any, minimum: int) -> bool:
     """A non-empty list of integers >= ``minimum``."""
     all_ints = isinstance(values, list) and all(type(v) is int for v in values)
     return all_ints and bool(values) and min(values) >= minimum
+
+
+def int_list(default: list[int], example: str) -> Any:
+    """A field that must be a non-empty list of integers >= 1."""
+    return hp(default, "", "a non-empty list of integers >= 1", lambda v: ints(v, 1), example)
 
 
 def noun(hint: Any) -> str:
@@ -136,7 +143,8 @@ class Keys:
         for f in dataclasses.fields(self):  # of finite numbers only: nan or inf is no lr
             value, info = getattr(self, f.name), f.metadata
             if info.get("check") and value is not None:
-                finite = all(map(math.isfinite, value if isinstance(value, list) else [value]))
+                values = value if isinstance(value, list) else [value]
+                finite = all(math.isfinite(v) for v in values if isinstance(v, float))
                 fine = finite and info["check"](value)
                 rules.append((f.name, fine, info["must"], info["example"]))
         rules += self.ranges()
@@ -154,11 +162,6 @@ class Keys:
                 problems.append(f"{_what(type(self), name, key)} must be {must}, but it is "
                                 f"{value!r}. {fix}")  # fmt: skip
         raise_problems(problems)
-
-    def int_lists(self, n: int, *names: str, example: Any = None) -> list[Range]:
-        """Rules of fields that must be non-empty lists of integers >= ``n``."""
-        must = f"a non-empty list of integers >= {n}"
-        return [(f, ints(getattr(self, f), n), must, example) for f in names]
 
 
 def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> list[str]:
