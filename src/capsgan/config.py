@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -375,12 +376,11 @@ class OutputDirCheck(Callback):
 # -- the other entry points ------------------------------------------------------------------
 
 
-def _tool_problems(cfg: DictConfig, *schemas: type[Keys], out: str | None = "out") -> list[str]:
-    """Every problem of ``schemas``'s keys, else of the device and the output file."""
-    problems, yaml = schema_problems(cfg, *schemas), str(schemas[0].YAML)
-    if problems:  # the checks below need sane values
-        return problems
-    device = str(cfg.get("device", "cpu"))
+def check_tool(cfg: DictConfig, schemas: tuple[type[Keys], ...], out: str | None = "out") -> None:
+    """One :class:`ConfigError` with every problem of ``schemas``'s keys, else of the device
+    and of the output file ``cfg[out]``: a tool's config, checked before any work."""
+    raise_problems(schema_problems(cfg, *schemas))  # the checks below need sane values
+    problems, yaml, device = [], str(schemas[0].YAML), str(cfg.get("device", "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         problems.append(
             f"`device`={device} but this machine has no usable CUDA GPU (torch "
@@ -388,7 +388,7 @@ def _tool_problems(cfg: DictConfig, *schemas: type[Keys], out: str | None = "out
             f"{where('device', 'cpu', yaml)}"
         )
     output = output_file_problem(cfg[out], out, yaml) if out and cfg.get(out) else None
-    return problems + ([output] if output else [])
+    raise_problems(problems + ([output] if output else []))
 
 
 @dataclass
@@ -417,18 +417,17 @@ class GenerateKeys(Keys):
 
 def validate_generate_config(cfg: DictConfig) -> None:
     """Every problem of a ``conf/generate.yaml`` config, as one :class:`ConfigError`."""
-    problems = _tool_problems(cfg, GenerateKeys, out=None)  # out_dir: generation checks it
-    if not problems and cfg.run_dir and not Path(str(cfg.run_dir)).is_dir():
-        problems.append(
+    check_tool(cfg, (GenerateKeys,), out=None)  # out_dir: generation checks it
+    if cfg.run_dir and not Path(str(cfg.run_dir)).is_dir():
+        raise ConfigError(
             f"`run_dir`={str(cfg.run_dir)!r} is not a folder. Pass a training run's folder "
             "(outputs/<date>/<time>, the one holding samples/)."
         )
-    if not problems and cfg.config_path and not Path(str(cfg.config_path)).is_file():
-        problems.append(
+    if cfg.config_path and not Path(str(cfg.config_path)).is_file():
+        raise ConfigError(
             f"`config_path`={str(cfg.config_path)!r} is not a file. Pass <run folder>/.hydra/"
             "config.yaml, or config_path=null to find it next to the checkpoint."
         )
-    raise_problems(problems)
 
 
 @dataclass
@@ -516,7 +515,8 @@ def validate_bench_config(cfg: DictConfig) -> None:
         if isinstance(value, str) and value not in presets:
             fix = where(key, None, BenchKeys.YAML)
             problems.append(f"`{key}`={value!r} must be one of {presets}. {fix}")
-    raise_problems(problems or _tool_problems(cfg, *schemas, out="output"))
+    raise_problems(problems)
+    check_tool(cfg, schemas, out="output")
 
 
 # -- the scoring tools: evaluate.py, battle.py, semisupervised.py ---------------------------
@@ -606,19 +606,9 @@ class SemisupervisedKeys(ToolKeys):
         ]  # fmt: skip
 
 
-def validate_evaluate_config(cfg: DictConfig) -> None:
-    """Every problem of a ``conf/evaluate.yaml`` config, before anything is scored."""
-    raise_problems(_tool_problems(cfg, EvaluateKeys, DataKeys))
-
-
-def validate_battle_config(cfg: DictConfig) -> None:
-    """Every problem of a ``conf/battle.yaml`` config, before any GAN is loaded."""
-    raise_problems(_tool_problems(cfg, BattleKeys))
-
-
-def validate_semisupervised_config(cfg: DictConfig) -> None:
-    """Every problem of a ``conf/semisupervised.yaml`` config, before any feature is computed."""
-    raise_problems(_tool_problems(cfg, SemisupervisedKeys))
+validate_evaluate_config = partial(check_tool, schemas=(EvaluateKeys, DataKeys))
+validate_battle_config = partial(check_tool, schemas=(BattleKeys,))
+validate_semisupervised_config = partial(check_tool, schemas=(SemisupervisedKeys,))
 
 
 # -- the FID classifier: the one that fits, and a cache folder that takes it ----------------
