@@ -15,7 +15,6 @@ import re
 import tempfile
 import types
 import typing
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -193,15 +192,6 @@ def constructor_schema(target: str) -> type | None:
     return dataclasses.make_dataclass(f"{name}Arguments", plain)
 
 
-def _named_key(message: str, group: str, names: Iterable[str]) -> str | None:
-    """The key of ``group`` that a constructor's message names first, by its argument name
-    (``blocks[1].kernel`` as such)."""
-    pattern = r"(?<![\w.]){}(\[\d+\](\.\w+)?)?(?!\w)"
-    found = [(m.start(), m.group()) for name in names
-             if (m := re.search(pattern.format(re.escape(name)), message))]  # fmt: skip
-    return f"{group}.{min(found)[1]}" if found else None
-
-
 def instantiate(cfg: DictConfig, group: str, model: bool = True) -> Any:
     """``cfg[group]`` instantiated, a failure as a :class:`ConfigError`. A ``model``'s
     arguments are type-checked first, and its constructor's refusal (``ValueError`` /
@@ -217,8 +207,11 @@ def instantiate(cfg: DictConfig, group: str, model: bool = True) -> Any:
                 f"the {group} could not be built from the {group}.* settings: "
                 f"{type(reason).__name__}: {reason}. Check the {group}.* overrides and {yaml}."
             ) from err
-        message = str(reason)
-        key = _named_key(message, group, [str(k) for k in cfg[group] if not str(k).startswith("_")])
+        # the key the message names first, by its argument name (``blocks[1].kernel`` as such)
+        message, pattern = str(reason), r"(?<![\w.]){}(\[\d+\](\.\w+)?)?(?!\w)"
+        found = [(m.start(), m.group()) for name in map(str, cfg[group]) if not name.startswith("_")
+                 and (m := re.search(pattern.format(re.escape(name)), message))]  # fmt: skip
+        key = f"{group}.{min(found)[1]}" if found else None
         if "unexpected keyword argument" in message:
             fix = f"The {group} has no such setting: remove the override (or the key in {yaml})."
         else:
