@@ -118,7 +118,6 @@ def _metrics(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
                 f"{name}.every_n_epochs the same value ({quality.every_n_epochs}), or "
                 f"{name}.monitor=null."
             )
-    problems += _no_evaluation_in_budget(cfg, trainer, dm, quality, ranked)
     if len(dm.val_set) < MIN_IMAGES:
         subset = cfg.data.get("val_subset")
         problems.append(
@@ -127,23 +126,12 @@ def _metrics(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
             f"{len(dm.val_set)}. Raise data.val_subset (null: all), or remove the metrics "
             "(~callbacks.sample_quality callbacks.model_checkpoint.monitor=null)."
         )
-    return problems
-
-
-def _no_evaluation_in_budget(
-    cfg: DictConfig,
-    trainer: L.Trainer,
-    dm: Any,
-    quality: SampleQualityCallback,
-    ranked: list[tuple[ModelCheckpoint, str]],
-) -> list[str]:
-    """A checkpoint that ranks by a quality metric which no epoch of the budget computes:
-    the run would end (or fail at its first checkpoint) with no FID at all, yet its sweep
-    would call it ok. ``debug=overfit trainer.max_epochs=3`` validates every 5 epochs."""
-    val_every = trainer.check_val_every_n_epoch
+    # A checkpoint that ranks by a quality metric which no epoch of the budget computes: the
+    # run would end (or fail at its first checkpoint) with no FID at all, yet its sweep would
+    # call it ok. ``debug=overfit trainer.max_epochs=3`` validates every 5 epochs.
     mid_epoch = trainer.val_check_interval not in (1, 1.0)  # validation within epochs
-    if not ranked or val_every is None or mid_epoch:
-        return []
+    if not ranked or trainer.check_val_every_n_epoch is None or mid_epoch:
+        return problems
     budgets = []  # the epochs the run can reach, by each limit it has
     if trainer.max_epochs is not None and trainer.max_epochs >= 1:
         budgets.append((trainer.max_epochs, f"trainer.max_epochs={trainer.max_epochs}"))
@@ -153,20 +141,21 @@ def _no_evaluation_in_budget(
         steps = f"trainer.max_steps={trainer.max_steps} ({g_steps} generator steps an epoch)"
         budgets.append((math.ceil(trainer.max_steps / g_steps), steps))
     if not budgets:
-        return []  # no limit
+        return problems  # no limit
     max_epochs, limit = min(budgets)
     first = math.lcm(val_every, quality.every_n_epochs)  # the first epoch with a value
     if first <= max_epochs:
-        return []
+        return problems
     monitor, name = ranked[0][0].monitor, ranked[0][1]
     return [
+        *problems,
         f"no {monitor} would be computed within the budget: {limit} allows "
         f"{max_epochs} epoch(s), but validation runs every {val_every} epoch(s) "
         f"(trainer.check_val_every_n_epoch) and the quality metrics every "
         f"{quality.every_n_epochs} (callbacks.sample_quality.every_n_epochs), so the first "
         f"{monitor} comes at epoch {first}; `{name}` ranks by it and the run would end "
         f"without one. Raise the budget to {first} epochs or more, lower "
-        f"trainer.check_val_every_n_epoch, or set {name}.monitor=null."
+        f"trainer.check_val_every_n_epoch, or set {name}.monitor=null.",
     ]
 
 
