@@ -1,8 +1,5 @@
 """GAN battle, the Generative Adversarial Metric: ``python src/battle.py a=<run> b=<run>``.
-
-A thin script over :func:`capsgan.gam.run_battle`; the keys are in ``conf/battle.yaml``,
-the rule in docs/evaluation.md.
-"""
+The keys are in ``conf/battle.yaml``, the rule in docs/evaluation.md."""
 
 import sys
 

@@ -1,8 +1,5 @@
 """Measure training speed: ``python src/bench.py [quick=true]`` (see conf/bench.yaml).
-
-A thin script over :mod:`capsgan.benchmark`; prints a table and writes ``bench.json``
-into the run folder (``outputs/bench/<date>/<time>/``).
-"""
+Prints a table and writes ``bench.json`` into the run folder (``outputs/bench/<date>/<time>/``)."""
 
 import hydra
 from omegaconf import DictConfig

@@ -1,8 +1,5 @@
 """Score anything with the training metrics: ``python src/evaluate.py source=<...>``.
-
-A thin script over :func:`capsgan.evaluation.run_evaluate`; the keys are documented in
-``conf/evaluate.yaml`` and docs/evaluation.md.
-"""
+The keys are documented in ``conf/evaluate.yaml`` and docs/evaluation.md."""
 
 import sys
 

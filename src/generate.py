@@ -1,8 +1,5 @@
 """Pictures from a trained GAN: ``python src/generate.py run_dir=... | ckpt_path=...``.
-
-A thin script over :func:`capsgan.generation.run_generate`; the keys are documented in
-``conf/generate.yaml``.
-"""
+The keys are documented in ``conf/generate.yaml``."""
 
 import hydra
 from omegaconf import DictConfig

@@ -1,9 +1,6 @@
 """Semi-supervised classification on a GAN's discriminator features:
-``python src/semisupervised.py run=<run> n_labels=100,1000 seeds=3``.
-
-A thin script over :func:`capsgan.semisupervised.run_semisupervised`; the keys are in
-``conf/semisupervised.yaml``, the protocol in docs/evaluation.md.
-"""
+``python src/semisupervised.py run=<run> n_labels=100,1000 seeds=3``. The keys are in
+``conf/semisupervised.yaml``, the protocol in docs/evaluation.md."""
 
 import sys
 

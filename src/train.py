@@ -1,7 +1,5 @@
 """Train a GAN: ``python src/train.py discriminator=capsule -m lr=1e-4,2e-4``.
-
-A thin script over :mod:`capsgan.training`; the configuration lives in ``conf/``.
-"""
+The configuration lives in ``conf/``."""
 
 import sys
 from pathlib import Path
@@ -13,8 +11,6 @@ from capsgan import cli
 from capsgan.errors import user_errors
 from capsgan.resume import MULTIRUN_FLAGS, resume_argv
 from capsgan.training import run
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -31,5 +27,5 @@ if __name__ == "__main__":
         sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in MULTIRUN_FLAGS]
     cli.setup(sys.argv[1:])
     with user_errors():  # a resume composes from the run's saved overrides (capsgan.resume)
-        sys.argv[1:] = resume_argv(sys.argv[1:], CONF_DIR)
+        sys.argv[1:] = resume_argv(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
     main()

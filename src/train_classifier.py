@@ -1,7 +1,5 @@
 """Train the reference classifier of the quality metrics: ``python src/train_classifier.py
-data=mnist``. A thin script over :mod:`capsgan.classifier`; settings in
-``conf/train_classifier.yaml``.
-"""
+data=mnist``; settings in ``conf/train_classifier.yaml``."""
 
 import hydra
 from omegaconf import DictConfig
