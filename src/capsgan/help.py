@@ -33,8 +33,7 @@ def config_groups(choices: Any = None) -> str:
         lines.append(f"  {group}=  " + (f"(default: {default})" if default else "(optional)"))
         width = max(len(o) for o in options) + 2
         for option in options:
-            files = [m / group / f"{option}.yaml" for m in mains]
-            found = next((f for f in files if f.is_file()), None)
+            found = next((f for m in mains if (f := m / group / f"{option}.yaml").is_file()), None)
             text = "Hydra's own or an installed plugin's"
             if found:
                 described = DESCRIPTION.search(found.read_text(encoding="utf-8"))

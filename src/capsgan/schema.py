@@ -93,11 +93,14 @@ def noun(hint: Any) -> str:
     return " or ".join(NOUNS.get(a, f"a {getattr(a, '__name__', a)}") for a in plain_args) + null
 
 
-def _what(schema: type, name: str, key: str) -> str:
-    """```key``` and, for a field with a ``meaning`` (:func:`capsgan.hparams.hp`), what it is."""
-    found = schema.__dataclass_fields__.get(name)
+def _problem(schema: type, prefix: str, name: str, must: str, value: str, example: Any) -> str:
+    """The paragraph of a bad value: its key, what it is (a field's ``meaning``, :func:`hp`),
+    what it must be, and the fix."""
+    key, found = f"{prefix}.{name}".lstrip("."), schema.__dataclass_fields__.get(name)
     meaning = found.metadata.get("meaning") if found else None
-    return f"`{key}` ({meaning})" if meaning else f"`{key}`"
+    what = f"`{key}` ({meaning})" if meaning else f"`{key}`"
+    fix = where(key, example, getattr(schema, "YAML", None))
+    return f"{what} must be {must}, but it is {value}. {fix}"
 
 
 def typed(schema: type, values: dict[str, Any], prefix: str = "") -> tuple[DictConfig, list[str]]:
@@ -113,18 +116,16 @@ def typed(schema: type, values: dict[str, Any], prefix: str = "") -> tuple[DictC
         try:
             cfg = OmegaConf.merge(cfg, {name: value})
         except ValidationError:
-            key, yaml = f"{prefix}.{name}".lstrip("."), getattr(schema, "YAML", None)
-            fix, must = where(key, None, yaml), noun(hints[name])
-            problems.append(f"{_what(schema, name, key)} must be {must}, but it is {value!r} "
-                            f"({type(value).__name__}). {fix}")  # fmt: skip
+            shown = f"{value!r} ({type(value).__name__})"
+            problems.append(_problem(schema, prefix, name, noun(hints[name]), shown, None))
     return cfg, problems
 
 
 class Keys:
     """Base of the schemas: ``PREFIX`` is their config node, ``YAML`` the file that sets
     them (None: found from the key). ``__post_init__`` judges the fields' rules
-    (:func:`hp`), then :meth:`ranges`, the rules of several fields or of lists, and the
-    range of a ``seed`` and a ``device`` field."""
+    (:func:`hp`), then :meth:`ranges`, the rules of several fields or of untyped ones, and
+    the range of a ``seed`` and a ``device`` field."""
 
     PREFIX: ClassVar[str] = ""
     YAML: ClassVar[str | None] = None
@@ -155,12 +156,10 @@ class Keys:
             ok = self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
             rules.append(("device", ok, "auto, cpu or cuda[:n]", "cpu"))
         for name, fine, must, example in rules:
-            key, value = f"{self.PREFIX}.{name}".lstrip("."), getattr(self, name)
             example = getattr(type(self), name, None) if example is None else example
             if not fine:
-                fix = where(key, example, self.YAML)
-                problems.append(f"{_what(type(self), name, key)} must be {must}, but it is "
-                                f"{value!r}. {fix}")  # fmt: skip
+                value = repr(getattr(self, name))
+                problems.append(_problem(type(self), self.PREFIX, name, must, value, example))
         raise_problems(problems)
 
 
