@@ -298,20 +298,6 @@ def check_output_dir(folder: str | Path, key: str = "paths.output_dir") -> None:
         )
 
 
-def output_file_problem(path: str | Path, key: str, yaml: str) -> str | None:
-    """Why the tool's output file ``path`` (set by ``key``) cannot be written, found before
-    the work so that no result is computed only to be lost; None when it can."""
-    target = Path(str(path)).expanduser()
-    reason = f"{str(target)!r} is a folder" if target.is_dir() else unwritable_reason(target.parent)
-    if reason is None:
-        return None
-    return (
-        f"the output file {str(target)!r} (`{key}`) cannot be written: {reason}. Nothing was "
-        f"computed yet. Pass {key}=<writable folder>/{target.name or 'out.json'} on the "
-        f"command line (or set it in {yaml})."
-    )
-
-
 def resolve_ckpt_path(
     ckpt_path: str | None, output_dir: str | Path, missing_ok: bool = False
 ) -> str | None:
@@ -380,8 +366,16 @@ def check_tool(cfg: DictConfig, schemas: tuple[type[Keys], ...], out: str | None
             f"{torch.__version__}, CUDA {torch.version.cuda}). Use device=cpu (or auto). "
             f"{where('device', 'cpu', yaml)}"
         )
-    output = output_file_problem(cfg[out], out, yaml) if out and cfg.get(out) else None
-    raise_problems(problems + ([output] if output else []))
+    if out and cfg.get(out):  # found now, so that no result is computed only to be lost
+        file = Path(str(cfg[out])).expanduser()
+        reason = f"{str(file)!r} is a folder" if file.is_dir() else unwritable_reason(file.parent)
+        if reason:
+            problems.append(
+                f"the output file {str(file)!r} (`{out}`) cannot be written: {reason}. Nothing "
+                f"was computed yet. Pass {out}=<writable folder>/{file.name or 'out.json'} on "
+                f"the command line (or set it in {yaml})."
+            )
+    raise_problems(problems)
 
 
 @dataclass

@@ -20,8 +20,6 @@ from capsgan.config import raise_problems
 from capsgan.errors import ConfigError
 from capsgan.metrics import METRIC_KEYS, MIN_IMAGES, SampleQualityCallback
 
-QUALITY_KEYS = (*METRIC_KEYS, "val/metric_seconds")
-
 
 class TrainingStarted(L.Callback):
     """Counts the training batches this session ran: an error raised while the count is 0
@@ -92,7 +90,7 @@ def _metrics(cfg: DictConfig, trainer: L.Trainer, dm: Any) -> list[str]:
     ranked = [  # the checkpoints ranked by a quality metric, each with its config key
         (c, names.get(c.monitor, "callbacks.model_checkpoint"))
         for c in trainer.callbacks
-        if isinstance(c, ModelCheckpoint) and c.monitor in QUALITY_KEYS
+        if isinstance(c, ModelCheckpoint) and c.monitor in (*METRIC_KEYS, "val/metric_seconds")
     ]
     quality = next((c for c in trainer.callbacks if isinstance(c, SampleQualityCallback)), None)
     if quality is None:
