@@ -157,16 +157,15 @@ def check_config(cfg: DictConfig) -> None:
     raise_problems(schema_problems(cfg, *TRAIN_SCHEMAS, *extra))
     if not quality:  # then the metrics' classifier, of sane values
         return
-    path, m = cfg.metrics.classifier_path, cfg.metrics
+    path, data = cfg.metrics.classifier_path, cfg.data
     if path and not Path(str(path)).expanduser().is_file():
         raise ConfigError(
             f"`metrics.classifier_path`={str(path)!r} is not a file. Pass a classifier .pt "
             "written by `python src/train_classifier.py` (<classifier_dir>/<data set>.pt), "
             "or metrics.classifier_path=null to use (or train) the data set's cached one."
         )
-    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    root, name = str(cfg.data.root), str(cfg.data.name)
-    check_classifier(root, path, m.classifier_dir, name, shape, "metrics.")
+    shape, folder = (data.channels, data.image_size, data.image_size), cfg.metrics.classifier_dir
+    check_classifier(str(data.root), path, folder, str(data.name), shape, "metrics.")
 
 
 def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:

@@ -1,9 +1,7 @@
 """The GAN's hyperparameters, stated once: the fields of :class:`GANHParams` are the GAN's
 arguments, the config's top-level keys (``lr=1e-4``), their start-up check (a
-:class:`capsgan.schema.Keys`: OmegaConf judges the types, ``__post_init__`` the ranges,
-from a config or in Python), TensorBoard's HPARAMS keys, and what the benchmark's bare loop
-runs. A new one is a field plus its use in ``gan_module.adversarial_step``
-(docs/extending.md).
+:class:`capsgan.schema.Keys`), TensorBoard's HPARAMS keys, and what the benchmark's bare loop
+runs. A new one is a field plus its use in ``gan_module.adversarial_step`` (docs/extending.md).
 """
 
 from __future__ import annotations
