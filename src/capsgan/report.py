@@ -69,9 +69,16 @@ CURVES = (("D loss", "d_loss"), ("G loss", "g_loss"), ("D accuracy", "d_acc"))
 NA = "-"  # a table cell without a value
 CURVES_CSV, RUNS_CSV = "curves.csv", "runs.csv"
 # The settings a report needs from a run's config (also what runs.csv keeps of it)
-CONFIG_KEYS = ("seed", "d_steps_per_g", "data.name", "metrics.num_samples",
-               "metrics.classifier_path", "metrics.classifier_dir", "trainer.max_steps",
-               "callbacks.stop_on_plateau")  # fmt: skip
+CONFIG_KEYS = (
+    "seed",
+    "d_steps_per_g",
+    "data.name",
+    "metrics.num_samples",
+    "metrics.classifier_path",
+    "metrics.classifier_dir",
+    "trainer.max_steps",
+    "callbacks.stop_on_plateau",
+)
 
 
 def run_folders(paths: Sequence[Path]) -> list[Path]:
@@ -299,7 +306,7 @@ def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
     axes = fig.subplots(len(arms), 3, squeeze=False)
     for row, arm in zip(axes, arms, strict=True):
         for i, s in enumerate(arm.runs):
-            label = f"seed {s.seed}" if s.seed is not None else s.run.name
+            label = f"seed {s.run.seed}" if s.run.seed is not None else s.run.name
             for ax, (title, key) in zip(row, CURVES, strict=True):
                 step = s.run.series(f"train/{key}")
                 ax.plot(step.steps, step.values, color=f"C{i}", linewidth=0.6, alpha=0.35)
@@ -319,7 +326,9 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     generator steps (up to 5 of the evaluation grid, the budget included): a collapsed
     seed shows as plainly as a good one. Needs the runs' ``samples/step_NNNNNN.png``
     (``callbacks.sample_grid.every_n_steps``); a report re-rendered from CSVs has none."""
-    rows = [(f"{a.name}\nseed {s.seed}", sample_grids(s.run.path)) for a in arms for s in a.runs]
+    rows = [
+        (f"{a.name}\nseed {s.run.seed}", sample_grids(s.run.path)) for a in arms for s in a.runs
+    ]
     if not any(pngs for _, pngs in rows) or not grid:
         return None
     picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})
@@ -526,7 +535,7 @@ def section_stability(ctx: Context) -> list[str]:
     head = ["run", "arm", "seed", f"FID spread, last {LAST_EVALS}", "collapsed", "stopped early",
             "D acc peak (step)", "D acc settled (std)"]  # fmt: skip
     rows = [
-        [f"`{s.run.name}`", arm.name, fmt(s.seed),
+        [f"`{s.run.name}`", arm.name, fmt(s.run.seed),
          NA if s.spread is None else f"{100 * s.spread:.0f} %",
          s.collapse or "no", s.stopped or "no",
          f"{s.d_acc['peak']:.2f} ({s.d_acc['peak_step']:.0f})" if s.d_acc else NA,
@@ -552,7 +561,7 @@ def section_runs(ctx: Context) -> list[str]:
     head = ["run", "arm", "seed", "G steps", "best FID (step)", "final FID", "precision",
             "recall", "modes", "mode KL", "minutes"]  # fmt: skip
     rows = [
-        [f"`{s.run.name}`", arm.name, fmt(s.seed), fmt(s.final_step),
+        [f"`{s.run.name}`", arm.name, fmt(s.run.seed), fmt(s.final_step),
          NA if s.best_fid is None else f"{s.best_fid:.1f} ({s.best_step})",
          fmt(s.final_fid, 1), fmt(s.final.get("val/precision"), 3),
          fmt(s.final.get("val/recall"), 3), fmt(s.final.get("val/modes"), 0),

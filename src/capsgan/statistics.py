@@ -9,9 +9,8 @@
   it favours the arm that fails, so it enters every mean and ratio at its budget and the
   result is a bound ("≥ 1.26").
 
-The report's numbers are computed here too: each run's summary (:func:`summarize_run`),
-the arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality levels and
-the evaluation grid; :mod:`capsgan.report` renders them.
+Also each run's summary, the arms, the baseline, the quality levels and the evaluation grid
+that :mod:`capsgan.report` renders.
 """
 
 from __future__ import annotations
@@ -45,12 +44,9 @@ _SEED = 0  # the bootstrap's generator: a report re-rendered from the same runs 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over seeds with its percentile-bootstrap interval (None for one value).
-
-    ``bound`` is ``">="`` when some values are lower bounds (censored costs, so the true
-    mean is at least this), ``"<="`` for upper bounds, ``"~"`` when both occur (neither
-    direction is known), and ``""`` for exact values.
-    """
+    """A mean over seeds with its percentile-bootstrap interval (None for one value);
+    ``bound``: ``">="`` when some values are lower bounds (censored costs: the true mean is
+    at least this), ``"<="`` upper bounds, ``"~"`` both (no direction known), ``""`` exact."""
 
     mean: float
     low: float | None
@@ -121,7 +117,6 @@ def smallest_p(n_a: int, n_b: int) -> float:
 
 
 def verdict(p: float | None) -> str:
-    """How a p-value reads in a report row."""
     if p is None:
         return "-"
     return f"p = {p:.3f}" + (" (significant)" if p < SIGNIFICANCE else " (not significant)")
@@ -203,8 +198,7 @@ def censored_ratio(arm: dict[int, Cost], baseline: dict[int, Cost]) -> Ratio:
 def ratio_test(arm: dict[int, Cost], baseline: dict[int, Cost]) -> float | None:
     """:func:`rank_test` of the two arms' costs, a censored cost ranking above every cost
     that was reached (with equal budgets, never reaching is the slowest outcome)."""
-    a = [math.inf if c.censored else c.value for c in arm.values()]
-    b = [math.inf if c.censored else c.value for c in baseline.values()]
+    a, b = ([math.inf if c.censored else c.value for c in x.values()] for x in (arm, baseline))
     return rank_test(a, b)
 
 
@@ -213,8 +207,6 @@ def ratio_test(arm: dict[int, Cost], baseline: dict[int, Cost]) -> float | None:
 
 @dataclass
 class RunSummary:
-    """What the report says about one run."""
-
     run: Run
     fid: Series
     best_fid: float | None = None
@@ -229,22 +221,12 @@ class RunSummary:
     eval_share: float | None = None  # share of the wall-clock spent in quality evaluation
     d_acc: dict[str, float] = field(default_factory=dict)  # the accuracy phases
 
-    @property
-    def seed(self) -> int | None:
-        return self.run.seed
-
     def at_step(self, tag: str, step: int) -> float | None:
         """``tag``'s value at the evaluation of generator step ``step`` (within
         :data:`STEP_SLACK`: a resumed run may log its evaluations a step or two off)."""
         series = self.run.series(tag)
         near = min(((abs(s - step), i) for i, s in enumerate(series.steps)), default=None)
         return series.values[near[1]] if near and near[0] <= STEP_SLACK else None
-
-    def cost(self, level: float, what: str) -> Cost:
-        """Generator steps (``what="steps"``) or seconds to FID ``level``, censored at the
-        last evaluation when never reached."""
-        xs = self.fid.steps if what == "steps" else self.fid.seconds
-        return cost_to_level(xs, self.fid.values, level, xs[-1])
 
 
 STEP_SLACK = 2  # generator steps: one evaluation of a resumed run may be this far off
@@ -299,20 +281,16 @@ def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
     last = [v for v in fid.values[-LAST_EVALS:] if math.isfinite(v)]
     if len(last) == LAST_EVALS:
         out.spread = (max(last) - min(last)) / statistics.fmean(last)
-    out.collapse = collapse_reason(out.final_fid, out.best_fid, out.final.get("val/modes"))
+    modes = out.final.get("val/modes")
+    few_modes, worse = collapsed(out.final_fid, out.best_fid, modes)
+    reasons = [f"{modes:.0f} of 10 modes at the end"] if few_modes else []
+    if worse:
+        reasons.append(f"final FID {out.final_fid:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
+    out.collapse = "; ".join(reasons) or None
     metric_seconds = run.series("val/metric_seconds").values
     if metric_seconds and out.final_seconds:
         out.eval_share = sum(metric_seconds) / out.final_seconds
     return out
-
-
-def collapse_reason(final: float, best: float, modes: float | None) -> str | None:
-    """Why a run counts as collapsed by :func:`capsgan.runs.collapsed`, or None."""
-    few_modes, worse = collapsed(final, best, modes)
-    reasons = [f"{modes:.0f} of 10 modes at the end"] if few_modes else []
-    if worse:
-        reasons.append(f"final FID {final:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
-    return "; ".join(reasons) or None
 
 
 # -- arms, levels, the evaluation grid ---------------------------------------------------------
@@ -324,7 +302,13 @@ class Arm:
     runs: list[RunSummary]
 
     def costs(self, level: float, what: str) -> dict[int, Cost]:
-        return {s.seed or 0: s.cost(level, what) for s in self.runs if s.fid.steps}
+        """Each seed's generator steps (``what="steps"``) or seconds to FID ``level``,
+        censored at its last evaluation when never reached."""
+        return {
+            s.run.seed or 0: cost_to_level(xs := getattr(s.fid, what), s.fid.values, level, xs[-1])
+            for s in self.runs
+            if s.fid.steps
+        }
 
     @property
     def budget(self) -> int | None:
@@ -337,7 +321,7 @@ def group_arms(summaries: Sequence[RunSummary]) -> list[Arm]:
     arms: dict[str, list[RunSummary]] = {}
     for s in summaries:
         arms.setdefault(s.run.arm, []).append(s)
-    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items()]
+    return [Arm(name, sorted(m, key=lambda s: s.run.seed or 0)) for name, m in arms.items()]
 
 
 def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
@@ -373,13 +357,10 @@ def best_within(steps: Sequence[int], values: Sequence[float], max_step: float) 
 def quality_levels(baseline: Arm, fractions: Sequence[float]) -> list[float]:
     """The baseline's mean best FID within each fraction of its generator steps (the rule of
     docs/results.md): levels the baseline reaches, fixed before the arms are compared."""
+    fids = [s.fid for s in baseline.runs if s.fid.steps]
     levels = []
     for fraction in fractions:
-        bests = [
-            best_within(s.fid.steps, s.fid.values, fraction * s.fid.steps[-1])
-            for s in baseline.runs
-            if s.fid.steps
-        ]
+        bests = [best_within(f.steps, f.values, fraction * f.steps[-1]) for f in fids]
         bests = [b for b in bests if b is not None]
         if bests:
             levels.append(statistics.fmean(bests))
@@ -411,13 +392,6 @@ def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
     return varying, others
 
 
-def _resolved(run: Run, key: str) -> str:
-    """A run's own value of an override key it did not set, as the command line writes it
-    (``-``: unknown)."""
-    value = "-" if run.cfg is None else OmegaConf.select(run.cfg, key.lstrip("+~"), default="-")
-    return "null" if value is None else str(value)
-
-
 def assign_arms(runs: Sequence[Run]) -> None:
     """Name each run's arm by what differs between the runs apart from the seed: the Hydra
     choices (the value alone when one group differs and nothing else), then the other
@@ -427,7 +401,9 @@ def assign_arms(runs: Sequence[Run]) -> None:
     for run in runs:
         own = override_values(run.overrides)
         parts = [(g, run.choices.get(g, "-")) for g in groups]
-        parts += [(k, own.get(k, _resolved(run, k))) for k in others]
+        for k in others:  # a key the run did not set: its resolved value, as typed
+            value = OmegaConf.select(run.cfg, k.lstrip("+~"), default="-") if run.cfg else "-"
+            parts.append((k, own.get(k, "null" if value is None else str(value))))
         alone = len(parts) == 1 and groups
         run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
         run.arm = run.arm or "all runs"
