@@ -239,8 +239,6 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 
 
 def section(heading: str, *blocks: str | list[str]) -> list[str]:
-    """A markdown heading and its blocks (a paragraph, or the lines of a table or list),
-    each followed by a blank line."""
     lines = [heading, ""]
     for block in blocks:
         lines += [block, ""] if isinstance(block, str) else [*block, ""]
@@ -268,7 +266,6 @@ def _mean_curve(runs: Sequence[RunSummary], tag: str) -> tuple[list[int], list[f
 
 
 def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Path | None:
-    """``fid.png``: FID against generator steps and wall-clock, precision and recall."""
     if not any(s.fid.values for a in arms for s in a.runs):
         return None
     fig = Figure(figsize=(13, 9))
@@ -336,8 +333,7 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     axes = fig.subplots(len(rows), len(picks), squeeze=False)
     for ax_row, (label, pngs) in zip(axes, rows, strict=True):
         for ax, step in zip(ax_row, picks, strict=True):
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             # the grid nearest the evaluation, within 1 % of its step (a run's last grid
             # can be a few steps past its last checkpoint)
             slack = max(STEP_SLACK, step // 100)
@@ -346,10 +342,9 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
                 ax.imshow(imread(pngs[near[1]]), cmap="gray")
             else:
                 ax.text(0.5, 0.5, "no grid\nat this step", ha="center", va="center")
-            if ax is ax_row[0]:
-                ax.set_ylabel(label, fontsize="small")
             grid_note = f" (grid {near[1]})" if near and near[1] != step else ""
             ax.set_title(f"step {step}{grid_note}", fontsize="small")
+        ax_row[0].set_ylabel(label, fontsize="small")
     return _save(fig, out / "samples.png", dpi=90)
 
 
@@ -474,8 +469,7 @@ def section_tests(ctx: Context) -> list[str]:
 def section_levels(ctx: Context) -> list[str]:
     if not ctx.levels:
         return []
-    head = ["arm"] + [f"FID <= {v:.1f}: steps" for v in ctx.levels]
-    head += [f"FID <= {v:.1f}: min" for v in ctx.levels]
+    head = ["arm"] + [f"FID <= {v:.1f}: {unit}" for unit in ("steps", "min") for v in ctx.levels]
     rows = []
     for arm in ctx.arms:
         cells = [arm.name]
@@ -594,7 +588,6 @@ def check_comparable(runs: Sequence[Run]) -> None:
 
 
 def load_runs(paths: Sequence[Path]) -> list[Run]:
-    """The runs in ``paths``: report folders (curves.csv + runs.csv) or run / sweep folders."""
     csvs = [p for p in paths if (p / CURVES_CSV).is_file() and (p / RUNS_CSV).is_file()]
     csvs = [p for p in csvs if not find_runs(p)]  # not a sweep a report was written into
     runs = [run for path in csvs for run in load_csvs(path)]

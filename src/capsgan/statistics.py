@@ -84,8 +84,6 @@ def rank_test(a: Sequence[float], b: Sequence[float]) -> float | None:
     a, b = ([float(v) for v in x if v is not None and not math.isnan(v)] for x in (a, b))
     if not a or not b:
         return None
-    if len(set(a + b)) == 1:
-        return 1.0
 
     def mean_rank_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         ranks = rankdata(np.concatenate([x, y], axis=axis), axis=axis)
@@ -265,8 +263,6 @@ def _stop_verdict(run: Run, fid: Series) -> str | None:
 
 
 def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
-    """One run's best and final FID (``fid_tag``), the final value of each of ``tags``, its
-    stability, collapse, plateau stop, evaluation share and accuracy phases."""
     fid = run.series(fid_tag)
     out = RunSummary(run, fid, d_acc=accuracy_phases(run.series("train/d_acc")))
     finite = [i for i, v in enumerate(fid.values) if math.isfinite(v)]
