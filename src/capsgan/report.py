@@ -322,12 +322,13 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     """``samples.png``: every seed of every arm (a row each), fixed-noise samples at equal
     generator steps (up to 5 of the evaluation grid, the budget included): a collapsed
     seed shows as plainly as a good one. Needs the runs' ``samples/step_NNNNNN.png``
-    (``callbacks.sample_grid.every_n_steps``); a report re-rendered from CSVs has none."""
+    (``callbacks.sample_grid.every_n_steps``); a report re-rendered from CSVs has none and
+    keeps the panel made from the runs, if any."""
     rows = [
         (f"{a.name}\nseed {s.run.seed}", sample_grids(s.run.path)) for a in arms for s in a.runs
     ]
     if not any(pngs for _, pngs in rows) or not grid:
-        return None
+        return out / "samples.png" if (out / "samples.png").is_file() else None
     picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})
     fig = Figure(figsize=(2.4 * len(picks), 2.5 * len(rows)))
     axes = fig.subplots(len(rows), len(picks), squeeze=False)
@@ -645,8 +646,6 @@ def write_report(
     write_csvs(runs, out)
     plots = [plot_quality(arms, levels, out), plot_training_curves(arms, out),
              plot_sample_panel(arms, ctx.grid, out)]  # fmt: skip
-    if plots[2] is None and (out / "samples.png").is_file():
-        plots[2] = out / "samples.png"  # re-rendered from CSVs: the panel made from the runs
     running = [r for r in runs if r.status == RUNNING]
     notes = {"floor": floor_note, "levels": level_note}
     groups, others = varying_keys(runs)

@@ -292,6 +292,32 @@ def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
 # -- arms, levels, the evaluation grid ---------------------------------------------------------
 
 
+def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
+    """The Hydra groups whose choice differs between the runs, and the other overrides
+    (not the seed) whose value differs (e.g. an lr sweep)."""
+    groups = sorted({g for r in runs for g in r.choices})
+    varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
+    others = sorted(set(varying_overrides(r.overrides for r in runs)) - {"seed", *groups})
+    return varying, others
+
+
+def assign_arms(runs: Sequence[Run]) -> None:
+    """Name each run's arm by what differs between the runs apart from the seed: the Hydra
+    choices (the value alone when one group differs and nothing else), then the other
+    swept keys (``lr=0.0002``); a run that did not set a swept key shows the value its config
+    resolved (``discriminator.routing_iterations=3``), ``-`` only where that is unknown."""
+    groups, others = varying_keys(runs)
+    for run in runs:
+        own = override_values(run.overrides)
+        parts = [(g, run.choices.get(g, "-")) for g in groups]
+        for k in others:  # a key the run did not set: its resolved value, as typed
+            value = OmegaConf.select(run.cfg, k.lstrip("+~"), default="-") if run.cfg else "-"
+            parts.append((k, own.get(k, "null" if value is None else str(value))))
+        alone = len(parts) == 1 and groups
+        run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
+        run.arm = run.arm or "all runs"
+
+
 @dataclass
 class Arm:
     name: str
@@ -374,32 +400,3 @@ def evaluation_grid(arms: Sequence[Arm]) -> list[int]:
         if not near or any(k in steps and merged[-1] in steps for steps in own):
             merged.append(k)
     return merged
-
-
-# -- runs grouped into arms -------------------------------------------------------------------
-
-
-def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
-    """The Hydra groups whose choice differs between the runs, and the other overrides
-    (not the seed) whose value differs (e.g. an lr sweep)."""
-    groups = sorted({g for r in runs for g in r.choices})
-    varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
-    others = sorted(set(varying_overrides(r.overrides for r in runs)) - {"seed", *groups})
-    return varying, others
-
-
-def assign_arms(runs: Sequence[Run]) -> None:
-    """Name each run's arm by what differs between the runs apart from the seed: the Hydra
-    choices (the value alone when one group differs and nothing else), then the other
-    swept keys (``lr=0.0002``); a run that did not set a swept key shows the value its config
-    resolved (``discriminator.routing_iterations=3``), ``-`` only where that is unknown."""
-    groups, others = varying_keys(runs)
-    for run in runs:
-        own = override_values(run.overrides)
-        parts = [(g, run.choices.get(g, "-")) for g in groups]
-        for k in others:  # a key the run did not set: its resolved value, as typed
-            value = OmegaConf.select(run.cfg, k.lstrip("+~"), default="-") if run.cfg else "-"
-            parts.append((k, own.get(k, "null" if value is None else str(value))))
-        alone = len(parts) == 1 and groups
-        run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
-        run.arm = run.arm or "all runs"
