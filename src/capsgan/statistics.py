@@ -162,13 +162,10 @@ def mean_cost(costs: Sequence[Cost]) -> Estimate | None:
 
 @dataclass
 class Ratio:
-    """Per-seed ratios ``arm / baseline`` of a cost, censored seeds included as bounds.
-
-    ``per_seed`` maps a seed to its ratio and its kind: ``""`` exact, ``">="`` the arm
-    never reached the level (its budget over the baseline's cost: a lower bound), ``"<="``
-    the baseline never did. Seeds where neither reached it carry no information about the
-    ratio and are listed in ``neither``; seeds only one side has, in ``unpaired``.
-    """
+    """Per-seed ratios ``arm / baseline`` of a cost: ``per_seed`` maps a seed to its ratio and
+    kind, ``""`` exact, ``">="`` the arm never reached the level (its budget over the
+    baseline's cost: a lower bound), ``"<="`` the baseline never did. Seeds where neither
+    reached it carry no information (``neither``); seeds only one side has are ``unpaired``."""
 
     per_seed: dict[int, tuple[float, str]] = field(default_factory=dict)
     estimate: Estimate | None = None
@@ -250,18 +247,6 @@ def accuracy_phases(acc: Series) -> dict[str, float]:
     }
 
 
-def _stop_verdict(run: Run, fid: Series) -> str | None:
-    """The plateau rule's verdict when it ended the run before its budget, else None."""
-    node = run.setting("callbacks.stop_on_plateau")
-    budget = run.setting("trainer.max_steps")
-    if not node or not fid.steps or not budget or budget < 0 or fid.steps[-1] >= budget - 1:
-        return None  # no rule, or a run that trained its whole budget (or an unknown one)
-    window = int(node.get("window", DEFAULT_WINDOW))
-    tolerance = float(node.get("tolerance", DEFAULT_TOLERANCE))
-    n = flattened_at(fid.values, window, tolerance, int(node.get("min_evals", 0)))
-    return None if n is None else plateau_verdict(fid.steps, fid.values, n, tolerance)
-
-
 def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
     fid = run.series(fid_tag)
     out = RunSummary(run, fid, d_acc=accuracy_phases(run.series("train/d_acc")))
@@ -273,7 +258,13 @@ def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
     out.final_fid, out.final_step = fid.values[-1], fid.steps[-1]
     out.final_seconds = fid.seconds[-1]
     out.final = {tag: run.series(tag).values[-1] for tag in tags if run.series(tag).values}
-    out.stopped = _stop_verdict(run, fid)
+    # the plateau rule's verdict, when it ended the run before its (known) budget
+    node, budget = run.setting("callbacks.stop_on_plateau"), run.setting("trainer.max_steps")
+    if node and budget and budget > 0 and fid.steps[-1] < budget - 1:
+        window, min_evals = int(node.get("window", DEFAULT_WINDOW)), int(node.get("min_evals", 0))
+        tolerance = float(node.get("tolerance", DEFAULT_TOLERANCE))
+        n = flattened_at(fid.values, window, tolerance, min_evals)
+        out.stopped = None if n is None else plateau_verdict(fid.steps, fid.values, n, tolerance)
     last = [v for v in fid.values[-LAST_EVALS:] if math.isfinite(v)]
     if len(last) == LAST_EVALS:
         out.spread = (max(last) - min(last)) / statistics.fmean(last)
