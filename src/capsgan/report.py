@@ -646,11 +646,10 @@ def write_report(
     write_csvs(runs, out)
     plots = [plot_quality(arms, levels, out), plot_training_curves(arms, out),
              plot_sample_panel(arms, ctx.grid, out)]  # fmt: skip
-    running = [r for r in runs if r.status == RUNNING]
     notes = {"floor": floor_note, "levels": level_note}
     groups, others = varying_keys(runs)
     title = f"Comparison report: {', '.join(groups + others)}" if groups + others else "Report"
-    lines = section_header(ctx, title, notes, left_out, running)
+    lines = section_header(ctx, title, notes, left_out, [r for r in runs if r.status == RUNNING])
     for part in (section_budget, section_tests, section_levels, section_ratios,
                  section_grid, section_stability, section_runs):  # fmt: skip
         lines += part(ctx)

@@ -132,16 +132,14 @@ class Cost:
     censored: bool = False
 
 
-def cost_to_level(
-    xs: Sequence[float], values: Sequence[float], level: float, budget: float
-) -> Cost:
+def cost_to_level(xs: Sequence[float], ys: Sequence[float], level: float, budget: float) -> Cost:
     """Where a quality curve (lower is better) first reaches ``level``, interpolated
     linearly between the last evaluation above it and the first at or below it (a curve
     evaluated every 468 steps does not reach a level exactly on the grid); ``xs`` are the
-    evaluations' steps or seconds. A level met at the first evaluation costs that
-    evaluation's ``x``; one never met is censored at ``budget``."""
+    evaluations' steps or seconds, ``ys`` their values. A level met at the first evaluation
+    costs that evaluation's ``x``; one never met is censored at ``budget``."""
     prev: tuple[float, float] | None = None
-    for x, v in zip(xs, values, strict=True):
+    for x, v in zip(xs, ys, strict=True):
         if not math.isfinite(v):
             prev = None  # a diverged evaluation: no line to draw through it
             continue
