@@ -83,13 +83,12 @@ CONFIG_KEYS = (
 
 def run_folders(paths: Sequence[Path]) -> list[Path]:
     """:func:`capsgan.runs.find_runs` of ``paths``, each once, or the error saying what to pass."""
-    for path in paths:
-        if not path.is_dir():
-            raise UserError(
-                f"{str(path)!r} is not a folder; pass a sweep folder (outputs/multirun/"
-                "<date>/<time>), training run folders (each holding tensorboard/), or a "
-                "report folder holding curves.csv and runs.csv."
-            )
+    if bad := next((p for p in paths if not p.is_dir()), None):
+        raise UserError(
+            f"{str(bad)!r} is not a folder; pass a sweep folder (outputs/multirun/"
+            "<date>/<time>), training run folders (each holding tensorboard/), or a "
+            "report folder holding curves.csv and runs.csv."
+        )
     unique = list(dict.fromkeys(p.resolve() for p in find_runs(paths)))
     if not unique:
         raise UserError(
@@ -192,9 +191,6 @@ def measure_floor(runs: Sequence[Run]) -> str:
     )
 
 
-# -- formatting --------------------------------------------------------------------------------
-
-
 def describe_end(run: Run) -> str:
     """A run's status and the first line of its error, for the lists of left-out runs."""
     if run.status is None or run.status in ("ok", "completed"):
@@ -243,9 +239,6 @@ def section(heading: str, *blocks: str | list[str]) -> list[str]:
     for block in blocks:
         lines += [block, ""] if isinstance(block, str) else [*block, ""]
     return lines
-
-
-# -- plots -------------------------------------------------------------------------------------
 
 
 def _save(fig: Figure, path: Path, dpi: int) -> Path:
@@ -592,8 +585,7 @@ def load_runs(paths: Sequence[Path]) -> list[Run]:
     csvs = [p for p in paths if (p / CURVES_CSV).is_file() and (p / RUNS_CSV).is_file()]
     csvs = [p for p in csvs if not find_runs(p)]  # not a sweep a report was written into
     runs = [run for path in csvs for run in load_csvs(path)]
-    folders = [p for p in paths if p not in csvs]
-    if folders:
+    if folders := [p for p in paths if p not in csvs]:
         common = Path(os.path.commonpath(folders))  # runs are named by their path below it
         root = common if common.is_dir() else None
         runs += [load_run(f, root=root) for f in run_folders(folders)]
