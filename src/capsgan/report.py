@@ -3,16 +3,15 @@
 ``python src/report.py <sweep folders | run folders | a report folder> [key=value ...]``
 writes ``report.md``, ``curves.csv`` / ``runs.csv`` (every run's curves, from which the
 report can be re-rendered alone) and PNG plots; docs/results.md says how to read them.
-The runs are read by :mod:`capsgan.runs` (settings from ``.hydra/``, curves against
-generator steps, wall-clock less the pauses of a resumed run) and measured, grouped into
-arms and compared by :mod:`capsgan.statistics` (arms: the Hydra choices and swept keys
-that differ between the runs; nothing here knows a model by name). This module renders:
-one function per section of report.md, the plots, the CSVs, and the real-data floor.
+The runs are read by :mod:`capsgan.runs` and measured, grouped into arms and compared by
+:mod:`capsgan.statistics` (arms: the Hydra choices and swept keys that differ between the
+runs; nothing here knows a model by name).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from omegaconf import OmegaConf
 
 from capsgan.config import unwritable_reason
 from capsgan.errors import UserError
-from capsgan.metrics import REPORT_METRICS
+from capsgan.metrics import REPORT_METRICS as METRICS  # (column, tag, digits, lower is better)
 from capsgan.runs import (
     COLLAPSE_FID_FACTOR,
     COLLAPSE_MODES,
@@ -65,7 +64,6 @@ from capsgan.statistics import (
 )
 
 FID = "val/fid"
-METRICS = REPORT_METRICS  # (column, tag, digits, lower is better): capsgan.metrics' one list
 LEVEL_FRACTIONS = (0.25, 0.5, 1.0)
 CURVES = (("D loss", "d_loss"), ("G loss", "g_loss"), ("D accuracy", "d_acc"))
 NA = "-"  # a table cell without a value
@@ -83,18 +81,14 @@ CONFIG_KEYS = (
 )
 
 
-# -- the runs of a report -----------------------------------------------------------------------
-
-
 def run_folders(paths: Sequence[Path]) -> list[Path]:
     """:func:`capsgan.runs.find_runs` of ``paths``, each once, or the error saying what to pass."""
-    for path in paths:
-        if not path.is_dir():
-            raise UserError(
-                f"{str(path)!r} is not a folder; pass a sweep folder (outputs/multirun/"
-                "<date>/<time>), training run folders (each holding tensorboard/), or a "
-                "report folder holding curves.csv and runs.csv."
-            )
+    if bad := next((p for p in paths if not p.is_dir()), None):
+        raise UserError(
+            f"{str(bad)!r} is not a folder; pass a sweep folder (outputs/multirun/"
+            "<date>/<time>), training run folders (each holding tensorboard/), or a "
+            "report folder holding curves.csv and runs.csv."
+        )
     unique = list(dict.fromkeys(p.resolve() for p in find_runs(paths)))
     if not unique:
         raise UserError(
@@ -135,7 +129,6 @@ def write_csvs(runs: Sequence[Run], out: Path) -> None:
 
 
 def load_csvs(folder: Path) -> list[Run]:
-    """The runs a report folder's ``runs.csv`` and ``curves.csv`` describe."""
     try:
         with (folder / RUNS_CSV).open(newline="") as f:
             meta = list(csv.DictReader(f))
@@ -164,9 +157,6 @@ def load_csvs(folder: Path) -> list[Run]:
             "<the sweep or run folders> out=<this folder>`."
         ) from err
     return list(runs.values())
-
-
-# -- the real-data floor -----------------------------------------------------------------------
 
 
 def measure_floor(runs: Sequence[Run]) -> str:
@@ -201,9 +191,6 @@ def measure_floor(runs: Sequence[Run]) -> str:
     )
 
 
-# -- formatting --------------------------------------------------------------------------------
-
-
 def describe_end(run: Run) -> str:
     """A run's status and the first line of its error, for the lists of left-out runs."""
     if run.status is None or run.status in ("ok", "completed"):
@@ -225,25 +212,21 @@ def fmt_estimate(est: Estimate | None, digits: int = 2, of: int | None = None) -
     fewer than ``of`` seeds have a value."""
     if est is None:
         return NA if not of else f"{NA} (0/{of})"
-    text = f"{est.bound} " if est.bound else ""
-    text += f"{est.mean:.{digits}f}"
-    if est.low is not None:
-        text += f" [{est.low:.{digits}f}, {est.high:.{digits}f}]"
-    if of and est.n < of:
-        text += f" ({est.n}/{of})"
-    return text
+    bound = f"{est.bound} " if est.bound else ""
+    interval = "" if est.low is None else f" [{est.low:.{digits}f}, {est.high:.{digits}f}]"
+    seeds = f" ({est.n}/{of})" if of and est.n < of else ""
+    return f"{bound}{est.mean:.{digits}f}{interval}{seeds}"
 
 
 def fmt_ratio(ratio: Ratio) -> str:
-    parts = [fmt_estimate(ratio.estimate)]
-    if ratio.per_seed:
-        parts.append("seeds " + ", ".join(
-            f"{s}: {kind}{r:.2f}" for s, (r, kind) in ratio.per_seed.items()))  # fmt: skip
-    if ratio.neither:
-        parts.append(f"neither reached it: seeds {ratio.neither}")
-    if ratio.unpaired:
-        parts.append(f"unpaired seeds {ratio.unpaired}")
-    return "; ".join(parts)
+    seeds = ", ".join(f"{s}: {kind}{r:.2f}" for s, (r, kind) in ratio.per_seed.items())
+    parts = [
+        fmt_estimate(ratio.estimate),
+        seeds and f"seeds {seeds}",
+        ratio.neither and f"neither reached it: seeds {ratio.neither}",
+        ratio.unpaired and f"unpaired seeds {ratio.unpaired}",
+    ]
+    return "; ".join(p for p in parts if p)
 
 
 def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -252,15 +235,10 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 
 
 def section(heading: str, *blocks: str | list[str]) -> list[str]:
-    """A markdown heading and its blocks (a paragraph, or the lines of a table or list),
-    each followed by a blank line."""
     lines = [heading, ""]
     for block in blocks:
         lines += [block, ""] if isinstance(block, str) else [*block, ""]
     return lines
-
-
-# -- plots -------------------------------------------------------------------------------------
 
 
 def _save(fig: Figure, path: Path, dpi: int) -> Path:
@@ -281,7 +259,6 @@ def _mean_curve(runs: Sequence[RunSummary], tag: str) -> tuple[list[int], list[f
 
 
 def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Path | None:
-    """``fid.png``: FID against generator steps and wall-clock, precision and recall."""
     if not any(s.fid.values for a in arms for s in a.runs):
         return None
     fig = Figure(figsize=(13, 9))
@@ -303,9 +280,8 @@ def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Pat
         ax.grid(True, which="both", alpha=0.3)
     ax_steps.set(xlabel="generator steps", ylabel="val/fid (log)", title="FID (thin: seeds)")
     ax_time.set(xlabel="wall-clock (minutes)", ylabel="val/fid (log)", title="FID against time")
-    ax_p.set(xlabel="generator steps", ylabel="precision", title="precision (mean over seeds)")
-    ax_r.set(xlabel="generator steps", ylabel="recall", title="recall (mean over seeds)")
-    for ax in (ax_p, ax_r):
+    for ax, name in ((ax_p, "precision"), (ax_r, "recall")):
+        ax.set(xlabel="generator steps", ylabel=name, title=f"{name} (mean over seeds)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(True, alpha=0.3)
     ax_steps.legend(title="dashed: quality levels", fontsize="small")
@@ -320,15 +296,14 @@ def plot_training_curves(arms: Sequence[Arm], out: Path) -> Path:
     axes = fig.subplots(len(arms), 3, squeeze=False)
     for row, arm in zip(axes, arms, strict=True):
         for i, s in enumerate(arm.runs):
-            label = f"seed {s.seed}" if s.seed is not None else s.run.name
+            label = f"seed {s.run.seed}" if s.run.seed is not None else s.run.name
             for ax, (title, key) in zip(row, CURVES, strict=True):
                 step = s.run.series(f"train/{key}")
                 ax.plot(step.steps, step.values, color=f"C{i}", linewidth=0.6, alpha=0.35)
                 mean = s.run.series(f"epoch/{key}")
                 ax.plot(mean.steps, mean.values, color=f"C{i}", linewidth=2, marker="o",
                         markersize=3, label=label)  # fmt: skip
-                ax.set_title(f"{arm.name}: {title}")
-                ax.set_xlabel("generator steps")
+                ax.set(title=f"{arm.name}: {title}", xlabel="generator steps")
                 ax.grid(True, alpha=0.3)
         row[2].axhline(0.5, color="grey", linestyle="--", linewidth=1)
         row[2].set_ylim(-0.02, 1.02)
@@ -340,31 +315,30 @@ def plot_sample_panel(arms: Sequence[Arm], grid: Sequence[int], out: Path) -> Pa
     """``samples.png``: every seed of every arm (a row each), fixed-noise samples at equal
     generator steps (up to 5 of the evaluation grid, the budget included): a collapsed
     seed shows as plainly as a good one. Needs the runs' ``samples/step_NNNNNN.png``
-    (``callbacks.sample_grid.every_n_steps``); a report re-rendered from CSVs has none."""
-    rows = [(f"{a.name}\nseed {s.seed}", sample_grids(s.run.path)) for a in arms for s in a.runs]
+    (``callbacks.sample_grid.every_n_steps``); a report re-rendered from CSVs has none and
+    keeps the panel made from the runs, if any."""
+    rows = [
+        (f"{a.name}\nseed {s.run.seed}", sample_grids(s.run.path)) for a in arms for s in a.runs
+    ]
     if not any(pngs for _, pngs in rows) or not grid:
-        return None
+        return out / "samples.png" if (out / "samples.png").is_file() else None
     picks = sorted({grid[round(i * (len(grid) - 1) / 4)] for i in range(5)})
     fig = Figure(figsize=(2.4 * len(picks), 2.5 * len(rows)))
     axes = fig.subplots(len(rows), len(picks), squeeze=False)
     for ax_row, (label, pngs) in zip(axes, rows, strict=True):
         for ax, step in zip(ax_row, picks, strict=True):
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             # the grid nearest the evaluation, within 1 % of its step (a run's last grid
             # can be a few steps past its last checkpoint)
             slack = max(STEP_SLACK, step // 100)
-            near = sorted((abs(k - step), k) for k in pngs if abs(k - step) <= slack)
-            title = f"step {step}"
+            near = min(((abs(k - step), k) for k in pngs if abs(k - step) <= slack), default=None)
             if near:
-                ax.imshow(imread(pngs[near[0][1]]), cmap="gray")
-                if near[0][1] != step:
-                    title += f" (grid {near[0][1]})"
+                ax.imshow(imread(pngs[near[1]]), cmap="gray")
             else:
                 ax.text(0.5, 0.5, "no grid\nat this step", ha="center", va="center")
-            if ax is ax_row[0]:
-                ax.set_ylabel(label, fontsize="small")
-            ax.set_title(title, fontsize="small")
+            grid_note = f" (grid {near[1]})" if near and near[1] != step else ""
+            ax.set_title(f"step {step}{grid_note}", fontsize="small")
+        ax_row[0].set_ylabel(label, fontsize="small")
     return _save(fig, out / "samples.png", dpi=90)
 
 
@@ -470,16 +444,14 @@ def section_tests(ctx: Context) -> list[str]:
     if not ctx.others:
         return []
     rows = []
-    for arm in ctx.others:
-        for name, tag, digits, lower in ctx.metrics:
-            a = [s.final.get(tag) for s in arm.runs]
-            b = [s.final.get(tag) for s in ctx.baseline.runs]
-            ea, eb = bootstrap(a), bootstrap(b)
-            better = NA
-            if ea and eb and ea.mean != eb.mean:
-                better = arm.name if (ea.mean < eb.mean) == lower else ctx.baseline.name
-            rows.append([arm.name, name, fmt_estimate(ea, digits), fmt_estimate(eb, digits),
-                         better, verdict(rank_test(a, b))])  # fmt: skip
+    for arm, (name, tag, digits, lower) in itertools.product(ctx.others, ctx.metrics):
+        a, b = ([s.final.get(tag) for s in x.runs] for x in (arm, ctx.baseline))
+        ea, eb = bootstrap(a), bootstrap(b)
+        better = NA
+        if ea and eb and ea.mean != eb.mean:
+            better = arm.name if (ea.mean < eb.mean) == lower else ctx.baseline.name
+        rows.append([arm.name, name, fmt_estimate(ea, digits), fmt_estimate(eb, digits), better,
+                     verdict(rank_test(a, b))])  # fmt: skip
     return section(
         f"## Against the baseline ({ctx.baseline.name}) at the budget",
         table(["arm", "metric", "arm", "baseline", "better mean", "rank test"], rows),
@@ -491,8 +463,7 @@ def section_tests(ctx: Context) -> list[str]:
 def section_levels(ctx: Context) -> list[str]:
     if not ctx.levels:
         return []
-    head = ["arm"] + [f"FID <= {v:.1f}: steps" for v in ctx.levels]
-    head += [f"FID <= {v:.1f}: min" for v in ctx.levels]
+    head = ["arm"] + [f"FID <= {v:.1f}: {unit}" for unit in ("steps", "min") for v in ctx.levels]
     rows = []
     for arm in ctx.arms:
         cells = [arm.name]
@@ -514,16 +485,11 @@ def section_levels(ctx: Context) -> list[str]:
 def section_ratios(ctx: Context) -> list[str]:
     if not ctx.others or not ctx.levels:
         return []
-    rows = []
-    for arm in ctx.others:
-        for level in ctx.levels:
-            cells = [arm.name, f"{level:.1f}"]
-            for what in ("steps", "seconds"):
-                mine, base = arm.costs(level, what), ctx.baseline.costs(level, what)
-                cells.append(fmt_ratio(censored_ratio(mine, base)))
-                if what == "steps":
-                    cells.append(verdict(ratio_test(mine, base)))
-            rows.append(cells)
+    rows, base = [], ctx.baseline
+    for arm, level in itertools.product(ctx.others, ctx.levels):
+        steps, secs = ((arm.costs(level, w), base.costs(level, w)) for w in ("steps", "seconds"))
+        rows.append([arm.name, f"{level:.1f}", fmt_ratio(censored_ratio(*steps)),
+                     verdict(ratio_test(*steps)), fmt_ratio(censored_ratio(*secs))])  # fmt: skip
     return section(
         f"## Ratios to the baseline ({ctx.baseline.name})",
         "Per seed, the arm's cost to reach a level divided by the baseline's; the geometric "
@@ -557,7 +523,7 @@ def section_stability(ctx: Context) -> list[str]:
     head = ["run", "arm", "seed", f"FID spread, last {LAST_EVALS}", "collapsed", "stopped early",
             "D acc peak (step)", "D acc settled (std)"]  # fmt: skip
     rows = [
-        [f"`{s.run.name}`", arm.name, fmt(s.seed),
+        [f"`{s.run.name}`", arm.name, fmt(s.run.seed),
          NA if s.spread is None else f"{100 * s.spread:.0f} %",
          s.collapse or "no", s.stopped or "no",
          f"{s.d_acc['peak']:.2f} ({s.d_acc['peak_step']:.0f})" if s.d_acc else NA,
@@ -583,7 +549,7 @@ def section_runs(ctx: Context) -> list[str]:
     head = ["run", "arm", "seed", "G steps", "best FID (step)", "final FID", "precision",
             "recall", "modes", "mode KL", "minutes"]  # fmt: skip
     rows = [
-        [f"`{s.run.name}`", arm.name, fmt(s.seed), fmt(s.final_step),
+        [f"`{s.run.name}`", arm.name, fmt(s.run.seed), fmt(s.final_step),
          NA if s.best_fid is None else f"{s.best_fid:.1f} ({s.best_step})",
          fmt(s.final_fid, 1), fmt(s.final.get("val/precision"), 3),
          fmt(s.final.get("val/recall"), 3), fmt(s.final.get("val/modes"), 0),
@@ -593,22 +559,6 @@ def section_runs(ctx: Context) -> list[str]:
         for s in arm.runs
     ]  # fmt: skip
     return section("## Runs", table(head, rows))
-
-
-def render(ctx: Context, title: str, notes: dict[str, str], left_out: Sequence[Run],
-           running: Sequence[Run], plots: Sequence[Path]) -> str:  # fmt: skip
-    lines = section_header(ctx, title, notes, left_out, running)
-    for part in (section_budget, section_tests, section_levels, section_ratios,
-                 section_grid, section_stability, section_runs):  # fmt: skip
-        lines += part(ctx)
-    lines += section(
-        "## Plots",
-        [f"![{p.stem}]({p.name})" for p in plots],
-        f"Every run's curves: [{CURVES_CSV}]({CURVES_CSV}), what each run is: "
-        f"[{RUNS_CSV}]({RUNS_CSV}); `python src/report.py <this folder>` re-renders this "
-        "report from them.",
-    )
-    return "\n".join(lines)
 
 
 def check_comparable(runs: Sequence[Run]) -> None:
@@ -632,12 +582,10 @@ def check_comparable(runs: Sequence[Run]) -> None:
 
 
 def load_runs(paths: Sequence[Path]) -> list[Run]:
-    """The runs in ``paths``: report folders (curves.csv + runs.csv) or run / sweep folders."""
     csvs = [p for p in paths if (p / CURVES_CSV).is_file() and (p / RUNS_CSV).is_file()]
     csvs = [p for p in csvs if not find_runs(p)]  # not a sweep a report was written into
     runs = [run for path in csvs for run in load_csvs(path)]
-    folders = [p for p in paths if p not in csvs]
-    if folders:
+    if folders := [p for p in paths if p not in csvs]:
         common = Path(os.path.commonpath(folders))  # runs are named by their path below it
         root = common if common.is_dir() else None
         runs += [load_run(f, root=root) for f in run_folders(folders)]
@@ -656,8 +604,7 @@ def write_report(
     parent of several."""
     given = [Path(p).resolve() for p in paths]
     out = Path(out_dir or os.path.commonpath(given))
-    reason = unwritable_reason(out)
-    if reason:
+    if reason := unwritable_reason(out):
         raise UserError(
             f"the report cannot be written into {str(out)!r}: {reason}. Pass out=<a folder "
             "you can write to>."
@@ -691,12 +638,19 @@ def write_report(
     write_csvs(runs, out)
     plots = [plot_quality(arms, levels, out), plot_training_curves(arms, out),
              plot_sample_panel(arms, ctx.grid, out)]  # fmt: skip
-    if plots[2] is None and (out / "samples.png").is_file():
-        plots[2] = out / "samples.png"  # re-rendered from CSVs: the panel made from the runs
-    running = [r for r in runs if r.status == RUNNING]
     notes = {"floor": floor_note, "levels": level_note}
     groups, others = varying_keys(runs)
     title = f"Comparison report: {', '.join(groups + others)}" if groups + others else "Report"
-    text = render(ctx, title, notes, left_out, running, [p for p in plots if p])
-    (out / "report.md").write_text(text)
+    lines = section_header(ctx, title, notes, left_out, [r for r in runs if r.status == RUNNING])
+    for part in (section_budget, section_tests, section_levels, section_ratios,
+                 section_grid, section_stability, section_runs):  # fmt: skip
+        lines += part(ctx)
+    lines += section(
+        "## Plots",
+        [f"![{p.stem}]({p.name})" for p in plots if p],
+        f"Every run's curves: [{CURVES_CSV}]({CURVES_CSV}), what each run is: "
+        f"[{RUNS_CSV}]({RUNS_CSV}); `python src/report.py <this folder>` re-renders this "
+        "report from them.",
+    )
+    (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"

@@ -9,9 +9,8 @@
   it favours the arm that fails, so it enters every mean and ratio at its budget and the
   result is a bound ("≥ 1.26").
 
-The report's numbers are computed here too: each run's summary (:func:`summarize_run`),
-the arms (:func:`assign_arms`, :func:`group_arms`), the baseline, the quality levels and
-the evaluation grid; :mod:`capsgan.report` renders them.
+Also each run's summary, the arms, the baseline, the quality levels and the evaluation grid
+that :mod:`capsgan.report` renders.
 """
 
 from __future__ import annotations
@@ -45,12 +44,9 @@ _SEED = 0  # the bootstrap's generator: a report re-rendered from the same runs 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over seeds with its percentile-bootstrap interval (None for one value).
-
-    ``bound`` is ``">="`` when some values are lower bounds (censored costs, so the true
-    mean is at least this), ``"<="`` for upper bounds, ``"~"`` when both occur (neither
-    direction is known), and ``""`` for exact values.
-    """
+    """A mean over seeds with its percentile-bootstrap interval (None for one value);
+    ``bound``: ``">="`` when some values are lower bounds (censored costs: the true mean is
+    at least this), ``"<="`` upper bounds, ``"~"`` both (no direction known), ``""`` exact."""
 
     mean: float
     low: float | None
@@ -88,8 +84,6 @@ def rank_test(a: Sequence[float], b: Sequence[float]) -> float | None:
     a, b = ([float(v) for v in x if v is not None and not math.isnan(v)] for x in (a, b))
     if not a or not b:
         return None
-    if len(set(a + b)) == 1:
-        return 1.0
 
     def mean_rank_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         ranks = rankdata(np.concatenate([x, y], axis=axis), axis=axis)
@@ -121,7 +115,6 @@ def smallest_p(n_a: int, n_b: int) -> float:
 
 
 def verdict(p: float | None) -> str:
-    """How a p-value reads in a report row."""
     if p is None:
         return "-"
     return f"p = {p:.3f}" + (" (significant)" if p < SIGNIFICANCE else " (not significant)")
@@ -139,16 +132,14 @@ class Cost:
     censored: bool = False
 
 
-def cost_to_level(
-    xs: Sequence[float], values: Sequence[float], level: float, budget: float
-) -> Cost:
+def cost_to_level(xs: Sequence[float], ys: Sequence[float], level: float, budget: float) -> Cost:
     """Where a quality curve (lower is better) first reaches ``level``, interpolated
     linearly between the last evaluation above it and the first at or below it (a curve
     evaluated every 468 steps does not reach a level exactly on the grid); ``xs`` are the
-    evaluations' steps or seconds. A level met at the first evaluation costs that
-    evaluation's ``x``; one never met is censored at ``budget``."""
+    evaluations' steps or seconds, ``ys`` their values. A level met at the first evaluation
+    costs that evaluation's ``x``; one never met is censored at ``budget``."""
     prev: tuple[float, float] | None = None
-    for x, v in zip(xs, values, strict=True):
+    for x, v in zip(xs, ys, strict=True):
         if not math.isfinite(v):
             prev = None  # a diverged evaluation: no line to draw through it
             continue
@@ -169,13 +160,10 @@ def mean_cost(costs: Sequence[Cost]) -> Estimate | None:
 
 @dataclass
 class Ratio:
-    """Per-seed ratios ``arm / baseline`` of a cost, censored seeds included as bounds.
-
-    ``per_seed`` maps a seed to its ratio and its kind: ``""`` exact, ``">="`` the arm
-    never reached the level (its budget over the baseline's cost: a lower bound), ``"<="``
-    the baseline never did. Seeds where neither reached it carry no information about the
-    ratio and are listed in ``neither``; seeds only one side has, in ``unpaired``.
-    """
+    """Per-seed ratios ``arm / baseline`` of a cost: ``per_seed`` maps a seed to its ratio and
+    kind, ``""`` exact, ``">="`` the arm never reached the level (its budget over the
+    baseline's cost: a lower bound), ``"<="`` the baseline never did. Seeds where neither
+    reached it carry no information (``neither``); seeds only one side has are ``unpaired``."""
 
     per_seed: dict[int, tuple[float, str]] = field(default_factory=dict)
     estimate: Estimate | None = None
@@ -203,8 +191,7 @@ def censored_ratio(arm: dict[int, Cost], baseline: dict[int, Cost]) -> Ratio:
 def ratio_test(arm: dict[int, Cost], baseline: dict[int, Cost]) -> float | None:
     """:func:`rank_test` of the two arms' costs, a censored cost ranking above every cost
     that was reached (with equal budgets, never reaching is the slowest outcome)."""
-    a = [math.inf if c.censored else c.value for c in arm.values()]
-    b = [math.inf if c.censored else c.value for c in baseline.values()]
+    a, b = ([math.inf if c.censored else c.value for c in x.values()] for x in (arm, baseline))
     return rank_test(a, b)
 
 
@@ -213,8 +200,6 @@ def ratio_test(arm: dict[int, Cost], baseline: dict[int, Cost]) -> float | None:
 
 @dataclass
 class RunSummary:
-    """What the report says about one run."""
-
     run: Run
     fid: Series
     best_fid: float | None = None
@@ -229,22 +214,12 @@ class RunSummary:
     eval_share: float | None = None  # share of the wall-clock spent in quality evaluation
     d_acc: dict[str, float] = field(default_factory=dict)  # the accuracy phases
 
-    @property
-    def seed(self) -> int | None:
-        return self.run.seed
-
     def at_step(self, tag: str, step: int) -> float | None:
         """``tag``'s value at the evaluation of generator step ``step`` (within
         :data:`STEP_SLACK`: a resumed run may log its evaluations a step or two off)."""
         series = self.run.series(tag)
         near = min(((abs(s - step), i) for i, s in enumerate(series.steps)), default=None)
         return series.values[near[1]] if near and near[0] <= STEP_SLACK else None
-
-    def cost(self, level: float, what: str) -> Cost:
-        """Generator steps (``what="steps"``) or seconds to FID ``level``, censored at the
-        last evaluation when never reached."""
-        xs = self.fid.steps if what == "steps" else self.fid.seconds
-        return cost_to_level(xs, self.fid.values, level, xs[-1])
 
 
 STEP_SLACK = 2  # generator steps: one evaluation of a resumed run may be this far off
@@ -270,21 +245,7 @@ def accuracy_phases(acc: Series) -> dict[str, float]:
     }
 
 
-def _stop_verdict(run: Run, fid: Series) -> str | None:
-    """The plateau rule's verdict when it ended the run before its budget, else None."""
-    node = run.setting("callbacks.stop_on_plateau")
-    budget = run.setting("trainer.max_steps")
-    if not node or not fid.steps or not budget or budget < 0 or fid.steps[-1] >= budget - 1:
-        return None  # no rule, or a run that trained its whole budget (or an unknown one)
-    window = int(node.get("window", DEFAULT_WINDOW))
-    tolerance = float(node.get("tolerance", DEFAULT_TOLERANCE))
-    n = flattened_at(fid.values, window, tolerance, int(node.get("min_evals", 0)))
-    return None if n is None else plateau_verdict(fid.steps, fid.values, n, tolerance)
-
-
 def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
-    """One run's best and final FID (``fid_tag``), the final value of each of ``tags``, its
-    stability, collapse, plateau stop, evaluation share and accuracy phases."""
     fid = run.series(fid_tag)
     out = RunSummary(run, fid, d_acc=accuracy_phases(run.series("train/d_acc")))
     finite = [i for i, v in enumerate(fid.values) if math.isfinite(v)]
@@ -295,27 +256,55 @@ def summarize_run(run: Run, fid_tag: str, tags: Sequence[str]) -> RunSummary:
     out.final_fid, out.final_step = fid.values[-1], fid.steps[-1]
     out.final_seconds = fid.seconds[-1]
     out.final = {tag: run.series(tag).values[-1] for tag in tags if run.series(tag).values}
-    out.stopped = _stop_verdict(run, fid)
+    # the plateau rule's verdict, when it ended the run before its (known) budget
+    node, budget = run.setting("callbacks.stop_on_plateau"), run.setting("trainer.max_steps")
+    if node and budget and budget > 0 and fid.steps[-1] < budget - 1:
+        window, min_evals = int(node.get("window", DEFAULT_WINDOW)), int(node.get("min_evals", 0))
+        tolerance = float(node.get("tolerance", DEFAULT_TOLERANCE))
+        n = flattened_at(fid.values, window, tolerance, min_evals)
+        out.stopped = None if n is None else plateau_verdict(fid.steps, fid.values, n, tolerance)
     last = [v for v in fid.values[-LAST_EVALS:] if math.isfinite(v)]
     if len(last) == LAST_EVALS:
         out.spread = (max(last) - min(last)) / statistics.fmean(last)
-    out.collapse = collapse_reason(out.final_fid, out.best_fid, out.final.get("val/modes"))
+    modes = out.final.get("val/modes")
+    few_modes, worse = collapsed(out.final_fid, out.best_fid, modes)
+    reasons = [f"{modes:.0f} of 10 modes at the end"] if few_modes else []
+    if worse:
+        reasons.append(f"final FID {out.final_fid:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
+    out.collapse = "; ".join(reasons) or None
     metric_seconds = run.series("val/metric_seconds").values
     if metric_seconds and out.final_seconds:
         out.eval_share = sum(metric_seconds) / out.final_seconds
     return out
 
 
-def collapse_reason(final: float, best: float, modes: float | None) -> str | None:
-    """Why a run counts as collapsed by :func:`capsgan.runs.collapsed`, or None."""
-    few_modes, worse = collapsed(final, best, modes)
-    reasons = [f"{modes:.0f} of 10 modes at the end"] if few_modes else []
-    if worse:
-        reasons.append(f"final FID {final:.0f} > {COLLAPSE_FID_FACTOR:g} x best")
-    return "; ".join(reasons) or None
-
-
 # -- arms, levels, the evaluation grid ---------------------------------------------------------
+
+
+def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
+    """The Hydra groups whose choice differs between the runs, and the other overrides
+    (not the seed) whose value differs (e.g. an lr sweep)."""
+    groups = sorted({g for r in runs for g in r.choices})
+    varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
+    others = sorted(set(varying_overrides(r.overrides for r in runs)) - {"seed", *groups})
+    return varying, others
+
+
+def assign_arms(runs: Sequence[Run]) -> None:
+    """Name each run's arm by what differs between the runs apart from the seed: the Hydra
+    choices (the value alone when one group differs and nothing else), then the other
+    swept keys (``lr=0.0002``); a run that did not set a swept key shows the value its config
+    resolved (``discriminator.routing_iterations=3``), ``-`` only where that is unknown."""
+    groups, others = varying_keys(runs)
+    for run in runs:
+        own = override_values(run.overrides)
+        parts = [(g, run.choices.get(g, "-")) for g in groups]
+        for k in others:  # a key the run did not set: its resolved value, as typed
+            value = OmegaConf.select(run.cfg, k.lstrip("+~"), default="-") if run.cfg else "-"
+            parts.append((k, own.get(k, "null" if value is None else str(value))))
+        alone = len(parts) == 1 and groups
+        run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
+        run.arm = run.arm or "all runs"
 
 
 @dataclass
@@ -324,7 +313,13 @@ class Arm:
     runs: list[RunSummary]
 
     def costs(self, level: float, what: str) -> dict[int, Cost]:
-        return {s.seed or 0: s.cost(level, what) for s in self.runs if s.fid.steps}
+        """Each seed's generator steps (``what="steps"``) or seconds to FID ``level``,
+        censored at its last evaluation when never reached."""
+        return {
+            s.run.seed or 0: cost_to_level(xs := getattr(s.fid, what), s.fid.values, level, xs[-1])
+            for s in self.runs
+            if s.fid.steps
+        }
 
     @property
     def budget(self) -> int | None:
@@ -337,7 +332,7 @@ def group_arms(summaries: Sequence[RunSummary]) -> list[Arm]:
     arms: dict[str, list[RunSummary]] = {}
     for s in summaries:
         arms.setdefault(s.run.arm, []).append(s)
-    return [Arm(name, sorted(m, key=lambda s: s.seed or 0)) for name, m in arms.items()]
+    return [Arm(name, sorted(m, key=lambda s: s.run.seed or 0)) for name, m in arms.items()]
 
 
 def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
@@ -373,13 +368,10 @@ def best_within(steps: Sequence[int], values: Sequence[float], max_step: float) 
 def quality_levels(baseline: Arm, fractions: Sequence[float]) -> list[float]:
     """The baseline's mean best FID within each fraction of its generator steps (the rule of
     docs/results.md): levels the baseline reaches, fixed before the arms are compared."""
+    fids = [s.fid for s in baseline.runs if s.fid.steps]
     levels = []
     for fraction in fractions:
-        bests = [
-            best_within(s.fid.steps, s.fid.values, fraction * s.fid.steps[-1])
-            for s in baseline.runs
-            if s.fid.steps
-        ]
+        bests = [best_within(f.steps, f.values, fraction * f.steps[-1]) for f in fids]
         bests = [b for b in bests if b is not None]
         if bests:
             levels.append(statistics.fmean(bests))
@@ -397,37 +389,3 @@ def evaluation_grid(arms: Sequence[Arm]) -> list[int]:
         if not near or any(k in steps and merged[-1] in steps for steps in own):
             merged.append(k)
     return merged
-
-
-# -- runs grouped into arms -------------------------------------------------------------------
-
-
-def varying_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
-    """The Hydra groups whose choice differs between the runs, and the other overrides
-    (not the seed) whose value differs (e.g. an lr sweep)."""
-    groups = sorted({g for r in runs for g in r.choices})
-    varying = [g for g in groups if len({r.choices.get(g) for r in runs}) > 1]
-    others = sorted(set(varying_overrides(r.overrides for r in runs)) - {"seed", *groups})
-    return varying, others
-
-
-def _resolved(run: Run, key: str) -> str:
-    """A run's own value of an override key it did not set, as the command line writes it
-    (``-``: unknown)."""
-    value = "-" if run.cfg is None else OmegaConf.select(run.cfg, key.lstrip("+~"), default="-")
-    return "null" if value is None else str(value)
-
-
-def assign_arms(runs: Sequence[Run]) -> None:
-    """Name each run's arm by what differs between the runs apart from the seed: the Hydra
-    choices (the value alone when one group differs and nothing else), then the other
-    swept keys (``lr=0.0002``); a run that did not set a swept key shows the value its config
-    resolved (``discriminator.routing_iterations=3``), ``-`` only where that is unknown."""
-    groups, others = varying_keys(runs)
-    for run in runs:
-        own = override_values(run.overrides)
-        parts = [(g, run.choices.get(g, "-")) for g in groups]
-        parts += [(k, own.get(k, _resolved(run, k))) for k in others]
-        alone = len(parts) == 1 and groups
-        run.arm = parts[0][1] if alone else " ".join(f"{k}={v}" for k, v in parts)
-        run.arm = run.arm or "all runs"
