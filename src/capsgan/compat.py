@@ -16,8 +16,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import lightning_utilities.core.rank_zero as rank_zero
@@ -61,8 +60,7 @@ def step_without_counting(optimizer: Any) -> None:
 # -- the register ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PrivateAPI:
+class PrivateAPI(NamedTuple):
     name: str  # the attribute or behaviour, as the code uses it
     used_in: str  # where
     why: str  # what it gives that no public API does
