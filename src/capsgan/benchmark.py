@@ -314,10 +314,10 @@ def measure_case(
         loop.step()
     flops = counter.get_total_flops()
 
-    # Fit for warm-up + repeats x steps batches, the bare-loop repeats run between the timed
-    # Lightning ones. The training config's Trainer and logging (TensorBoard, progress bar);
-    # no validation or checkpoints (not per step). Warm-up + 1 untimed batches, as many as
-    # the bare loop ran before its repeats.
+    # Lightning: warm-up + 1 untimed batches (as many as the bare loop ran before its
+    # repeats), then repeats x steps timed ones, the bare-loop repeats run between them. The
+    # training config's Trainer and logging (TensorBoard, progress bar); no validation or
+    # checkpoints (they do not run per step).
     clock = StepClock(device, cfg.warmup + 1, steps, cfg.repeats, loop.steps(steps))
     callbacks: list[L.Callback] = [clock]
     if cfg.trainer.get("enable_progress_bar", True) and cfg.callbacks.get("progress_bar"):
@@ -360,8 +360,7 @@ def measure_case(
         # the iterations as the discriminator reports them, whatever its config calls them
         result["routing_iterations"] = layer.iterations
     result["peak_memory_mb"] = peak_memory_mb(device)
-    epoch_images = len(dm.train_dataloader()) * cfg.batch_size
-    result["epoch_seconds_estimate"] = epoch_images / speed
+    result["epoch_seconds_estimate"] = len(dm.train_dataloader()) * cfg.batch_size / speed
     return result
 
 
@@ -383,8 +382,7 @@ def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Our routing layer vs :class:`BroadcastRouting` at a capsule preset's shapes,
     forward+backward from its primary capsules (whole discriminators would share the
     convolutions, which bound the ratio near 2x whatever the routing costs)."""
-    spec = cfg.baseline
-    precision = str(cfg.trainer.precision)
+    spec, precision = cfg.baseline, str(cfg.trainer.precision)
     torch.manual_seed(cfg.seed)
     disc = discriminator(cfg, spec.discriminator, spec.routing_iterations).to(device)
     x = torch.randn(spec.batch_size, cfg.data.channels, cfg.data.image_size, cfg.data.image_size,
