@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import itertools
 import math
 import os
 import platform
@@ -153,14 +155,6 @@ def build_datamodule(cfg: DictConfig, batch_size: int) -> ImageDataModule:
     return dm
 
 
-def batches(dm: ImageDataModule, device: torch.device) -> Iterator[tuple[int, Tensor]]:
-    """(batch index within its epoch, images) from the data module's loader, cycled, on
-    the device: what Lightning hands ``training_step``."""
-    while True:
-        for batch_idx, (real, _) in enumerate(dm.train_dataloader()):
-            yield batch_idx, real.to(device, non_blocking=True)
-
-
 # Lightning precision -> the autocast dtype its plugin runs the step under (None: none)
 AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}
 
@@ -217,15 +211,12 @@ class BareLoop:
         with autocast(real.device, self.precision):
             return adversarial_step(self.module, real, batch_idx, self)
 
-    def step(self) -> None:
-        self(*next(self.data))  # one (batch index, images) of ``data``
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self(*next(self.data))  # one (batch index, images) of ``data``
 
     def steps(self, n: int) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(n):
-                self.step()
-
-        return run
+        return functools.partial(self.step, n)
 
 
 class StepClock(L.Callback):
@@ -240,12 +231,11 @@ class StepClock(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         self._done += 1
-        done = self._done
-        if done < self.warmup or (done - self.warmup) % self.steps:
+        if self._done < self.warmup or (self._done - self.warmup) % self.steps:
             return
         synchronize(self.device)
         now = time.perf_counter()
-        if done > self.warmup:
+        if self._done > self.warmup:
             self.lightning.append(now - self._start)
         if len(self.bare) < self.repeats:
             self.bare.append(time_interleaved({"b": self.between}, self.device, 0, 1)["b"])
@@ -260,43 +250,15 @@ def warm_bare_loop(cfg: DictConfig, name: str, iterations: int | None, batch_siz
     reset_peak_memory(device)
     dm = build_datamodule(cfg, batch_size)
     module = build_module(cfg, name, iterations).to(device)
-    loop = BareLoop(module, str(cfg.trainer.precision), batches(dm, device))
-    for _ in range(cfg.warmup):
-        loop.step()
+    data = (  # (batch index within its epoch, images): what Lightning hands training_step
+        (batch_idx, real.to(device, non_blocking=True))
+        for _epoch in itertools.count()  # the loader cycled
+        for batch_idx, (real, _) in enumerate(dm.train_dataloader())
+    )
+    loop = BareLoop(module, str(cfg.trainer.precision), data)
+    loop.step(cfg.warmup)
     one = time_interleaved({"s": loop.steps(1)}, device, 0, 1)["s"]
     return dm, loop, max(int(cfg.steps), math.ceil(cfg.min_repeat_seconds / one))
-
-
-def lightning_seconds(cfg: DictConfig, module: GAN, dm: ImageDataModule, device: torch.device,
-                      out_dir: Path, tag: str, steps: int, between: Callable[[], None],
-                      ) -> tuple[list[float], list[float]]:  # fmt: skip
-    """Fit for warm-up + repeats x steps batches: seconds of each timed Lightning repeat and
-    of the bare-loop repeats (``between``) run between them. The training config's Trainer
-    and logging (TensorBoard, progress bar); no validation or checkpoints (not per step)."""
-    # warm-up + 1 untimed batches, as many as the bare loop ran before its repeats
-    clock = StepClock(device, cfg.warmup + 1, steps, cfg.repeats, between)
-    callbacks: list[L.Callback] = [clock]
-    if cfg.trainer.get("enable_progress_bar", True) and cfg.callbacks.get("progress_bar"):
-        callbacks.append(hydra.utils.instantiate(cfg.callbacks.progress_bar))
-    trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        default_root_dir=str(out_dir),
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        strategy="auto",
-        max_epochs=-1,  # small data sets: as many epochs as the batches need
-        max_steps=cfg.warmup + 1 + cfg.repeats * steps,  # generator steps = batches here
-        limit_train_batches=None,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        fast_dev_run=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        logger=TensorBoardLogger(str(out_dir), name="tensorboard", version=tag),
-    )
-    trainer.fit(module, datamodule=dm)
-    return clock.lightning[: cfg.repeats], clock.bare
 
 
 def fwd_bwd(module: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
@@ -352,13 +314,35 @@ def measure_case(
         loop.step()
     flops = counter.get_total_flops()
 
-    module = build_module(cfg, name, iterations)
-    lightning, bare_times = lightning_seconds(
-        cfg, module, dm, device, out_dir, tag, steps, loop.steps(steps)
+    # Lightning: warm-up + 1 untimed batches (as many as the bare loop ran before its
+    # repeats), then repeats x steps timed ones, the bare-loop repeats run between them. The
+    # training config's Trainer and logging (TensorBoard, progress bar); no validation or
+    # checkpoints (they do not run per step).
+    clock = StepClock(device, cfg.warmup + 1, steps, cfg.repeats, loop.steps(steps))
+    callbacks: list[L.Callback] = [clock]
+    if cfg.trainer.get("enable_progress_bar", True) and cfg.callbacks.get("progress_bar"):
+        callbacks.append(hydra.utils.instantiate(cfg.callbacks.progress_bar))
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        default_root_dir=str(out_dir),
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        strategy="auto",
+        max_epochs=-1,  # small data sets: as many epochs as the batches need
+        max_steps=cfg.warmup + 1 + cfg.repeats * steps,  # generator steps = batches here
+        limit_train_batches=None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        fast_dev_run=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(str(out_dir), name="tensorboard", version=tag),
     )
-    bare = statistics.median(bare_times)
+    trainer.fit(build_module(cfg, name, iterations), datamodule=dm)
+    bare = statistics.median(clock.bare)
     images = cfg.batch_size * steps
-    speed = images / statistics.median(lightning)
+    speed = images / statistics.median(clock.lightning[: cfg.repeats])
     result: dict[str, Any] = {
         "discriminator": name, "routing_iterations": iterations, "batch_size": cfg.batch_size,
         "steps_per_repeat": steps, "lightning_images_per_s": speed,
@@ -376,8 +360,7 @@ def measure_case(
         # the iterations as the discriminator reports them, whatever its config calls them
         result["routing_iterations"] = layer.iterations
     result["peak_memory_mb"] = peak_memory_mb(device)
-    epoch_images = len(dm.train_dataloader()) * cfg.batch_size
-    result["epoch_seconds_estimate"] = epoch_images / speed
+    result["epoch_seconds_estimate"] = len(dm.train_dataloader()) * cfg.batch_size / speed
     return result
 
 
@@ -399,8 +382,7 @@ def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Our routing layer vs :class:`BroadcastRouting` at a capsule preset's shapes,
     forward+backward from its primary capsules (whole discriminators would share the
     convolutions, which bound the ratio near 2x whatever the routing costs)."""
-    spec = cfg.baseline
-    precision = str(cfg.trainer.precision)
+    spec, precision = cfg.baseline, str(cfg.trainer.precision)
     torch.manual_seed(cfg.seed)
     disc = discriminator(cfg, spec.discriminator, spec.routing_iterations).to(device)
     x = torch.randn(spec.batch_size, cfg.data.channels, cfg.data.image_size, cfg.data.image_size,
@@ -422,15 +404,12 @@ def measure_baseline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 
 
 def measure_data(cfg: DictConfig) -> dict[str, Any]:
-    """Images/s of the training loader alone (a full pass, on the CPU, no model)."""
-    dm = build_datamodule(cfg, cfg.batch_size)
-    rates = []
-    for _ in range(cfg.data_epochs):
-        n, start = 0, time.perf_counter()
-        for real, _ in dm.train_dataloader():
-            n += real.shape[0]
-        rates.append(n / (time.perf_counter() - start))
-    return {"batch_size": cfg.batch_size, "images_per_s": statistics.median(rates)}
+    """Images/s of the training loader alone (full passes, on the CPU, no model)."""
+    loader = build_datamodule(cfg, cfg.batch_size).train_dataloader()
+    epoch = {"data": lambda: sum(1 for _ in loader)}  # every batch, nothing done with it
+    seconds = time_interleaved(epoch, torch.device("cpu"), 0, cfg.data_epochs)["data"]
+    images = len(loader) * cfg.batch_size  # full batches: the training loader drops the last
+    return {"batch_size": cfg.batch_size, "images_per_s": images / seconds}
 
 
 def check_targets(result: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,19 @@ below, so each sits in one place.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import lightning as L
+import lightning_utilities.core.rank_zero as rank_zero
+import torch
+from hydra.core.utils import JobReturn
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer import call
+from torchvision.datasets import CIFAR10
 
 CHECKED_ON = {
     "torch": "2.14.1",
@@ -50,8 +60,7 @@ def step_without_counting(optimizer: Any) -> None:
 # -- the register ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PrivateAPI:
+class PrivateAPI(NamedTuple):
     name: str  # the attribute or behaviour, as the code uses it
     used_in: str  # where
     why: str  # what it gives that no public API does
@@ -64,9 +73,13 @@ def _has_method(module: str, cls: str, name: str) -> Callable[[], bool]:
     return lambda: callable(getattr(getattr(importlib.import_module(module), cls), name, None))
 
 
-def _should_update_logs() -> bool:
-    import lightning as L
+def _source_has(function: Callable, *snippets: str) -> bool:
+    """Whether ``function``'s source still holds each snippet (the behaviour relied on)."""
+    source = inspect.getsource(function)
+    return all(snippet in source for snippet in snippets)
 
+
+def _should_update_logs() -> bool:
     from capsgan.cli import quiet_library_noise
 
     quiet_library_noise()
@@ -75,54 +88,8 @@ def _should_update_logs() -> bool:
 
 
 def _optimizer_step_hooks() -> bool:
-    import torch
-    from lightning.pytorch.core.optimizer import LightningOptimizer
-
     opt = LightningOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
     return callable(opt._on_before_step) and callable(opt._on_after_step)
-
-
-def _logger_experiment_attr() -> bool:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    return TensorBoardLogger(save_dir="unused")._experiment is None
-
-
-def _finalize_in_handler() -> bool:
-    import inspect
-
-    from lightning.pytorch.trainer import call
-
-    source = inspect.getsource(call._call_and_handle_interrupt)
-    return "except BaseException" in source and "_interrupt(trainer, exception)" in source
-
-
-def _job_return_value() -> bool:
-    from hydra.core.utils import JobReturn
-
-    return "_return_value" in JobReturn.__dataclass_fields__
-
-
-def _cifar10_hooks() -> bool:
-    import inspect
-
-    from torchvision.datasets import CIFAR10
-
-    init = inspect.getsource(CIFAR10.__init__)  # it must still call both, in this order
-    return "self._check_integrity()" in init and "self._load_meta()" in init
-
-
-def _model_checkpoint_every_n_epochs() -> bool:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    return ModelCheckpoint(every_n_epochs=2)._every_n_epochs == 2
-
-
-def _rank_zero_logger() -> bool:
-    import lightning.pytorch  # noqa: F401  (points rank_zero's logger at its own)
-    import lightning_utilities.core.rank_zero as rank_zero
-
-    return rank_zero.log.name.endswith("utilities.rank_zero")
 
 
 PRIVATE_APIS = (
@@ -152,14 +119,18 @@ PRIVATE_APIS = (
         "loggers.TensorBoardLogger.finalize",
         "ends the HPARAMS session only when an event file was opened",
         "an empty event file, or no session status",
-        _logger_experiment_attr,
+        lambda: TensorBoardLogger(save_dir="unused")._experiment is None,
     ),
     PrivateAPI(
         "Lightning calls Logger.finalize('failed') inside its `except BaseException` handler",
         "loggers.TensorBoardLogger.finalize (reads sys.exc_info())",
         "tells a crash (HPARAMS status FAILURE) from SIGTERM / Ctrl-C (status left unknown)",
         "an interrupted run reads FAILURE, or a crashed one unknown",
-        _finalize_in_handler,
+        lambda: _source_has(
+            call._call_and_handle_interrupt,
+            "except BaseException",
+            "_interrupt(trainer, exception)",
+        ),
     ),
     PrivateAPI(
         "RichProgressBar._get_train_description(current_epoch)",
@@ -173,14 +144,15 @@ PRIVATE_APIS = (
         "preflight",
         "the checkpoint interval as Lightning normalised it",
         "a wrong start-up check",
-        _model_checkpoint_every_n_epochs,
+        lambda: ModelCheckpoint(every_n_epochs=2)._every_n_epochs == 2,
     ),
     PrivateAPI(
         "logger 'lightning.pytorch.utilities.rank_zero' (lightning_utilities' rank_zero.log)",
         "cli.quiet_library_noise, training.build_trainer",
         "the logger Lightning's '💡 Tip:' and (in a sweep) repeated device lines go through",
         "those lines print again (nothing else changes)",
-        _rank_zero_logger,
+        # importing lightning.pytorch (above) points rank_zero's logger at its own
+        lambda: rank_zero.log.name.endswith("utilities.rank_zero"),
     ),
     PrivateAPI(
         "module lightning.pytorch.utilities._pytree (its LeafSpec FutureWarning)",
@@ -194,13 +166,14 @@ PRIVATE_APIS = (
         "sweep.SweepSummary.on_job_end",
         "a failed job's exception without re-raising it (.return_value raises)",
         "failed sweep jobs end the sweep instead of being recorded",
-        _job_return_value,
+        lambda: "_return_value" in JobReturn.__dataclass_fields__,
     ),
     PrivateAPI(
         "torchvision CIFAR10._check_integrity / _load_meta (overridden)",
         "data.CIFAR10Copy",
         "reads a CIFAR-10 copy whose MD5s differ from the official files, with a warning",
         "such a copy is refused as corrupt again, or read without the warning",
-        _cifar10_hooks,
+        # CIFAR10.__init__ must still call both
+        lambda: _source_has(CIFAR10.__init__, "self._check_integrity()", "self._load_meta()"),
     ),
 )

@@ -6,8 +6,7 @@ the config: Lightning accepts no ``auto``), and the speed switches it cannot run
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig, open_dict
@@ -38,8 +37,7 @@ def device_type(accelerator: Any) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class PrecisionChoice:
+class PrecisionChoice(NamedTuple):
     """The precision ``auto`` stands for on one device, and why (for the log and run_info)."""
 
     precision: str
