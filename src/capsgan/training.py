@@ -44,7 +44,7 @@ from capsgan.hardware import check_speed_switches, device_type, resolve_precisio
 from capsgan.hparams import GANHParams
 from capsgan.inputs import read_checkpoint
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
-from capsgan.loggers import check_logger_packages, log_hparams, name_run, run_hparams, trial_name
+from capsgan.loggers import auto_run_name, check_logger_packages, log_hparams
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
 from capsgan.sweep import (
     conflict_message,
@@ -215,7 +215,9 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
             output_dir, precision={"value": precision.precision, "why": precision.reason}
         )
     check_logger_packages(cfg)  # logger=wandb without wandb: the pip line, now
-    name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
+    if not cfg.get("run_name") and "run_name" in cfg:  # null: TensorBoard's name of the run
+        with open_dict(cfg):
+            cfg.run_name = auto_run_name(cfg)
     trainer = build_trainer(cfg)
     generator, discriminator = build_models(cfg)
     # read as Lightning reads it on resume (weights_only): a file refused here would fail there
@@ -231,7 +233,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
         # would list a run with no steps (fit() calls it again; reading MNIST took 0.15 s here).
         datamodule.prepare_data()
     started = check_before_training(cfg, trainer, datamodule)  # metrics, checkpoints, data size
-    log_hparams(trainer, *run_hparams(cfg), trial=trial_name(cfg))
+    log_hparams(trainer, cfg)
     with warnings.catch_warnings():
         # Both are about step checkpoints with manual optimization, which we want: the
         # state after the generator step, and a resumed epoch that runs its remaining
