@@ -132,7 +132,8 @@ class ResumableRun(L.Callback):
             # the step (and epoch/ means) logged right after a checkpoint are not re-run by
             # a resume from it: put them on disk before a kill can take them
             self._flush_at_next_batch = False
-            _flush(trainer)
+            for logger in trainer.loggers:
+                logger.save()
         if self._marked_restart or trainer.ckpt_path is None:
             return
         self._marked_restart = True
@@ -152,7 +153,8 @@ class ResumableRun(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        _flush(trainer)
+        for logger in trainer.loggers:
+            logger.save()  # TensorBoard: flush its events; CSV: write its rows
         self._flush_at_next_batch = True
         if self.seed is not None:
             checkpoint[SEED_KEY] = self.seed
@@ -169,11 +171,6 @@ class ResumableRun(L.Callback):
         trainer.save_checkpoint(path, weights_only=False)  # full state, to resume
         self.saved_path = path  # only once written: the exit message names it
         log.info("saved %s at generator step %d", path, trainer.global_step)
-
-
-def _flush(trainer: L.Trainer) -> None:
-    for logger in trainer.loggers:
-        logger.save()  # TensorBoard: flush its events; CSV: write its rows
 
 
 SEED_KEY = "capsgan_seed"  # the run's seed, in every checkpoint ResumableRun saves

@@ -76,9 +76,13 @@ def auto_run_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
     hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
     if hydra_cfg is None:
         return ""
-    existing = _existing_name(cfg)
-    if existing is not None:
-        return existing
+    if cfg.get("ckpt_path"):  # a resume: the name the run folder's events already use
+        folder = Path(str(cfg.paths.output_dir)) / "tensorboard"
+        if any(folder.glob("events.out.tfevents.*")):
+            return ""  # events straight in tensorboard/ (runs from before named runs)
+        named = [p.parent for p in folder.glob("*/events.out.tfevents.*")]
+        if named:
+            return max(named, key=lambda p: p.stat().st_mtime).name
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     parts: list[str] = []
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -101,17 +105,6 @@ def _short(override: str) -> str:
     except ValueError:
         return override
     return override if len(value) <= 8 or not math.isfinite(number) else f"{key}={number:.4g}"
-
-
-def _existing_name(cfg: DictConfig) -> str | None:
-    """On a resume, the name the run folder's events already use."""
-    if not cfg.get("ckpt_path"):
-        return None
-    folder = Path(str(cfg.paths.output_dir)) / "tensorboard"
-    if any(folder.glob("events.out.tfevents.*")):
-        return ""  # events straight in tensorboard/ (runs from before named runs)
-    named = [p.parent for p in folder.glob("*/events.out.tfevents.*")]
-    return max(named, key=lambda p: p.stat().st_mtime).name if named else None
 
 
 def event_dirs(run_dir: str | Path) -> list[Path]:

@@ -199,11 +199,6 @@ def _job_signal_handler(signum: int, frame: Any) -> None:
     raise RunInterruptedError(NOT_STARTED.format(how), code)
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
 class SweepSummary(Callback):
     """Writes ``job.json`` per job and ``summary.csv`` / ``summary.md`` per multirun.
 
@@ -309,7 +304,8 @@ class SweepSummary(Callback):
         else:
             status, error = "ok", None
             if failed:
-                status, error = "failed", _first_line(err)
+                first = (str(err).strip().splitlines() or [""])[0]
+                status, error = "failed", f"{type(err).__name__}: {first}".rstrip(": ")
                 if isinstance(err, RunInterruptedError):
                     status = "interrupted"
                     log.warning("job %s: %s", num, err)
@@ -350,23 +346,17 @@ class SweepSummary(Callback):
         rows = self.collect(sweep_dir)
         launches = [str(r.get("launch") or "run").split(":")[0] for r in rows]
         if any(x != "run" for x in launches):
-            log.info(
-                "this launch: %s",
-                ", ".join(f"{launches.count(x)} {x}" for x in dict.fromkeys(launches)),
-            )
+            counts = (f"{launches.count(x)} {x}" for x in dict.fromkeys(launches))
+            log.info("this launch: %s", ", ".join(counts))
         write_summary(sweep_dir, rows, self.metric)
         summary = sweep_dir / "summary.md"
         log.info("sweep summary: %s", summary)
         missing = [str(r["job"]) for r in rows if r["status"] == "ok" and r["best"] is None]
         if missing:
             log.warning(
-                "%d of %d jobs finished without logging %s (jobs %s): no validation within "
-                "their budget, or no callback computing it; their rows say so in %s",
-                len(missing),
-                len(rows),
-                self.metric,
-                ", ".join(missing),
-                summary,
+                f"{len(missing)} of {len(rows)} jobs finished without logging {self.metric} "
+                f"(jobs {', '.join(missing)}): no validation within their budget, or no "
+                f"callback computing it; their rows say so in {summary}"
             )
         if self._stopped_by is not None:
             (sweep_dir / STOP_FILE).unlink(missing_ok=True)
@@ -383,13 +373,8 @@ class SweepSummary(Callback):
             r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
         ]
         if failed:
-            log.error(
-                "%d of %d jobs failed (%s); see %s",
-                len(failed),
-                len(rows),
-                ", ".join(str(r["job"]) for r in failed),
-                summary,
-            )
+            numbers = ", ".join(str(r["job"]) for r in failed)
+            log.error(f"{len(failed)} of {len(rows)} jobs failed ({numbers}); see {summary}")
             if self.keep_going:
                 sys.exit(1)  # the sweep as a whole did not succeed; the summary is written
 
@@ -407,17 +392,16 @@ class SweepSummary(Callback):
         return sorted(rows, key=lambda r: r["job"])
 
 
-def resume_command(sweep_dir: Path, argv: Sequence[str] | None = None) -> str:
+def resume_command(sweep_dir: Path) -> str:
     """The command line that resumes the sweep this process runs: the same arguments with
     ``hydra.sweep.dir=<sweep_dir> ckpt_path=last`` (replacing any given before)."""
-    argv = list(sys.argv if argv is None else argv)
     keep = [
-        a for a in argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))
+        a for a in sys.argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))
     ]
     if not any(a in ("-m", "--multirun") for a in keep):
         keep.insert(0, "-m")
     args = [*keep, f"hydra.sweep.dir={sweep_dir}", "ckpt_path=last"]
-    return " ".join(shlex.quote(a) for a in ["python", argv[0], *args])
+    return " ".join(shlex.quote(a) for a in ["python", sys.argv[0], *args])
 
 
 def write_summary(sweep_dir: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:
