@@ -231,9 +231,8 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
     """Lightning's TensorBoard logger on :class:`GeneratorSteps`, plus the HPARAMS
     session's end status and the running best ``val/fid`` (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session_started, self._best_fid = False, None
+    session_started = False
+    _best_fid: float | None = None
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:

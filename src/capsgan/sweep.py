@@ -52,8 +52,10 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from capsgan import run_info
 from capsgan.atomic_write import write_json_atomically
 from capsgan.errors import RunInterruptedError, UserError
+from capsgan.resume import LAST
 from capsgan.runs import (
     JOB_RECORD,
     collapsed,
@@ -172,14 +174,37 @@ def _the_job(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith("ckpt_path=")]
 
 
-def conflict_message(job_dir: str | Path, overrides: Sequence[str]) -> str:
-    previous = read_job_record(job_dir) or {}
-    return (
-        f"the job folder {str(job_dir)!r} holds another job of an earlier sweep (overrides "
-        f"{' '.join(previous.get('overrides') or [])}), not this one ({' '.join(overrides)}); "
-        "it was left as it was. A sweep is resumed by the same command with the same "
-        "hydra.sweep.dir; for a different sweep pass a new hydra.sweep.dir."
-    )
+def resumed_job(cfg: DictConfig, output_dir: str) -> dict[str, float] | None:
+    """In a sweep run again with its ``hydra.sweep.dir`` (:func:`job_plan`):
+    a finished job's metrics (it is not trained again); for one with a ``last.ckpt``,
+    ``ckpt_path`` set to it; for one stopped before its first checkpoint, its earlier
+    TensorBoard events moved aside so the new run's curves do not mix with them."""
+    overrides = list(HydraConfig.get().overrides.task)
+    plan = job_plan(output_dir, overrides)
+    if plan == "conflict":
+        earlier = " ".join((read_job_record(output_dir) or {}).get("overrides") or [])
+        raise UserError(
+            f"the job folder {output_dir!r} holds another job of an earlier sweep (overrides "
+            f"{earlier}), not this one ({' '.join(overrides)}); it was left as it was. A sweep "
+            "is resumed by the same command with the same hydra.sweep.dir; for a different "
+            "sweep pass a new hydra.sweep.dir."
+        )
+    done = run_info.last_session(output_dir)
+    if plan == "skip" or (
+        cfg.get("ckpt_path") == LAST and done and done.get("status") == "completed"
+    ):
+        log.info("this job finished in an earlier launch of the sweep (%s); skipped", output_dir)
+        return dict((done or {}).get("metrics") or {})
+    if plan == "resume" and cfg.get("ckpt_path") is None:
+        with open_dict(cfg):
+            cfg.ckpt_path = LAST
+        log.info("resuming this job from %s/checkpoints/last.ckpt", output_dir)
+    events = Path(output_dir) / "tensorboard"
+    if plan == "run" and events.is_dir() and cfg.get("ckpt_path") is None:
+        aside = events.with_name(f"tensorboard.abandoned.{int(time.time())}")
+        events.rename(aside)
+        log.warning("this job stopped before its first checkpoint; its events moved to %s", aside)
+    return None
 
 
 def raise_if_sweep_stopping() -> None:

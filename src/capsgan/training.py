@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, run_seed
 from capsgan.cli import DropLines
 from capsgan.config import (
-    LAST,
     build_models,
     check_config,
     check_output_dir,
@@ -46,13 +44,7 @@ from capsgan.inputs import read_checkpoint
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
 from capsgan.loggers import auto_run_name, check_logger_packages, log_hparams
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
-from capsgan.sweep import (
-    conflict_message,
-    in_multirun,
-    job_plan,
-    raise_if_sweep_stopping,
-    spawn_ddp_in_multirun,
-)
+from capsgan.sweep import in_multirun, raise_if_sweep_stopping, resumed_job, spawn_ddp_in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -126,36 +118,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             release_run_folder(output_dir)
 
 
-def _resumed_sweep_job(cfg: DictConfig, output_dir: str) -> dict[str, float] | None:
-    """In a sweep run again with its ``hydra.sweep.dir`` (:func:`capsgan.sweep.job_plan`):
-    a finished job's metrics (it is not trained again); for one with a ``last.ckpt``,
-    ``ckpt_path`` set to it; for one stopped before its first checkpoint, its earlier
-    TensorBoard events moved aside so the new run's curves do not mix with them."""
-    overrides = list(HydraConfig.get().overrides.task)
-    plan = job_plan(output_dir, overrides)
-    if plan == "conflict":
-        raise UserError(conflict_message(output_dir, overrides))
-    done = run_info.last_session(output_dir)
-    if plan == "skip" or (
-        cfg.get("ckpt_path") == LAST and done and done.get("status") == "completed"
-    ):
-        log.info("this job finished in an earlier launch of the sweep (%s); skipped", output_dir)
-        return dict((done or {}).get("metrics") or {})
-    if plan == "resume" and cfg.get("ckpt_path") is None:
-        with open_dict(cfg):
-            cfg.ckpt_path = LAST
-        log.info("resuming this job from %s/checkpoints/last.ckpt", output_dir)
-    events = Path(output_dir) / "tensorboard"
-    if plan == "run" and events.is_dir() and cfg.get("ckpt_path") is None:
-        aside = events.with_name(f"tensorboard.abandoned.{int(time.time())}")
-        events.rename(aside)
-        log.warning("this job stopped before its first checkpoint; its events moved to %s", aside)
-    return None
-
-
 def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, float]:
     if in_multirun() and rank_zero:
-        done = _resumed_sweep_job(cfg, output_dir)
+        done = resumed_job(cfg, output_dir)
         if done is not None:
             return done
     if rank_zero:
@@ -180,12 +145,9 @@ def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, flo
 
 def _how_it_ended(err: BaseException) -> tuple[str, str]:
     """``run_info.json``'s status and message for a run that ended with ``err``."""
-    if isinstance(err, DivergenceError):
-        return "diverged", str(err)
-    if isinstance(err, RunInterruptedError):
-        return "interrupted", str(err)
-    if isinstance(err, UserError):
-        return "failed", str(err)
+    if isinstance(err, (UserError, RunInterruptedError)):
+        kinds = {DivergenceError: "diverged", RunInterruptedError: "interrupted"}
+        return next((s for k, s in kinds.items() if isinstance(err, k)), "failed"), str(err)
     if isinstance(err, KeyboardInterrupt):
         return "interrupted", "stopped by a second Ctrl-C, at once and without saving"
     if isinstance(err, SystemExit):
