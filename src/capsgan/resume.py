@@ -99,10 +99,9 @@ def resume_argv(argv: Sequence[str], conf_dir: str | Path, config_name: str = "t
     if _value(argv, "ckpt_path") == LATEST:
         given = [a for a in given if key_of(a) != "hydra.run.dir"] + [f"hydra.run.dir={folder}"]
     ours = {key_of(a) for a in given}
-    merged = [*flags, *(s for s in saved if key_of(s) not in ours and key_of(s) != "ckpt_path")]
-    merged += [*given, f"ckpt_path={LAST}"]
-    task = [a for a in merged if not a.startswith(("hydra.", "-"))]
     before = [s for s in saved if key_of(s) != "ckpt_path"]
+    merged = [*flags, *(s for s in before if key_of(s) not in ours), *given, f"ckpt_path={LAST}"]
+    task = [a for a in merged if not a.startswith(("hydra.", "-"))]
     try:
         changed = _changes(*(_compose(conf_dir, config_name, o) for o in (before, task)))
     except Exception:  # an override Hydra refuses: Hydra says so itself, in main()

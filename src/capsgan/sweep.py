@@ -58,6 +58,7 @@ from capsgan.errors import RunInterruptedError, UserError
 from capsgan.resume import LAST
 from capsgan.runs import (
     JOB_RECORD,
+    Series,
     collapsed,
     override_values,
     read_job_record,
@@ -118,37 +119,33 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
     the run looks collapsed by the report's rule (:func:`capsgan.runs.collapsed`). Empty
     values when the run logged no finite ``tag``.
     """
-    out: dict[str, Any] = dict.fromkeys(
-        ("best", "best_epoch", "best_step", "final", "final_step", "flag")
-    )
     scalars = read_scalars(run_dir)
-    series = scalars.get(tag)
-    finite = [i for i, v in enumerate(series.values) if math.isfinite(v)] if series else []
+    series = scalars.get(tag) or Series()
+    finite = [i for i, v in enumerate(series.values) if math.isfinite(v)]
     if not finite:
-        return out
-    best = (min if mode == "min" else max)(finite, key=series.values.__getitem__)
-    epoch_series = scalars.get("epoch")
-    epochs = dict(zip(epoch_series.steps, epoch_series.values, strict=True)) if epoch_series else {}
-    epoch = epochs.get(series.steps[best])
-    out.update(
-        best=series.values[best],
-        best_epoch=None if epoch is None else int(epoch),  # logged from 1 (GeneratorSteps)
-        best_step=series.steps[best],
-        final=series.values[-1],
-        final_step=series.steps[-1],
-    )
-    modes = scalars.get("val/modes")
-    modes = modes.values[-1] if modes and modes.values else None
-    few_modes, worse = collapsed(out["final"], out["best"], modes, mode == "min")
+        return dict.fromkeys(("best", "best_epoch", "best_step", "final", "final_step", "flag"))
+    i = (min if mode == "min" else max)(finite, key=series.values.__getitem__)
+    best, final = series.values[i], series.values[-1]
+    epochs = scalars.get("epoch") or Series()
+    epoch = dict(zip(epochs.steps, epochs.values, strict=True)).get(series.steps[i])
+    modes = (scalars.get("val/modes") or Series()).values
+    modes = modes[-1] if modes else None
+    few_modes, worse = collapsed(final, best, modes, mode == "min")
     flags = []
-    if worse and not math.isfinite(out["final"]):
+    if worse and not math.isfinite(final):
         flags.append("final value not finite")
     elif worse:
-        flags.append(f"final {out['final']:.4g} is {out['final'] / out['best']:.2f}x the best")
+        flags.append(f"final {final:.4g} is {final / best:.2f}x the best")
     if few_modes:
         flags.append(f"{modes:.0f} of 10 modes at the end")
-    out["flag"] = "; ".join(flags) or None
-    return out
+    return {
+        "best": best,
+        "best_epoch": None if epoch is None else int(epoch),  # logged from 1 (GeneratorSteps)
+        "best_step": series.steps[i],
+        "final": final,
+        "final_step": series.steps[-1],
+        "flag": "; ".join(flags) or None,
+    }
 
 
 def job_plan(job_dir: str | Path, overrides: Sequence[str]) -> str:
