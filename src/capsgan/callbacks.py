@@ -121,9 +121,7 @@ class DivergenceGuard(L.Callback):
         "(gradient_clip_val=1.0), or soften the discriminator (label_smoothing=0.1, "
         "instance_noise=0.1)."
     )
-
-    def __init__(self) -> None:
-        self.first_nonfinite: Tensor | None = None  # per network (D, G); -1: never
+    first_nonfinite: Tensor | None = None  # per network (D, G); -1: never
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

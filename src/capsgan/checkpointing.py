@@ -11,6 +11,7 @@ orphaned steps are dropped: no gap, no duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -55,19 +56,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException as err:
             converted = storage_error(err, path)
             if converted is None and isinstance(err, RuntimeError) and "write" in str(err):
-                # torch's zip writer reports a failed write without the OS error behind it
-                converted = storage_error(OSError(_write_errno(path.parent), str(err)), path)
+                # torch's zip writer reports a failed write without the OS error behind it:
+                # ENOSPC when the folder's disk is (nearly) full, else EIO
+                code = errno.EIO
+                with contextlib.suppress(OSError):
+                    if shutil.disk_usage(path.parent).free < 2**20:
+                        code = errno.ENOSPC
+                converted = storage_error(OSError(code, str(err)), path)
             if converted is not None:  # a full disk: one paragraph naming the file
                 raise converted from err
             raise
-
-
-def _write_errno(folder: Path) -> int:
-    """ENOSPC when ``folder``'s disk is (nearly) full, else EIO."""
-    try:
-        return errno.ENOSPC if shutil.disk_usage(folder).free < 2**20 else errno.EIO
-    except OSError:
-        return errno.EIO
 
 
 class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
@@ -75,13 +73,9 @@ class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
     progress bar and the sample grids count (``epoch_0001.ckpt`` is the first epoch's)."""
 
     def format_checkpoint_name(
-        self,
-        metrics: dict[str, torch.Tensor],
-        filename: str | None = None,
-        ver: int | None = None,
-        prefix: str | None = None,
+        self, metrics: dict[str, torch.Tensor], *args: Any, **kw: Any
     ) -> str:
-        return super().format_checkpoint_name(epochs_from_1(metrics), filename, ver, prefix)
+        return super().format_checkpoint_name(epochs_from_1(metrics), *args, **kw)
 
 
 class ResumableRun(L.Callback):
@@ -138,7 +132,8 @@ class ResumableRun(L.Callback):
             # the step (and epoch/ means) logged right after a checkpoint are not re-run by
             # a resume from it: put them on disk before a kill can take them
             self._flush_at_next_batch = False
-            _flush(trainer)
+            for logger in trainer.loggers:
+                logger.save()
         if self._marked_restart or trainer.ckpt_path is None:
             return
         self._marked_restart = True
@@ -158,7 +153,8 @@ class ResumableRun(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        _flush(trainer)
+        for logger in trainer.loggers:
+            logger.save()  # TensorBoard: flush its events; CSV: write its rows
         self._flush_at_next_batch = True
         if self.seed is not None:
             checkpoint[SEED_KEY] = self.seed
@@ -177,11 +173,6 @@ class ResumableRun(L.Callback):
         log.info("saved %s at generator step %d", path, trainer.global_step)
 
 
-def _flush(trainer: L.Trainer) -> None:
-    for logger in trainer.loggers:
-        logger.save()  # TensorBoard: flush its events; CSV: write its rows
-
-
 SEED_KEY = "capsgan_seed"  # the run's seed, in every checkpoint ResumableRun saves
 
 
@@ -197,8 +188,7 @@ def run_seed(seed: int, ckpt: dict[str, Any] | None) -> int:
 
 def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:
     """Raise a :class:`ConfigError` unless ``ckpt``'s weights fit ``module`` exactly."""
-    ours = module.state_dict()
-    theirs = ckpt["state_dict"]
+    ours, theirs = module.state_dict(), ckpt["state_dict"]
     missing = [k for k in ours if k not in theirs]
     unexpected = [k for k in theirs if k not in ours]
     mismatched = [

@@ -63,13 +63,9 @@ class LightningUpdates:
     ``clip_gradients`` (the Trainer's gradient_clip_val is refused with manual optimization)."""
 
     def __init__(self, module: GAN) -> None:
-        self.module = module
+        self.module, self.generator_steps = module, module.global_step  # one per training step
         opt_g, opt_d = module.optimizers()
         self.optimizers = {"generator": opt_g, "discriminator": opt_d}
-
-    @property
-    def generator_steps(self) -> int:
-        return self.module.global_step
 
     def training(self, network: str) -> contextlib.AbstractContextManager[None]:
         return self.module.toggled_optimizer(self.optimizers[network])

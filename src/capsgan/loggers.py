@@ -11,18 +11,18 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
@@ -62,8 +62,6 @@ def swept_keys(hydra_cfg: Any) -> set[str]:
     keys = {str(k) for k in (OmegaConf.select(hydra_cfg, "sweeper.params") or {})}
     multirun = Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml"
     try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         task = OmegaConf.load(multirun).hydra.overrides.task
         parsed = OverridesParser.create().parse_overrides(list(task))
         keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
@@ -78,9 +76,13 @@ def auto_run_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
     hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
     if hydra_cfg is None:
         return ""
-    existing = _existing_name(cfg)
-    if existing is not None:
-        return existing
+    if cfg.get("ckpt_path"):  # a resume: the name the run folder's events already use
+        folder = Path(str(cfg.paths.output_dir)) / "tensorboard"
+        if any(folder.glob("events.out.tfevents.*")):
+            return ""  # events straight in tensorboard/ (runs from before named runs)
+        named = [p.parent for p in folder.glob("*/events.out.tfevents.*")]
+        if named:
+            return max(named, key=lambda p: p.stat().st_mtime).name
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     parts: list[str] = []
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -103,24 +105,6 @@ def _short(override: str) -> str:
     except ValueError:
         return override
     return override if len(value) <= 8 or not math.isfinite(number) else f"{key}={number:.4g}"
-
-
-def _existing_name(cfg: DictConfig) -> str | None:
-    """On a resume, the name the run folder's events already use."""
-    if not cfg.get("ckpt_path"):
-        return None
-    folder = Path(str(cfg.paths.output_dir)) / "tensorboard"
-    if any(folder.glob("events.out.tfevents.*")):
-        return ""  # events straight in tensorboard/ (runs from before named runs)
-    named = [p.parent for p in folder.glob("*/events.out.tfevents.*")]
-    return max(named, key=lambda p: p.stat().st_mtime).name if named else None
-
-
-def name_run(cfg: DictConfig) -> None:
-    """Fill ``cfg.run_name`` (null: :func:`auto_run_name`) before the loggers are built."""
-    if not cfg.get("run_name") and "run_name" in cfg:
-        with open_dict(cfg):
-            cfg.run_name = auto_run_name(cfg)
 
 
 def event_dirs(run_dir: str | Path) -> list[Path]:
@@ -173,32 +157,26 @@ def run_hparams(cfg: DictConfig, hydra_cfg: Any = None) -> tuple[dict[str, Any],
     return params, apart
 
 
-def trial_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
-    """The HPARAMS row's name ("Trial ID"): the run's name and its job number or folder, so
-    that two runs of one name stay two rows (``lr=0.0001 (job 1)``)."""
-    hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra()
-    name = str(cfg.get("run_name") or "")
-    if hydra_cfg is None:
-        return name
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    tail = f"job {hydra_cfg.job.num}" if multirun else Path(str(cfg.paths.output_dir)).name
-    return f"{name} ({tail})" if name else tail
-
-
-def log_hparams(
-    trainer: L.Trainer, params: dict[str, Any], apart: Iterable[str] = (), trial: str = ""
-) -> None:
-    """Record the run's hyperparameters for TensorBoard's HPARAMS tab (other loggers:
-    ``log_hyperparams``). The tab lists a run whose summary names metric tags
+def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Record the run's hyperparameters (:func:`run_hparams`) for TensorBoard's HPARAMS tab
+    (other loggers: ``log_hyperparams``). The tab lists a run whose summary names metric tags
     (``HPARAM_METRICS``) and reads them from its scalars; Lightning's ``log_hyperparams(
     params, metrics)`` would write fake values at step 0 and end the session at once, so
-    the experiment and session-start summaries are written here (booleans as booleans,
-    ``trial`` as the row's name, ``apart`` marked as differing: listed first), the
-    session's end by :class:`TensorBoardLogger` when the run ends."""
+    the experiment and session-start summaries are written here (booleans as booleans, the
+    keys that set the run apart marked as differing: listed first), the session's end by
+    :class:`TensorBoardLogger` when the run ends."""
+    params, apart = run_hparams(cfg)
+    # the row's name ("Trial ID"): the run's name and its job number or folder, so that two
+    # runs of one name stay two rows (``lr=0.0001 (job 1)``)
+    hydra_cfg, trial = _hydra(), str(cfg.get("run_name") or "")
+    if hydra_cfg is not None:
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        tail = f"job {hydra_cfg.job.num}" if multirun else Path(str(cfg.paths.output_dir)).name
+        trial = f"{trial} ({tail})" if trial else tail
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
     kinds = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
     infos = [api_pb2.HParamInfo(name=k, type=kinds.get(type(v), api_pb2.DATA_TYPE_FLOAT64),
-                                differs=k in set(apart)) for k, v in values.items()]  # fmt: skip
+                                differs=k in apart) for k, v in values.items()]  # fmt: skip
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in HPARAM_METRICS]
     for logger in trainer.loggers:
         if isinstance(logger, _LightningTensorBoardLogger):
@@ -207,13 +185,12 @@ def log_hparams(
             if writer is None:  # a DDP rank other than 0 has a dummy experiment: no events
                 continue
             experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
-            writer.add_summary(_hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment))
+            _add_hparams(writer, metadata.EXPERIMENT_TAG, experiment=experiment)
             start = plugin_data_pb2.SessionStartInfo(group_name=trial, start_time_secs=time.time())
             for k, v in values.items():
                 field = {bool: "bool_value", str: "string_value"}.get(type(v), "number_value")
                 setattr(start.hparams[k], field, v)
-            writer.add_summary(_hparams_summary(metadata.SESSION_START_INFO_TAG,
-                                                session_start_info=start))  # fmt: skip
+            _add_hparams(writer, metadata.SESSION_START_INFO_TAG, session_start_info=start)
             if isinstance(logger, TensorBoardLogger):
                 logger.session_started = True
         else:
@@ -254,9 +231,8 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
     """Lightning's TensorBoard logger on :class:`GeneratorSteps`, plus the HPARAMS
     session's end status and the running best ``val/fid`` (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session_started, self._best_fid = False, None
+    session_started = False
+    _best_fid: float | None = None
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -280,32 +256,28 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        if self.session_started and self._experiment is not None and status != "finished":
-            # called from Lightning's exception handler: SIGTERM / Ctrl-C leave the status
-            # unknown (the resumed run ends the session), anything else is a failure
-            if status == "success":
-                self._end_session(api_pb2.STATUS_SUCCESS)
-            elif not isinstance(sys.exc_info()[1], (SIGTERMException, KeyboardInterrupt)):
-                self._end_session(api_pb2.STATUS_FAILURE)
+        # The HPARAMS session's end (torch's ``hparams()`` always says success). Called from
+        # Lightning's exception handler too: SIGTERM / Ctrl-C leave the status unknown (the
+        # resumed run ends the session), anything else is a failure.
+        stopped = isinstance(sys.exc_info()[1], (SIGTERMException, KeyboardInterrupt))
+        if self.session_started and status != "finished" and (status == "success" or not stopped):
+            ok = api_pb2.STATUS_SUCCESS if status == "success" else api_pb2.STATUS_FAILURE
+            end = plugin_data_pb2.SessionEndInfo(status=ok, end_time_secs=time.time())
+            writer = self.experiment._get_file_writer() if self._experiment is not None else None
+            if writer is not None:
+                _add_hparams(writer, metadata.SESSION_END_INFO_TAG, session_end_info=end)
+            self.session_started = False
         super().finalize(status)
 
-    def _end_session(self, status: int) -> None:
-        """The HPARAMS session's end with ``status`` (torch's ``hparams()`` always says success)."""
-        writer = self.experiment._get_file_writer()
-        if writer is not None:
-            end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
-            summary = _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)
-            writer.add_summary(summary)
-        self.session_started = False
 
-
-def _hparams_summary(tag: str, **data: Any) -> Summary:
-    """A summary of the HPARAMS plugin holding ``HParamsPluginData(**data)``."""
+def _add_hparams(writer: Any, tag: str, **data: Any) -> None:
+    """Write a summary of the HPARAMS plugin holding ``HParamsPluginData(**data)``."""
     content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
     plugin = SummaryMetadata.PluginData(
         plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
     )
-    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
+    value = Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))
+    writer.add_summary(Summary(value=[value]))
 
 
 # -- optional logger packages ---------------------------------------------------------

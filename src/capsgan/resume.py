@@ -11,6 +11,8 @@ record is never rewritten.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,15 +72,11 @@ def saved_overrides(folder: Path) -> list[str]:
     return [str(o) for o in saved] if OmegaConf.is_list(saved) else []
 
 
-def architecture(cfg: DictConfig) -> dict[str, object]:
-    """The parts of a composed training config that the checkpoint's weights depend on."""
-    return {key: plain(OmegaConf.select(cfg, key, default=None)) for key in ARCHITECTURE}
-
-
-def _changes(before: dict[str, object], after: dict[str, object]) -> list[str]:
+def _changes(before: DictConfig, after: DictConfig) -> list[str]:
+    """How two composed training configs differ in what the checkpoint's weights depend on."""
     changed = []
     for key in ARCHITECTURE:
-        a, b = before[key], after[key]
+        a, b = (plain(OmegaConf.select(cfg, key, default=None)) for cfg in (before, after))
         if isinstance(a, dict) and isinstance(b, dict):
             changed += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
                         for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]  # fmt: skip
@@ -101,15 +99,11 @@ def resume_argv(argv: Sequence[str], conf_dir: str | Path, config_name: str = "t
     if _value(argv, "ckpt_path") == LATEST:
         given = [a for a in given if key_of(a) != "hydra.run.dir"] + [f"hydra.run.dir={folder}"]
     ours = {key_of(a) for a in given}
-    merged = [*flags, *(s for s in saved if key_of(s) not in ours and key_of(s) != "ckpt_path")]
-    merged += [*given, f"ckpt_path={LAST}"]
-    task = [a for a in merged if not a.startswith(("hydra.", "-"))]
     before = [s for s in saved if key_of(s) != "ckpt_path"]
+    merged = [*flags, *(s for s in before if key_of(s) not in ours), *given, f"ckpt_path={LAST}"]
+    task = [a for a in merged if not a.startswith(("hydra.", "-"))]
     try:
-        changed = _changes(
-            architecture(_compose(conf_dir, config_name, before)),
-            architecture(_compose(conf_dir, config_name, task)),
-        )
+        changed = _changes(*(_compose(conf_dir, config_name, o) for o in (before, task)))
     except Exception:  # an override Hydra refuses: Hydra says so itself, in main()
         return merged
     if changed:
@@ -139,18 +133,22 @@ def _compose(conf_dir: str | Path, config_name: str, overrides: list[str]) -> Di
         GlobalHydra.instance().clear()
 
 
-_SESSION_SUBDIRS: dict[str, str] = {}  # run folder -> this process's answer, asked once
-
-
 def hydra_output_subdir(output_dir: str) -> str:
     """``hydra.output_subdir`` of every run and sweep job (``conf/hydra/default.yaml``):
     ``.hydra`` for a new folder, ``.hydra/session_<n>`` when it already holds a run's
-    record. Hydra reads it just before it writes its files; later readers (run_info's
-    ``config``) get the same answer, remembered per folder for this process."""
-    key = str(Path(output_dir).absolute())
-    if key not in _SESSION_SUBDIRS:
-        _SESSION_SUBDIRS[key] = session_subdir(key) or HYDRA_DIR
-    return _SESSION_SUBDIRS[key]
+    record (the first session is ``.hydra`` itself). Hydra reads it just before it writes
+    its files; later readers (run_info's ``config``) get the same answer, remembered per
+    folder for this process."""
+    return _session_subdir(str(Path(output_dir).absolute()))
+
+
+@functools.cache  # the answer before Hydra wrote this session's files, asked once
+def _session_subdir(run_dir: str) -> str:
+    hydra_dir = Path(run_dir) / HYDRA_DIR
+    if not (hydra_dir / "config.yaml").is_file():
+        return HYDRA_DIR
+    n = next(n for n in itertools.count(2) if not (hydra_dir / f"session_{n}").exists())
+    return f"{HYDRA_DIR}/session_{n}"
 
 
 def register_resolver() -> None:
@@ -159,15 +157,3 @@ def register_resolver() -> None:
     function's modules) does before Hydra resolves ``hydra.output_subdir``."""
     if not OmegaConf.has_resolver("capsgan.session_subdir"):
         OmegaConf.register_new_resolver("capsgan.session_subdir", hydra_output_subdir)
-
-
-def session_subdir(run_dir: str | Path) -> str | None:
-    """Where Hydra's files of this session go when ``run_dir`` already holds a run's:
-    ``.hydra/session_<n>`` (the first session is ``.hydra`` itself); None for a new run."""
-    hydra_dir = Path(run_dir) / HYDRA_DIR
-    if not (hydra_dir / "config.yaml").is_file():
-        return None
-    n = 2
-    while (hydra_dir / f"session_{n}").exists():
-        n += 1
-    return f"{HYDRA_DIR}/session_{n}"

@@ -52,10 +52,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from capsgan import run_info
 from capsgan.atomic_write import write_json_atomically
 from capsgan.errors import RunInterruptedError, UserError
+from capsgan.resume import LAST
 from capsgan.runs import (
     JOB_RECORD,
+    Series,
     collapsed,
     override_values,
     read_job_record,
@@ -116,37 +119,33 @@ def metric_summary(run_dir: str | Path, tag: str, mode: str = "min") -> dict[str
     the run looks collapsed by the report's rule (:func:`capsgan.runs.collapsed`). Empty
     values when the run logged no finite ``tag``.
     """
-    out: dict[str, Any] = dict.fromkeys(
-        ("best", "best_epoch", "best_step", "final", "final_step", "flag")
-    )
     scalars = read_scalars(run_dir)
-    series = scalars.get(tag)
-    finite = [i for i, v in enumerate(series.values) if math.isfinite(v)] if series else []
+    series = scalars.get(tag) or Series()
+    finite = [i for i, v in enumerate(series.values) if math.isfinite(v)]
     if not finite:
-        return out
-    best = (min if mode == "min" else max)(finite, key=series.values.__getitem__)
-    epoch_series = scalars.get("epoch")
-    epochs = dict(zip(epoch_series.steps, epoch_series.values, strict=True)) if epoch_series else {}
-    epoch = epochs.get(series.steps[best])
-    out.update(
-        best=series.values[best],
-        best_epoch=None if epoch is None else int(epoch),  # logged from 1 (GeneratorSteps)
-        best_step=series.steps[best],
-        final=series.values[-1],
-        final_step=series.steps[-1],
-    )
-    modes = scalars.get("val/modes")
-    modes = modes.values[-1] if modes and modes.values else None
-    few_modes, worse = collapsed(out["final"], out["best"], modes, mode == "min")
+        return dict.fromkeys(("best", "best_epoch", "best_step", "final", "final_step", "flag"))
+    i = (min if mode == "min" else max)(finite, key=series.values.__getitem__)
+    best, final = series.values[i], series.values[-1]
+    epochs = scalars.get("epoch") or Series()
+    epoch = dict(zip(epochs.steps, epochs.values, strict=True)).get(series.steps[i])
+    modes = (scalars.get("val/modes") or Series()).values
+    modes = modes[-1] if modes else None
+    few_modes, worse = collapsed(final, best, modes, mode == "min")
     flags = []
-    if worse and not math.isfinite(out["final"]):
+    if worse and not math.isfinite(final):
         flags.append("final value not finite")
     elif worse:
-        flags.append(f"final {out['final']:.4g} is {out['final'] / out['best']:.2f}x the best")
+        flags.append(f"final {final:.4g} is {final / best:.2f}x the best")
     if few_modes:
         flags.append(f"{modes:.0f} of 10 modes at the end")
-    out["flag"] = "; ".join(flags) or None
-    return out
+    return {
+        "best": best,
+        "best_epoch": None if epoch is None else int(epoch),  # logged from 1 (GeneratorSteps)
+        "best_step": series.steps[i],
+        "final": final,
+        "final_step": series.steps[-1],
+        "flag": "; ".join(flags) or None,
+    }
 
 
 def job_plan(job_dir: str | Path, overrides: Sequence[str]) -> str:
@@ -172,14 +171,37 @@ def _the_job(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith("ckpt_path=")]
 
 
-def conflict_message(job_dir: str | Path, overrides: Sequence[str]) -> str:
-    previous = read_job_record(job_dir) or {}
-    return (
-        f"the job folder {str(job_dir)!r} holds another job of an earlier sweep (overrides "
-        f"{' '.join(previous.get('overrides') or [])}), not this one ({' '.join(overrides)}); "
-        "it was left as it was. A sweep is resumed by the same command with the same "
-        "hydra.sweep.dir; for a different sweep pass a new hydra.sweep.dir."
-    )
+def resumed_job(cfg: DictConfig, output_dir: str) -> dict[str, float] | None:
+    """In a sweep run again with its ``hydra.sweep.dir`` (:func:`job_plan`):
+    a finished job's metrics (it is not trained again); for one with a ``last.ckpt``,
+    ``ckpt_path`` set to it; for one stopped before its first checkpoint, its earlier
+    TensorBoard events moved aside so the new run's curves do not mix with them."""
+    overrides = list(HydraConfig.get().overrides.task)
+    plan = job_plan(output_dir, overrides)
+    if plan == "conflict":
+        earlier = " ".join((read_job_record(output_dir) or {}).get("overrides") or [])
+        raise UserError(
+            f"the job folder {output_dir!r} holds another job of an earlier sweep (overrides "
+            f"{earlier}), not this one ({' '.join(overrides)}); it was left as it was. A sweep "
+            "is resumed by the same command with the same hydra.sweep.dir; for a different "
+            "sweep pass a new hydra.sweep.dir."
+        )
+    done = run_info.last_session(output_dir)
+    if plan == "skip" or (
+        cfg.get("ckpt_path") == LAST and done and done.get("status") == "completed"
+    ):
+        log.info("this job finished in an earlier launch of the sweep (%s); skipped", output_dir)
+        return dict((done or {}).get("metrics") or {})
+    if plan == "resume" and cfg.get("ckpt_path") is None:
+        with open_dict(cfg):
+            cfg.ckpt_path = LAST
+        log.info("resuming this job from %s/checkpoints/last.ckpt", output_dir)
+    events = Path(output_dir) / "tensorboard"
+    if plan == "run" and events.is_dir() and cfg.get("ckpt_path") is None:
+        aside = events.with_name(f"tensorboard.abandoned.{int(time.time())}")
+        events.rename(aside)
+        log.warning("this job stopped before its first checkpoint; its events moved to %s", aside)
+    return None
 
 
 def raise_if_sweep_stopping() -> None:
@@ -197,11 +219,6 @@ def _job_signal_handler(signum: int, frame: Any) -> None:
         return
     how, code = STOP_SIGNALS[signal.Signals(signum)]
     raise RunInterruptedError(NOT_STARTED.format(how), code)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 class SweepSummary(Callback):
@@ -309,7 +326,8 @@ class SweepSummary(Callback):
         else:
             status, error = "ok", None
             if failed:
-                status, error = "failed", _first_line(err)
+                first = (str(err).strip().splitlines() or [""])[0]
+                status, error = "failed", f"{type(err).__name__}: {first}".rstrip(": ")
                 if isinstance(err, RunInterruptedError):
                     status = "interrupted"
                     log.warning("job %s: %s", num, err)
@@ -350,23 +368,17 @@ class SweepSummary(Callback):
         rows = self.collect(sweep_dir)
         launches = [str(r.get("launch") or "run").split(":")[0] for r in rows]
         if any(x != "run" for x in launches):
-            log.info(
-                "this launch: %s",
-                ", ".join(f"{launches.count(x)} {x}" for x in dict.fromkeys(launches)),
-            )
+            counts = (f"{launches.count(x)} {x}" for x in dict.fromkeys(launches))
+            log.info("this launch: %s", ", ".join(counts))
         write_summary(sweep_dir, rows, self.metric)
         summary = sweep_dir / "summary.md"
         log.info("sweep summary: %s", summary)
         missing = [str(r["job"]) for r in rows if r["status"] == "ok" and r["best"] is None]
         if missing:
             log.warning(
-                "%d of %d jobs finished without logging %s (jobs %s): no validation within "
-                "their budget, or no callback computing it; their rows say so in %s",
-                len(missing),
-                len(rows),
-                self.metric,
-                ", ".join(missing),
-                summary,
+                f"{len(missing)} of {len(rows)} jobs finished without logging {self.metric} "
+                f"(jobs {', '.join(missing)}): no validation within their budget, or no "
+                f"callback computing it; their rows say so in {summary}"
             )
         if self._stopped_by is not None:
             (sweep_dir / STOP_FILE).unlink(missing_ok=True)
@@ -383,13 +395,8 @@ class SweepSummary(Callback):
             r for r in rows if r["status"] != "ok" or str(r.get("launch")).startswith("refused")
         ]
         if failed:
-            log.error(
-                "%d of %d jobs failed (%s); see %s",
-                len(failed),
-                len(rows),
-                ", ".join(str(r["job"]) for r in failed),
-                summary,
-            )
+            numbers = ", ".join(str(r["job"]) for r in failed)
+            log.error(f"{len(failed)} of {len(rows)} jobs failed ({numbers}); see {summary}")
             if self.keep_going:
                 sys.exit(1)  # the sweep as a whole did not succeed; the summary is written
 
@@ -407,17 +414,16 @@ class SweepSummary(Callback):
         return sorted(rows, key=lambda r: r["job"])
 
 
-def resume_command(sweep_dir: Path, argv: Sequence[str] | None = None) -> str:
+def resume_command(sweep_dir: Path) -> str:
     """The command line that resumes the sweep this process runs: the same arguments with
     ``hydra.sweep.dir=<sweep_dir> ckpt_path=last`` (replacing any given before)."""
-    argv = list(sys.argv if argv is None else argv)
     keep = [
-        a for a in argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))
+        a for a in sys.argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))
     ]
     if not any(a in ("-m", "--multirun") for a in keep):
         keep.insert(0, "-m")
     args = [*keep, f"hydra.sweep.dir={sweep_dir}", "ckpt_path=last"]
-    return " ".join(shlex.quote(a) for a in ["python", argv[0], *args])
+    return " ".join(shlex.quote(a) for a in ["python", sys.argv[0], *args])
 
 
 def write_summary(sweep_dir: Path, rows: Sequence[dict[str, Any]], metric: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from capsgan import run_info
 from capsgan.checkpointing import ResumableRun, check_compatible, run_seed
 from capsgan.cli import DropLines
 from capsgan.config import (
-    LAST,
     build_models,
     check_config,
     check_output_dir,
@@ -44,15 +42,9 @@ from capsgan.hardware import check_speed_switches, device_type, resolve_precisio
 from capsgan.hparams import GANHParams
 from capsgan.inputs import read_checkpoint
 from capsgan.locks import hold_run_folder, release_run_folder, remove_stale_temp_files
-from capsgan.loggers import check_logger_packages, log_hparams, name_run, run_hparams, trial_name
+from capsgan.loggers import auto_run_name, check_logger_packages, log_hparams
 from capsgan.preflight import check_before_training, lightning_refusal, nothing_trained
-from capsgan.sweep import (
-    conflict_message,
-    in_multirun,
-    job_plan,
-    raise_if_sweep_stopping,
-    spawn_ddp_in_multirun,
-)
+from capsgan.sweep import in_multirun, raise_if_sweep_stopping, resumed_job, spawn_ddp_in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -126,36 +118,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             release_run_folder(output_dir)
 
 
-def _resumed_sweep_job(cfg: DictConfig, output_dir: str) -> dict[str, float] | None:
-    """In a sweep run again with its ``hydra.sweep.dir`` (:func:`capsgan.sweep.job_plan`):
-    a finished job's metrics (it is not trained again); for one with a ``last.ckpt``,
-    ``ckpt_path`` set to it; for one stopped before its first checkpoint, its earlier
-    TensorBoard events moved aside so the new run's curves do not mix with them."""
-    overrides = list(HydraConfig.get().overrides.task)
-    plan = job_plan(output_dir, overrides)
-    if plan == "conflict":
-        raise UserError(conflict_message(output_dir, overrides))
-    done = run_info.last_session(output_dir)
-    if plan == "skip" or (
-        cfg.get("ckpt_path") == LAST and done and done.get("status") == "completed"
-    ):
-        log.info("this job finished in an earlier launch of the sweep (%s); skipped", output_dir)
-        return dict((done or {}).get("metrics") or {})
-    if plan == "resume" and cfg.get("ckpt_path") is None:
-        with open_dict(cfg):
-            cfg.ckpt_path = LAST
-        log.info("resuming this job from %s/checkpoints/last.ckpt", output_dir)
-    events = Path(output_dir) / "tensorboard"
-    if plan == "run" and events.is_dir() and cfg.get("ckpt_path") is None:
-        aside = events.with_name(f"tensorboard.abandoned.{int(time.time())}")
-        events.rename(aside)
-        log.warning("this job stopped before its first checkpoint; its events moved to %s", aside)
-    return None
-
-
 def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, float]:
     if in_multirun() and rank_zero:
-        done = _resumed_sweep_job(cfg, output_dir)
+        done = resumed_job(cfg, output_dir)
         if done is not None:
             return done
     if rank_zero:
@@ -180,12 +145,9 @@ def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, flo
 
 def _how_it_ended(err: BaseException) -> tuple[str, str]:
     """``run_info.json``'s status and message for a run that ended with ``err``."""
-    if isinstance(err, DivergenceError):
-        return "diverged", str(err)
-    if isinstance(err, RunInterruptedError):
-        return "interrupted", str(err)
-    if isinstance(err, UserError):
-        return "failed", str(err)
+    if isinstance(err, (UserError, RunInterruptedError)):
+        kinds = {DivergenceError: "diverged", RunInterruptedError: "interrupted"}
+        return next((s for k, s in kinds.items() if isinstance(err, k)), "failed"), str(err)
     if isinstance(err, KeyboardInterrupt):
         return "interrupted", "stopped by a second Ctrl-C, at once and without saving"
     if isinstance(err, SystemExit):
@@ -215,7 +177,9 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
             output_dir, precision={"value": precision.precision, "why": precision.reason}
         )
     check_logger_packages(cfg)  # logger=wandb without wandb: the pip line, now
-    name_run(cfg)  # TensorBoard's name of the run (capsgan.loggers)
+    if not cfg.get("run_name") and "run_name" in cfg:  # null: TensorBoard's name of the run
+        with open_dict(cfg):
+            cfg.run_name = auto_run_name(cfg)
     trainer = build_trainer(cfg)
     generator, discriminator = build_models(cfg)
     # read as Lightning reads it on resume (weights_only): a file refused here would fail there
@@ -231,7 +195,7 @@ def _fit(cfg: DictConfig, output_dir: str) -> dict[str, float]:
         # would list a run with no steps (fit() calls it again; reading MNIST took 0.15 s here).
         datamodule.prepare_data()
     started = check_before_training(cfg, trainer, datamodule)  # metrics, checkpoints, data size
-    log_hparams(trainer, *run_hparams(cfg), trial=trial_name(cfg))
+    log_hparams(trainer, cfg)
     with warnings.catch_warnings():
         # Both are about step checkpoints with manual optimization, which we want: the
         # state after the generator step, and a resumed epoch that runs its remaining
