@@ -86,8 +86,7 @@ def called_real(discriminator: nn.Module, images: Tensor, batch_size: int = 500)
     """Per image, whether ``discriminator`` calls it real: a bool tensor (N,)."""
     kind = discriminator.score_kind
     out = [
-        probability_real(discriminator(batch).float(), kind) >= 0.5
-        for batch in images.split(batch_size)
+        probability_real(discriminator(x).float(), kind) >= 0.5 for x in images.split(batch_size)
     ]
     return torch.cat(out)
 
@@ -164,16 +163,15 @@ def battle(
     def share_real(discriminator: nn.Module, images: Tensor) -> float:
         return called_real(discriminator, images, batch_size).double().mean().item()
 
-    fakes = []
-    for c in (a, b):  # both generators draw the same seeded noise
+    def samples(c: Contender) -> Tensor:  # both generators draw the same seeded noise
         z = torch.randn(num_samples, c.latent_dim, generator=torch.Generator().manual_seed(seed))
-        fakes.append(generate(c.generator, z, batch_size))
-    fake_a, fake_b = fakes
+        return generate(c.generator, z, batch_size)
+
     errors = (
         1.0 - share_real(a.discriminator, test_images),
         1.0 - share_real(b.discriminator, test_images),
-        share_real(a.discriminator, fake_b),
-        share_real(b.discriminator, fake_a),
+        share_real(a.discriminator, samples(b)),
+        share_real(b.discriminator, samples(a)),
     )
     return Battle(a.label, b.label, *errors, len(test_images), num_samples, tolerance)
 

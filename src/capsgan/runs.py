@@ -351,10 +351,8 @@ def checkpoint_run(ckpt: Path, config_path: str | Path | None = None) -> Checkpo
             "config_path=<run folder>/.hydra/config.yaml."
         )
     cfg = inputs.read_run_config(found)
-    preset = hydra_record(found.parent)[0].get("discriminator")
-    if preset is None:
-        target = OmegaConf.select(cfg, "discriminator._target_") or "?"
-        preset = target.rsplit(".", 1)[-1]
+    target = OmegaConf.select(cfg, "discriminator._target_") or "?"
+    preset = hydra_record(found.parent)[0].get("discriminator", target.rsplit(".", 1)[-1])
     seed = cfg.get("seed")
     run = checkpoint_folder(ckpt)
     where = f"{run.parent.name}/{run.name}" + ("" if ckpt.name == "last.ckpt" else f":{ckpt.name}")
