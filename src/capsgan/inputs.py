@@ -68,9 +68,9 @@ def find_run_config(ckpt_path: Path) -> Path | None:
     return next((c for f in folders if (c := f / ".hydra" / "config.yaml").is_file()), None)
 
 
-def read_run_config(path: str | Path, key: str = "config_path") -> DictConfig:
+def read_run_config(path: str | Path) -> DictConfig:
     """A training run's ``.hydra/config.yaml``, or a :class:`ConfigError` naming it."""
-    fix = f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
+    fix = "config_path=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # YAML syntax, binary junk, unreadable
