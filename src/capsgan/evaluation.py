@@ -156,8 +156,6 @@ def real_images(
 
 @dataclass
 class Source:
-    """One thing to score: where it is, what kind, and how to get its uint8 images."""
-
     name: str
     kind: str  # checkpoint, npz, png, real
     data: DataSpec
@@ -355,8 +353,7 @@ def run_evaluate(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
         )
     references = {spec: reference(spec, cfg) for spec in specs}
     rows = [score(source, cfg, *references[source.data]) for source in sources]
-    split, num_real = rows[0]["real_split"], rows[0]["num_real"]  # one source at least
-    title = f"Sample quality against the real {split} split ({num_real} images)"
+    title = f"Sample quality against the real {cfg.real_split} split ({rows[0]['num_real']} images)"
     body = [[format(r[key], spec) for _, key, spec in COLUMNS] for r in rows]
     keys = ("real_split", "real_samples", "num_samples", "seed", "checkpoint")
     table = (title, [name for name, _, _ in COLUMNS], body)

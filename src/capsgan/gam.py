@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Contender:
-    """One GAN of a battle: its label and its two networks."""
-
     label: str
     generator: nn.Module
     discriminator: nn.Module
@@ -88,8 +86,7 @@ def called_real(discriminator: nn.Module, images: Tensor, batch_size: int = 500)
     """Per image, whether ``discriminator`` calls it real: a bool tensor (N,)."""
     kind = discriminator.score_kind
     out = [
-        probability_real(discriminator(batch).float(), kind) >= 0.5
-        for batch in images.split(batch_size)
+        probability_real(discriminator(x).float(), kind) >= 0.5 for x in images.split(batch_size)
     ]
     return torch.cat(out)
 
@@ -110,15 +107,23 @@ class Battle:
     err_b_test: float
     err_a_on_b: float  # D_a on G_b's samples: share called real
     err_b_on_a: float  # D_b on G_a's samples
-    r_test: float
-    r_samples: float
-    r_test_ci95: tuple[float, float]
-    r_samples_ci95: tuple[float, float]
-    winner: str  # "a", "b", "tie" or "undecided"
-    reason: str
+    r_test: float = field(init=False)
+    r_samples: float = field(init=False)
+    r_test_ci95: tuple[float, float] = field(init=False)
+    r_samples_ci95: tuple[float, float] = field(init=False)
+    winner: str = field(init=False)  # "a", "b", "tie" or "undecided"
+    reason: str = field(init=False)
     num_test: int
     num_samples: int
     tolerance: float
+
+    def __post_init__(self) -> None:
+        self.r_test = ratio(self.err_a_test, self.err_b_test)
+        self.r_samples = ratio(self.err_a_on_b, self.err_b_on_a)
+        n, m = self.num_test, self.num_samples
+        self.r_test_ci95 = ci95(self.r_test, self.err_a_test, n, self.err_b_test, n)
+        self.r_samples_ci95 = ci95(self.r_samples, self.err_a_on_b, m, self.err_b_on_a, m)
+        self.winner, self.reason = verdict(self.r_test, self.r_samples, self.tolerance)
 
 
 def verdict(r_test: float, r_samples: float, tolerance: float) -> tuple[str, str]:
@@ -154,49 +159,33 @@ def battle(
     batch_size: int = 500,
 ) -> Battle:
     """Swap the discriminators of ``a`` and ``b``; ``test_images`` in [-1, 1] (N, C, H, W)."""
-    n_test = len(test_images)
-    err_a_test = 1.0 - called_real(a.discriminator, test_images, batch_size).double().mean().item()
-    err_b_test = 1.0 - called_real(b.discriminator, test_images, batch_size).double().mean().item()
-    fakes = []
-    for c in (a, b):  # both generators draw the same seeded noise
+
+    def share_real(discriminator: nn.Module, images: Tensor) -> float:
+        return called_real(discriminator, images, batch_size).double().mean().item()
+
+    def samples(c: Contender) -> Tensor:  # both generators draw the same seeded noise
         z = torch.randn(num_samples, c.latent_dim, generator=torch.Generator().manual_seed(seed))
-        fakes.append(generate(c.generator, z, batch_size))
-    fake_a, fake_b = fakes
-    err_a_on_b = called_real(a.discriminator, fake_b, batch_size).double().mean().item()
-    err_b_on_a = called_real(b.discriminator, fake_a, batch_size).double().mean().item()
-    r_test = ratio(err_a_test, err_b_test)
-    r_samples = ratio(err_a_on_b, err_b_on_a)
-    winner, reason = verdict(r_test, r_samples, tolerance)
-    return Battle(
-        a=a.label,
-        b=b.label,
-        err_a_test=err_a_test,
-        err_b_test=err_b_test,
-        err_a_on_b=err_a_on_b,
-        err_b_on_a=err_b_on_a,
-        r_test=r_test,
-        r_samples=r_samples,
-        r_test_ci95=ci95(r_test, err_a_test, n_test, err_b_test, n_test),
-        r_samples_ci95=ci95(r_samples, err_a_on_b, num_samples, err_b_on_a, num_samples),
-        winner=winner,
-        reason=reason,
-        num_test=n_test,
-        num_samples=num_samples,
-        tolerance=tolerance,
+        return generate(c.generator, z, batch_size)
+
+    errors = (
+        1.0 - share_real(a.discriminator, test_images),
+        1.0 - share_real(b.discriminator, test_images),
+        share_real(a.discriminator, samples(b)),
+        share_real(b.discriminator, samples(a)),
     )
+    return Battle(a.label, b.label, *errors, len(test_images), num_samples, tolerance)
 
 
 def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     """``src/battle.py`` (conf/battle.yaml): battle a[i] against b[i], print, write JSON."""
     validate_battle_config(cfg)  # every key and `out`, before any GAN is loaded
-    side_a, side_b = [str(v) for v in as_list(cfg.a)], [str(v) for v in as_list(cfg.b)]
     torch.set_grad_enabled(False)
     results: list[Battle] = []
     test_cache: dict[DataSpec, Tensor] = {}  # test_samples images of each data set
     counts = {k: int(cfg[k]) for k in ("num_samples", "seed", "batch_size")}
-    for path_a, path_b in zip(side_a, side_b, strict=True):
-        a, spec_a = load_contender(path_a, str(cfg.checkpoint), bool(cfg.batch_stats))
-        b, spec_b = load_contender(path_b, str(cfg.checkpoint), bool(cfg.batch_stats))
+    for path_a, path_b in zip(as_list(cfg.a), as_list(cfg.b), strict=True):
+        a, spec_a = load_contender(str(path_a), str(cfg.checkpoint), bool(cfg.batch_stats))
+        b, spec_b = load_contender(str(path_b), str(cfg.checkpoint), bool(cfg.batch_stats))
         if spec_a != spec_b:
             raise UserError(
                 f"{a.label} was trained on {spec_a.name} {spec_a.shape} and {b.label} on "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 from torchvision.transforms.functional import to_pil_image
@@ -180,14 +180,6 @@ def pick_evenly(items: Sequence[int], count: int) -> list[int]:
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
-def captioned(image: Image.Image, caption: str) -> Image.Image:
-    """``image`` with a white band of :data:`CAPTION_HEIGHT` pixels above it holding ``caption``."""
-    out = Image.new("RGB", (image.width, image.height + CAPTION_HEIGHT), "white")
-    out.paste(image.convert("RGB"), (0, CAPTION_HEIGHT))
-    ImageDraw.Draw(out).text((2, 1), caption, fill="black")
-    return out
-
-
 def learning_process(
     run_dir: Path,
     out_dir: Path,
@@ -219,11 +211,13 @@ def learning_process(
         chosen = list(strip_epochs)
     images = {e: read_image(p, "run_dir") for e, p in grids.items()}
     gif = save_gif([images[e] for e in epochs], out_dir / "learning_process.gif", frame_ms)
-    tiles = [captioned(images[e], f"epoch {e}") for e in chosen]
-    strip = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
+    tiles = [images[e] for e in chosen]  # each under a white band holding "epoch N"
+    height = CAPTION_HEIGHT + max(t.height for t in tiles)
+    strip = Image.new("RGB", (sum(t.width for t in tiles), height), "white")
     x = 0
-    for tile in tiles:
-        strip.paste(tile, (x, 0))
+    for epoch, tile in zip(chosen, tiles, strict=True):
+        strip.paste(tile, (x, CAPTION_HEIGHT))
+        ImageDraw.Draw(strip).text((x + 2, 1), f"epoch {epoch}", fill="black")
         x += tile.width
     png = out_dir / "learning_process.png"
     strip.save(png)
@@ -251,9 +245,8 @@ def run_generate(cfg: DictConfig) -> list[Path]:
     check_output_dir(out_dir, "out_dir")
     written: list[Path] = []
     if cfg.run_dir:
-        epochs = cfg.strip_epochs
-        epochs = [int(e) for e in epochs] if OmegaConf.is_list(epochs) else epochs
-        written += learning_process(Path(cfg.run_dir), out_dir, epochs, cfg.learning_frame_ms)
+        strip, frame_ms = cfg.strip_epochs, cfg.learning_frame_ms  # a count or a list of epochs
+        written += learning_process(Path(cfg.run_dir), out_dir, strip, frame_ms)
     if cfg.ckpt_path:
         generator, fixed_z = load_generator(cfg.ckpt_path, cfg.config_path, cfg.device)
         latent_dim = checkpoint_run(Path(cfg.ckpt_path), cfg.config_path).latent_dim

@@ -68,9 +68,9 @@ def find_run_config(ckpt_path: Path) -> Path | None:
     return next((c for f in folders if (c := f / ".hydra" / "config.yaml").is_file()), None)
 
 
-def read_run_config(path: str | Path, key: str = "config_path") -> DictConfig:
+def read_run_config(path: str | Path) -> DictConfig:
     """A training run's ``.hydra/config.yaml``, or a :class:`ConfigError` naming it."""
-    fix = f"{key}=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
+    fix = "config_path=<run folder>/.hydra/config.yaml of the run that wrote the checkpoint."
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # YAML syntax, binary junk, unreadable
@@ -89,9 +89,7 @@ def latent_size(cfg: DictConfig, path: str | Path) -> int:
     """The size of the noise vector z of the run whose config is ``cfg``: the run's own
     ``latent_dim`` (the key the GAN samples z with), never an attribute of the generator,
     which a new model need not have (docs/extending.md)."""
-    value = OmegaConf.select(cfg, "latent_dim", default=None)
-    if value is None:
-        value = OmegaConf.select(cfg, "generator.latent_dim", default=None)
+    value = OmegaConf.select(cfg, "latent_dim") or OmegaConf.select(cfg, "generator.latent_dim")
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(
             f"the run config {str(path)!r} gives no usable latent_dim ({value!r}); the noise "

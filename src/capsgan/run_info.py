@@ -25,14 +25,13 @@ PACKAGES = ("capsgan", "torch", "torchvision", "lightning", "hydra-core", "omega
             "torchmetrics", "numpy", "tensorboard")  # fmt: skip
 
 
-def git_state(folder: Path | None = None) -> dict[str, Any]:
+def git_state() -> dict[str, Any]:
     """Commit and dirty flag of the repository holding this package (None outside git)."""
-    folder = folder or Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
-                                 text=True, timeout=10)  # fmt: skip
+            out = subprocess.run(["git", "-C", str(Path(__file__).parent), *args],
+                                 capture_output=True, text=True, timeout=10)  # fmt: skip
             return out.stdout.strip() if out.returncode == 0 else None
         return None
 
@@ -100,10 +99,13 @@ def end_session(output_dir: str | Path, status: str, message: str | None = None,
               file=sys.stderr)  # fmt: skip
 
 
+def sessions(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The sessions of ``<output_dir>/run_info.json``, oldest first."""
+    return _read(output_dir).get("sessions") or []
+
+
 def last_session(output_dir: str | Path) -> dict[str, Any] | None:
-    """The newest session of ``<output_dir>/run_info.json``, or None."""
-    sessions = _read(output_dir).get("sessions") or []
-    return sessions[-1] if sessions else None
+    return (sessions(output_dir) or [None])[-1]
 
 
 def _read(output_dir: str | Path) -> dict[str, Any]:

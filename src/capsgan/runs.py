@@ -3,9 +3,9 @@
 ``outputs/<date>/<time>/`` (a sweep's ``<sweep>/<job>/``) holds ``.hydra/`` (the resolved
 config, the Hydra choices and overrides), ``checkpoints/``, ``tensorboard/`` events and the
 run's status (a sweep job's ``job.json``, else ``run_info.json``). Here they are found
-(:func:`find_runs`), read (:func:`load_run`, :func:`read_scalars`, :func:`run_config`,
-:func:`checkpoint_run`), and judged (:func:`collapsed`); the report, the sweep summary,
-evaluate, battle, semisupervised, generate and checkpointing all ask this module.
+(:func:`find_runs`), read (:func:`load_run`, :func:`read_scalars`, :func:`checkpoint_run`),
+and judged (:func:`collapsed`); the report, the sweep summary, evaluate, battle,
+semisupervised, generate and checkpointing all ask this module.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from capsgan import inputs
 from capsgan.errors import ConfigError, UserError
-from capsgan.inputs import find_run_config, latent_size, read_checkpoint, read_run_config
 from capsgan.locks import folder_in_use, holder
 from capsgan.loggers import event_dirs
-from capsgan.run_info import last_session
+from capsgan.run_info import last_session, sessions
 
 JOB_RECORD = "job.json"  # a sweep job's record (capsgan.sweep)
 RUN_CONFIG = Path(".hydra") / "config.yaml"
@@ -63,8 +64,6 @@ class Series:
 
 @dataclass
 class Run:
-    """A training run: where it is, what was chosen for it, and its scalars."""
-
     path: Path
     name: str
     choices: dict[str, str]  # Hydra config-group choices, e.g. {"discriminator": "cnn"}
@@ -157,13 +156,11 @@ def session_pauses(folder: Path) -> list[tuple[float, float]]:
     training time: a run stopped and resumed an hour later did not train for that hour."""
     pauses = []
     try:
-        sessions = json.loads((folder / "run_info.json").read_text()).get("sessions") or []
-        starts = [datetime.fromisoformat(s["started"]).timestamp() for s in sessions]
-        for before, start in zip(sessions[:-1], starts[1:], strict=True):
-            ended = before.get("ended")
+        for before, after in pairwise(sessions(folder)):
+            ended, start = before.get("ended"), datetime.fromisoformat(after["started"]).timestamp()
             if ended and start > (end := datetime.fromisoformat(ended).timestamp()):
                 pauses.append((end, start))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return []
     return pauses
 
@@ -265,32 +262,10 @@ def sample_grids(folder: Path, unit: str = "step") -> dict[int, Path]:
 # -- checkpoints -----------------------------------------------------------------------------
 
 
-def run_config(
-    ckpt_path: str | Path, config_path: str | Path | None = None
-) -> tuple[DictConfig, Path]:
-    """The config of the run that wrote ``ckpt_path`` (``config_path``, else the
-    ``.hydra/config.yaml`` of its run folder) and where it was read."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise UserError(
-            f"the checkpoint {str(ckpt_path)!r} does not exist. Pass ckpt_path=<run "
-            "folder>/checkpoints/last.ckpt (or epoch_NNN.ckpt) of a training run."
-        )
-    found = Path(config_path) if config_path else find_run_config(ckpt_path)
-    if found is None or not found.is_file():
-        raise ConfigError(
-            f"no run config found for {str(ckpt_path)!r}: the networks are rebuilt from the "
-            "training run's .hydra/config.yaml, looked for next to the checkpoint and in the "
-            "run folder above checkpoints/. Keep the checkpoint inside its run folder or pass "
-            "config_path=<run folder>/.hydra/config.yaml."
-        )
-    return read_run_config(found), found
-
-
 def saved_run_hint(ckpt_path: Path) -> str:
     """`` That run's config is '...'. It was started with these overrides: ...`` for a message
     about a checkpoint that does not fit, or "" when its run folder is not found."""
-    config = find_run_config(ckpt_path)
+    config = inputs.find_run_config(ckpt_path)
     if config is None:
         return ""
     hint = f" That run's config is {str(config)!r}."
@@ -305,7 +280,7 @@ def run_checkpoint(run_dir: Path, which: str = "last") -> Path:
     recorded, or a file name in ``checkpoints/``) of a run folder."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if which == "best":
-        state = read_checkpoint(last, "checkpoint") if last.is_file() else {}
+        state = inputs.read_checkpoint(last, "checkpoint") if last.is_file() else {}
         for key, value in state.get("callbacks", {}).items():
             best = value.get("best_model_path") if isinstance(value, dict) else None
             if "ModelCheckpoint" in key and best:
@@ -350,8 +325,6 @@ def resolve_checkpoints(path: str | Path, which: str = "last") -> list[Path]:
 
 @dataclass
 class CheckpointRun:
-    """What a checkpoint's run says about itself: its config and a short label."""
-
     ckpt: Path
     config_path: Path
     cfg: DictConfig
@@ -361,17 +334,25 @@ class CheckpointRun:
 
     @property
     def latent_dim(self) -> int:
-        """The run's noise size (its config's, not an attribute of the generator)."""
-        return latent_size(self.cfg, self.config_path)
+        return inputs.latent_size(self.cfg, self.config_path)
 
 
 def checkpoint_run(ckpt: Path, config_path: str | Path | None = None) -> CheckpointRun:
-    """Config and label of the run that wrote ``ckpt``."""
-    cfg, found = run_config(ckpt, config_path)
-    preset = hydra_record(found.parent)[0].get("discriminator")
-    if preset is None:
-        target = OmegaConf.select(cfg, "discriminator._target_") or "?"
-        preset = target.rsplit(".", 1)[-1]
+    """Config and label of the run that wrote ``ckpt``; the config is ``config_path``, else
+    the ``.hydra/config.yaml`` of its run folder."""
+    fix = "ckpt_path=<run folder>/checkpoints/last.ckpt (or epoch_NNN.ckpt) of a training run."
+    ckpt = inputs.checkpoint_file(ckpt, f"the checkpoint {str(ckpt)!r}", fix)
+    found = Path(config_path) if config_path else inputs.find_run_config(ckpt)
+    if found is None or not found.is_file():
+        raise ConfigError(
+            f"no run config found for {str(ckpt)!r}: the networks are rebuilt from the "
+            "training run's .hydra/config.yaml, looked for next to the checkpoint and in the "
+            "run folder above checkpoints/. Keep the checkpoint inside its run folder or pass "
+            "config_path=<run folder>/.hydra/config.yaml."
+        )
+    cfg = inputs.read_run_config(found)
+    target = OmegaConf.select(cfg, "discriminator._target_") or "?"
+    preset = hydra_record(found.parent)[0].get("discriminator", target.rsplit(".", 1)[-1])
     seed = cfg.get("seed")
     run = checkpoint_folder(ckpt)
     where = f"{run.parent.name}/{run.name}" + ("" if ckpt.name == "last.ckpt" else f":{ckpt.name}")

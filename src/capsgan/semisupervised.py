@@ -281,22 +281,18 @@ def _pm(stats: dict[str, float]) -> str:
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample sd of the test error per (method, discriminator) and n."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[(r["method"], r["discriminator"])].append(r)
     names = {"pixels": "pixels (n labels alone)", "trained_D": "{} GAN's D",
              "untrained_D": "{} D, untrained"}  # fmt: skip
-    out = []
-    for (method, disc), group in groups.items():
-        entry: dict[str, Any] = {
-            "features": names[method].format(disc),
-            "method": method,
-            "discriminator": disc,
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:  # (method, discriminator) in first-seen order, each n in n_labels' order
+        groups[(r["method"], r["discriminator"], r["n_labels"])].append(r)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for (method, disc, n), group in groups.items():
+        entry = out.setdefault((method, disc), {
+            "features": names[method].format(disc), "method": method, "discriminator": disc,
             "runs": len({r["run"] for r in group}) if method != "pixels" else 0,
-        }
-        for n in dict.fromkeys(r["n_labels"] for r in group):  # every n, in n_labels' order
-            values = [r["test_error"] for r in group if r["n_labels"] == n]
-            sd = stdev(values) if len(values) > 1 else math.nan
-            entry[f"n={n}"] = {"mean": fmean(values), "sd": sd, "count": len(values)}
-        out.append(entry)
-    return out
+        })  # fmt: skip
+        values = [r["test_error"] for r in group]
+        sd = stdev(values) if len(values) > 1 else math.nan
+        entry[f"n={n}"] = {"mean": fmean(values), "sd": sd, "count": len(values)}
+    return list(out.values())
