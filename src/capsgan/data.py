@@ -8,6 +8,7 @@ per-sample Python.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -34,6 +35,8 @@ IDX_FILES = (
 )
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FILES = (*CIFAR_TRAIN_FILES, "test_batch", "batches.meta")
+IDX_KIND = "uncompressed IDX files"
+CIFAR_KIND = "files of CIFAR-10's python version (cifar-10-python.tar.gz, extracted)"
 
 
 class CIFAR10Copy(datasets.CIFAR10):
@@ -70,17 +73,16 @@ class CIFAR10Copy(datasets.CIFAR10):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
-_MD5_MEMO: dict[tuple[str, int, int], str] = {}
-
-
 def _md5(path: Path) -> str:
     """The file's MD5, computed once per (path, size, mtime) in a process."""
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _MD5_MEMO:
-        with path.open("rb") as f:
-            _MD5_MEMO[key] = hashlib.file_digest(f, "md5").hexdigest()
-    return _MD5_MEMO[key]
+    return _md5_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _md5_of(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -97,23 +99,13 @@ class DataSet:
 
 
 DATASETS: dict[str, DataSet] = {
-    "mnist": DataSet(datasets.MNIST, "MNIST/raw", IDX_FILES, "uncompressed IDX files", 1, 28),
-    "fashion_mnist": DataSet(
-        datasets.FashionMNIST, "FashionMNIST/raw", IDX_FILES, "uncompressed IDX files", 1, 28
-    ),
-    "cifar10": DataSet(
-        CIFAR10Copy,
-        "cifar-10-batches-py",
-        CIFAR_FILES,
-        "files of CIFAR-10's python version (cifar-10-python.tar.gz, extracted)",
-        3,
-        32,
-    ),
+    "mnist": DataSet(datasets.MNIST, "MNIST/raw", IDX_FILES, IDX_KIND, 1, 28),
+    "fashion_mnist": DataSet(datasets.FashionMNIST, "FashionMNIST/raw", IDX_FILES, IDX_KIND, 1, 28),
+    "cifar10": DataSet(CIFAR10Copy, "cifar-10-batches-py", CIFAR_FILES, CIFAR_KIND, 3, 32),
 }
 
 
 def default_data_dir() -> str:
-    """The data root: ``$DATA_DIR`` or ``./data``."""
     return os.environ.get("DATA_DIR", "./data")
 
 
@@ -262,8 +254,7 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
     return None
 
 
-def _corrupt_file(path: Path, problem: str) -> str:
-    """The message for one damaged file, a CIFAR-10 batch or an IDX file."""
+def _corrupt_file(path: Path, problem: str) -> str:  # a CIFAR-10 batch or an IDX file
     return (
         f"the data file {str(path)!r} is corrupt or truncated: {problem}. To fix it, delete it "
         "and let torchvision download it again (data.download=true), or copy an intact file there."
@@ -285,17 +276,13 @@ class InMemoryDataset(TensorDataset):
     ``__getitem__`` and a collate per sample.
     """
 
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        super().__init__(images, labels)
+        self.images, self.labels = images, labels
+
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
         idx = torch.as_tensor(indices)
         return tuple(t.index_select(0, idx) for t in self.tensors)
-
-    @property
-    def images(self) -> Tensor:
-        return self.tensors[0]
-
-    @property
-    def labels(self) -> Tensor:
-        return self.tensors[1]
 
 
 class ImageDataModule(L.LightningDataModule):
