@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -197,15 +197,16 @@ def resolve_classifier_dir(data_root: str | Path, configured: str | Path | None,
     if configured:
         return Path(configured).expanduser()
     primary = Path(data_root).expanduser() / "classifiers"
-    # the nearest folder that exists must take files (os.access: a read-only file system too);
-    # one whose permission bits forbid writing counts as read-only even for root (who could
-    # write anyway): a shared, read-only data root stays untouched
-    existing = next(p for p in (primary, *primary.parents) if p.exists())
-    writable = (
-        existing.is_dir() and existing.stat().st_mode & 0o222 and os.access(existing, os.W_OK)
-    )
-    if weights_path(primary, name).exists() or writable:
+    if weights_path(primary, name).exists():
         return primary
+    # writable: the nearest folder that exists takes a file; one whose permission bits forbid
+    # writing counts as read-only even for root (who could write anyway), so a shared,
+    # read-only data root stays untouched
+    existing = next(p for p in (primary, *primary.parents) if p.exists())
+    with contextlib.suppress(OSError):  # not writable: the fallback below
+        if existing.is_dir() and existing.stat().st_mode & 0o222:
+            tempfile.NamedTemporaryFile(dir=existing).close()
+            return primary
     fallback = FALLBACK_DIR.expanduser()
     if (str(data_root), name) not in _NOTED_FALLBACKS:  # said once per process, not per caller
         _NOTED_FALLBACKS.add((str(data_root), name))
