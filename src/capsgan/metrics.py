@@ -231,24 +231,21 @@ class SampleQuality(nn.Module):
         self.modes = ModeCoverage(classifier, threshold=mode_threshold, memo=self.memo)
         self.precision_recall = PrecisionRecall(classifier, k=pr_k, memo=self.memo)
         self.kid_subset_size = kid_subset_size
-        self.num_real = self.num_fake = 0
 
     @torch.no_grad()
     def update(self, images: Tensor, real: bool) -> None:
         for metric in (self.fid, self.kid, self.modes, self.precision_recall):
             metric.update(images, real=real)
-        if real:
-            self.num_real += len(images)
-        else:
+        if not real:
             self.inception_score.update(images)
-            self.num_fake += len(images)
         self.memo.clear()
 
     @torch.no_grad()
     def compute(self, total_real: int | None = None, total_fake: int | None = None) -> dict:
         """``RESULT_KEYS`` -> 0-d tensors. KID's subsets are shrunk to the smaller set;
         ``total_*`` (all processes together) default to this process's counts."""
-        n = min(total_real or self.num_real, total_fake or self.num_fake)
+        counted = (self.fid.real_features_num_samples, self.fid.fake_features_num_samples)
+        n = min(total_real or int(counted[0]), total_fake or int(counted[1]))
         self.kid.subset_size = min(self.kid_subset_size, n)
         # KID and IS: (mean, std); precision / recall float64, modes int64
         means = (self.fid.compute(), self.kid.compute()[0], self.inception_score.compute()[0])
@@ -259,7 +256,6 @@ class SampleQuality(nn.Module):
         """Forget the generated images; the real statistics stay."""
         for metric in self.children():  # fid, kid, inception_score, modes, precision_recall
             metric.reset()
-        self.num_fake = 0
 
 
 class SampleQualityCallback(L.Callback):
