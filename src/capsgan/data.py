@@ -175,11 +175,9 @@ def cifar_file_problem(path: Path) -> str | None:
             f"it has no 'data' and 'labels' entries (its keys: {sorted(map(repr, entry))[:6]}; "
             "the official files' keys are Python 2 strings)"
         )
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,):
         what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else ""
         return f"its 'data' is a {what or type(data).__name__}, not a uint8 array (N, 3072)"
-    if data.shape[1] != 3 * 32 * 32:
-        return f"its 'data' has shape {data.shape}, not (N, 3072) (N images of 3x32x32)"
     if len(labels) != len(data):
         return f"it has {len(data)} images but {len(labels)} labels"
     if any(not 0 <= int(y) < 10 for y in labels):
@@ -292,7 +290,6 @@ class ImageDataModule(L.LightningDataModule):
     the GAN never trains on; the quality metrics compare generated images against it.
 
     Args:
-        name: ``mnist``, ``fashion_mnist`` or ``cifar10``.
         root: data root holding ``<DatasetName>/raw/`` (``cifar-10-batches-py/`` for
             CIFAR-10); defaults to ``$DATA_DIR``.
         batch_size: images per batch (real images; the D step adds as many fakes).
@@ -300,8 +297,6 @@ class ImageDataModule(L.LightningDataModule):
             against the files when they are loaded. None: the data set's own (1x28x28
             for the MNIST family, 3x32x32 for CIFAR-10), for callers that know only
             the name (the classifier cache, the report's real-data floor).
-        train_subset, val_subset: use only the first N images (None: all).
-        download: let torchvision download missing files.
         num_workers: DataLoader workers; 0 is fastest for an in-memory tensor.
     """
 
