@@ -330,10 +330,9 @@ class ImageDataModule(L.LightningDataModule):
             load_split(self.name, self.root, train, self.download)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        self.train_set = self._load(train=True, subset=self.train_subset)
-        self.val_set = self._load(train=False, subset=self.val_subset)
+        if self.train_set is None:  # loaded once, whatever the stage
+            self.train_set = self._load(train=True, subset=self.train_subset)
+            self.val_set = self._load(train=False, subset=self.val_subset)
 
     def _load(self, train: bool, subset: int | None) -> InMemoryDataset:
         images, labels = load_split(self.name, self.root, train, download=False)

@@ -68,11 +68,10 @@ def hold_run_folder(folder: str | Path) -> None:
 def release_run_folder(folder: str | Path) -> None:
     """Undo one :func:`hold_run_folder`; the last one frees the folder."""
     lock = _held.get(_key(folder))
-    if lock is None:
-        return
-    lock.release()
-    if not lock.is_locked:
-        del _held[_key(folder)]
+    if lock is not None:
+        lock.release()
+        if not lock.is_locked:
+            del _held[_key(folder)]
 
 
 def folder_in_use(folder: str | Path) -> bool:
