@@ -23,8 +23,7 @@ TEMP_GLOB = ".*.tmp"  # the temporary files' names, for clean-up
 
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it and rename it to
-    ``path``. On any error the temporary file is removed and the error raised; the old
-    ``path``, if any, is untouched."""
+    ``path``; on any error the temporary file is removed and the old ``path`` is untouched."""
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -80,27 +80,23 @@ def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
 
 
 class ResidualBlock(nn.Module):
-    """He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), the basic
-    block: conv3x3(stride)-BN-ReLU-conv3x3-BN plus the input (through a 1x1 stride conv
-    when the shape changes), then ReLU."""
+    """He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), the basic block
+    with downsampling (each block of the trunk halves the image): conv3x3(stride 2)-BN-ReLU-
+    conv3x3-BN plus the input through a 1x1 stride-2 conv (projection shortcut), then ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            *conv_bn_relu(in_ch, out_ch, stride),
+            *conv_bn_relu(in_ch, out_ch, 2),
             nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False),
             nn.BatchNorm2d(out_ch),
         )
-        self.skip = (
-            nn.Identity()
-            if stride == 1 and in_ch == out_ch
-            else nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
+        self.skip = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 1, 2, bias=False), nn.BatchNorm2d(out_ch)
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(self.body(x) + self.skip(x))  # (B, out_ch, H / stride, W / stride)
+        return torch.relu(self.body(x) + self.skip(x))  # (B, out_ch, H / 2, W / 2)
 
 
 class DigitClassifier(nn.Module):
@@ -124,7 +120,7 @@ class DigitClassifier(nn.Module):
         chs = spec.channels
         if spec.arch == "resnet":
             layers = conv_bn_relu(spec.in_channels, 16)
-            layers += [ResidualBlock(i, o, 2) for i, o in zip([16, *chs[:-1]], chs, strict=True)]
+            layers += [ResidualBlock(i, o) for i, o in zip([16, *chs[:-1]], chs, strict=True)]
             layers.append(nn.AdaptiveAvgPool2d(1))
             flat = chs[-1]
         else:
@@ -190,25 +186,6 @@ def weights_path(directory: str | Path, name: str) -> Path:
     return Path(directory) / f"{name}.pt"
 
 
-def is_writable_dir(directory: str | Path) -> bool:
-    """Whether ``directory`` can be created and written to.
-
-    A folder whose permission bits forbid writing counts as read-only even for root (who
-    could write anyway): a shared, read-only data root stays untouched.
-    """
-    path = Path(directory).expanduser()
-    existing = next((p for p in (path, *path.parents) if p.exists()), path)
-    if not existing.is_dir() or existing.stat().st_mode & 0o222 == 0:
-        return False
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path):
-            pass
-    except OSError:
-        return False
-    return True
-
-
 def resolve_classifier_dir(data_root: str | Path, configured: str | Path | None, name: str) -> Path:
     """Where the classifier of data set ``name`` is (or will be) cached.
 
@@ -220,8 +197,16 @@ def resolve_classifier_dir(data_root: str | Path, configured: str | Path | None,
     if configured:
         return Path(configured).expanduser()
     primary = Path(data_root).expanduser() / "classifiers"
-    if weights_path(primary, name).exists() or is_writable_dir(primary):
+    if weights_path(primary, name).exists():
         return primary
+    # writable: the nearest folder that exists takes a file; one whose permission bits forbid
+    # writing counts as read-only even for root (who could write anyway), so a shared,
+    # read-only data root stays untouched
+    existing = next(p for p in (primary, *primary.parents) if p.exists())
+    with contextlib.suppress(OSError):  # not writable: the fallback below
+        if existing.is_dir() and existing.stat().st_mode & 0o222:
+            tempfile.NamedTemporaryFile(dir=existing).close()
+            return primary
     fallback = FALLBACK_DIR.expanduser()
     if (str(data_root), name) not in _NOTED_FALLBACKS:  # said once per process, not per caller
         _NOTED_FALLBACKS.add((str(data_root), name))
@@ -329,7 +314,6 @@ def fit_classifier(
     hidden: int = 128,
     dropout: float = 0.25,
     seed: int = 0,
-    arch: str | None = None,
     accelerator: str = "auto",
     enable_progress_bar: bool = False,
 ) -> tuple[DigitClassifier, dict[str, Any]]:
@@ -350,7 +334,7 @@ def fit_classifier(
         hidden=hidden,
         num_classes=int(datamodule.train_set.labels.max()) + 1,
         dropout=dropout,
-        arch=arch or default_arch(datamodule.channels),  # RGB: residual blocks
+        arch=default_arch(datamodule.channels),  # RGB: residual blocks
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -364,7 +348,6 @@ def fit_classifier(
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=enable_progress_bar,
-            num_sanity_val_steps=0,
         )
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=datamodule.train_dataloader())

@@ -8,6 +8,7 @@ per-sample Python.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -34,6 +35,8 @@ IDX_FILES = (
 )
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FILES = (*CIFAR_TRAIN_FILES, "test_batch", "batches.meta")
+IDX_KIND = "uncompressed IDX files"
+CIFAR_KIND = "files of CIFAR-10's python version (cifar-10-python.tar.gz, extracted)"
 
 
 class CIFAR10Copy(datasets.CIFAR10):
@@ -70,17 +73,16 @@ class CIFAR10Copy(datasets.CIFAR10):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
-_MD5_MEMO: dict[tuple[str, int, int], str] = {}
-
-
 def _md5(path: Path) -> str:
     """The file's MD5, computed once per (path, size, mtime) in a process."""
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _MD5_MEMO:
-        with path.open("rb") as f:
-            _MD5_MEMO[key] = hashlib.file_digest(f, "md5").hexdigest()
-    return _MD5_MEMO[key]
+    return _md5_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _md5_of(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -97,23 +99,13 @@ class DataSet:
 
 
 DATASETS: dict[str, DataSet] = {
-    "mnist": DataSet(datasets.MNIST, "MNIST/raw", IDX_FILES, "uncompressed IDX files", 1, 28),
-    "fashion_mnist": DataSet(
-        datasets.FashionMNIST, "FashionMNIST/raw", IDX_FILES, "uncompressed IDX files", 1, 28
-    ),
-    "cifar10": DataSet(
-        CIFAR10Copy,
-        "cifar-10-batches-py",
-        CIFAR_FILES,
-        "files of CIFAR-10's python version (cifar-10-python.tar.gz, extracted)",
-        3,
-        32,
-    ),
+    "mnist": DataSet(datasets.MNIST, "MNIST/raw", IDX_FILES, IDX_KIND, 1, 28),
+    "fashion_mnist": DataSet(datasets.FashionMNIST, "FashionMNIST/raw", IDX_FILES, IDX_KIND, 1, 28),
+    "cifar10": DataSet(CIFAR10Copy, "cifar-10-batches-py", CIFAR_FILES, CIFAR_KIND, 3, 32),
 }
 
 
 def default_data_dir() -> str:
-    """The data root: ``$DATA_DIR`` or ``./data``."""
     return os.environ.get("DATA_DIR", "./data")
 
 
@@ -183,11 +175,9 @@ def cifar_file_problem(path: Path) -> str | None:
             f"it has no 'data' and 'labels' entries (its keys: {sorted(map(repr, entry))[:6]}; "
             "the official files' keys are Python 2 strings)"
         )
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,):
         what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else ""
         return f"its 'data' is a {what or type(data).__name__}, not a uint8 array (N, 3072)"
-    if data.shape[1] != 3 * 32 * 32:
-        return f"its 'data' has shape {data.shape}, not (N, 3072) (N images of 3x32x32)"
     if len(labels) != len(data):
         return f"it has {len(data)} images but {len(labels)} labels"
     if any(not 0 <= int(y) < 10 for y in labels):
@@ -262,8 +252,7 @@ def _bad_idx_file(raw: Path, train: bool, download: bool) -> str | None:
     return None
 
 
-def _corrupt_file(path: Path, problem: str) -> str:
-    """The message for one damaged file, a CIFAR-10 batch or an IDX file."""
+def _corrupt_file(path: Path, problem: str) -> str:  # a CIFAR-10 batch or an IDX file
     return (
         f"the data file {str(path)!r} is corrupt or truncated: {problem}. To fix it, delete it "
         "and let torchvision download it again (data.download=true), or copy an intact file there."
@@ -285,17 +274,13 @@ class InMemoryDataset(TensorDataset):
     ``__getitem__`` and a collate per sample.
     """
 
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        super().__init__(images, labels)
+        self.images, self.labels = images, labels
+
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
         idx = torch.as_tensor(indices)
         return tuple(t.index_select(0, idx) for t in self.tensors)
-
-    @property
-    def images(self) -> Tensor:
-        return self.tensors[0]
-
-    @property
-    def labels(self) -> Tensor:
-        return self.tensors[1]
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -305,7 +290,6 @@ class ImageDataModule(L.LightningDataModule):
     the GAN never trains on; the quality metrics compare generated images against it.
 
     Args:
-        name: ``mnist``, ``fashion_mnist`` or ``cifar10``.
         root: data root holding ``<DatasetName>/raw/`` (``cifar-10-batches-py/`` for
             CIFAR-10); defaults to ``$DATA_DIR``.
         batch_size: images per batch (real images; the D step adds as many fakes).
@@ -313,8 +297,6 @@ class ImageDataModule(L.LightningDataModule):
             against the files when they are loaded. None: the data set's own (1x28x28
             for the MNIST family, 3x32x32 for CIFAR-10), for callers that know only
             the name (the classifier cache, the report's real-data floor).
-        train_subset, val_subset: use only the first N images (None: all).
-        download: let torchvision download missing files.
         num_workers: DataLoader workers; 0 is fastest for an in-memory tensor.
     """
 
@@ -348,10 +330,9 @@ class ImageDataModule(L.LightningDataModule):
             load_split(self.name, self.root, train, self.download)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        self.train_set = self._load(train=True, subset=self.train_subset)
-        self.val_set = self._load(train=False, subset=self.val_subset)
+        if self.train_set is None:  # loaded once, whatever the stage
+            self.train_set = self._load(train=True, subset=self.train_subset)
+            self.val_set = self._load(train=False, subset=self.val_subset)
 
     def _load(self, train: bool, subset: int | None) -> InMemoryDataset:
         images, labels = load_split(self.name, self.root, train, download=False)

@@ -49,10 +49,13 @@ def hold_run_folder(folder: str | Path) -> None:
     try:
         lock.acquire()
     except Timeout:  # (a subclass of OSError: first)
+        last = holder(folder) or {}  # who trains the run there, if known
+        host = (last.get("machine") or {}).get("hostname", "?")
+        who = f" (pid {last.get('pid', '?')} on {host}, started {last.get('started', '?')})"
         raise RunLockedError(
-            f"the run folder {key!r} is in use by another run{_holder(folder)}. Two runs in one "
-            "folder would overwrite each other's checkpoints and run_info.json. Wait until it "
-            "ends (or stop it: it saves last.ckpt on SIGTERM) and then resume with "
+            f"the run folder {key!r} is in use by another run{who if last else ''}. Two runs in "
+            "one folder would overwrite each other's checkpoints and run_info.json. Wait until "
+            "it ends (or stop it: it saves last.ckpt on SIGTERM) and then resume with "
             "ckpt_path=last, or start this run in another folder (hydra.run.dir=<new folder>, "
             "or no hydra.run.dir for a fresh outputs/<date>/<time>)."
         ) from None
@@ -65,11 +68,10 @@ def hold_run_folder(folder: str | Path) -> None:
 def release_run_folder(folder: str | Path) -> None:
     """Undo one :func:`hold_run_folder`; the last one frees the folder."""
     lock = _held.get(_key(folder))
-    if lock is None:
-        return
-    lock.release()
-    if not lock.is_locked:
-        del _held[_key(folder)]
+    if lock is not None:
+        lock.release()
+        if not lock.is_locked:
+            del _held[_key(folder)]
 
 
 def folder_in_use(folder: str | Path) -> bool:
@@ -95,15 +97,6 @@ def holder(folder: str | Path) -> dict[str, Any] | None:
     ``pid``, ``started`` and ``machine``), else None: who trains the run, if known."""
     last = last_session(folder)
     return last if isinstance(last, dict) and last.get("status") == "running" else None
-
-
-def _holder(folder: str | Path) -> str:
-    """`` (pid N on host, started T)`` of the run training in ``folder``, if known."""
-    last = holder(folder)
-    if last is None:
-        return ""
-    host = (last.get("machine") or {}).get("hostname", "?")
-    return f" (pid {last.get('pid', '?')} on {host}, started {last.get('started', '?')})"
 
 
 def remove_stale_temp_files(folder: str | Path, pattern: str = TEMP_GLOB) -> list[Path]:

@@ -72,17 +72,11 @@ def to_uint8(images: Tensor) -> Tensor:
     return (images.float() + 1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-class LastBatch:
-    """A one-entry memo shared by the :class:`ClassifierFeatures` of one classifier:
-    torchmetrics runs its feature module once per metric on the same tensor, so one
-    classifier pass serves them all. :meth:`clear` after the batch releases it."""
-
-    def __init__(self) -> None:
-        self.images: Tensor | None = None
-        self.outputs: tuple[Tensor, Tensor] | None = None
-
-    def clear(self) -> None:
-        self.images = self.outputs = None
+class LastBatch(dict):
+    """A one-entry memo (``images``, their ``outputs``: features and logits) shared by the
+    :class:`ClassifierFeatures` of one classifier: torchmetrics runs its feature module once
+    per metric on the same tensor, so one classifier pass serves them all. ``clear()`` after
+    the batch releases it."""
 
 
 class ClassifierFeatures(nn.Module):
@@ -103,15 +97,12 @@ class ClassifierFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        memo = self.memo
-        if memo is not None and memo.images is images and memo.outputs is not None:
-            features, logits = memo.outputs
-        else:
+        memo = LastBatch() if self.memo is None else self.memo
+        if memo.get("images") is not images:
             x = to_unit_range(images) if images.dtype == torch.uint8 else images.float()
             features = self.classifier.features(x)
-            logits = self.classifier.head(features)
-            if memo is not None:
-                memo.images, memo.outputs = images, (features, logits)
+            memo.update(images=images, outputs=(features, self.classifier.head(features)))
+        features, logits = memo["outputs"]
         return features if self.output == "features" else logits
 
 
@@ -240,38 +231,31 @@ class SampleQuality(nn.Module):
         self.modes = ModeCoverage(classifier, threshold=mode_threshold, memo=self.memo)
         self.precision_recall = PrecisionRecall(classifier, k=pr_k, memo=self.memo)
         self.kid_subset_size = kid_subset_size
-        self.num_real = self.num_fake = 0
 
     @torch.no_grad()
     def update(self, images: Tensor, real: bool) -> None:
         for metric in (self.fid, self.kid, self.modes, self.precision_recall):
             metric.update(images, real=real)
-        if real:
-            self.num_real += len(images)
-        else:
+        if not real:
             self.inception_score.update(images)
-            self.num_fake += len(images)
         self.memo.clear()
 
     @torch.no_grad()
     def compute(self, total_real: int | None = None, total_fake: int | None = None) -> dict:
         """``RESULT_KEYS`` -> 0-d tensors. KID's subsets are shrunk to the smaller set;
         ``total_*`` (all processes together) default to this process's counts."""
-        n = min(total_real or self.num_real, total_fake or self.num_fake)
+        counted = (self.fid.real_features_num_samples, self.fid.fake_features_num_samples)
+        n = min(total_real or int(counted[0]), total_fake or int(counted[1]))
         self.kid.subset_size = min(self.kid_subset_size, n)
-        kid_mean, _ = self.kid.compute()
-        is_mean, _ = self.inception_score.compute()
-        modes, mode_kl = self.modes.compute()
-        precision, recall = self.precision_recall.compute()
-        counted = (precision, recall, modes, mode_kl)  # float64 / int64
-        values = (self.fid.compute(), kid_mean, is_mean, *(v.float() for v in counted))
-        return dict(zip(RESULT_KEYS, values, strict=True))
+        # KID and IS: (mean, std); precision / recall float64, modes int64
+        means = (self.fid.compute(), self.kid.compute()[0], self.inception_score.compute()[0])
+        values = (*means, *self.precision_recall.compute(), *self.modes.compute())
+        return {k: v.float() for k, v in zip(RESULT_KEYS, values, strict=True)}
 
     def reset(self) -> None:
         """Forget the generated images; the real statistics stay."""
         for metric in self.children():  # fid, kid, inception_score, modes, precision_recall
             metric.reset()
-        self.num_fake = 0
 
 
 class SampleQualityCallback(L.Callback):
@@ -333,27 +317,6 @@ class SampleQualityCallback(L.Callback):
         self.quality = SampleQuality(classifier, **self.metric_kwargs)
 
     @torch.no_grad()
-    def _add_real(self, trainer: L.Trainer, device: torch.device) -> None:
-        assert self.quality is not None
-        images = trainer.datamodule.val_set.images[trainer.global_rank :: trainer.world_size]
-        for batch in images.split(self.batch_size):
-            self.quality.update(to_uint8(batch).to(device), real=True)
-        self.num_real = len(trainer.datamodule.val_set)
-
-    @torch.no_grad()
-    def _add_generated(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert self.quality is not None
-        generator = pl_module.generator
-        was_training = generator.training
-        generator.eval()
-        rng = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        share = range(self.num_samples)[trainer.global_rank :: trainer.world_size]  # this process's
-        for start in range(0, len(share), self.batch_size):
-            n = min(self.batch_size, len(share) - start)
-            z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)
-            self.quality.update(to_uint8(generator(z)), real=False)
-        generator.train(was_training)
-
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (
             trainer.sanity_checking
@@ -363,13 +326,25 @@ class SampleQualityCallback(L.Callback):
             return
         start = time.perf_counter()
         self.quality.to(pl_module.device)
+        rank, world = trainer.global_rank, trainer.world_size
         if self.num_real == 0:
-            self._add_real(trainer, pl_module.device)
-        self._add_generated(trainer, pl_module)
+            for batch in trainer.datamodule.val_set.images[rank::world].split(self.batch_size):
+                self.quality.update(to_uint8(batch).to(pl_module.device), real=True)
+            self.num_real = len(trainer.datamodule.val_set)
+        generator = pl_module.generator
+        was_training = generator.training
+        generator.eval()
+        rng = torch.Generator().manual_seed(self.seed + rank)
+        share = len(range(self.num_samples)[rank::world])  # this process's
+        for start in range(0, share, self.batch_size):
+            n = min(self.batch_size, share - start)
+            z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)
+            self.quality.update(to_uint8(generator(z)), real=False)
+        generator.train(was_training)
         values = self.quality.compute(total_real=self.num_real, total_fake=self.num_samples)
         self.quality.reset()
         seconds = time.perf_counter() - start
-        logged = {f"val/{k}": v.float() for k, v in values.items()}
+        logged = {f"val/{k}": v for k, v in values.items()}
         logged["val/metric_seconds"] = torch.tensor(seconds)
         # every process holds the same synced values: no further reduction
         pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False)
