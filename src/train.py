@@ -15,7 +15,7 @@ from capsgan.training import run
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    cli.prepare_process()  # again here: joblib / submitit run jobs in other processes
+    cli.setup()  # again here: joblib / submitit run jobs in other processes
     return run(cfg)
 
 

@@ -93,7 +93,7 @@ def test_cli_scoring_tools_exit_2_before_any_work(inputs, tmp_path: Path) -> Non
 
 
 def test_optuna_search_without_its_extra_names_the_install_line(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(capsgan_cli, "_importable", lambda module: False)
+    monkeypatch.setattr(capsgan_cli.importlib.util, "find_spec", lambda name, *args: None)
     with pytest.raises(SystemExit) as stop:
         capsgan_cli.setup(["lr=1e-4", "hparams_search=capsule_optuna"])
     assert stop.value.code == 2

@@ -17,6 +17,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from omegaconf import OmegaConf
 
 from capsgan.errors import ConfigError, user_errors
+from capsgan.help import config_groups
 
 LATEST = "latest"
 
@@ -33,10 +34,9 @@ class DropLines(logging.Filter):
         return not (str(record.msg).startswith(self.prefixes) and self.when())
 
     def install(self, *loggers: str) -> None:
-        """Put this filter on each named logger, once (idempotent)."""
+        """Put this filter on each named logger (addFilter adds it once: idempotent)."""
         for name in loggers:
-            if self not in logging.getLogger(name).filters:
-                logging.getLogger(name).addFilter(self)
+            logging.getLogger(name).addFilter(self)
 
 
 # Lightning's advertisements ("💡 Tip: ... litlogger / litmodels"), logged on every Trainer
@@ -80,12 +80,8 @@ def resume_dir(ckpt_path: object, log_dir: str, default: str) -> str:
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("capsgan.resume_dir"):
-        OmegaConf.register_new_resolver("capsgan.resume_dir", resume_dir)
-    if not OmegaConf.has_resolver("capsgan.config_groups"):  # --help (capsgan.help)
-        from capsgan.help import config_groups
-
-        OmegaConf.register_new_resolver("capsgan.config_groups", config_groups)
+    OmegaConf.register_new_resolver("capsgan.resume_dir", resume_dir, replace=True)
+    OmegaConf.register_new_resolver("capsgan.config_groups", config_groups, replace=True)  # --help
 
 
 # -- optional plugins -----------------------------------------------------------------
@@ -94,34 +90,27 @@ OPTUNA = "hydra_plugins.hydra_optuna_sweeper"  # the one optional plugin, an ext
 NEEDS_OPTUNA = ("hparams_search=", "hydra/sweeper=optuna")  # the overrides that use it
 
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:  # a missing parent package
-        return False
-
-
 def check_optional_plugins(argv: Sequence[str]) -> None:
     """A ConfigError with the install line when the command needs a plugin that is not
     installed (Hydra would say only that it cannot find ``hydra/sweeper/optuna``)."""
-    for arg in argv:
-        if arg.startswith(NEEDS_OPTUNA) and not _importable(OPTUNA):
-            raise ConfigError(
-                f"`{arg}` needs the Optuna sweeper, an optional extra that is not installed "
-                "here. Install it with `pip install -e '.[optuna]'` (the README's dev install "
-                "includes it)."
-            )
+    arg = next((arg for arg in argv if arg.startswith(NEEDS_OPTUNA)), None)
+    try:
+        missing = arg is not None and importlib.util.find_spec(OPTUNA) is None
+    except ImportError:  # a missing parent package
+        missing = True
+    if missing:
+        raise ConfigError(
+            f"`{arg}` needs the Optuna sweeper, an optional extra that is not installed "
+            "here. Install it with `pip install -e '.[optuna]'` (the README's dev install "
+            "includes it)."
+        )
 
 
-def prepare_process() -> None:
-    """The filters and resolvers, in this process (an entry point, or a sweep's worker)."""
+def setup(argv: Sequence[str] = ()) -> None:
+    """Everything an entry point needs before ``@hydra.main`` runs: the filters and
+    resolvers, in this process (again in a sweep's worker: ``argv`` empty), and the plugins."""
     quiet_library_noise()
     register_resolvers()
-
-
-def setup(argv: Sequence[str]) -> None:
-    """Everything an entry point needs before ``@hydra.main`` runs."""
-    prepare_process()
     with user_errors():  # one Error: paragraph, exit 2
         check_optional_plugins(argv)
 
@@ -161,5 +150,4 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    Console(width=max(80, sum(widths) + 3 * len(columns) + 1)).print(table)
+    Console(width=10_000).print(table)  # at its own width: not cut to 80 columns off a terminal

@@ -169,7 +169,6 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def validate_config(cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
-    """:func:`check_config`, then :func:`build_models`: ``(generator, discriminator)``."""
     check_config(cfg)
     return build_models(cfg)
 
@@ -285,7 +284,6 @@ def unwritable_reason(folder: str | Path, size: int = 256 * 1024) -> str | None:
 
 
 def check_output_dir(folder: str | Path, key: str = "paths.output_dir") -> None:
-    """Raise a :class:`ConfigError` if the run folder cannot be written."""
     reason = unwritable_reason(folder)
     if reason:
         hint = (" (single runs: hydra.run.dir=<folder>, sweeps: hydra.sweep.dir=<folder>; the "

@@ -85,11 +85,12 @@ def storage_error(
         return None
     target = path or os_err.filename
     where = repr(str(target)) if target else "a file"
-    folder = Path(target).parent if target else None
     free = ""
-    if folder is not None and os_err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if target and os_err.errno in (errno.ENOSPC, errno.EDQUOT):
         with contextlib.suppress(OSError):  # the free space is a courtesy
-            free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free there now)"
+            free = (
+                f" ({shutil.disk_usage(Path(target).parent).free / 2**20:.0f} MiB free there now)"
+            )
     setting = f"{key}=<another place>" if key else "hydra.run.dir=<folder>"
     if os_err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         fix = (
@@ -109,10 +110,6 @@ def storage_error(
         f"could not write {where}: {STORAGE_ERRNOS[os_err.errno]}{free} "
         f"[{os_err.strerror or os_err}]. {kept}; {fix}, {again}."
     )
-
-
-def exit_code(err: UserError) -> int:
-    return 3 if isinstance(err, DivergenceError) else 2
 
 
 @contextmanager
@@ -136,7 +133,7 @@ def user_errors(reraise: bool = False, output_key: str | None = None) -> Iterato
         if user is None or reraise or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"Error: {user}", file=sys.stderr)
-        sys.exit(exit_code(user))
+        sys.exit(3 if isinstance(user, DivergenceError) else 2)
 
 
 class RunInterruptedError(Exception):

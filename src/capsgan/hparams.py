@@ -62,5 +62,4 @@ class GANHParams(Keys):
 
 
 def names() -> list[str]:
-    """The hyperparameters' names, in field order."""
     return [f.name for f in fields(GANHParams)]

@@ -40,7 +40,6 @@ def hp(
 
 
 def at_least(n: float, default: Any, strict: bool = False, example: Any = None) -> Any:
-    """A number field that must be ``>= n`` (``strict``: ``> n``)."""
     must = f"{'>' if strict else '>='} {n}"
     return hp(default, "", must, lambda v: v > n or (v == n and not strict), example)
 
@@ -62,7 +61,6 @@ def where(key: str, example: Any = None, yaml: str | None = None) -> str:
 
 
 def raise_problems(problems: list[str]) -> None:
-    """One :class:`ConfigError` listing ``problems`` (a paragraph each), if there are any."""
     if problems:
         raise ConfigError(*problems)
 
@@ -73,13 +71,11 @@ def plain(value: Any) -> Any:
 
 
 def ints(values: Any, minimum: int) -> bool:
-    """A non-empty list of integers >= ``minimum``."""
     all_ints = isinstance(values, list) and all(type(v) is int for v in values)
     return all_ints and bool(values) and min(values) >= minimum
 
 
 def int_list(default: list[int], example: str) -> Any:
-    """A field that must be a non-empty list of integers >= 1."""
     return hp(default, "", "a non-empty list of integers >= 1", lambda v: ints(v, 1), example)
 
 
@@ -182,5 +178,4 @@ def key_problems(cfg: DictConfig, schema: type, prefix: str | None = None) -> li
 
 
 def schema_problems(cfg: DictConfig, *schemas: type) -> list[str]:
-    """The problems of every schema's keys in ``cfg``, in order."""
     return [p for schema in schemas for p in key_problems(cfg, schema)]
