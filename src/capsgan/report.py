@@ -258,9 +258,7 @@ def _mean_curve(runs: Sequence[RunSummary], tag: str) -> tuple[list[int], list[f
     return steps, [statistics.fmean(by_step[k]) for k in steps]
 
 
-def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Path | None:
-    if not any(s.fid.values for a in arms for s in a.runs):
-        return None
+def plot_quality(arms: Sequence[Arm], levels: Sequence[float], out: Path) -> Path:
     fig = Figure(figsize=(13, 9))
     (ax_steps, ax_time), (ax_p, ax_r) = fig.subplots(2, 2)
     for i, arm in enumerate(arms):
@@ -502,8 +500,6 @@ def section_ratios(ctx: Context) -> list[str]:
 
 
 def section_grid(ctx: Context) -> list[str]:
-    if not ctx.grid:
-        return []
     tables: list[str | list[str]] = []
     for name, tag, digits, _ in ctx.metrics:
         rows = []

@@ -360,7 +360,6 @@ def pick_baseline(arms: Sequence[Arm], baseline: str | None) -> Arm:
 
 
 def best_within(steps: Sequence[int], values: Sequence[float], max_step: float) -> float | None:
-    """The best (lowest) finite value among evaluations at ``step <= max_step``."""
     within = [v for s, v in zip(steps, values, strict=True) if s <= max_step and math.isfinite(v)]
     return min(within, default=None)
 
