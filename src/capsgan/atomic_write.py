@@ -13,7 +13,7 @@ import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -27,14 +27,11 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> No
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        with open(tmp, "xb") as f:  # a new file, as from mkstemp, but in the umask's mode
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; keep the usual mode
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None:

@@ -456,7 +456,6 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
 
 def _run(cfg: DictConfig, device: torch.device, precision_why: str) -> dict[str, Any]:
     out_path, precision = Path(cfg.output), str(cfg.trainer.precision)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     started, cpu = dt.datetime.now(dt.timezone.utc), cpu_model()
     n = cfg.matmul_size or MATMUL_SIZE.get(device.type, 2048)
     meta = {  # what run_info.json records for a training run, and the bench's settings
@@ -471,7 +470,7 @@ def _run(cfg: DictConfig, device: torch.device, precision_why: str) -> dict[str,
         "steps": cfg.steps, "load_average_start": load_average(), "matmul_size": n,
     }  # fmt: skip
     # the dense matmul rate of this process: the ceiling the training step is compared to
-    dtype = torch.bfloat16 if "bf16" in precision else torch.float32
+    dtype = AUTOCAST[precision] or torch.float32
     a, b = torch.randn(2, n, n, device=device, dtype=dtype)
     seconds = time_interleaved({"mm": lambda: a @ b}, device, 1, max(cfg.repeats, 3))["mm"]
     matmul = 2 * n**3 / seconds

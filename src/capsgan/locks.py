@@ -99,17 +99,15 @@ def holder(folder: str | Path) -> dict[str, Any] | None:
     return last if isinstance(last, dict) and last.get("status") == "running" else None
 
 
-def remove_stale_temp_files(folder: str | Path, pattern: str = TEMP_GLOB) -> list[Path]:
+def remove_stale_temp_files(folder: str | Path, pattern: str = TEMP_GLOB) -> None:
     """Delete the half-written ``.<name>.<random>.tmp`` (:mod:`capsgan.atomic_write`) that a
     killed run left in ``folder`` and its ``checkpoints/`` (or only those ``pattern`` names).
     Call it only while holding their lock, so no live writer's file is taken."""
     folder = Path(folder)
-    stale = [*(folder / "checkpoints").glob(pattern), *folder.glob(pattern)]
-    for path in stale:
+    for path in [*(folder / "checkpoints").glob(pattern), *folder.glob(pattern)]:
         with contextlib.suppress(OSError):
             path.unlink()
             log.warning("removed %s, a half-written file left by a killed run", path)
-    return stale
 
 
 @contextlib.contextmanager
