@@ -133,18 +133,14 @@ def _compose(conf_dir: str | Path, config_name: str, overrides: list[str]) -> Di
         GlobalHydra.instance().clear()
 
 
+@functools.cache  # the answer before Hydra wrote this session's files, asked once
 def hydra_output_subdir(output_dir: str) -> str:
     """``hydra.output_subdir`` of every run and sweep job (``conf/hydra/default.yaml``):
     ``.hydra`` for a new folder, ``.hydra/session_<n>`` when it already holds a run's
     record (the first session is ``.hydra`` itself). Hydra reads it just before it writes
     its files; later readers (run_info's ``config``) get the same answer, remembered per
-    folder for this process."""
-    return _session_subdir(str(Path(output_dir).absolute()))
-
-
-@functools.cache  # the answer before Hydra wrote this session's files, asked once
-def _session_subdir(run_dir: str) -> str:
-    hydra_dir = Path(run_dir) / HYDRA_DIR
+    folder (``hydra.runtime.output_dir``, an absolute path) for this process."""
+    hydra_dir = Path(output_dir) / HYDRA_DIR
     if not (hydra_dir / "config.yaml").is_file():
         return HYDRA_DIR
     n = next(n for n in itertools.count(2) if not (hydra_dir / f"session_{n}").exists())
