@@ -286,7 +286,6 @@ LOGGER_PACKAGES = {  # logger class -> (module to import, pip line)
     "WandbLogger": ("wandb", "pip install wandb"),
     "MLFlowLogger": ("mlflow", "pip install mlflow"),
     "CometLogger": ("comet_ml", "pip install comet-ml"),
-    "NeptuneLogger": ("neptune", "pip install neptune"),
 }
 
 
