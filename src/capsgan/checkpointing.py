@@ -178,7 +178,6 @@ def run_seed(seed: int, ckpt: dict[str, Any] | None) -> int:
 
 
 def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:
-    """Raise a :class:`ConfigError` unless ``ckpt``'s weights fit ``module`` exactly."""
     ours, theirs = module.state_dict(), ckpt["state_dict"]
     missing = [k for k in ours if k not in theirs]
     unexpected = [k for k in theirs if k not in ours]

@@ -384,7 +384,6 @@ class SweepSummary(Callback):
                 sys.exit(1)  # the sweep as a whole did not succeed; the summary is written
 
     def collect(self, sweep_dir: Path) -> list[dict[str, Any]]:
-        """One row per ``job.json`` under ``sweep_dir``, with the best ``metric``."""
         rows = []
         for record in sweep_dir.rglob(JOB_RECORD):
             row = json.loads(record.read_text())
