@@ -97,7 +97,6 @@ class ResumableRun(L.Callback):
         self.seed = seed
         self.stopped_by: str | None = None  # "SIGTERM" or "Ctrl-C", for the exit message
         self.saved_path: Path | None = None
-        self._previous_sigint: Any = None
         self._marked_restart = False
         self._flush_at_next_batch = False
 
@@ -113,17 +112,10 @@ class ResumableRun(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # not on_fit_start: Lightning snapshots every signal handler after that hook and
-        # puts the snapshot back at its teardown, which would leave ours installed
+        # puts the snapshot back at its teardown (after an exception too), so the handler
+        # ours replaces here is restored, where one installed before would stay installed
         if threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore_sigint()  # not called after an exception: on_exception does it then
-
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+            signal.signal(signal.SIGINT, self._on_sigint)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -162,7 +154,6 @@ class ResumableRun(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._restore_sigint()
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
         if self.stopped_by is None:
@@ -187,7 +178,6 @@ def run_seed(seed: int, ckpt: dict[str, Any] | None) -> int:
 
 
 def check_compatible(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:
-    """Raise a :class:`ConfigError` unless ``ckpt``'s weights fit ``module`` exactly."""
     ours, theirs = module.state_dict(), ckpt["state_dict"]
     missing = [k for k in ours if k not in theirs]
     unexpected = [k for k in theirs if k not in ours]

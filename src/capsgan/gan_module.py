@@ -120,7 +120,6 @@ class GAN(L.LightningModule):
         return [opt_g, opt_d]
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The logging and the divergence guard every run of this module needs."""
         return [TrainingLog(), DivergenceGuard()]
 
     def sample_z(self, n: int) -> Tensor:

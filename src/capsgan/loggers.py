@@ -77,12 +77,10 @@ def auto_run_name(cfg: DictConfig, hydra_cfg: Any = None) -> str:
     if hydra_cfg is None:
         return ""
     if cfg.get("ckpt_path"):  # a resume: the name the run folder's events already use
-        folder = Path(str(cfg.paths.output_dir)) / "tensorboard"
-        if any(folder.glob("events.out.tfevents.*")):
-            return ""  # events straight in tensorboard/ (runs from before named runs)
-        named = [p.parent for p in folder.glob("*/events.out.tfevents.*")]
-        if named:
-            return max(named, key=lambda p: p.stat().st_mtime).name
+        found = event_dirs(str(cfg.paths.output_dir))
+        if found:  # "" for events straight in tensorboard/ (runs from before named runs)
+            newest = max(found, key=lambda p: p.stat().st_mtime)
+            return "" if newest.name == "tensorboard" else newest.name
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     parts: list[str] = []
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -271,7 +269,6 @@ class TensorBoardLogger(GeneratorSteps, _LightningTensorBoardLogger):
 
 
 def _add_hparams(writer: Any, tag: str, **data: Any) -> None:
-    """Write a summary of the HPARAMS plugin holding ``HParamsPluginData(**data)``."""
     content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
     plugin = SummaryMetadata.PluginData(
         plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
@@ -286,7 +283,6 @@ LOGGER_PACKAGES = {  # logger class -> (module to import, pip line)
     "WandbLogger": ("wandb", "pip install wandb"),
     "MLFlowLogger": ("mlflow", "pip install mlflow"),
     "CometLogger": ("comet_ml", "pip install comet-ml"),
-    "NeptuneLogger": ("neptune", "pip install neptune"),
 }
 
 

@@ -40,23 +40,6 @@ def _value(argv: Sequence[str], key: str) -> str | None:
     return found[-1] if found else None
 
 
-def folder_to_resume(argv: Sequence[str], default_log_dir: str = "outputs") -> Path | None:
-    """The run folder a single run's command line resumes in, when it holds a saved
-    ``.hydra/overrides.yaml``: the newest run under ``paths.log_dir`` for
-    ``ckpt_path=latest``, ``hydra.run.dir`` for ``ckpt_path=last``; else None."""
-    if any(a in MULTIRUN_FLAGS for a in argv):
-        return None
-    ckpt = _value(argv, "ckpt_path")
-    if ckpt == LATEST:
-        found = resume_dir(LATEST, _value(argv, "paths.log_dir") or default_log_dir, "")
-    elif ckpt == LAST:
-        found = _value(argv, "hydra.run.dir")
-    else:
-        return None
-    folder = Path(found) if found else None
-    return folder if folder and (folder / HYDRA_DIR / "overrides.yaml").is_file() else None
-
-
 def saved_overrides(folder: Path) -> list[str]:
     """The overrides the run was started with (its first session's ``overrides.yaml``)."""
     path = folder / HYDRA_DIR / "overrides.yaml"
@@ -88,15 +71,22 @@ def _changes(before: DictConfig, after: DictConfig) -> list[str]:
 def resume_argv(argv: Sequence[str], conf_dir: str | Path, config_name: str = "train") -> list[str]:
     """``argv`` for resuming a run in its folder: the run's saved overrides, then the
     user's (which win), with ``ckpt_path=latest`` spelled out as the folder it means.
-    Unchanged when the command resumes nothing. A :class:`ConfigError` when the user's
-    overrides change the architecture the checkpoint was saved with."""
-    folder = folder_to_resume(argv)
-    if folder is None:
+    Unchanged when the command resumes nothing: a sweep, or a folder without a saved
+    ``.hydra/overrides.yaml`` (the newest run under ``paths.log_dir`` for
+    ``ckpt_path=latest``, ``hydra.run.dir`` for ``ckpt_path=last``). A :class:`ConfigError`
+    when the user's overrides change the architecture the checkpoint was saved with."""
+    ckpt = _value(argv, "ckpt_path")
+    if any(a in MULTIRUN_FLAGS for a in argv) or ckpt not in (LATEST, LAST):
+        return list(argv)
+    log_dir = _value(argv, "paths.log_dir") or "outputs"
+    found = resume_dir(LATEST, log_dir, "") if ckpt == LATEST else _value(argv, "hydra.run.dir")
+    folder = Path(found) if found else None
+    if folder is None or not (folder / HYDRA_DIR / "overrides.yaml").is_file():
         return list(argv)
     saved = saved_overrides(folder)
     flags = [a for a in argv if a.startswith("-")]  # Hydra's options come before overrides
     given = [a for a in argv if key_of(a) != "ckpt_path" and not a.startswith("-")]
-    if _value(argv, "ckpt_path") == LATEST:
+    if ckpt == LATEST:
         given = [a for a in given if key_of(a) != "hydra.run.dir"] + [f"hydra.run.dir={folder}"]
     ours = {key_of(a) for a in given}
     before = [s for s in saved if key_of(s) != "ckpt_path"]
@@ -133,18 +123,14 @@ def _compose(conf_dir: str | Path, config_name: str, overrides: list[str]) -> Di
         GlobalHydra.instance().clear()
 
 
+@functools.cache  # the answer before Hydra wrote this session's files, asked once
 def hydra_output_subdir(output_dir: str) -> str:
     """``hydra.output_subdir`` of every run and sweep job (``conf/hydra/default.yaml``):
     ``.hydra`` for a new folder, ``.hydra/session_<n>`` when it already holds a run's
     record (the first session is ``.hydra`` itself). Hydra reads it just before it writes
     its files; later readers (run_info's ``config``) get the same answer, remembered per
-    folder for this process."""
-    return _session_subdir(str(Path(output_dir).absolute()))
-
-
-@functools.cache  # the answer before Hydra wrote this session's files, asked once
-def _session_subdir(run_dir: str) -> str:
-    hydra_dir = Path(run_dir) / HYDRA_DIR
+    folder (``hydra.runtime.output_dir``, an absolute path) for this process."""
+    hydra_dir = Path(output_dir) / HYDRA_DIR
     if not (hydra_dir / "config.yaml").is_file():
         return HYDRA_DIR
     n = next(n for n in itertools.count(2) if not (hydra_dir / f"session_{n}").exists())

@@ -55,7 +55,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from capsgan import run_info
 from capsgan.atomic_write import write_json_atomically
 from capsgan.errors import RunInterruptedError, UserError
-from capsgan.resume import LAST
+from capsgan.resume import LAST, MULTIRUN_FLAGS, key_of
 from capsgan.runs import (
     JOB_RECORD,
     Series,
@@ -156,19 +156,16 @@ def job_plan(job_dir: str | Path, overrides: Sequence[str]) -> str:
     previous = read_job_record(job_dir)
     if previous is None:
         return "run"
-    if _the_job(previous.get("overrides") or []) != _the_job(overrides):
+    earlier = previous.get("overrides") or []
+    # which job it is, not how it was launched (ckpt_path=last on a resumed sweep's command)
+    mine, theirs = ([o for o in x if key_of(o) != "ckpt_path"] for x in (overrides, earlier))
+    if mine != theirs:
         return "conflict"
     if previous.get("status") == "ok":
         return "skip"
     if (Path(job_dir) / "checkpoints" / "last.ckpt").is_file():
         return "resume"
     return "run"
-
-
-def _the_job(overrides: Sequence[str]) -> list[str]:
-    """The overrides that say which job it is: not how it was launched (``ckpt_path=last``
-    on a resumed sweep's command line)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith("ckpt_path=")]
 
 
 def resumed_job(cfg: DictConfig, output_dir: str) -> dict[str, float] | None:
@@ -240,7 +237,6 @@ class SweepSummary(Callback):
         self._stopped_by: tuple[str, int] | None = None
         self._job_here = False  # a job runs in the launching process (basic launcher)
         self._jobs: dict[str, tuple[float, str]] = {}  # job folder -> (start time, job_plan())
-        self._earlier_configs: dict[Path, dict[str, bytes]] = {}
 
     # -- in the job's process -----------------------------------------------------------
 
@@ -249,14 +245,6 @@ class SweepSummary(Callback):
         self._sweep_dir = Path(config.hydra.sweep.dir)
         self._sweep_dir.mkdir(parents=True, exist_ok=True)
         (self._sweep_dir / STOP_FILE).unlink(missing_ok=True)  # a resumed sweep runs again
-        # Hydra rewrites a job's .hydra/ files before the job can look at its folder: keep
-        # the earlier ones, to put back where a folder turns out to hold another job
-        self._earlier_configs = {
-            record.parent: {
-                p.name: p.read_bytes() for p in (record.parent / ".hydra").glob("*.yaml")
-            }
-            for record in self._sweep_dir.rglob(JOB_RECORD)
-        }
         self._launcher_pid = os.getpid()
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_stop_signal)
@@ -360,11 +348,6 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        for job_dir, files in self._earlier_configs.items():
-            record = read_job_record(job_dir) or {}
-            if str(record.get("launch", "")).startswith("refused"):  # put its record back
-                for name, content in files.items():
-                    (job_dir / ".hydra" / name).write_bytes(content)
         rows = self.collect(sweep_dir)
         launches = [str(r.get("launch") or "run").split(":")[0] for r in rows]
         if any(x != "run" for x in launches):
@@ -401,7 +384,6 @@ class SweepSummary(Callback):
                 sys.exit(1)  # the sweep as a whole did not succeed; the summary is written
 
     def collect(self, sweep_dir: Path) -> list[dict[str, Any]]:
-        """One row per ``job.json`` under ``sweep_dir``, with the best ``metric``."""
         rows = []
         for record in sweep_dir.rglob(JOB_RECORD):
             row = json.loads(record.read_text())
@@ -417,10 +399,8 @@ class SweepSummary(Callback):
 def resume_command(sweep_dir: Path) -> str:
     """The command line that resumes the sweep this process runs: the same arguments with
     ``hydra.sweep.dir=<sweep_dir> ckpt_path=last`` (replacing any given before)."""
-    keep = [
-        a for a in sys.argv[1:] if not a.lstrip("+~").startswith(("hydra.sweep.dir=", "ckpt_path="))
-    ]
-    if not any(a in ("-m", "--multirun") for a in keep):
+    keep = [a for a in sys.argv[1:] if key_of(a) not in ("hydra.sweep.dir", "ckpt_path")]
+    if not any(a in MULTIRUN_FLAGS for a in keep):
         keep.insert(0, "-m")
     args = [*keep, f"hydra.sweep.dir={sweep_dir}", "ckpt_path=last"]
     return " ".join(shlex.quote(a) for a in ["python", sys.argv[0], *args])

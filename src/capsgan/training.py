@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_list(section: DictConfig | None, group: str = "callbacks") -> list[Any]:
-    """Instantiate every entry of a callbacks/logger group that has a ``_target_``."""
     return [_built(c, f"{group}.{k}") for k, c in (section or {}).items() if c and "_target_" in c]
 
 
@@ -112,35 +111,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank_zero:
         hold_run_folder(output_dir)  # a second run in this folder is refused
     try:
-        return _session(cfg, output_dir, rank_zero)
+        if in_multirun() and rank_zero:
+            done = resumed_job(cfg, output_dir)
+            if done is not None:
+                return done
+        if rank_zero:
+            remove_stale_temp_files(output_dir)  # a killed run's half-written checkpoint
+            hydra = HydraConfig.get() if HydraConfig.initialized() else None
+            overrides = list(hydra.overrides.task) if hydra else []
+            config_dir = str(hydra.output_subdir) if hydra and hydra.output_subdir else None
+            run_info.start_session(output_dir, overrides, cfg.get("ckpt_path"), config_dir)
+        try:
+            metrics = _fit(cfg, output_dir)
+        except BaseException as err:
+            converted = None if isinstance(err, UserError) else storage_error(err)
+            if rank_zero:
+                run_info.end_session(output_dir, *_how_it_ended(converted or err))
+            if converted is not None:  # a full disk, a read-only folder: one paragraph
+                raise converted from err
+            raise
+        if rank_zero:
+            run_info.end_session(output_dir, "completed", metrics=metrics)
+        return metrics
     finally:
         if rank_zero:
             release_run_folder(output_dir)
-
-
-def _session(cfg: DictConfig, output_dir: str, rank_zero: bool) -> dict[str, float]:
-    if in_multirun() and rank_zero:
-        done = resumed_job(cfg, output_dir)
-        if done is not None:
-            return done
-    if rank_zero:
-        remove_stale_temp_files(output_dir)  # a killed run's half-written checkpoint
-        hydra = HydraConfig.get() if HydraConfig.initialized() else None
-        overrides = list(hydra.overrides.task) if hydra else []
-        config_dir = str(hydra.output_subdir) if hydra and hydra.output_subdir else None
-        run_info.start_session(output_dir, overrides, cfg.get("ckpt_path"), config_dir)
-    try:
-        metrics = _fit(cfg, output_dir)
-    except BaseException as err:
-        converted = None if isinstance(err, UserError) else storage_error(err)
-        if rank_zero:
-            run_info.end_session(output_dir, *_how_it_ended(converted or err))
-        if converted is not None:  # a full disk, a read-only folder: one paragraph
-            raise converted from err
-        raise
-    if rank_zero:
-        run_info.end_session(output_dir, "completed", metrics=metrics)
-    return metrics
 
 
 def _how_it_ended(err: BaseException) -> tuple[str, str]:
