@@ -125,11 +125,10 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 def read_job_record(folder: str | Path) -> dict[str, Any] | None:
     """A sweep job folder's ``job.json``, or None (none, or unreadable)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         record = json.loads((Path(folder) / JOB_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+        return record if isinstance(record, dict) else None
+    return None
 
 
 def run_status(folder: Path) -> tuple[str | None, str | None]:
