@@ -287,7 +287,7 @@ def score(source: Source, cfg: DictConfig, quality: SampleQuality, num_real: int
         )
     values = quality.compute(total_real=num_real, total_fake=num_fake)
     quality.reset()
-    row: dict[str, Any] = {
+    return {
         "source": source.name,
         "kind": source.kind,
         **source.info,
@@ -295,11 +295,10 @@ def score(source: Source, cfg: DictConfig, quality: SampleQuality, num_real: int
         "real_split": str(cfg.real_split),
         "num_real": num_real,
         "num_samples": num_fake,
+        **{k: float(values[k]) for k in RESULT_KEYS},
+        "modes": int(values["modes"]),
+        "seconds": round(time.perf_counter() - start, 2),
     }
-    row.update({k: float(values[k]) for k in RESULT_KEYS})
-    row["modes"] = int(row["modes"])
-    row["seconds"] = round(time.perf_counter() - start, 2)
-    return row
 
 
 # (column, result key, format) of the evaluation table

@@ -47,7 +47,7 @@ class Contender:
     latent_dim: int  # the run's noise size, from its config (a generator need not say it)
 
 
-def use_batch_statistics(module: nn.Module) -> nn.Module:
+def use_batch_statistics(module: nn.Module) -> None:
     """Normalise with each batch's own statistics, as in training, not the running ones.
 
     A GAN discriminator's BatchNorm sees batches of only real or only generated images in
@@ -60,7 +60,6 @@ def use_batch_statistics(module: nn.Module) -> nn.Module:
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
             layer.train()
             layer.momentum = 0.0
-    return module
 
 
 def load_contender(

@@ -139,13 +139,6 @@ def save_gif(frames: Sequence[Image.Image], path: Path, frame_ms: int) -> Path:
     return path
 
 
-def sample_grid(generator: nn.Module, z: Tensor, path: Path, nrow: int = 8) -> Path:
-    """A PNG grid of the generator's images for latents z (N, D)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_grid_image(generate(generator, z), nrow).save(path)
-    return path
-
-
 def morph(
     generator: nn.Module,
     z_start: Tensor,
@@ -251,10 +244,13 @@ def run_generate(cfg: DictConfig) -> list[Path]:
         generator, fixed_z = load_generator(cfg.ckpt_path, cfg.config_path, cfg.device)
         latent_dim = checkpoint_run(Path(cfg.ckpt_path), cfg.config_path).latent_dim
         gen = torch.Generator().manual_seed(int(cfg.seed))
-        z = torch.randn(cfg.num_samples, latent_dim, generator=gen)
-        written.append(sample_grid(generator, z, out_dir / "samples.png", cfg.nrow))
+        grids = {"samples": torch.randn(cfg.num_samples, latent_dim, generator=gen)}
+        out_dir.mkdir(parents=True, exist_ok=True)
         if fixed_z is not None:
-            written.append(sample_grid(generator, fixed_z, out_dir / "fixed_noise.png", cfg.nrow))
+            grids["fixed_noise"] = fixed_z
+        for name, z in grids.items():
+            to_grid_image(generate(generator, z), cfg.nrow).save(out_dir / f"{name}.png")
+            written.append(out_dir / f"{name}.png")
         z_start = torch.randn(cfg.num_pairs, latent_dim, generator=gen)
         z_end = torch.randn(cfg.num_pairs, latent_dim, generator=gen)
         written += morph(

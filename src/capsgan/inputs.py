@@ -85,19 +85,6 @@ def read_run_config(path: str | Path) -> DictConfig:
     return cfg
 
 
-def latent_size(cfg: DictConfig, path: str | Path) -> int:
-    """The size of the noise vector z of the run whose config is ``cfg``: the run's own
-    ``latent_dim`` (the key the GAN samples z with), never an attribute of the generator,
-    which a new model need not have (docs/extending.md)."""
-    value = OmegaConf.select(cfg, "latent_dim") or OmegaConf.select(cfg, "generator.latent_dim")
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(
-            f"the run config {str(path)!r} gives no usable latent_dim ({value!r}); the noise "
-            "size is read from its top-level latent_dim. Pass the config of a training run."
-        )
-    return value
-
-
 # -- image files ---------------------------------------------------------------------------
 
 

@@ -76,8 +76,7 @@ class Run:
 
     @property
     def seed(self) -> int | None:
-        seed = self.cfg.get("seed") if self.cfg is not None else None
-        return int(seed) if seed is not None else None
+        return None if (seed := self.setting("seed")) is None else int(seed)
 
     def setting(self, key: str) -> Any:
         return OmegaConf.select(self.cfg, key) if self.cfg is not None else None
@@ -126,11 +125,10 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 def read_job_record(folder: str | Path) -> dict[str, Any] | None:
     """A sweep job folder's ``job.json``, or None (none, or unreadable)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         record = json.loads((Path(folder) / JOB_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+        return record if isinstance(record, dict) else None
+    return None
 
 
 def run_status(folder: Path) -> tuple[str | None, str | None]:
@@ -174,8 +172,7 @@ def read_scalars(
     """Every scalar tag of a run (all its TensorBoard event folders), in time order; steps
     divided by ``steps_per_unit`` (the batches per generator step), times in seconds since
     the run's first event, less the ``pauses`` (POSIX (from, to) times between the sessions
-    of a resumed run) before each event. The project's one reader of TensorBoard events;
-    it reads runs from before and after the x axis became the generator step."""
+    of a resumed run) before each event. The project's one reader of TensorBoard events."""
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
     events: dict[str, list[tuple[float, int, float]]] = {}
     start = math.inf
@@ -334,7 +331,18 @@ class CheckpointRun:
 
     @property
     def latent_dim(self) -> int:
-        return inputs.latent_size(self.cfg, self.config_path)
+        """The size of the noise vector z: the run's own ``latent_dim`` (the key the GAN
+        samples z with), never an attribute of the generator, which a new model need not
+        have (docs/extending.md)."""
+        value = OmegaConf.select(self.cfg, "latent_dim")
+        value = value or OmegaConf.select(self.cfg, "generator.latent_dim")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(
+                f"the run config {str(self.config_path)!r} gives no usable latent_dim "
+                f"({value!r}); the noise size is read from its top-level latent_dim. Pass the "
+                "config of a training run."
+            )
+        return value
 
 
 def checkpoint_run(ckpt: Path, config_path: str | Path | None = None) -> CheckpointRun:
