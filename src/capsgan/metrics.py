@@ -336,8 +336,8 @@ class SampleQualityCallback(L.Callback):
         generator.eval()
         rng = torch.Generator().manual_seed(self.seed + rank)
         share = len(range(self.num_samples)[rank::world])  # this process's
-        for start in range(0, share, self.batch_size):
-            n = min(self.batch_size, share - start)
+        for first in range(0, share, self.batch_size):  # not `start`: that times the evaluation
+            n = min(self.batch_size, share - first)
             z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)
             self.quality.update(to_uint8(generator(z)), real=False)
         generator.train(was_training)
