@@ -7,8 +7,8 @@ import hydra
 import pytest
 import torch
 
-from capsgan.models.capsule_generator import CapsuleGenerator, route_to_parts
-from capsgan.models.capsules import squash
+from capsgan.models.capsule_generator import CapsuleGenerator
+from capsgan.models.capsules import dynamic_routing, squash
 from capsgan.training import train
 
 
@@ -28,7 +28,7 @@ def test_routing_matches_a_loop_over_parts_and_wholes() -> None:
     """The batched routing against the procedure written capsule by capsule."""
     torch.manual_seed(0)
     u_hat = torch.randn(2, 5, 3, 4)  # (B, parts, wholes, dim)
-    v, c = route_to_parts(u_hat, iterations=3)
+    v, c = dynamic_routing(u_hat, iterations=3, coupling_dim=2)
     for b in range(2):
         logits = torch.zeros(5, 3)
         for r in range(3):

@@ -119,6 +119,7 @@ def test_callback_logs_all_metrics_in_a_short_run(make_cfg, tiny_classifier) -> 
         assert key in metrics and torch.isfinite(torch.tensor(metrics[key])), key
     assert 1 <= metrics["val/modes"] <= 10
     assert 1.0 <= metrics["val/is"] <= 10.0
+    assert 0 < metrics["val/metric_seconds"] < 300  # the evaluation's wall time
     events = list((Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*"))
     assert events and b"val/fid" in events[0].read_bytes()
 

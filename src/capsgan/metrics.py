@@ -331,16 +331,13 @@ class SampleQualityCallback(L.Callback):
             for batch in trainer.datamodule.val_set.images[rank::world].split(self.batch_size):
                 self.quality.update(to_uint8(batch).to(pl_module.device), real=True)
             self.num_real = len(trainer.datamodule.val_set)
-        generator = pl_module.generator
-        was_training = generator.training
-        generator.eval()
+        generator = pl_module.generator  # in eval mode: Lightning validates the module in it
         rng = torch.Generator().manual_seed(self.seed + rank)
         share = len(range(self.num_samples)[rank::world])  # this process's
-        for start in range(0, share, self.batch_size):
-            n = min(self.batch_size, share - start)
+        for first in range(0, share, self.batch_size):  # not `start`: that times the evaluation
+            n = min(self.batch_size, share - first)
             z = torch.randn(n, pl_module.hparams.latent_dim, generator=rng).to(pl_module.device)
             self.quality.update(to_uint8(generator(z)), real=False)
-        generator.train(was_training)
         values = self.quality.compute(total_real=self.num_real, total_fake=self.num_samples)
         self.quality.reset()
         seconds = time.perf_counter() - start

@@ -22,14 +22,6 @@ from capsgan.models.capsules import PrimaryCapsules, RoutingCapsules
 from capsgan.models.interface import CapsuleTrace, ScoreKind
 
 
-def primary_grid_size(
-    image_size: int, conv_kernel: int, primary_kernel: int, primary_stride: int
-) -> int:
-    """Side of the primary-capsule grid (both convolutions are unpadded)."""
-    after_conv = image_size - conv_kernel + 1
-    return max(0, (after_conv - primary_kernel) // primary_stride + 1)  # 0: no grid fits
-
-
 class CapsuleDiscriminator(nn.Module):
     """Conv -> PrimaryCaps -> routed output capsules -> real/fake score of shape (B,)."""
 
@@ -70,7 +62,8 @@ class CapsuleDiscriminator(nn.Module):
                 f"out_capsules must be >= 2 (got {out_capsules}): with one output capsule every "
                 "coupling coefficient is 1 and routing does nothing"
             )
-        grid = primary_grid_size(image_size, conv_kernel, primary_kernel, primary_stride)
+        # side of the primary-capsule grid (both convolutions are unpadded); < 1: none fits
+        grid = (image_size - conv_kernel + 1 - primary_kernel) // primary_stride + 1
         if grid < 1:
             raise ValueError(
                 f"conv_kernel={conv_kernel} then primary_kernel={primary_kernel} with "
@@ -79,7 +72,6 @@ class CapsuleDiscriminator(nn.Module):
                 "convolution shrinks the image by kernel-1); use smaller kernels, e.g. "
                 "conv_kernel=9 primary_kernel=9 for 28x28 images"
             )
-        self.head_kind = head
         self.score_kind = ScoreKind.LOGIT if head == "fc" else ScoreKind.LENGTH
         self.conv = nn.Sequential(
             nn.Conv2d(image_channels, conv_channels, conv_kernel), nn.ReLU(inplace=True)
@@ -113,7 +105,7 @@ class CapsuleDiscriminator(nn.Module):
         return self._score(v)
 
     def _score(self, v: Tensor) -> Tensor:
-        if self.head_kind == "fc":
+        if self.score_kind == ScoreKind.LOGIT:  # the fc head
             return self.head(v.flatten(1)).squeeze(1)  # (B,) logit
         return v[:, 0].norm(dim=-1)  # (B,) length of the "real" capsule, in [0, 1)
 
@@ -128,5 +120,5 @@ class CapsuleDiscriminator(nn.Module):
             couplings=couplings,  # R x (B, in_caps, out_caps)
             outputs=outputs,  # R x (B, out_caps, out_dim)
             score=self._score(outputs[-1]),  # (B,), as forward(x)
-            score_capsule=0 if self.head_kind == "length" else None,
+            score_capsule=0 if self.score_kind == ScoreKind.LENGTH else None,
         )

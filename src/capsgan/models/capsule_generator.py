@@ -44,42 +44,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from capsgan.models.capsules import RoutingCapsules, squash
+from capsgan.models.capsules import RoutingCapsules, dynamic_routing, squash
 from capsgan.models.cnn_discriminator import dcgan_init
-
-
-def route_to_parts(u_hat: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
-    """Routing by agreement from wholes to parts, each part's couplings a softmax over the
-    wholes.
-
-    Args:
-        u_hat: predictions (B, parts, wholes, dim): what each whole predicts for each part.
-        iterations: routing iterations >= 1 (1: every whole weighs the same).
-
-    Returns:
-        v: part capsules (B, parts, dim); c: couplings (B, parts, wholes), rows sum to 1.
-
-    As in :func:`capsgan.models.capsules.dynamic_routing`, the logits are updated from a
-    detached copy of ``u_hat``; gradients flow through the last iteration's weighted sum.
-    """
-    if iterations < 1:
-        raise ValueError(f"routing iterations must be >= 1, got {iterations}")
-    batch, parts, wholes, _ = u_hat.shape
-    u_detached = u_hat.detach()
-    logits = u_hat.new_zeros(batch, parts, wholes)  # b_ij, (B, parts, wholes)
-    for r in range(iterations):  # over iterations only; capsules and samples are batched
-        c = torch.softmax(logits, dim=2)  # each part's parents sum to 1
-        last = r == iterations - 1
-        u = u_hat if last else u_detached
-        s = torch.matmul(c.unsqueeze(2), u).squeeze(2)  # (B, parts, 1, wholes) @ -> (B, parts, dim)
-        v = squash(s)
-        if not last:
-            agreement = torch.matmul(u_detached, v.unsqueeze(3))  # (B, parts, wholes, 1)
-            logits.add_(agreement.squeeze(3))
-    return v, c
 
 
 class CapsuleGenerator(nn.Module):
@@ -134,7 +102,7 @@ class CapsuleGenerator(nn.Module):
         self.part_maps, self.part_dim, self.grid = part_maps, part_dim, grid
         self.iterations = routing_iterations
         self.to_classes = nn.Linear(latent_dim, class_capsules * class_dim)
-        # its weights W_ij and its vectorized predictions(); the routing is route_to_parts
+        # its weights W_ij and vectorized predictions(); part_capsules routes wholes -> parts
         self.transform = RoutingCapsules(
             class_capsules,
             class_dim,
@@ -163,7 +131,7 @@ class CapsuleGenerator(nn.Module):
         u = self.to_classes(z.view(z.shape[0], self.latent_dim))  # (B, K * class_dim)
         u = squash(u.view(-1, self.class_capsules, self.class_dim))  # (B, K, class_dim)
         u_hat = self.transform.predictions(u)  # (B, parts, K, part_dim)
-        return route_to_parts(u_hat, self.iterations)
+        return dynamic_routing(u_hat, self.iterations, coupling_dim=2)  # each part's wholes
 
     def forward(self, z: Tensor) -> Tensor:
         v, _ = self.part_capsules(z)  # (B, maps * G * G, part_dim)

@@ -25,7 +25,10 @@ def squash(s: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
 
 
 def dynamic_routing(
-    u_hat: Tensor, iterations: int, record: list[tuple[Tensor, Tensor]] | None = None
+    u_hat: Tensor,
+    iterations: int,
+    record: list[tuple[Tensor, Tensor]] | None = None,
+    coupling_dim: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """Routing-by-agreement (Procedure 1 of the paper).
 
@@ -37,11 +40,14 @@ def dynamic_routing(
             used (B, out_caps, in_caps) and the output capsules they gave (B, out_caps,
             out_dim). Diagnostics only (``RoutingCapsules.trace``); None, the default,
             costs the normal forward nothing but one ``is None`` test per iteration.
+        coupling_dim: what the couplings' softmax runs over. 1, the paper's: each input
+            capsule's couplings sum to 1 over the output capsules. 2: each output capsule's
+            sum to 1 over the input capsules (the capsule generator's wholes -> parts).
 
     Returns:
         v: output capsules (B, out_caps, out_dim).
-        c: final coupling coefficients (B, out_caps, in_caps); for each input capsule
-            they are a softmax over the output capsules, so they sum to 1 over dim 1.
+        c: final coupling coefficients (B, out_caps, in_caps), summing to 1 over
+            ``coupling_dim``.
 
     As in the paper's reference code, the routing logits are updated from a detached
     copy of ``u_hat``: gradients reach the prediction vectors only through the last
@@ -53,7 +59,7 @@ def dynamic_routing(
     u_detached = u_hat.detach()
     logits = u_hat.new_zeros(batch, out_caps, in_caps)  # b_ij, (B, out_caps, in_caps)
     for r in range(iterations):
-        c = torch.softmax(logits, dim=1)  # couple each input to the outputs
+        c = torch.softmax(logits, dim=coupling_dim)  # 1: couple each input to the outputs
         last = r == iterations - 1
         u = u_hat if last else u_detached
         # s_j = sum_i c_ij u_hat_j|i as one batched matmul over (B * out_caps)
@@ -128,9 +134,8 @@ class RoutingCapsules(nn.Module):
         # one copy into routing's layout; every routing matmul then reads it contiguously
         return u_hat.permute(1, 2, 0, 3).contiguous()  # (B, out_caps, in_caps, out_dim)
 
-    def forward(self, u: Tensor, return_couplings: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        v, c = dynamic_routing(self.predictions(u), self.iterations)  # (B, out_caps, out_dim)
-        return (v, c) if return_couplings else v
+    def forward(self, u: Tensor) -> Tensor:
+        return dynamic_routing(self.predictions(u), self.iterations)[0]  # (B, out_caps, out_dim)
 
     def trace(self, u: Tensor) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
         """``forward`` with every routing iteration kept, for diagnostics

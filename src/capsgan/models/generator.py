@@ -40,22 +40,17 @@ class Generator(nn.Module):
         blocks: Sequence[Mapping[str, Any]],
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        if init_channels < 1 or init_size < 1:
-            raise ValueError(
-                f"init_channels and init_size must be >= 1, got {init_channels}, {init_size}"
-            )
         if not blocks:
             raise ValueError(
                 "blocks is empty: the generator needs at least one up-sampling block "
                 "(channels, kernel, stride, padding, output_padding)"
             )
+        sizes = {"latent_dim": latent_dim, "init_channels": init_channels, "init_size": init_size}
         for i, block in enumerate(blocks):
-            for field in ("channels", "kernel", "stride"):
-                value = block.get(field)
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"blocks[{i}].{field} must be an integer >= 1, got {value!r}")
+            sizes |= {f"blocks[{i}].{f}": block.get(f) for f in ("channels", "kernel", "stride")}
+        for name, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.latent_dim = latent_dim
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, init_channels, init_size, bias=False),
@@ -66,15 +61,13 @@ class Generator(nn.Module):
         for i, block in enumerate(blocks):
             last = i == len(blocks) - 1
             pad, out_pad = int(block.get("padding", 0)), int(block.get("output_padding", 0))
-            kernel, stride = int(block["kernel"]), int(block["stride"])
+            out_ch, kernel, stride = block["channels"], block["kernel"], block["stride"]
             layers.append(
-                nn.ConvTranspose2d(
-                    channels, block["channels"], kernel, stride, pad, out_pad, bias=last
-                )
+                nn.ConvTranspose2d(channels, out_ch, kernel, stride, pad, out_pad, bias=last)
             )
-            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(block["channels"]), nn.ReLU(True)]
+            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out_ch), nn.ReLU(True)]
             # nn.ConvTranspose2d's output side (dilation 1)
-            channels, size = block["channels"], (size - 1) * stride - 2 * pad + kernel + out_pad
+            channels, size = out_ch, (size - 1) * stride - 2 * pad + kernel + out_pad
         self.output_shape = (channels, size, size)
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -86,13 +85,6 @@ class CapsuleTrace:
     def lengths(self) -> Tensor:
         """(B, J): the final output capsules' lengths, in [0, 1) after the squash."""
         return self.outputs[-1].norm(dim=-1)
-
-
-@runtime_checkable
-class CapsuleTracing(Protocol):
-    """A discriminator with the ``capsule_trace`` hook (see the module docstring)."""
-
-    def capsule_trace(self, x: Tensor) -> CapsuleTrace: ...
 
 
 def supports_capsule_trace(module: object) -> bool:
