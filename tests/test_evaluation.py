@@ -313,6 +313,7 @@ def test_gan_battling_itself_gives_ratios_of_one(tiny_data_dir, toy_run, tmp_pat
         f"data_root={tiny_data_dir}", "num_samples=200", f"out={tmp_path / 'b.json'}",
     )  # fmt: skip
     (result,), path = run_battle(cfg)
+    assert torch.is_grad_enabled()  # the tool turns autograd off only inside itself
     assert result.r_test == pytest.approx(1.0, abs=cfg.tolerance)
     assert result.r_samples == pytest.approx(1.0, abs=cfg.tolerance)
     assert result.winner == "tie"
@@ -408,6 +409,7 @@ def test_semisupervised_runs_every_method_seed_and_n(tiny_data_dir, toy_run, tmp
         f"data_root={tiny_data_dir}", f"out={tmp_path / 's.json'}",
     )  # fmt: skip
     rows, path = run_semisupervised(cfg)
+    assert torch.is_grad_enabled()
     assert len(rows) == 3 * 2 * 2  # pixels, trained D, untrained D x 2 n x 2 seeds
     assert {r["method"] for r in rows} == {"pixels", "trained_D", "untrained_D"}
     assert all(0.0 <= r["test_error"] <= 1.0 for r in rows)

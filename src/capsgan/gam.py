@@ -175,10 +175,10 @@ def battle(
     return Battle(a.label, b.label, *errors, len(test_images), num_samples, tolerance)
 
 
+@torch.no_grad()  # scoped: callers in the same process keep autograd
 def run_battle(cfg: DictConfig) -> tuple[list[Battle], Path]:
     """``src/battle.py`` (conf/battle.yaml): battle a[i] against b[i], print, write JSON."""
     validate_battle_config(cfg)  # every key and `out`, before any GAN is loaded
-    torch.set_grad_enabled(False)
     results: list[Battle] = []
     test_cache: dict[DataSpec, Tensor] = {}  # test_samples images of each data set
     counts = {k: int(cfg[k]) for k in ("num_samples", "seed", "batch_size")}

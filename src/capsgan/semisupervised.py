@@ -202,6 +202,7 @@ def linear_probe(
 # -- the experiment ---------------------------------------------------------------------------
 
 
+@torch.no_grad()  # scoped: callers in the same process keep autograd; fits use enable_grad
 def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """``src/semisupervised.py`` (conf/semisupervised.yaml): every run x n x seed x method."""
     validate_semisupervised_config(cfg)  # every key and `out`, before any feature is computed
@@ -220,7 +221,6 @@ def run_semisupervised(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
         )
     (spec,) = specs
     root = str(cfg.data_root)
-    torch.set_grad_enabled(False)
     train_u8, train_labels = real_images(spec, root, "train")
     test_u8, test_labels = real_images(spec, root, "test", cfg.test_samples)
     classes = int(train_labels.max()) + 1
