@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import resource
+import types
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +25,7 @@ import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
+import capsgan.benchmark as bench
 from capsgan.benchmark import (
     BareLoop,
     BroadcastRouting,
@@ -304,3 +307,17 @@ def test_bare_loop_refuses_a_precision_it_does_not_run(make_cfg) -> None:
     )
     with pytest.raises(ConfigError, match=r"not '16-mixed'.*trainer.precision"):
         BareLoop(module, "16-mixed")
+
+
+@pytest.mark.parametrize(("platform", "maxrss"), [("linux", 512 * 1024), ("darwin", 512 * 2**20)])
+def test_peak_memory_without_proc_reads_ru_maxrss_in_its_platform_unit(
+    monkeypatch, platform: str, maxrss: int
+) -> None:
+    class NoProc(type(Path())):  # where there is no /proc (macOS, BSD)
+        def read_text(self, *args, **kwargs) -> str:
+            raise FileNotFoundError(self)
+
+    monkeypatch.setattr(bench, "Path", NoProc)
+    monkeypatch.setattr(bench.sys, "platform", platform)
+    monkeypatch.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=maxrss))
+    assert bench.peak_memory_mb(torch.device("cpu")) == 512.0
