@@ -140,9 +140,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _how_it_ended(err: BaseException) -> tuple[str, str]:
     """``run_info.json``'s status and message for a run that ended with ``err``."""
-    if isinstance(err, (UserError, RunInterruptedError)):
-        kinds = {DivergenceError: "diverged", RunInterruptedError: "interrupted"}
-        return next((s for k, s in kinds.items() if isinstance(err, k)), "failed"), str(err)
+    if isinstance(err, DivergenceError):
+        return "diverged", str(err)
+    if isinstance(err, RunInterruptedError):
+        return "interrupted", str(err)
+    if isinstance(err, UserError):
+        return "failed", str(err)
     if isinstance(err, KeyboardInterrupt):
         return "interrupted", "stopped by a second Ctrl-C, at once and without saving"
     if isinstance(err, SystemExit):
